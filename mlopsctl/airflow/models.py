@@ -1,0 +1,124 @@
+"""Typed views of the Airflow REST API v2 payloads mlopsctl uses (extra fields are kept, not validated)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+FAILED_TI_STATES = frozenset({"failed", "upstream_failed"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ComponentHealth(_Model):
+    status: str | None = None
+    latest_scheduler_heartbeat: datetime | None = None
+    latest_triggerer_heartbeat: datetime | None = None
+    latest_dag_processor_heartbeat: datetime | None = None
+
+
+class Health(_Model):
+    metadatabase: ComponentHealth = Field(default_factory=ComponentHealth)
+    scheduler: ComponentHealth = Field(default_factory=ComponentHealth)
+    triggerer: ComponentHealth = Field(default_factory=ComponentHealth)
+    dag_processor: ComponentHealth | None = None
+
+    def unhealthy(self, require: tuple[str, ...] = ("metadatabase", "scheduler", "triggerer", "dag_processor")) -> list[str]:
+        """Names of required components whose status is not 'healthy'."""
+        bad = []
+        for name in require:
+            comp = getattr(self, name, None)
+            if comp is None or comp.status != "healthy":
+                bad.append(name)
+        return bad
+
+
+class Dag(_Model):
+    dag_id: str
+    is_paused: bool | None = None
+    is_stale: bool | None = None
+    tags: list[dict[str, Any]] = Field(default_factory=list)
+    description: str | None = None
+    fileloc: str | None = None
+    has_import_errors: bool | None = None
+
+
+class DagDetails(Dag):
+    params: dict[str, Any] = Field(default_factory=dict)
+    doc_md: str | None = None
+
+
+class ImportError_(_Model):
+    import_error_id: int | None = None
+    filename: str | None = None
+    bundle_name: str | None = None
+    stack_trace: str | None = None
+    timestamp: datetime | None = None
+
+
+class DagRun(_Model):
+    dag_run_id: str
+    dag_id: str
+    state: str
+    logical_date: datetime | None = None
+    queued_at: datetime | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    run_type: str | None = None
+    conf: dict[str, Any] | None = None
+    note: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_RUN_STATES
+
+
+class TaskInstance(_Model):
+    task_id: str
+    dag_id: str | None = None
+    dag_run_id: str | None = None
+    map_index: int = -1
+    state: str | None = None
+    try_number: int = 0
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    duration: float | None = None
+    operator: str | None = None
+
+
+class LogChunk(_Model):
+    """One page of a task log: structured events plus a continuation token."""
+
+    content: list[dict[str, Any]] | str = Field(default_factory=list)
+    continuation_token: str | None = None
+
+    def lines(self) -> list[str]:
+        if isinstance(self.content, str):
+            return self.content.splitlines()
+        out = []
+        for ev in self.content:
+            if isinstance(ev, dict):
+                event = ev.get("event", "")
+                level = ev.get("level")
+                prefix = f"[{level}] " if level and ev.get("logger") != "task.stdout" else ""
+                out.append(f"{prefix}{event}")
+            else:
+                out.append(str(ev))
+        return out
+
+
+class Connection(_Model):
+    connection_id: str
+    conn_type: str
+    description: str | None = None
+    host: str | None = None
+    login: str | None = None
+    schema_: str | None = Field(default=None, alias="schema")
+    port: int | None = None
+    password: str | None = None  # always '***' when read back
+    extra: str | None = None  # a JSON *string*

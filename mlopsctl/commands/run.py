@@ -1,0 +1,4 @@
+"""(placeholder until implemented)."""
+import typer
+
+app = typer.Typer(no_args_is_help=True)

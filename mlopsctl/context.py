@@ -1,0 +1,61 @@
+"""The object every command receives: settings, console and lazily-built clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from mlopsctl.console import Console
+from mlopsctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlopsctl.airflow.client import AirflowClient
+    from mlopsctl.settings import Settings
+
+
+def _format_validation_error(exc) -> str:  # pydantic.ValidationError
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        env = f"MLOPSCTL_{loc.upper()}" if loc != "settings" else ""
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        parts.append(f"{loc} ({env}): {msg}" if env else f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+@dataclass
+class AppContext:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    debug: bool = False
+    quiet: bool = False
+    json_mode: bool = False
+
+    @cached_property
+    def settings(self) -> Settings:
+        from pydantic import ValidationError
+
+        from mlopsctl.settings import load_settings
+
+        try:
+            return load_settings(**self.overrides)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"Invalid settings: {_format_validation_error(exc)}.",
+                hint="Fix the flag, the MLOPSCTL_* environment variable or the .env entry named above.",
+            ) from None
+
+    @cached_property
+    def console(self) -> Console:
+        return Console(json_mode=self.json_mode, quiet=self.quiet)
+
+    def set_json(self, value: bool) -> None:
+        if value and not self.json_mode:
+            self.json_mode = True
+            self.__dict__.pop("console", None)
+
+    @cached_property
+    def airflow(self) -> AirflowClient:
+        from mlopsctl.airflow.client import AirflowClient
+
+        return AirflowClient.from_settings(self.settings)

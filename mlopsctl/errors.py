@@ -1,0 +1,92 @@
+"""Exception hierarchy and the exit codes they map to (documented in README.md)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes. Stable: scripts depend on them."""
+
+    OK = 0
+    ERROR = 1  # unexpected internal error (a bug: re-run with --debug)
+    USAGE = 2  # bad flag/argument (click's own usage errors too)
+    CONFIG = 3  # bad settings/.env/context
+    UNREACHABLE = 4  # Airflow/MLflow/Databricks not reachable (connection refused, DNS, timeout)
+    AUTH = 5  # 401/403: wrong or expired credentials
+    NOT_FOUND = 6  # unknown DAG, run id, connection, pipeline
+    REJECTED = 7  # the server refused the request (400/409/422), e.g. conf failing a Param schema
+    RUN_FAILED = 8  # the pipeline run ended failed
+    TIMEOUT = 9  # --timeout elapsed while waiting (the run keeps going)
+    SERVER = 10  # 5xx from a server after retries
+    STACK = 11  # the embedded local stack failed to start/stop (port taken, component crashed)
+    DAG_ERROR = 12  # a DAG failed to import / `check` found problems
+    INTERRUPTED = 130  # Ctrl-C (the run, if any, keeps going)
+
+
+class MlopsctlError(Exception):
+    """Base error: one clear message, an optional hint, an exit code."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: ExitCode | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.message
+
+
+class InputError(MlopsctlError):
+    """Bad user input judged locally, before any request is sent."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(MlopsctlError):
+    exit_code = ExitCode.CONFIG
+
+
+class UnreachableError(MlopsctlError):
+    exit_code = ExitCode.UNREACHABLE
+
+
+class AuthError(MlopsctlError):
+    exit_code = ExitCode.AUTH
+
+
+class NotFoundError(MlopsctlError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class RejectedError(MlopsctlError):
+    """400/422: the server validated the request and refused it (message carries the server's reason)."""
+
+    exit_code = ExitCode.REJECTED
+
+
+class ConflictError(RejectedError):
+    """409: the resource already exists (e.g. same dag_run_id)."""
+
+
+class ServerError(MlopsctlError):
+    exit_code = ExitCode.SERVER
+
+
+class RunFailedError(MlopsctlError):
+    exit_code = ExitCode.RUN_FAILED
+
+
+class WaitTimeoutError(MlopsctlError):
+    exit_code = ExitCode.TIMEOUT
+
+
+class StackError(MlopsctlError):
+    exit_code = ExitCode.STACK
+
+
+class DagError(MlopsctlError):
+    exit_code = ExitCode.DAG_ERROR

@@ -1,0 +1,127 @@
+"""All of mlopsctl's configuration, in one pydantic-settings class.
+
+Precedence: command-line flag > environment (MLOPSCTL_*) > .env file > context file > default.
+No I/O here beyond reading configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AuthKind = Literal["password", "token", "none"]
+
+
+class Settings(BaseSettings):
+    """mlopsctl settings. Every field is settable as MLOPSCTL_<FIELD> (see .env.example)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLOPSCTL_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- project -------------------------------------------------------------------------------
+    project_dir: Path = Field(default_factory=Path.cwd, description="Project root (holds dags/, spark_jobs/).")
+    state_dir: Path | None = Field(
+        default=None, description="Local state (Airflow home, SQLite DBs, logs, PIDs). Default: <project_dir>/.mlopsctl"
+    )
+    context: str | None = Field(default=None, description="Named Airflow/MLflow target from `mlopsctl context`.")
+
+    # --- Airflow -------------------------------------------------------------------------------
+    airflow_url: str = Field(default="http://127.0.0.1:8080", description="Airflow base URL (api-server).")
+    airflow_auth: AuthKind = Field(default="password", description="password (JWT via /auth/token), token, none.")
+    airflow_username: str = Field(default="admin", description="Airflow user for password auth.")
+    airflow_password: SecretStr | None = Field(
+        default=None, description="Airflow password. Default for the local stack: read from the state dir."
+    )
+    airflow_token: SecretStr | None = Field(
+        default=None, description="Static bearer token (e.g. an Astronomer deployment API token)."
+    )
+    verify_tls: bool = Field(default=True, description="Verify HTTPS certificates.")
+    ca_bundle: Path | None = Field(default=None, description="CA bundle file for HTTPS verification.")
+    request_timeout: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    retries: int = Field(default=3, ge=0, le=10, description="Retries of idempotent requests on connect errors/5xx/429.")
+
+    # --- MLflow --------------------------------------------------------------------------------
+    mlflow_tracking_uri: str = Field(
+        default="http://127.0.0.1:5000", description="MLflow tracking URI (http(s)://... or `databricks`)."
+    )
+    mlflow_ui_url: str | None = Field(default=None, description="Base URL for MLflow UI links (default: tracking URI).")
+
+    # --- embedded local stack ------------------------------------------------------------------
+    airflow_port: int = Field(default=8080, ge=1, le=65535, description="Local Airflow api-server port.")
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, description="Local MLflow server port.")
+    parallelism: int = Field(default=4, ge=1, le=64, description="Local Airflow task slots (AIRFLOW__CORE__PARALLELISM).")
+    start_timeout: float = Field(default=180.0, gt=0, description="Seconds `dev start` waits for health.")
+
+    # --- compute (read by the DAGs at run time) ------------------------------------------------
+    compute: str = Field(
+        default="local", description="Spark backend: local, a Spark master URL (spark://host:7077), or databricks."
+    )
+    spark_master: str = Field(default="local[*]", description="Master for the local backend.")
+
+    @field_validator("airflow_url", "mlflow_ui_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"must be an http(s):// URL with a host, got {value!r}")
+        try:
+            parsed.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        return value.rstrip("/")
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if value == "databricks" or value.startswith("databricks://") or value.startswith("databricks-uc"):
+            return value
+        if parsed.scheme in ("http", "https") and parsed.hostname:
+            return value.rstrip("/")
+        if parsed.scheme in ("file", "sqlite"):
+            return value
+        raise ValueError(f"must be http(s)://host[:port], databricks, or file:/sqlite: URI, got {value!r}")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        self.project_dir = self.project_dir.expanduser().resolve()
+        if self.state_dir is None:
+            self.state_dir = self.project_dir / ".mlopsctl"
+        else:
+            self.state_dir = self.state_dir.expanduser().resolve()
+        return self
+
+    # --- derived -------------------------------------------------------------------------------
+    @property
+    def state(self) -> Path:
+        assert self.state_dir is not None
+        return self.state_dir
+
+    @property
+    def local_airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def local_mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def mlflow_ui(self) -> str:
+        return (self.mlflow_ui_url or self.mlflow_tracking_uri).rstrip("/")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings; explicit (flag) values win over env and .env. `None` overrides are ignored."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

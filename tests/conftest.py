@@ -1,0 +1,29 @@
+"""Test isolation: every test gets its own MLOPSCTL state, no colour, a fixed terminal width."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("MLOPSCTL_") or key.startswith("DATABRICKS_"):
+            monkeypatch.delenv(key, raising=False)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project dir as cwd, with MLOPSCTL_PROJECT_DIR pointing at it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLOPSCTL_PROJECT_DIR", str(tmp_path))
+    return tmp_path
