@@ -20,3 +20,8 @@ def bundled_dags_dir() -> Path:
 
 def bundled_spark_jobs_dir() -> Path:
     return _bundled("spark_jobs")
+
+
+def bundled_env_example() -> Path:
+    packaged = _PKG / "_bundled" / "env.example"
+    return packaged if packaged.is_file() else _PKG.parent / ".env.example"

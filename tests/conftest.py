@@ -27,3 +27,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLOPSCTL_PROJECT_DIR", str(tmp_path))
     return tmp_path
+
+
+# The real local stack (Airflow 3 + MLflow), started once per test session: see tests/fixtures/stack.py.
+pytest_plugins = ["tests.fixtures.stack"]
