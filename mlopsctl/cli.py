@@ -77,6 +77,7 @@ app.command("grid-search")(grid_search.grid_search)
 app.command("status")(status.status)
 app.command("logs")(logs.logs)
 app.command("dags")(dags.dags)
+app.command("pipelines", help="Alias of `dags`.", hidden=True)(dags.dags)
 app.command("check")(check.check)
 app.add_typer(context_cmd.app, name="context")
 app.add_typer(deploy.app, name="deploy")
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     try:
-        app(args=args, prog_name="mlopsctl", standalone_mode=False)
+        # standalone_mode=False: `raise typer.Exit(n)` in a command makes app() *return* n.
+        result = app(args=args, prog_name="mlopsctl", standalone_mode=False)
     except MlopsctlError as exc:
         if debug:
             raise
@@ -107,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # typer >= 0.29 vendors click: its usage errors are not click's
+        if hasattr(exc, "show"):
+            exc.show()
+        sys.exit(getattr(exc, "exit_code", int(ExitCode.USAGE)))
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(int(ExitCode.INTERRUPTED))
@@ -120,4 +126,4 @@ def main(argv: list[str] | None = None) -> None:
             "This is a bug in mlopsctl. Re-run with --debug for the traceback and report it.",
         )
         sys.exit(int(ExitCode.ERROR))
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)

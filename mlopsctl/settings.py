@@ -27,6 +27,15 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        """flag > env > .env > named context (`mlopsctl context`) > default."""
+        from mlopsctl.contexts import ContextSettingsSource
+
+        return (init_settings, env_settings, dotenv_settings, ContextSettingsSource(settings_cls), file_secret_settings)
+
     # --- project -------------------------------------------------------------------------------
     project_dir: Path = Field(default_factory=Path.cwd, description="Project root (holds dags/, spark_jobs/).")
     state_dir: Path | None = Field(

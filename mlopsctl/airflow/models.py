@@ -122,3 +122,9 @@ class Connection(_Model):
     port: int | None = None
     password: str | None = None  # always '***' when read back
     extra: str | None = None  # a JSON *string*
+
+
+class Variable(_Model):
+    key: str
+    value: str | None = None
+    description: str | None = None

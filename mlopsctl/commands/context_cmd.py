@@ -1,4 +1,264 @@
-"""(placeholder until implemented)."""
-import typer
+"""`mlopsctl context ...`: named Airflow/MLflow targets (hosted Airflow, Astronomer, the local stack)."""
 
-app = typer.Typer(no_args_is_help=True)
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+from rich.table import Table
+
+from mlopsctl import contexts
+from mlopsctl.commands._common import JsonOpt, app_context
+from mlopsctl.errors import ConfigError, InputError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help=(
+        "Named targets: Airflow URL + auth kind + MLflow URI, kept in contexts.toml in the user config dir "
+        "(\\[env: MLOPSCTL_CONFIG_DIR]). Select one with `--context NAME`, MLOPSCTL_CONTEXT or `context use`. "
+        "Secrets never go in the file.\n\n"
+        "Example: mlopsctl context add astro --airflow-url https://ORG.astronomer.run/DEPLOYMENT "
+        "--auth token --token-env ASTRO_API_TOKEN"
+    ),
+)
+
+
+def _describe(name: str, ctx: contexts.Context, current: str | None) -> dict[str, Any]:
+    """A printable view of a context: secret *sources* and whether they are set, never the values."""
+    data: dict[str, Any] = {"name": name, "current": name == current, **ctx.model_dump()}
+    if ctx.auth == "token":
+        source = contexts.token_source(name, ctx)
+        data["token"] = "****" if source else None
+        data["token_source"] = source
+    elif ctx.auth == "password":
+        source = contexts.password_source(name, ctx)
+        data["password"] = "****" if source else None
+        data["password_source"] = source
+    return data
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Context name, e.g. prod or astro.")],
+    airflow_url: Annotated[
+        str, typer.Option("--airflow-url", help="Airflow base URL (api-server), e.g. https://airflow.example.com.")
+    ],
+    auth: Annotated[
+        str, typer.Option("--auth", help="password (user/password -> JWT), token (static bearer), or none.")
+    ] = "password",
+    username: Annotated[Optional[str], typer.Option("--username", help="Airflow user for password auth.")] = None,
+    token_env: Annotated[
+        Optional[str],
+        typer.Option("--token-env", help="Name of the env var holding the bearer token, e.g. ASTRO_API_TOKEN."),
+    ] = None,
+    mlflow_uri: Annotated[
+        Optional[str], typer.Option("--mlflow-uri", help="MLflow tracking URI (http(s)://... or databricks).")
+    ] = None,
+    ca_bundle: Annotated[
+        Optional[Path], typer.Option("--ca-bundle", help="CA bundle (PEM) for HTTPS verification.")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Do not verify HTTPS certificates (not recommended).")
+    ] = False,
+    description: Annotated[Optional[str], typer.Option("--description", help="Free text shown by `list`.")] = None,
+    use: Annotated[bool, typer.Option("--use", help="Also make it the current context.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing context of that name.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Add (or with --force replace) a context.
+
+    Example: mlopsctl context add prod --airflow-url https://airflow.example.com --auth password --username ops --use
+    """
+    app_ctx = app_context(ctx, json_output)
+    contexts.validate_name(name)
+    if auth not in ("password", "token", "none"):
+        raise InputError(f"--auth must be password, token or none, got {auth!r}.")
+    if ca_bundle is not None:
+        ca_bundle = ca_bundle.expanduser().resolve()
+        if not ca_bundle.is_file():
+            raise InputError(f"CA bundle {ca_bundle} does not exist.")
+    if auth == "token" and not token_env and not contexts.keyring_available():
+        raise InputError(
+            "--auth token needs --token-env VAR (the env var that will hold the token).",
+            hint="e.g. --token-env ASTRO_API_TOKEN, then `export ASTRO_API_TOKEN=...` before running mlopsctl.",
+        )
+    if mlflow_uri is not None:
+        from mlopsctl.settings import Settings
+
+        try:
+            Settings._tracking_uri(mlflow_uri)
+        except ValueError as exc:
+            raise InputError(f"--mlflow-uri {exc}.") from None
+    try:
+        new = contexts.Context(
+            airflow_url=airflow_url,
+            auth=auth,
+            username=username,
+            token_env=token_env,
+            mlflow_tracking_uri=mlflow_uri,
+            verify_tls=not insecure,
+            ca_bundle=str(ca_bundle) if ca_bundle else None,
+            description=description,
+        )
+    except ValidationError as exc:
+        raise InputError(contexts._first_error(exc) + ".") from None
+    cfg = contexts.load()
+    if name in cfg.contexts and not force:
+        raise ConfigError(f"Context {name!r} already exists.", hint="Use --force to replace it.")
+    cfg.contexts[name] = new
+    if use:
+        cfg.current = name
+    path = contexts.save(cfg)
+    if new.insecure_transport:
+        app_ctx.console.warn(f"{new.airflow_url} is plain HTTP: credentials would cross the network unencrypted.")
+    if insecure:
+        app_ctx.console.warn("TLS certificate verification is off for this context.")
+    if json_output:
+        app_ctx.console.json(_describe(name, new, cfg.current) | {"path": str(path)})
+    else:
+        app_ctx.console.success(f"Context {escape(name)} saved to {escape(str(path))}" + (" (current)" if use else ""))
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+    """List contexts; * marks the current one.
+
+    Example: mlopsctl context list --json
+    """
+    app_ctx = app_context(ctx, json_output)
+    cfg = contexts.load()
+    rows = [
+        {"name": n, "current": n == cfg.current, "airflow_url": c.airflow_url, "auth": c.auth,
+         "mlflow_tracking_uri": c.mlflow_tracking_uri, "description": c.description}
+        for n, c in sorted(cfg.contexts.items())
+    ]
+    if json_output:
+        app_ctx.console.json({"current": cfg.current, "contexts": rows})
+        return
+    if not rows:
+        app_ctx.console.info("No contexts yet. Add one: mlopsctl context add NAME --airflow-url URL")
+        return
+    table = Table("", "NAME", "AIRFLOW URL", "AUTH", "MLFLOW", "DESCRIPTION", box=None)
+    for r in rows:
+        table.add_row("*" if r["current"] else "", escape(r["name"]), escape(r["airflow_url"]), r["auth"],
+                      escape(r["mlflow_tracking_uri"] or "-"), escape(r["description"] or ""))
+    app_ctx.console.print(table)
+
+
+@app.command("use")
+def use(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(help="Context to make current.")] = None,
+    unset: Annotated[bool, typer.Option("--unset", help="Clear the current context (back to env/defaults).")] = False,
+) -> None:
+    """Make NAME the current context (used when neither --context nor MLOPSCTL_CONTEXT is given).
+
+    Example: mlopsctl context use prod
+    """
+    app_ctx = app_context(ctx)
+    if (name is None) == (not unset):
+        raise InputError("Give a context NAME or --unset (not both).")
+    cfg = contexts.load()
+    if unset:
+        cfg.current = None
+        contexts.save(cfg)
+        app_ctx.console.success("No current context (env, .env and defaults apply).")
+        return
+    assert name is not None
+    contexts.get(name, cfg)
+    cfg.current = name
+    contexts.save(cfg)
+    app_ctx.console.success(f"Current context: {escape(name)}")
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(help="Context to show (default: the active one).")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show a context with its secrets masked (only where each secret comes from, and whether it is set).
+
+    Example: mlopsctl context show prod
+    """
+    app_ctx = app_context(ctx, json_output)
+    cfg = contexts.load()
+    if name is None:
+        name = contexts.active_name(app_ctx.overrides.get("context") or _env_context())
+        if not name:
+            raise ConfigError("No context selected.", hint="Give a NAME, or run `mlopsctl context use NAME`.")
+    data = _describe(name, contexts.get(name, cfg), cfg.current)
+    if json_output:
+        app_ctx.console.json(data)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("name", "current", "airflow_url", "auth", "username", "token_env", "token", "token_source",
+                "password", "password_source", "mlflow_tracking_uri", "verify_tls", "ca_bundle", "description"):
+        if key not in data:
+            continue
+        value = data[key]
+        if key in ("token", "password") and value is None:
+            value = "(not set)"
+        table.add_row(key, escape("-" if value is None else str(value)))
+    app_ctx.console.print(table)
+    if data.get("auth") == "token" and not data.get("token_source"):
+        var = data.get("token_env") or "the token env var"
+        app_ctx.console.warn(f"No token available: export {var}=... before using this context.")
+
+
+def _env_context() -> str | None:
+    import os
+
+    return os.environ.get("MLOPSCTL_CONTEXT")
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Context to delete.")],
+) -> None:
+    """Delete a context (and any secret mlopsctl stored for it in the OS keyring).
+
+    Example: mlopsctl context remove staging
+    """
+    app_ctx = app_context(ctx)
+    cfg = contexts.load()
+    old = contexts.get(name, cfg)
+    del cfg.contexts[name]
+    if cfg.current == name:
+        cfg.current = None
+    contexts.save(cfg)
+    contexts.keyring_delete(name, old.username)
+    app_ctx.console.success(f"Removed context {escape(name)}")
+
+
+@app.command("set-secret")
+def set_secret(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Context whose token/password to store.")],
+) -> None:
+    """Store the context's token (auth=token) or password (auth=password) in the OS keyring (needs the
+    optional `keyring` package). The secret is read from a hidden prompt, never from an argument.
+
+    Example: mlopsctl context set-secret astro
+    """
+    app_ctx = app_context(ctx)
+    target = contexts.get(name)
+    if target.auth == "none":
+        raise InputError(f"Context {name!r} uses auth=none: there is no secret to store.")
+    if not contexts.keyring_available():
+        raise ConfigError(
+            "The OS keyring is not available (the optional `keyring` package is not installed).",
+            hint=f"`pip install keyring`, or export the secret in an env var (token_env / MLOPSCTL_AIRFLOW_PASSWORD).",
+        )
+    kind = "token" if target.auth == "token" else "password"
+    secret = typer.prompt(f"{kind.capitalize()} for {name}", hide_input=True)
+    if not secret:
+        raise InputError(f"Empty {kind}.")
+    contexts.keyring_set(name, kind, secret, target.username)
+    app_ctx.console.success(f"Stored the {kind} for {escape(name)} in the OS keyring.")

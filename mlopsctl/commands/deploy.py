@@ -1,4 +1,177 @@
-"""(placeholder until implemented)."""
+"""`mlopsctl deploy`: ship the Spark job files to Databricks, and the DAGs to an Airflow DAGs folder."""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from mlopsctl.commands._common import JsonOpt, app_context
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Deploy job files to Databricks and DAGs to an Airflow DAGs folder.",
+    rich_markup_mode="rich",
+)
+
+JOBS_PATH_VARIABLE = "MLOPSCTL_DATABRICKS_JOBS_PATH"
+DEFAULT_UPLOAD_ROOT = "/Workspace/Shared/mlopsctl/jobs"
+
+
+def _source(project_dir: Path, name: str, explicit: Path | None) -> Path:
+    from mlopsctl import paths
+
+    if explicit is not None:
+        return explicit.expanduser().resolve()
+    local = project_dir / name
+    if local.is_dir():
+        return local
+    return paths.bundled_dags_dir() if name == "dags" else paths.bundled_spark_jobs_dir()
+
+
+@app.command("jobs")
+def deploy_jobs(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option("--to", help="Workspace folder (/Workspace/...) or UC volume (/Volumes/cat/schema/vol/...); "
+                                  "a versioned sub-folder is created in it. \\[env: MLOPSCTL_DATABRICKS_UPLOAD_ROOT]",
+                     envvar="MLOPSCTL_DATABRICKS_UPLOAD_ROOT", show_envvar=False),
+    ] = DEFAULT_UPLOAD_ROOT,
+    src: Annotated[
+        Optional[Path], typer.Option("--src", help="Job files to upload (default: ./spark_jobs, else the bundled ones).",
+                                     show_default=False)
+    ] = None,
+    version: Annotated[
+        Optional[str], typer.Option("--version", help="Version folder name (default: v<mlopsctl version>-<content "
+                                                      "hash>).", show_default=False)
+    ] = None,
+    profile: Annotated[
+        Optional[str], typer.Option("--profile", help="~/.databrickscfg profile. \\[env: DATABRICKS_CONFIG_PROFILE]",
+                                    show_default=False)
+    ] = None,
+    set_variable: Annotated[
+        bool, typer.Option("--set-variable", help=f"Also set the Airflow Variable {JOBS_PATH_VARIABLE} to the "
+                                                  "uploaded path (the databricks backend reads it at run time).")
+    ] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Upload spark_jobs/ to a versioned Databricks path the DAGs run from.
+
+    The version folder is derived from the files' content, so re-deploying unchanged jobs reuses the
+    same path and running DAG runs never see files change under them.
+
+    Example: [bold]mlopsctl deploy jobs --to /Volumes/main/mlops/jobs --set-variable[/bold]
+    """
+    from mlopsctl import __version__
+    from mlopsctl import databricks as dbx
+
+    app_ctx = app_context(ctx, json_output)
+    console = app_ctx.console
+    target = dbx.validate_target(to)
+    source = _source(app_ctx.settings.project_dir, "spark_jobs", src)
+    files = dbx.job_files(source)
+    ver = version or dbx.content_version(source, files, prefix=f"v{__version__}")
+    if "/" in ver or ver in (".", ".."):
+        from mlopsctl.errors import InputError
+
+        raise InputError(f"--version {ver!r} must be a single folder name.")
+    client = dbx.workspace_client(profile)
+    console.status_line(f"Uploading {len(files)} job file(s) from {source} to {client.config.host} ...")
+    dest, uploaded = dbx.upload_jobs(client, source, target, ver)
+    result: dict[str, Any] = {"path": dest, "files": uploaded, "version": ver, "host": client.config.host,
+                              "variable_set": False}
+    if set_variable:
+        app_ctx.airflow.set_variable(JOBS_PATH_VARIABLE, dest)
+        result["variable_set"] = True
+    if app_ctx.json_mode:
+        console.json(result)
+        return
+    console.success(f"Uploaded {len(uploaded)} file(s) to {dest}")
+    for path in uploaded:
+        console.print(f"  {path}", markup=False)
+    if set_variable:
+        console.info(f"Airflow Variable {JOBS_PATH_VARIABLE} = {dest}")
+    else:
+        console.info(f"Point the DAGs at it: set {JOBS_PATH_VARIABLE}={dest} on the Airflow components "
+                     f"(or re-run with --set-variable).")
+
+
+def _sync_tree(src: Path, dest: Path) -> dict[str, list[str]]:
+    """Copy src's files into dest (no deletes); returns {added, updated, unchanged} relative paths."""
+    summary: dict[str, list[str]] = {"added": [], "updated": [], "unchanged": []}
+    for path in sorted(src.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
+            continue
+        rel = path.relative_to(src)
+        target = dest / rel
+        if target.is_file():
+            if filecmp.cmp(path, target, shallow=False):
+                summary["unchanged"].append(rel.as_posix())
+                continue
+            kind = "updated"
+        else:
+            kind = "added"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.mlopsctl-tmp")
+        shutil.copy2(path, tmp)
+        tmp.replace(target)  # atomic: a DAG processor never parses a half-written file
+        summary[kind].append(rel.as_posix())
+    return summary
+
+
+@app.command("dags")
+def deploy_dags(
+    ctx: typer.Context,
+    to: Annotated[Path, typer.Option("--to", help="The Airflow DAGs folder (mounted volume or git-sync checkout).")],
+    jobs_to: Annotated[
+        Optional[Path],
+        typer.Option("--jobs-to", help="Where spark_jobs/ goes (default: spark_jobs/ next to the DAGs folder).",
+                     show_default=False),
+    ] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Copy dags/ (and spark_jobs/) into a DAGs folder that Airflow reads; files are replaced atomically,
+    nothing is deleted.
+
+    Example: [bold]mlopsctl deploy dags --to /mnt/airflow/dags[/bold]
+    """
+    from mlopsctl.errors import ConfigError
+
+    app_ctx = app_context(ctx, json_output)
+    console = app_ctx.console
+    project = app_ctx.settings.project_dir
+    dags_src = _source(project, "dags", None)
+    jobs_src = _source(project, "spark_jobs", None)
+    dest = to.expanduser().resolve()
+    jobs_dest = (jobs_to.expanduser().resolve() if jobs_to else dest.parent / "spark_jobs")
+    if not dags_src.is_dir():
+        raise ConfigError(f"No dags/ folder at {dags_src}.", hint="Run from the project root (mlopsctl init).")
+    if dest == dags_src.resolve():
+        raise ConfigError(f"--to {dest} is the source dags/ folder itself.")
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--to {dest} exists and is not a directory.")
+    dest.mkdir(parents=True, exist_ok=True)
+    result = {"dags_folder": str(dest), "dags": _sync_tree(dags_src, dest)}
+    if jobs_src.is_dir() and jobs_dest != jobs_src.resolve():
+        jobs_dest.mkdir(parents=True, exist_ok=True)
+        result["spark_jobs_folder"] = str(jobs_dest)
+        result["spark_jobs"] = _sync_tree(jobs_src, jobs_dest)
+    if app_ctx.json_mode:
+        console.json(result)
+        return
+    for key, folder_key in (("dags", "dags_folder"), ("spark_jobs", "spark_jobs_folder")):
+        if key not in result:
+            continue
+        s = result[key]
+        console.success(f"{key} -> {result[folder_key]}: {len(s['added'])} added, {len(s['updated'])} updated, "
+                        f"{len(s['unchanged'])} unchanged")
+        for kind in ("added", "updated"):
+            for rel in s[kind]:
+                console.print(f"  {kind:<8} {rel}", markup=False)
+    if "spark_jobs_folder" in result:
+        console.info(f"If Airflow does not find the jobs there, set MLOPSCTL_SPARK_JOBS_DIR="
+                     f"{result['spark_jobs_folder']} on its components.")

@@ -1,4 +1,295 @@
-"""(placeholder until implemented)."""
+"""`mlopsctl dev start|stop|status|logs`: the embedded local stack (Airflow 3 + MLflow on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from mlopsctl.commands._common import JsonOpt, app_context
+from mlopsctl.context import AppContext
+from mlopsctl.errors import InputError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="The embedded local stack: real Airflow 3 (api-server, scheduler, dag-processor, triggerer) and an "
+    "MLflow server on 127.0.0.1, state under <project>/.mlopsctl. No Docker.",
+)
+
+COMPONENT_NAMES = ("api-server", "scheduler", "dag-processor", "triggerer", "mlflow")
+
+AirflowPortOpt = Annotated[
+    Optional[int],
+    typer.Option("--airflow-port", min=1, max=65535, help="Airflow api-server port. \\[env: MLOPSCTL_AIRFLOW_PORT]",
+                 show_default=False),
+]
+MlflowPortOpt = Annotated[
+    Optional[int],
+    typer.Option("--mlflow-port", min=1, max=65535, help="MLflow server port. \\[env: MLOPSCTL_MLFLOW_PORT]",
+                 show_default=False),
+]
+
+
+def _with_ports(actx: AppContext, airflow_port: int | None, mlflow_port: int | None) -> None:
+    if airflow_port is not None:
+        actx.overrides["airflow_port"] = airflow_port
+    if mlflow_port is not None:
+        actx.overrides["mlflow_port"] = mlflow_port
+    if airflow_port is not None or mlflow_port is not None:
+        actx.__dict__.pop("settings", None)
+
+
+class _Progress:
+    """Renders start/stop progress: a live table on a terminal, one plain line per change otherwise."""
+
+    LABELS = {"db": "database", "dags": "DAG files"}
+
+    def __init__(self, actx: AppContext):
+        self.console = actx.console
+        self.interactive = self.console.interactive and not actx.quiet
+        self.rows: dict[str, tuple[str, str]] = {}
+        self.t0 = time.monotonic()
+        self.live = None
+
+    def __enter__(self) -> _Progress:
+        if self.interactive:
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=self.console.err, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(None, None, None)
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        styles = {"healthy": "green", "done": "green", "already running": "green", "stopped": "green",
+                  "failed": "red", "waiting": "yellow", "starting": "yellow", "migrating": "yellow",
+                  "stopping": "yellow"}
+        for name, (state, detail) in self.rows.items():
+            style = styles.get(state, "")
+            table.add_row(self.LABELS.get(name, name), f"[{style}]{state}[/{style}]" if style else state, detail)
+        table.add_row("", f"[dim]{time.monotonic() - self.t0:.0f} s[/dim]", "")
+        return table
+
+    def __call__(self, component: str, state: str, detail: str) -> None:
+        self.rows[component] = (state, detail)
+        if self.live is not None:
+            self.live.update(self._render())
+        else:
+            elapsed = time.monotonic() - self.t0
+            self.console.status_line(f"[{elapsed:5.1f}s] {self.LABELS.get(component, component)}: {state}"
+                                     + (f" ({detail})" if detail else ""))
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    airflow_port: AirflowPortOpt = None,
+    mlflow_port: MlflowPortOpt = None,
+    timeout: Annotated[
+        Optional[float],
+        typer.Option("--timeout", min=1, help="Seconds to wait for health. \\[env: MLOPSCTL_START_TIMEOUT]",
+                     show_default=False),
+    ] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Start the local stack and wait until every component is healthy and the DAGs are parsed.
+
+    Idempotent: an already running stack is left alone; a crashed component is started again.
+
+    Example: [bold]mlopsctl dev start[/bold]   (then open http://127.0.0.1:8080, user admin)
+    """
+    from mlopsctl.devenv.health import last_line
+    from mlopsctl.devenv.manager import start_stack
+
+    actx = app_context(ctx, json_output)
+    _with_ports(actx, airflow_port, mlflow_port)
+    settings = actx.settings
+    with _Progress(actx) as progress:
+        result = start_stack(settings, on_progress=progress, timeout=timeout)
+    console = actx.console
+    if json_output:
+        console.json(result.as_dict())
+        return
+    if result.already_running:
+        console.success("The local stack is already running and healthy.")
+    else:
+        console.success(f"Local stack started in {result.seconds:.1f} s ({', '.join(result.started)}).")
+    for name, trace in result.import_errors.items():
+        console.warn(f"DAG file {name} failed to import: {last_line(trace)}")
+    if result.import_errors:
+        console.info("  See the full traces with `mlopsctl check` or in the Airflow UI.")
+    console.print(f"Airflow UI  {result.airflow_url}   (user [bold]{result.username}[/bold], password in "
+                  f"{result.passwords_file}, or `mlopsctl dev status --show-password`)")
+    console.print(f"MLflow UI   {result.mlflow_url}")
+    n_dags = sum(len(v) for v in result.dags.values())
+    console.print(f"DAGs        {n_dags} from {result.dags_folder}")
+    console.info("Stop it with `mlopsctl dev stop`; follow a component's log with `mlopsctl dev logs scheduler -f`.")
+
+
+@app.command()
+def stop(
+    ctx: typer.Context,
+    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds to wait after SIGTERM before SIGKILL.")] = 20.0,
+    json_output: JsonOpt = False,
+) -> None:
+    """Stop every process of the local stack (SIGTERM, then SIGKILL after --grace), leaving no orphans.
+
+    Safe after a crash: stale PID files are cleaned up and never used to kill an unrelated process.
+
+    Example: [bold]mlopsctl dev stop[/bold]
+    """
+    from mlopsctl.devenv.manager import stop_stack
+
+    actx = app_context(ctx, json_output)
+    with _Progress(actx) as progress:
+        result = stop_stack(actx.settings, grace=grace, on_progress=progress)
+    if json_output:
+        actx.console.json(result.as_dict())
+        return
+    if result.stopped:
+        actx.console.success(f"Stopped {', '.join(result.stopped)} in {result.seconds:.1f} s.")
+    else:
+        actx.console.success("The local stack was not running.")
+    if result.stale:
+        actx.console.info(f"Removed stale PID files: {', '.join(result.stale)}.")
+
+
+def _human_bytes(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n else "-"
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    airflow_port: AirflowPortOpt = None,
+    mlflow_port: MlflowPortOpt = None,
+    show_password: Annotated[bool, typer.Option("--show-password", help="Also print the local admin password.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Show each component of the local stack: PID, port, health, memory (RSS incl. child processes).
+
+    Exit code 0 when every component is running and healthy, 11 (STACK) otherwise.
+
+    Example: [bold]mlopsctl dev status --json[/bold]
+    """
+    from mlopsctl.devenv.manager import read_password, stack_status
+    from mlopsctl.errors import ExitCode
+
+    actx = app_context(ctx, json_output)
+    _with_ports(actx, airflow_port, mlflow_port)
+    st = stack_status(actx.settings)
+    password = read_password(actx.settings) if show_password else None
+    if json_output:
+        data = st.as_dict()
+        if show_password:
+            data["password"] = password
+        actx.console.json(data)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"Local stack ({st.state_dir})", title_justify="left")
+        for col in ("component", "pid", "port", "health", "rss", "procs"):
+            table.add_column(col, justify="right" if col in ("pid", "port", "rss", "procs") else "left")
+        colors = {"healthy": "green", "stopped": "dim", "unhealthy": "red"}
+        for c in st.components:
+            color = colors.get(c.health, "yellow")
+            table.add_row(c.name, str(c.pid) if c.running else "-", str(c.port or "-"),
+                          f"[{color}]{c.health}[/{color}]", _human_bytes(c.rss_bytes), str(c.processes or "-"))
+        table.add_row("[bold]total[/bold]", "", "", "", f"[bold]{_human_bytes(st.total_rss_bytes)}[/bold]", "")
+        actx.console.print(table)
+        if st.running:
+            actx.console.print(f"Airflow UI  {st.airflow_url}   (user admin, password in {st.passwords_file})")
+            actx.console.print(f"MLflow UI   {st.mlflow_url}")
+        if show_password:
+            actx.console.print(f"Password    {password or '(none yet: run `mlopsctl dev start`)'}")
+        if not st.running:
+            actx.console.info("Not running. Start it with `mlopsctl dev start`.")
+    if not (st.all_running and st.all_healthy):
+        raise typer.Exit(int(ExitCode.STACK))
+
+
+def _follow(paths: dict[str, Path], prefix: bool, poll: float = 0.5) -> None:
+    """Print lines appended to the files until Ctrl-C (like tail -F: survives truncation/recreation)."""
+    import sys
+
+    positions = {name: (p.stat().st_size if p.exists() else 0) for name, p in paths.items()}
+    try:
+        while True:
+            wrote = False
+            for name, path in paths.items():
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    continue
+                if size < positions[name]:
+                    positions[name] = 0
+                if size == positions[name]:
+                    continue
+                with open(path, "rb") as fh:
+                    fh.seek(positions[name])
+                    data = fh.read()
+                # only complete lines; keep a partial last line for the next round
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    continue
+                positions[name] += cut
+                for line in data[:cut].decode("utf-8", errors="replace").splitlines():
+                    sys.stdout.write(f"{name} | {line}\n" if prefix else line + "\n")
+                wrote = True
+            if wrote:
+                sys.stdout.flush()
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    component: Annotated[
+        Optional[str],
+        typer.Argument(help=f"One of: {', '.join(COMPONENT_NAMES)}, db-migrate. Default: all components.",
+                       show_default=False),
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many last lines to print first.")] = 50,
+) -> None:
+    """Print the last lines of a component's log (stdout+stderr), optionally following it.
+
+    Example: [bold]mlopsctl dev logs scheduler -f -n 100[/bold]
+    """
+    import sys
+
+    from mlopsctl.devenv.manager import log_file
+    from mlopsctl.devenv.process import tail
+
+    actx = app_context(ctx)
+    valid = (*COMPONENT_NAMES, "db-migrate")
+    if component is not None and component not in valid:
+        raise InputError(f"Unknown component {component!r}.", hint=f"Use one of: {', '.join(valid)}.")
+    names = [component] if component else list(COMPONENT_NAMES)
+    paths = {name: log_file(actx.settings, name) for name in names}
+    if component and not paths[component].exists() and not follow:
+        raise InputError(
+            f"No log for {component} yet ({paths[component]}).", hint="Start the stack with `mlopsctl dev start`."
+        )
+    prefix = component is None
+    for name, path in paths.items():
+        if not path.exists() or lines == 0:
+            continue
+        text = tail(path, lines)
+        for line in text.splitlines():
+            sys.stdout.write(f"{name} | {line}\n" if prefix else line + "\n")
+    sys.stdout.flush()
+    if follow:
+        _follow(paths, prefix)

@@ -1,0 +1,9 @@
+"""Benchmarks of mlopsctl against the tools a user would otherwise use (`python -m bench`)."""
+
+from __future__ import annotations
+
+from bench import gridsearch, orchestration, scaleout, stack, startup, waiting
+
+# Run order: the stack is started once by `stack` and reused by the ones after it (stopped before
+# `scaleout`, which wants the CPUs to itself).
+BENCHMARKS = [startup, stack, orchestration, gridsearch, waiting, scaleout]

@@ -1,0 +1,113 @@
+"""`python -m bench [--quick] [--only NAME,...]`: every benchmark against its peer, in one run.
+
+Writes bench/results/latest.md (tables), latest.json (every figure with its runs) and PNG plots, and
+prints the tables. Each benchmark declares its rows up front: a row that could not be measured is still
+written, saying "not measured: <reason>".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench import BENCHMARKS
+from bench.common import CACHE_DIR, RESULTS_DIR, BenchContext, Row, log, not_measured, rows_to_json, write_json
+from bench.report import render_markdown
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    names = [m.NAME for m in BENCHMARKS]
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 1-2 runs per figure, small data (~5 min)")
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(names)}")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 5, --quick 1)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where latest.md/json and PNGs go")
+    args = p.parse_args(argv)
+    only = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    args.only = only or names
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    runs = args.runs or (1 if args.quick else 5)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE_DIR))
+    ctx = BenchContext(quick=args.quick, runs=runs, work=work)
+    started = time.perf_counter()
+    all_rows: list[Row] = []
+    timings: dict[str, float] = {}
+    selected = [m for m in BENCHMARKS if m.NAME in args.only]
+    try:
+        for mod in selected:
+            log(f"== {mod.NAME}: {mod.TITLE}")
+            t0 = time.perf_counter()
+            expected = mod.expected_rows(ctx)
+            got: list[Row] = []
+            try:
+                got = mod.run(ctx)
+            except Exception as exc:  # noqa: BLE001 - one broken benchmark must not sink the others
+                log(f"{mod.NAME} failed: {type(exc).__name__}: {exc}")
+                traceback.print_exc(file=sys.stderr)
+                reason = f"{type(exc).__name__}: {exc}"
+                got = [not_measured(mod.NAME, key, what, reason) for key, what in expected]
+            have = {r.key for r in got}
+            for key, what in expected:
+                if key not in have:
+                    got.append(not_measured(mod.NAME, key, what, "benchmark produced no figure for this row"))
+            all_rows.extend(got)
+            timings[mod.NAME] = time.perf_counter() - t0
+            log(f"== {mod.NAME} done in {timings[mod.NAME]:.0f} s")
+    finally:
+        for fn in reversed(ctx.cleanups):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001
+                log(f"cleanup failed: {exc}")
+        shutil.rmtree(work, ignore_errors=True)
+
+    total = time.perf_counter() - started
+    meta = {
+        "mode": "quick" if args.quick else "full",
+        "runs_per_figure": runs,
+        "benchmarks": [m.NAME for m in selected],
+        "seconds": total,
+        "seconds_per_benchmark": timings,
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_avg_at_end": os.getloadavg(),
+        },
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = args.results_dir
+    out.mkdir(parents=True, exist_ok=True)
+    plots: list[str] = []
+    try:
+        from bench.plots import make_plots
+
+        plots = make_plots(all_rows, ctx.shared, out)
+    except Exception as exc:  # noqa: BLE001 - plots are a bonus
+        log(f"plots skipped: {type(exc).__name__}: {exc}")
+    meta["plots"] = plots
+    write_json(out / "latest.json", {"meta": meta, "rows": rows_to_json(all_rows), "extra": ctx.shared})
+    md = render_markdown(all_rows, meta, [m for m in selected])
+    (out / "latest.md").write_text(md)
+    sys.stdout.write(md)
+    log(f"wrote {out / 'latest.md'} and latest.json in {total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

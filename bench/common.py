@@ -1,0 +1,319 @@
+"""Shared harness: timing, statistics, processes, ports, memory and the result rows.
+
+Only public tools: `time.perf_counter` for wall time, `resource.getrusage(RUSAGE_CHILDREN)` deltas for the
+CPU time of a child process, psutil for RSS/PSS of a process tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent  # the project checkout
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+CACHE_DIR = BENCH_DIR / ".cache"  # throwaway installs (airflowctl), generated data, scratch state
+VENV_BIN = Path(sys.executable).parent  # the project venv running the bench
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (stdout carries the tables)."""
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+class NotMeasured(Exception):
+    """A row could not be measured; the message becomes the row's reason."""
+
+
+# --------------------------------------------------------------------------------------------- stats
+@dataclass
+class Stats:
+    values: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def min(self) -> float:
+        return min(self.values)
+
+    @property
+    def max(self) -> float:
+        return max(self.values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "median": self.median, "min": self.min, "max": self.max, "values": self.values}
+
+
+# --------------------------------------------------------------------------------------------- rows
+@dataclass
+class Row:
+    """One line of a results table.
+
+    `stats` holds the measured figure (median/min/max over `runs`); `value` a derived single number
+    (ratio, efficiency, prediction). A row with neither carries `reason` ("not measured: ...").
+    """
+
+    bench: str
+    key: str  # stable id used by the CI test, e.g. "startup.mlopsctl_help"
+    what: str
+    unit: str = "s"
+    stats: dict[str, Any] | None = None
+    value: float | None = None
+    peer: str = ""  # e.g. "0.05x airflow version"
+    target: str = ""
+    verdict: str = ""  # met | missed | ""
+    note: str = ""
+    reason: str = ""  # set when not measured
+
+    @property
+    def measured(self) -> bool:
+        return self.stats is not None or self.value is not None
+
+
+def not_measured(bench: str, key: str, what: str, reason: str, target: str = "") -> Row:
+    return Row(bench=bench, key=key, what=what, reason=reason, target=target)
+
+
+@dataclass
+class BenchContext:
+    quick: bool
+    runs: int  # timed runs per figure after one warm-up
+    work: Path  # scratch dir for this invocation
+    shared: dict[str, Any] = field(default_factory=dict)  # extra results (written to latest.json, used by plots)
+    objects: dict[str, Any] = field(default_factory=dict)  # live things shared between benchmarks (the stack)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------- processes
+@dataclass
+class CmdResult:
+    wall: float
+    cpu: float  # user+sys of the child (and its reaped descendants)
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for child processes: the venv first on PATH, no colours, no user MLOPSCTL_* leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPSCTL_", "AIRFLOW__", "AIRFLOW_CONN_"))}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["NO_COLOR"] = "1"
+    env["TERM"] = "dumb"
+    env.setdefault("COLUMNS", "120")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONWARNINGS"] = "ignore"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_cmd(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    check: bool = True,
+) -> CmdResult:
+    """Run a command to completion; wall by perf_counter, CPU by the RUSAGE_CHILDREN delta."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        env=env or bench_env(),
+        cwd=str(cwd) if cwd else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        raise NotMeasured(f"`{_short(argv)}` timed out after {timeout:.0f} s") from None
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    res = CmdResult(wall, cpu, proc.returncode, out, err)
+    if check and proc.returncode != 0:
+        raise NotMeasured(f"`{_short(argv)}` exited {proc.returncode}: {tail(err or out)}")
+    return res
+
+
+def _short(argv: Sequence[Any]) -> str:
+    parts = [Path(str(a)).name if i == 0 else str(a) for i, a in enumerate(argv)]
+    text = " ".join(parts)
+    return text if len(text) < 100 else text[:97] + "..."
+
+
+def tail(text: str, n: int = 300) -> str:
+    text = " ".join((text or "").strip().split())
+    return text[-n:] if text else "(no output)"
+
+
+def repeat(fn: Callable[[], float], runs: int, warmup: int = 1) -> Stats:
+    """Call fn warmup times (discarded), then `runs` times; fn returns the figure of one run."""
+    for _ in range(warmup):
+        fn()
+    return Stats([fn() for _ in range(runs)])
+
+
+def kill_group(proc: subprocess.Popen[Any] | int, timeout: float = 20) -> None:
+    """SIGTERM the process group (started with start_new_session=True), then SIGKILL what is left."""
+    pid = proc if isinstance(proc, int) else proc.pid
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    import psutil
+
+    members = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pgid]
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    _gone, alive = psutil.wait_procs(members, timeout=timeout)
+    if alive:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        psutil.wait_procs(alive, timeout=5)
+    if not isinstance(proc, int):
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def tree_memory(root_pids: Iterable[int]) -> tuple[float, float, int]:
+    """(RSS MB, PSS MB, process count) of the given processes and all their descendants."""
+    import psutil
+
+    procs: dict[int, Any] = {}
+    for pid in root_pids:
+        try:
+            p = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+        procs[p.pid] = p
+        for c in p.children(recursive=True):
+            procs[c.pid] = c
+    rss = pss = 0
+    for p in procs.values():
+        try:
+            info = p.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss / 2**20, pss / 2**20, len(procs)
+
+
+def free_port(preferred: int | None = None) -> int:
+    """A free TCP port on 127.0.0.1 (the preferred one if it is free)."""
+    if preferred:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.25, what: str = "condition") -> float:
+    """Poll pred until true; return the seconds waited. NotMeasured on timeout."""
+    t0 = time.perf_counter()
+    while True:
+        try:
+            if pred():
+                return time.perf_counter() - t0
+        except NotMeasured:
+            raise
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        if time.perf_counter() - t0 > timeout:
+            raise NotMeasured(f"{what} not reached within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def airflow_healthy(base_url: str) -> bool:
+    """All components in /api/v2/monitor/health report healthy (the endpoint says 200 regardless)."""
+    import httpx
+
+    r = httpx.get(f"{base_url}/api/v2/monitor/health", timeout=2)
+    if r.status_code != 200:
+        return False
+    body = r.json()
+    comps = [v for v in body.values() if isinstance(v, dict)]
+    return bool(comps) and all(c.get("status") == "healthy" for c in comps)
+
+
+def fmt(x: float | None, unit: str = "s") -> str:
+    if x is None:
+        return "-"
+    if unit in ("MB",):
+        return f"{x:,.0f}"
+    if unit == "%":
+        return f"{x:.1f}%"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def rows_to_json(rows: list[Row]) -> list[dict[str, Any]]:
+    return [asdict(r) | {"measured": r.measured} for r in rows]
+
+
+def which(name: str) -> str | None:
+    cand = VENV_BIN / name
+    return str(cand) if cand.exists() else shutil.which(name)

@@ -1,0 +1,157 @@
+"""3. Orchestration overhead: `mlopsctl run build-model` vs the same jobs bare (spark-submit) vs `airflow dags test`."""
+
+from __future__ import annotations
+
+import json
+
+from bench.common import (
+    VENV_BIN,
+    BenchContext,
+    NotMeasured,
+    Row,
+    Stats,
+    log,
+    repeat,
+    run_cmd,
+)
+from bench.localstack import LocalStack, shared_stack
+from bench.sparkcluster import spark_env
+
+NAME = "orchestration"
+TITLE = "3. Orchestration overhead (build_model, max_depth 80, n_estimators 100, diabetes data)"
+CONF = {"max_depth": 80, "n_estimators": 100}
+DESCRIPTION = """
+mlopsctl: `mlopsctl run build-model --max-depth 80 --n-estimators 100` on the running local stack, trigger to
+exit (Airflow scheduling, both tasks, MLflow logging + model registration, result fetch). Floor: the same two
+jobs (`spark_jobs/preprocess_data.py` then `train_model.py`, same arguments, same MLflow server) run back to
+back with `spark-submit --master local[*]`, no Airflow. In-process peer: `airflow dags test build_model -c
+'{...}'` with the stack's Airflow configuration (the DAG paused meanwhile so the scheduler stays out of it).
+"""
+
+
+def expected_rows(ctx: BenchContext) -> list[tuple[str, str]]:
+    return [
+        (f"{NAME}.mlopsctl", "mlopsctl run build-model (trigger to exit)"),
+        (f"{NAME}.bare", "bare spark-submit of both jobs (floor)"),
+        (f"{NAME}.dags_test", "airflow dags test build_model (in-process)"),
+        (f"{NAME}.overhead", "orchestration overhead: mlopsctl - bare"),
+    ]
+
+
+def _jobs_dir():
+    from mlopsctl.paths import bundled_spark_jobs_dir
+
+    d = bundled_spark_jobs_dir()
+    for f in ("preprocess_data.py", "train_model.py", "rf_core.py"):
+        if not (d / f).exists():
+            raise NotMeasured(f"spark_jobs/{f} not found")
+    return d
+
+
+def bare_once(st: LocalStack, work, i: list[int]) -> float:
+    """preprocess_data + train_model with spark-submit, the way the DAG's local backend runs them."""
+    jobs = _jobs_dir()
+    i[0] += 1
+    run_id = f"bench_bare_{i[0]}"
+    env = spark_env({"MLOPSCTL_MLFLOW_TRACKING_URI": st.mlflow_url})
+    common = ["--dag-id", "build_model", "--run-id", run_id, "--work-dir", str(work)]
+    submit = [str(VENV_BIN / "spark-submit"), "--master", "local[*]", "--conf", "spark.ui.enabled=false",
+              "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
+              "--py-files", str(jobs / "rf_core.py")]
+    a = run_cmd([*submit, str(jobs / "preprocess_data.py"), *common, "--target", "target"], env=env, timeout=600)
+    b = run_cmd([*submit, str(jobs / "train_model.py"), *common, "--max-depth", str(CONF["max_depth"]),
+                 "--n-estimators", str(CONF["n_estimators"]), "--tracking-uri", st.mlflow_url,
+                 "--register-model", "mlopsctl-random-forest"], env=env, timeout=600)
+    return a.wall + b.wall
+
+
+def mlopsctl_once(st: LocalStack) -> float:
+    res = st.mlopsctl("run", "build-model", "--max-depth", str(CONF["max_depth"]), "--n-estimators",
+                      str(CONF["n_estimators"]), timeout=900, check=False)
+    if res.returncode != 0:
+        raise NotMeasured(f"mlopsctl run build-model exited {res.returncode}: {(res.stderr or res.stdout)[-300:]}")
+    return res.wall
+
+
+def _set_paused(st: LocalStack, paused: bool) -> None:
+    from mlopsctl.airflow.client import AirflowClient
+
+    client = AirflowClient.from_settings(st.settings())
+    try:
+        client.set_paused("build_model", paused)
+    finally:
+        client.close()
+
+
+def dags_test_once(st: LocalStack) -> float:
+    from mlopsctl.devenv.stack import StackLayout, airflow_env
+
+    env = airflow_env(st.settings(), StackLayout(st.state))
+    env.update({"NO_COLOR": "1", "PYTHONWARNINGS": "ignore"})
+    res = run_cmd([str(VENV_BIN / "airflow"), "dags", "test", "build_model", "-c", json.dumps(CONF)],
+                  env=env, timeout=900, check=False)
+    if res.returncode != 0:
+        raise NotMeasured(f"airflow dags test exited {res.returncode}: {(res.stderr or res.stdout)[-300:]}")
+    out = res.stdout + res.stderr
+    if "failed" in out.lower() and "state=success" not in out.lower() and "success" not in out.lower():
+        raise NotMeasured(f"airflow dags test did not succeed: {out[-300:]}")
+    return res.wall
+
+
+def run(ctx: BenchContext) -> list[Row]:
+    runs = ctx.runs
+    st = shared_stack(ctx)
+    rows: list[Row] = []
+    stats: dict[str, Stats] = {}
+    errors: dict[str, str] = {}
+    work = ctx.work / "bare-work"
+    counter = [0]
+    plan = [
+        ("mlopsctl", lambda: mlopsctl_once(st)),
+        ("bare", lambda: bare_once(st, work, counter)),
+    ]
+    for key, fn in plan:
+        log(f"orchestration: {key} x{runs} (+1 warm-up)")
+        try:
+            stats[key] = repeat(fn, runs)
+        except NotMeasured as exc:
+            errors[key] = str(exc)
+            log(f"orchestration: {key}: {exc}")
+    # airflow dags test: ~10-20 s each; fewer runs in quick mode
+    dt_runs = 1 if ctx.quick else max(3, runs - 2)
+    log(f"orchestration: airflow dags test x{dt_runs}")
+    try:
+        _set_paused(st, True)
+        try:
+            stats["dags_test"] = repeat(lambda: dags_test_once(st), dt_runs, warmup=0 if ctx.quick else 1)
+        finally:
+            _set_paused(st, False)
+    except NotMeasured as exc:
+        errors["dags_test"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - client errors (pause/unpause)
+        errors["dags_test"] = f"{type(exc).__name__}: {exc}"
+
+    bare = stats.get("bare")
+    labels = dict(expected_rows(ctx))
+    for key in ("mlopsctl", "bare", "dags_test"):
+        k = f"{NAME}.{key}"
+        if key not in stats:
+            rows.append(Row(NAME, k, labels[k], reason=errors.get(key, "not run")))
+            continue
+        s = stats[key]
+        r = Row(NAME, k, labels[k], stats=s.as_dict())
+        if bare and key != "bare":
+            r.peer = f"{s.median / bare.median:.2f}x bare (+{s.median - bare.median:.1f} s)"
+        if key == "dags_test" and s.n < 5:
+            r.note = f"{s.n} run(s)"
+        rows.append(r)
+    if "mlopsctl" in stats and bare:
+        over = stats["mlopsctl"].median - bare.median
+        rows.append(Row(NAME, f"{NAME}.overhead", labels[f"{NAME}.overhead"], value=over,
+                        target="<= 5 s", verdict="met" if over <= 5 else "missed",
+                        note=f"medians: {stats['mlopsctl'].median:.1f} s - {bare.median:.1f} s"))
+    else:
+        rows.append(Row(NAME, f"{NAME}.overhead", labels[f"{NAME}.overhead"],
+                        reason=errors.get("mlopsctl") or errors.get("bare") or "not run"))
+    ctx.shared["orchestration"] = {k: v.as_dict() for k, v in stats.items()}
+    return rows

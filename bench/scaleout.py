@@ -1,0 +1,162 @@
+"""5. Scale-out: the Spark grid search on a standalone cluster, 1 then 2 one-core workers, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+from bench.common import (
+    VENV_BIN,
+    BenchContext,
+    NotMeasured,
+    Row,
+    Stats,
+    log,
+    run_cmd,
+)
+from bench.gridsearch import CV, GRID, dataset
+from bench.localstack import stop_shared_stack
+from bench.sparkcluster import StandaloneCluster, spark_env
+
+NAME = "scaleout"
+TITLE = "5. Scale-out on a Spark standalone cluster (1 -> 2 one-core workers)"
+ROWS_FULL = 50_000
+ROWS_QUICK = 2_000
+PREDICT_WORKERS = 16
+DESCRIPTION = f"""
+pyspark's own `spark-class` runs a standalone Master and 1, then 2 Workers (`--cores 1`) on 127.0.0.1; the
+project's `spark_jobs/grid_search_spark.py` is spark-submitted against the master (12-point grid x {CV} folds
+= 36 Spark tasks, make_friedman1 data preprocessed once by `preprocess_data.py`; MLflow logging to a local
+SQLite store). "search" is the job's own timing of the fan-out (it prints it); "wall" is spark-submit start to
+exit. Fixed cost F and per-worker work W are solved from T(n) = F + W/n at n = 1, 2. This machine has 2 cores,
+so 2 workers plus the driver share them: the 2-worker figure is a lower bound. The 16-worker line is on paper:
+F + ceil(36/16) waves x (W/36), no cluster start-up, same per-fit speed.
+"""
+
+
+def rows_n(ctx: BenchContext) -> int:
+    return ROWS_QUICK if ctx.quick else ROWS_FULL
+
+
+def expected_rows(ctx: BenchContext) -> list[tuple[str, str]]:
+    n = rows_n(ctx)
+    return [
+        (f"{NAME}.w1", f"1 worker: grid wall, {n:,} rows"),
+        (f"{NAME}.w2", f"2 workers: grid wall, {n:,} rows"),
+        (f"{NAME}.speedup", "speed-up 1 -> 2 workers (wall)"),
+        (f"{NAME}.efficiency", "scaling efficiency 1 -> 2 workers"),
+        (f"{NAME}.predict16", f"on paper: {PREDICT_WORKERS}-worker cluster"),
+    ]
+
+
+def _jobs_dir():
+    from mlopsctl.paths import bundled_spark_jobs_dir
+
+    d = bundled_spark_jobs_dir()
+    if not (d / "grid_search_spark.py").exists():
+        raise NotMeasured(f"spark_jobs/grid_search_spark.py not found in {d}")
+    return d
+
+
+def _search_seconds(stdout: str) -> float | None:
+    m = re.search(r"evaluated in ([0-9.]+)s", stdout)
+    return float(m.group(1)) if m else None
+
+
+def run(ctx: BenchContext) -> list[Row]:
+    stop_shared_stack(ctx)  # the cluster wants both cores
+    jobs = _jobs_dir()
+    n = rows_n(ctx)
+    data = dataset(n)
+    work = ctx.work / "scaleout"
+    work.mkdir(parents=True, exist_ok=True)
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    run_id = f"bench_scale_{n}"
+    submit = str(VENV_BIN / "spark-submit")
+    env = spark_env({"MLOPSCTL_MLFLOW_TRACKING_URI": tracking, "MLFLOW_ALLOW_FILE_STORE": "true"})
+    log(f"scaleout: preprocess {n:,} rows (local[1], not timed)")
+    run_cmd([submit, "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
+             "--py-files", str(jobs / "rf_core.py"), str(jobs / "preprocess_data.py"),
+             "--dag-id", "grid_search_spark", "--run-id", run_id, "--work-dir", str(work / "features"),
+             "--data", str(data)], env=env, timeout=600)
+
+    def grid_once(cluster: StandaloneCluster, cores: int) -> tuple[float, float | None]:
+        res = run_cmd([submit, *cluster.submit_conf(cores),
+                       "--py-files", f"{jobs / 'rf_core.py'},{jobs / 'grid_search.py'}",
+                       str(jobs / "grid_search_spark.py"),
+                       "--dag-id", "grid_search_spark", "--run-id", run_id, "--work-dir", str(work / "features"),
+                       "--data", str(data), "--max-depth", ",".join(map(str, GRID["max_depth"])),
+                       "--n-estimators", ",".join(map(str, GRID["n_estimators"])), "--cv", str(CV),
+                       "--tracking-uri", tracking, "--register-model", ""], env=env, timeout=1800)
+        return res.wall, _search_seconds(res.stdout)
+
+    runs = 1 if ctx.quick else 2
+    cluster = StandaloneCluster(work / "cluster")
+    ctx.cleanups.append(cluster.stop)
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    searches: dict[int, list[float]] = {1: [], 2: []}
+    try:
+        cluster.start_master(None if ctx.quick else 7077)
+        for workers in (1, 2):
+            cluster.add_worker(cores=1)
+            if workers == 1:
+                log("scaleout: warm-up run on 1 worker")
+                grid_once(cluster, 1)
+            for i in range(runs):
+                log(f"scaleout: {workers} worker(s), run {i + 1}/{runs}")
+                w, s = grid_once(cluster, workers)
+                walls[workers].append(w)
+                if s is not None:
+                    searches[workers].append(s)
+    finally:
+        cluster.stop()
+
+    rows: list[Row] = []
+    s1, s2 = Stats(walls[1]), Stats(walls[2])
+    note_runs = f"{runs} run(s) after a warm-up: each takes minutes" if runs < 5 else ""
+    for k, s, srch in ((1, s1, searches[1]), (2, s2, searches[2])):
+        r = Row(NAME, f"{NAME}.w{k}", f"{k} worker{'s' if k > 1 else ''}: grid wall, {n:,} rows",
+                stats=s.as_dict(), note=note_runs)
+        if srch:
+            r.note = (r.note + "; " if r.note else "") + f"search part {Stats(srch).median:.1f} s"
+        if k == 2:
+            r.peer = f"{s.median / s1.median:.2f}x 1 worker"
+        rows.append(r)
+    speedup = s1.median / s2.median
+    eff = speedup / 2
+    rows.append(Row(NAME, f"{NAME}.speedup", "speed-up 1 -> 2 workers (wall)", unit="x", value=speedup))
+    r_eff = Row(NAME, f"{NAME}.efficiency", "scaling efficiency 1 -> 2 workers (wall)", unit="%",
+                value=eff * 100, target=">= 85% on a grid big enough to matter",
+                verdict="met" if eff >= 0.85 else "missed")
+    sr1, sr2 = (Stats(searches[1]).median if searches[1] else None), (Stats(searches[2]).median if searches[2] else None)
+    if sr1 and sr2:
+        r_eff.note = f"search part alone: {sr1 / sr2 / 2:.0%}"
+    rows.append(r_eff)
+    # T(n) = F + W/n from the two medians
+    W = 2 * (s1.median - s2.median)
+    F = s1.median - W
+    tasks = len(GRID["max_depth"]) * len(GRID["n_estimators"]) * CV
+    if W <= 0:
+        rows.append(Row(NAME, f"{NAME}.predict16", f"on paper: {PREDICT_WORKERS}-worker cluster",
+                        reason="2 workers were not faster than 1 here, so no per-fit cost can be solved"))
+    else:
+        per_task = W / tasks
+        t16 = F + math.ceil(tasks / PREDICT_WORKERS) * per_task
+        sp16 = s1.median / t16
+        rows.append(Row(NAME, f"{NAME}.predict16", f"on paper: {PREDICT_WORKERS}-worker cluster, same grid/data",
+                        unit="s", value=t16,
+                        note=f"F={F:.1f} s fixed, {per_task:.2f} s per fit task; speed-up {sp16:.1f}x over 1 worker"
+                             f" = {sp16 / PREDICT_WORKERS:.0%} efficiency; a grid of {PREDICT_WORKERS * 10} tasks"
+                             f" would reach {_eff_for(F, per_task, PREDICT_WORKERS * 10, PREDICT_WORKERS):.0%}"))
+    ctx.shared["scaleout"] = {"rows": n, "walls": walls, "search": searches, "fixed_s": F, "work_s": W,
+                              "tasks": tasks, "cores": os.cpu_count()}
+    return rows
+
+
+def _eff_for(F: float, per_task: float, tasks: int, workers: int) -> float:
+    """Predicted scaling efficiency of a `tasks`-task grid on `workers` workers vs one worker."""
+    t1 = F + tasks * per_task
+    tn = F + math.ceil(tasks / workers) * per_task
+    return t1 / tn / workers

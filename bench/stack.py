@@ -1,0 +1,209 @@
+"""2. Local stack: `mlopsctl dev start` cold/warm to fully healthy, stack RSS/PSS, vs `airflow standalone`."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from bench.common import (
+    VENV_BIN,
+    BenchContext,
+    NotMeasured,
+    Row,
+    Stats,
+    airflow_healthy,
+    bench_env,
+    free_port,
+    kill_group,
+    log,
+    tree_memory,
+    wait_until,
+)
+from bench.localstack import new_stack
+
+NAME = "stack"
+TITLE = "2. Local stack start-up and memory"
+DESCRIPTION = """
+`mlopsctl dev start` returns when all four Airflow components and MLflow report healthy and the DAG files are
+parsed. Cold = fresh state dir (DB migration included); warm = existing DBs after `dev stop`. Memory: sum of
+RSS and of PSS over every process of the stack (psutil), 5 s after healthy. Peer: `airflow standalone`
+(defaults except: examples off, AIRFLOW_HOME in a temp dir, API on 127.0.0.1:<free port>) to all components
+healthy in `/api/v2/monitor/health`; it forks one LocalExecutor worker per slot (parallelism 32 by default).
+Its log servers bind all interfaces (host hard-coded); only their ports (default 8793/8794) can be moved, which
+the bench does (free ports), and it stops standalone and all its children by process group.
+"""
+
+SETTLE = 5.0
+
+
+def _counts(ctx: BenchContext) -> dict[str, int]:
+    if ctx.quick:
+        return {"cold": 1, "warm": 1, "sa_cold": 1, "sa_warm": 0}
+    return {"cold": 2, "warm": max(3, ctx.runs - 2), "sa_cold": 1, "sa_warm": 2}
+
+
+def expected_rows(ctx: BenchContext) -> list[tuple[str, str]]:
+    rows = [
+        (f"{NAME}.mlopsctl_cold", "mlopsctl dev start, cold (fresh state)"),
+        (f"{NAME}.mlopsctl_warm", "mlopsctl dev start, warm (existing DBs)"),
+        (f"{NAME}.mlopsctl_rss", "stack RSS (5 processes + children)"),
+        (f"{NAME}.mlopsctl_pss", "stack PSS"),
+        (f"{NAME}.standalone_start", "airflow standalone to healthy"),
+        (f"{NAME}.standalone_rss", "airflow standalone RSS"),
+        (f"{NAME}.standalone_pss", "airflow standalone PSS"),
+    ]
+    return rows
+
+
+def run(ctx: BenchContext) -> list[Row]:
+    n = _counts(ctx)
+    rows: list[Row] = []
+    st = new_stack(ctx)
+    ctx.objects["stack"] = st
+    ctx.cleanups.append(lambda: st.stop() if st.running else None)
+
+    cold: list[float] = []
+    warm: list[float] = []
+    rss: list[float] = []
+    pss: list[float] = []
+    procs: list[int] = []
+    errors: dict[str, str] = {}
+    try:
+        for i in range(n["cold"]):
+            if st.running:
+                st.stop()
+            st.wipe()
+            log(f"stack: cold dev start {i + 1}/{n['cold']}")
+            cold.append(st.start())
+        for i in range(n["warm"]):
+            st.stop()
+            log(f"stack: warm dev start {i + 1}/{n['warm']}")
+            warm.append(st.start())
+            time.sleep(SETTLE)
+            r, p, k = st.memory()
+            rss.append(r)
+            pss.append(p)
+            procs.append(k)
+    except NotMeasured as exc:
+        errors["mlopsctl"] = str(exc)
+    # the warm stack stays up for the next benchmarks
+
+    sa_cold: list[float] = []
+    sa_warm: list[float] = []
+    sa_rss: list[float] = []
+    sa_pss: list[float] = []
+    sa_procs: list[int] = []
+    sa_running_ours = st.running
+    if sa_running_ours:  # fair comparison: standalone gets the machine to itself
+        st.stop()
+    home = ctx.work / "standalone" / "airflow-home"
+    try:
+        for i in range(n["sa_cold"] + n["sa_warm"]):
+            kind = "cold" if i < n["sa_cold"] else "warm"
+            if kind == "cold" and home.exists():
+                import shutil
+
+                shutil.rmtree(home)
+            log(f"stack: airflow standalone ({kind})")
+            secs, r, p, k = _standalone_once(ctx, home)
+            (sa_cold if kind == "cold" else sa_warm).append(secs)
+            sa_rss.append(r)
+            sa_pss.append(p)
+            sa_procs.append(k)
+    except NotMeasured as exc:
+        errors["standalone"] = str(exc)
+    finally:
+        if sa_running_ours:
+            try:
+                st.start()
+            except NotMeasured as exc:
+                log(f"could not restart the shared stack: {exc}")
+
+    sa_all = sa_warm or sa_cold
+    sa_label = "warm" if sa_warm else "cold"
+
+    def row(key: str, what: str, values: list[float], unit: str, err: str) -> Row:
+        if not values:
+            return Row(NAME, f"{NAME}.{key}", what, reason=errors.get(err, "not run"))
+        return Row(NAME, f"{NAME}.{key}", what, unit=unit, stats=Stats(values).as_dict())
+
+    r_cold = row("mlopsctl_cold", "mlopsctl dev start, cold (fresh state)", cold, "s", "mlopsctl")
+    r_cold.note = "no separate warm-up: each run starts from an empty state dir"
+    r_warm = row("mlopsctl_warm", "mlopsctl dev start, warm (existing DBs)", warm, "s", "mlopsctl")
+    r_warm.target = "<= 25 s"
+    if warm:
+        r_warm.verdict = "met" if Stats(warm).median <= 25 else "missed"
+        if sa_all:
+            r_warm.peer = f"{Stats(warm).median / Stats(sa_all).median:.2f}x standalone ({sa_label})"
+    if cold and sa_cold:
+        r_cold.peer = f"{Stats(cold).median / Stats(sa_cold).median:.2f}x standalone (cold)"
+    r_rss = row("mlopsctl_rss", "stack RSS (all processes)", rss, "MB", "mlopsctl")
+    r_rss.target = "<= 1.5 GB (1536 MB)"
+    if rss:
+        r_rss.verdict = "met" if Stats(rss).median <= 1536 else "missed"
+        r_rss.note = f"{max(procs)} processes"
+        if sa_rss:
+            r_rss.peer = f"{Stats(rss).median / Stats(sa_rss).median:.2f}x standalone"
+    r_pss = row("mlopsctl_pss", "stack PSS (shared pages split)", pss, "MB", "mlopsctl")
+    if pss and sa_pss:
+        r_pss.peer = f"{Stats(pss).median / Stats(sa_pss).median:.2f}x standalone"
+    sa_rows = []
+    if sa_cold or sa_warm:
+        r_sa = Row(NAME, f"{NAME}.standalone_start", "airflow standalone to healthy", unit="s",
+                   stats=Stats(sa_all).as_dict())
+        r_sa.note = f"{sa_label} start{'s' if len(sa_all) > 1 else ''}"
+        if sa_cold and sa_warm:
+            r_sa.note += f"; cold start {Stats(sa_cold).median:.1f} s (1 run)"
+        if len(sa_all) < 5:
+            r_sa.note += f"; {len(sa_all)} run(s): about a minute each"
+        sa_rows.append(r_sa)
+    else:
+        sa_rows.append(Row(NAME, f"{NAME}.standalone_start", "airflow standalone to healthy",
+                           reason=errors.get("standalone", "not run")))
+    r_sa_rss = row("standalone_rss", "airflow standalone RSS", sa_rss, "MB", "standalone")
+    if sa_procs:
+        r_sa_rss.note = f"{max(sa_procs)} processes"
+    r_sa_pss = row("standalone_pss", "airflow standalone PSS", sa_pss, "MB", "standalone")
+    rows += [r_cold, r_warm, r_rss, r_pss, *sa_rows, r_sa_rss, r_sa_pss]
+    ctx.shared["stack"] = {"cold": cold, "warm": warm, "rss_mb": rss, "pss_mb": pss,
+                           "standalone_cold": sa_cold, "standalone_warm": sa_warm,
+                           "standalone_rss_mb": sa_rss, "standalone_pss_mb": sa_pss}
+    return rows
+
+
+def _standalone_once(ctx: BenchContext, home) -> tuple[float, float, float, int]:
+    """Start `airflow standalone`, time it to healthy, measure its tree, stop it by process group."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = bench_env(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        }
+    )
+    logf = open(home.parent / "standalone.log", "ab")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=env, stdout=logf,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise NotMeasured(f"airflow standalone exited {proc.returncode} (see {home.parent}/standalone.log)")
+            return airflow_healthy(url)
+
+        wait_until(ready, timeout=400, interval=0.5, what="airflow standalone healthy")
+        secs = time.perf_counter() - t0
+        time.sleep(SETTLE)
+        rss, pss, k = tree_memory([proc.pid])
+        return secs, rss, pss, k
+    finally:
+        kill_group(proc, timeout=30)
+        logf.close()
+

@@ -1,0 +1,289 @@
+"""The ONE place the compute backend of the mlopsctl DAGs is chosen.
+
+Backends (``MLOPSCTL_COMPUTE``):
+
+* ``local`` (default): the task runs ``spark-submit --master $MLOPSCTL_SPARK_MASTER`` (default
+  ``local[*]``, Spark UI off, driver bound to 127.0.0.1) from the worker, with the spark-submit of
+  the pyspark installed next to Airflow; the job's output is streamed into the task log.
+* a Spark master URL (``spark://host:7077``, ``yarn``, ``k8s://...``): the same, against that master.
+* ``databricks``: the task is whatever ``common.databricks_backend.make_databricks_task`` returns
+  (owned by the Databricks side; imported lazily, only for this backend).
+
+Seam for the Databricks backend (what this module calls; implemented in
+``dags/common/databricks_backend.py``)::
+
+    make_databricks_task(task_id: str, script: str, arguments: list[str]) -> BaseOperator
+
+``script`` is a file name from spark_jobs/ (``preprocess_data.py``, ``train_model.py``,
+``grid_search.py``, ``grid_search_spark.py``; every job imports ``rf_core.py`` from the same folder).
+``arguments`` is the job's argv; items may be Jinja templates (``{{ run_id }}``,
+``{{ params.max_depth }}``, ``{{ mlopsctl.work_dir }}``...), so the operator must list the field
+holding them in ``template_fields``. The returned operator must fail the task when the job fails.
+Exit code 3 of a job means "bad data / nothing to retry".
+
+The backend kind (local-ish vs databricks) decides which operator a DAG file builds, so it is read
+when the DAG is parsed (``dev start`` / the Dockerfile set ``MLOPSCTL_COMPUTE`` on every Airflow
+component); everything else (master URL, tracking URI, work dir, jobs dir) is read at task run time.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+from airflow.sdk import BaseOperator
+
+# Keep in sync with spark_jobs/rf_core.py (the jobs import nothing from here, nor we from them).
+EXIT_NO_RETRY = 3
+ERROR_PREFIX = "mlopsctl-error:"
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "mlopsctl",
+    "retries": 1,
+    "retry_delay": timedelta(seconds=20),
+    "execution_timeout": timedelta(hours=3),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# runtime environment (read when a task runs / renders its templates, never at import)
+# ----------------------------------------------------------------------------------------------
+def compute_backend() -> str:
+    """``local``, ``databricks``, or a Spark master URL."""
+    return (os.environ.get("MLOPSCTL_COMPUTE") or "local").strip()
+
+
+def spark_master() -> str:
+    backend = compute_backend()
+    if backend == "local":
+        return os.environ.get("MLOPSCTL_SPARK_MASTER") or "local[*]"
+    return backend
+
+
+def work_dir() -> str:
+    explicit = os.environ.get("MLOPSCTL_WORK_DIR")
+    if explicit:
+        return explicit
+    airflow_home = os.environ.get("AIRFLOW_HOME")
+    if airflow_home:  # the embedded stack: <state>/airflow -> <state>/work
+        return str(Path(airflow_home).parent / "work")
+    return str(Path.home() / ".mlopsctl" / "work")
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLOPSCTL_MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000"
+
+
+def experiment_prefix() -> str:
+    return os.environ.get("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX") or "/mlopsctl"
+
+
+def registry_uri() -> str:
+    return os.environ.get("MLOPSCTL_REGISTRY_URI") or ""
+
+
+def spark_jobs_dir() -> Path:
+    """MLOPSCTL_SPARK_JOBS_DIR, else spark_jobs/ next to the dags folder, else the copy bundled in mlopsctl."""
+    explicit = os.environ.get("MLOPSCTL_SPARK_JOBS_DIR")
+    if explicit:
+        return Path(explicit)
+    beside = Path(__file__).resolve().parents[2] / "spark_jobs"
+    if (beside / "rf_core.py").is_file():
+        return beside
+    spec = importlib.util.find_spec("mlopsctl")
+    if spec and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "_bundled" / "spark_jobs"
+        if (bundled / "rf_core.py").is_file():
+            return bundled
+    return beside
+
+
+class _Runtime:
+    """Exposed to templates as ``{{ mlopsctl.<name> }}``; every attribute is read at render (run) time."""
+
+    @property
+    def work_dir(self) -> str:
+        return work_dir()
+
+    @property
+    def tracking_uri(self) -> str:
+        return tracking_uri()
+
+    @property
+    def experiment_prefix(self) -> str:
+        return experiment_prefix()
+
+    @property
+    def registry_uri(self) -> str:
+        return registry_uri()
+
+
+MACROS: dict[str, Any] = {"mlopsctl": _Runtime()}
+
+
+def common_arguments() -> list[str]:
+    """argv items every job takes (templated; rendered at run time)."""
+    return [
+        "--dag-id", "{{ dag.dag_id }}",
+        "--run-id", "{{ run_id }}",
+        "--try-number", "{{ ti.try_number }}",
+        "--work-dir", "{{ mlopsctl.work_dir }}",
+        "--tracking-uri", "{{ mlopsctl.tracking_uri }}",
+        "--registry-uri", "{{ mlopsctl.registry_uri }}",
+        "--experiment-prefix", "{{ mlopsctl.experiment_prefix }}",
+        "--data", "{{ params.data if params.data is not none else '' }}",
+        "--target", "{{ params.target }}",
+    ]
+
+
+def model_arguments() -> list[str]:
+    return [
+        "--test-size", "{{ params.test_size }}",
+        "--random-state", "{{ params.random_state }}",
+        "--register-model", "{{ params.register_model if params.register_model is not none else '' }}",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# local backend: spark-submit (or python) as a child process of the task
+# ----------------------------------------------------------------------------------------------
+def spark_home() -> str:
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pyspark is not installed in the Airflow environment (pip install 'mlopsctl[local]')")
+    return next(iter(spec.submodule_search_locations))
+
+
+def _is_loopback_master(master: str) -> bool:
+    if master.startswith("local"):
+        return True
+    host = urlparse(master).hostname
+    return host in ("127.0.0.1", "localhost")
+
+
+def job_argv(job: str, arguments: Sequence[str], *, spark: bool, master: str | None = None,
+             jobs_dir: Path | None = None) -> list[str]:
+    """The argv (a list, never a shell string) that runs one job."""
+    jobs_dir = jobs_dir or spark_jobs_dir()
+    script = jobs_dir / job
+    if not spark:
+        return [sys.executable, str(script), *arguments]
+    master = master or spark_master()
+    argv = [str(Path(spark_home()) / "bin" / "spark-submit"), "--master", master,
+            "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN"]
+    if _is_loopback_master(master):
+        argv += ["--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1"]
+    py_files = [str(p) for p in sorted(jobs_dir.glob("*.py")) if p.name != job]
+    if py_files:
+        argv += ["--py-files", ",".join(py_files)]
+    return [*argv, str(script), *arguments]
+
+
+def job_env(master: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SPARK_HOME"] = spark_home()
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    env.setdefault("TQDM_DISABLE", "1")
+    if _is_loopback_master(master or spark_master()):
+        env["SPARK_LOCAL_IP"] = "127.0.0.1"
+    return env
+
+
+def failure_summary(lines: Sequence[str], limit: int = 12) -> str:
+    """The job's own error lines if it printed any, else its last lines (without JVM log noise)."""
+    ours = [line.split(ERROR_PREFIX, 1)[1].strip() for line in lines if ERROR_PREFIX in line]
+    if ours:
+        return "; ".join(dict.fromkeys(ours))
+    meaningful = [line for line in lines if line.strip() and " INFO " not in line and " WARN " not in line]
+    return "\n".join(meaningful[-limit:])
+
+
+class LocalJobOperator(BaseOperator):
+    """Run one spark_jobs/ file with spark-submit (``spark=True``) or the worker's Python (``spark=False``).
+
+    Output is streamed into the task log. Exit 3 (bad data) fails the task without retries; any
+    other non-zero exit fails it with the job's last error lines (and Airflow retries it).
+    """
+
+    template_fields: Sequence[str] = ("arguments",)
+    ui_color = "#fbe7c6"
+
+    def __init__(self, *, job: str, arguments: Sequence[str], spark: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job = job
+        self.arguments = list(arguments)
+        self.spark = spark
+        self._proc: subprocess.Popen[str] | None = None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+        if compute_backend() == "databricks":
+            raise AirflowFailException(
+                "MLOPSCTL_COMPUTE=databricks at run time, but this DAG was parsed for local Spark: "
+                "set MLOPSCTL_COMPUTE on the dag-processor too and let it re-parse the DAGs"
+            )
+        master = spark_master()
+        jobs_dir = spark_jobs_dir()
+        if not (jobs_dir / self.job).is_file():
+            raise AirflowFailException(f"job file {jobs_dir / self.job} not found (MLOPSCTL_SPARK_JOBS_DIR={jobs_dir})")
+        argv = job_argv(self.job, [str(a) for a in self.arguments], spark=self.spark, master=master, jobs_dir=jobs_dir)
+        self.log.info("running %s", " ".join(argv))
+        tail: collections.deque[str] = collections.deque(maxlen=400)
+        self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=job_env(master),
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+        )
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            line = raw.rstrip("\n")
+            tail.append(line)
+            self.log.info("%s", line)
+        rc = self._proc.wait()
+        if rc == 0:
+            return {"job": self.job, "engine": f"spark({master})" if self.spark else "python", "returncode": 0}
+        summary = failure_summary(list(tail))
+        message = f"{self.job} failed (exit {rc}): {summary}"
+        if rc == EXIT_NO_RETRY:
+            raise AirflowFailException(message)
+        raise AirflowException(message)
+
+    def on_kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def job_task(task_id: str, job: str, arguments: list[str], *, spark: bool = True, **kwargs: Any) -> BaseOperator:
+    """Build the task that runs ``spark_jobs/<job>`` with ``arguments`` on the configured backend."""
+    if compute_backend() == "databricks":
+        from common.databricks_backend import make_databricks_task  # owned by the Databricks backend
+
+        return make_databricks_task(task_id=task_id, script=job, arguments=arguments)
+    return LocalJobOperator(task_id=task_id, job=job, arguments=arguments, spark=spark, **kwargs)

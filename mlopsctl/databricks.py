@@ -1,0 +1,269 @@
+"""Databricks glue: WorkspaceClient factory (unified auth), credential check, the Airflow connection
+payload, and the upload of spark_jobs/ to a versioned workspace or volume path.
+
+databricks-sdk is imported inside functions only (never at CLI import time). Secrets (tokens, client
+secrets) stay in the SDK's Config and in the connection payload sent to Airflow; nothing here prints,
+logs or writes them, and `masked()` is what any display gets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from mlopsctl.errors import AuthError, ConfigError, NotFoundError, RejectedError, ServerError, UnreachableError
+
+if TYPE_CHECKING:
+    from databricks.sdk import WorkspaceClient
+
+MASK = "***"
+
+ACCEPTED_AUTH = (
+    "Set one of: DATABRICKS_HOST + DATABRICKS_TOKEN (personal access token); "
+    "DATABRICKS_HOST + DATABRICKS_CLIENT_ID + DATABRICKS_CLIENT_SECRET (OAuth M2M service principal); "
+    "or a ~/.databrickscfg profile (--profile NAME or DATABRICKS_CONFIG_PROFILE)."
+)
+
+# Auth types whose credentials can be handed to Airflow's Databricks provider as a connection.
+_PAT = "pat"
+_OAUTH_M2M = "oauth-m2m"
+
+
+def _quiet_sdk_logging() -> None:
+    """The SDK warns through logging (e.g. about host metadata); keep that off the user's terminal."""
+    sdk_log = logging.getLogger("databricks.sdk")
+    if not any(isinstance(h, logging.NullHandler) for h in sdk_log.handlers):
+        sdk_log.addHandler(logging.NullHandler())
+    sdk_log.propagate = False
+
+
+def workspace_client(profile: str | None = None) -> WorkspaceClient:
+    """A WorkspaceClient from databricks-sdk's unified auth (env vars, then ~/.databrickscfg).
+
+    Raises ConfigError naming the accepted credential forms when nothing (or only part) is configured.
+    """
+    _quiet_sdk_logging()
+    from databricks.sdk import WorkspaceClient
+
+    try:
+        client = WorkspaceClient(profile=profile) if profile else WorkspaceClient()
+    except ValueError as exc:  # the SDK's "default auth: cannot configure default credentials" et al.
+        raise ConfigError(
+            f"Databricks credentials are missing or incomplete ({_clean_sdk_message(str(exc))}).",
+            hint=ACCEPTED_AUTH,
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. OAuth endpoint discovery failing during auth setup
+        raise _map_sdk_error(exc, host=None) from None
+    if not client.config.host:
+        raise ConfigError("No Databricks workspace host is configured.", hint=ACCEPTED_AUTH)
+    return client
+
+
+def _clean_sdk_message(message: str) -> str:
+    """First line of an SDK config error, without its trailing dump of the config (which masks secrets,
+    but we do not need it) or its long doc URL."""
+    first = message.splitlines()[0] if message else "unknown error"
+    first = first.split(". Config:", 1)[0].split(". Env:", 1)[0]
+    return first.replace("default auth: ", "").rstrip(".")
+
+
+def _map_sdk_error(exc: BaseException, host: str | None) -> Exception:
+    """databricks-sdk/requests exceptions -> mlopsctl's typed errors (never with a secret in them)."""
+    from databricks.sdk import errors as dbx_errors
+
+    where = f" at {host}" if host else ""
+    message = _clean_sdk_message(str(exc))
+    if isinstance(exc, (dbx_errors.Unauthenticated, dbx_errors.PermissionDenied)):
+        return AuthError(
+            f"Databricks rejected the credentials{where}: {message}.",
+            hint="Check DATABRICKS_TOKEN (or the OAuth client id/secret or profile); tokens expire.",
+        )
+    if isinstance(exc, dbx_errors.NotFound):
+        return NotFoundError(f"Databricks{where}: {message}.")
+    if isinstance(exc, (dbx_errors.BadRequest, dbx_errors.InvalidParameterValue, dbx_errors.ResourceAlreadyExists)):
+        return RejectedError(f"Databricks{where} refused the request: {message}.")
+    if isinstance(exc, dbx_errors.DatabricksError):
+        status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+        if status is not None and int(status) >= 500 or isinstance(exc, dbx_errors.TooManyRequests):
+            return ServerError(f"Databricks{where} failed after retries: {message}.")
+        return RejectedError(f"Databricks{where}: {message}.")
+    import requests
+
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, TimeoutError, ConnectionError)):
+        return UnreachableError(
+            f"Cannot reach the Databricks workspace{where}.",
+            hint="Check DATABRICKS_HOST and your network/VPN.",
+        )
+    if isinstance(exc, ValueError):
+        return ConfigError(f"Databricks configuration problem: {message}.", hint=ACCEPTED_AUTH)
+    return ServerError(f"Databricks{where}: {type(exc).__name__}: {message}.")
+
+
+@dataclass(frozen=True)
+class Identity:
+    host: str
+    user_name: str
+    display_name: str | None
+    user_id: str | None
+    auth_type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "user_name": self.user_name,
+            "display_name": self.display_name,
+            "user_id": self.user_id,
+            "auth_type": self.auth_type,
+        }
+
+
+def whoami(client: WorkspaceClient) -> Identity:
+    """Verify the credentials with `current_user.me` (GET /api/2.0/preview/scim/v2/Me)."""
+    host = client.config.host
+    try:
+        me = client.current_user.me()
+    except Exception as exc:  # noqa: BLE001 - mapped to typed errors
+        raise _map_sdk_error(exc, host) from None
+    return Identity(
+        host=host,
+        user_name=me.user_name or "",
+        display_name=me.display_name,
+        user_id=me.id,
+        auth_type=client.config.auth_type or "",
+    )
+
+
+# --- the Airflow connection ----------------------------------------------------------------------------
+def connection_payload(config: Any, conn_id: str, *, insecure: bool = False) -> dict[str, Any]:
+    """The body for Airflow's POST/PATCH /api/v2/connections, in the shape the Databricks provider reads.
+
+    `config` is a databricks.sdk Config (host, auth_type, token / client_id / client_secret). PAT ->
+    token as `password` (login empty). OAuth M2M -> client id as `login`, secret as `password`, and
+    `extra` `{"service_principal_oauth": true}` (a JSON *string*, as the REST API wants). The provider keeps
+    only the hostname of `host` and defaults to https, so a plain-HTTP host (local tests only) needs
+    `schema: http` + `port`, allowed only with `insecure=True`.
+    """
+    host = (config.host or "").rstrip("/")
+    parsed = urlparse(host if "://" in host else f"https://{host}")
+    if not parsed.hostname:
+        raise ConfigError(f"Databricks host {host!r} is not a URL.", hint=ACCEPTED_AUTH)
+    payload: dict[str, Any] = {
+        "connection_id": conn_id,
+        "conn_type": "databricks",
+        "description": "Databricks workspace (written by mlopsctl connect databricks)",
+        "host": f"https://{parsed.hostname}" if parsed.scheme == "https" else parsed.hostname,
+        # Empty (not None) so that an update clears what an earlier auth kind set: the REST client drops
+        # None fields, and the provider treats "" like unset (login "" + password = token auth).
+        "login": "",
+        "password": None,
+        "schema": "",
+        "port": None,
+        "extra": "{}",
+    }
+    if parsed.scheme == "http":
+        if not insecure:
+            raise ConfigError(
+                f"Databricks host {host} uses plain HTTP.",
+                hint="Real workspaces are https://. For a local test server pass --insecure.",
+            )
+        payload.update(schema="http", port=parsed.port or 80)
+    elif parsed.port and parsed.port != 443:
+        payload["port"] = parsed.port
+    auth_type = config.auth_type or ""
+    if auth_type == _PAT and config.token:
+        payload["password"] = config.token
+    elif auth_type == _OAUTH_M2M and config.client_id and config.client_secret:
+        payload.update(login=config.client_id, password=config.client_secret,
+                       extra=json.dumps({"service_principal_oauth": True}))
+    else:
+        raise ConfigError(
+            f"Databricks auth type {auth_type or 'unknown'!r} cannot be handed to Airflow.",
+            hint="Airflow needs a personal access token or an OAuth M2M service principal: " + ACCEPTED_AUTH,
+        )
+    return payload
+
+
+def masked(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload safe to print: password masked, empty fields dropped."""
+    out = {k: v for k, v in payload.items() if v not in (None, "", "{}")}
+    if out.get("password"):
+        out["password"] = MASK
+    return out
+
+
+# --- job files -------------------------------------------------------------------------------------------
+def job_files(src: Path) -> list[Path]:
+    """The files `deploy jobs` uploads: every *.py under src (sorted, caches skipped)."""
+    if not src.is_dir():
+        raise NotFoundError(f"No spark_jobs directory at {src}.", hint="Run from the project root or pass --src.")
+    files = sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
+    if not files:
+        raise NotFoundError(f"No *.py job files in {src}.")
+    return files
+
+
+def content_version(src: Path, files: list[Path], prefix: str = "") -> str:
+    """A deterministic version for a set of job files: `<prefix>-<sha256 of names+contents, 12 hex>`."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    short = digest.hexdigest()[:12]
+    return f"{prefix}-{short}" if prefix else short
+
+
+def validate_target(target: str) -> str:
+    """`/Workspace/...` (workspace files) or `/Volumes/<catalog>/<schema>/<volume>/...` (UC volume)."""
+    target = target.rstrip("/")
+    parts = [p for p in target.split("/") if p]
+    if target.startswith("/Workspace/") and len(parts) >= 2:
+        return target
+    if target.startswith("/Volumes/") and len(parts) >= 4:
+        return target
+    raise ConfigError(
+        f"Upload target {target!r} is neither /Workspace/... nor /Volumes/<catalog>/<schema>/<volume>/....",
+        hint="e.g. --to /Workspace/Shared/mlopsctl/jobs or --to /Volumes/main/mlops/jobs",
+    )
+
+
+def upload_jobs(client: WorkspaceClient, src: Path, target: str, version: str) -> tuple[str, list[str]]:
+    """Upload src's job files to `<target>/<version>/`; returns (that path, uploaded file paths).
+
+    Workspace targets use `workspace.mkdirs` + `workspace.upload(format=AUTO)` (files keep their `.py`
+    name; the API is addressed without the `/Workspace` prefix, the job's python_file with it). Volume
+    targets use `files.upload` (parents are created by the Files API).
+    """
+    from databricks.sdk.service.workspace import ImportFormat
+
+    target = validate_target(target)
+    files = job_files(src)
+    dest = f"{target}/{version}"
+    uploaded: list[str] = []
+    host = client.config.host
+    try:
+        if dest.startswith("/Volumes/"):
+            for path in files:
+                remote = f"{dest}/{path.relative_to(src).as_posix()}"
+                client.files.upload(remote, io.BytesIO(path.read_bytes()), overwrite=True)
+                uploaded.append(remote)
+        else:
+            api_dest = dest.removeprefix("/Workspace")
+            made: set[str] = set()
+            for path in files:
+                rel = path.relative_to(src).as_posix()
+                parent = f"{api_dest}/{rel}".rsplit("/", 1)[0]
+                if parent not in made:
+                    client.workspace.mkdirs(parent)
+                    made.add(parent)
+                client.workspace.upload(
+                    f"{api_dest}/{rel}", io.BytesIO(path.read_bytes()), format=ImportFormat.AUTO, overwrite=True
+                )
+                uploaded.append(f"{dest}/{rel}")
+    except Exception as exc:  # noqa: BLE001 - mapped to typed errors
+        raise _map_sdk_error(exc, host) from None
+    return dest, uploaded

@@ -1,0 +1,515 @@
+"""Start, stop and inspect the local stack. Used by `mlopsctl dev ...` and by tests/fixtures/stack.py.
+
+Never prints: progress goes to an optional callback `on_progress(component, state, detail)`, where
+component is one of COMPONENTS, "db" (migration) or "dags" (DAG parsing), and state is one of
+"starting", "running", "waiting", "healthy", "already running", "migrating", "done", "failed".
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from mlopsctl.devenv import health as hc
+from mlopsctl.devenv.process import (
+    PidRecord,
+    kill_all,
+    marked_processes,
+    process_of,
+    read_pid_file,
+    remove_pid_file,
+    rss_bytes,
+    spawn,
+    tail,
+    terminate,
+    tree_of,
+)
+from mlopsctl.devenv.stack import (
+    ADMIN_USER,
+    AIRFLOW_COMPONENTS,
+    COMPONENTS,
+    HEALTH_KEYS,
+    HEARTBEAT_KEYS,
+    STACK_MARKER,
+    StackLayout,
+    airflow_env,
+    component_specs,
+    dags_folder,
+    ensure_admin_password,
+    migrate_argv,
+    migration_needed,
+    read_admin_password,
+    write_migrate_stamp,
+)
+from mlopsctl.errors import StackError
+
+if TYPE_CHECKING:
+    from mlopsctl.settings import Settings
+
+Progress = Callable[[str, str, str], None]
+
+_POLL = 1.0
+_MIGRATE_TIMEOUT = 600.0
+
+
+def _noop(component: str, state: str, detail: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------------------------- ports
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something already listens on host:port (or the port cannot be bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _port_owner(port: int) -> str | None:
+    """'pid 123 (name)' of the process listening on port, when the OS tells us."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                try:
+                    name = " ".join(psutil.Process(conn.pid).cmdline()[:3]) or psutil.Process(conn.pid).name()
+                except psutil.Error:
+                    name = "?"
+                return f"pid {conn.pid} ({name})"
+    except Exception:  # noqa: BLE001 - best effort only
+        return None
+    return None
+
+
+def _check_port(component: str, port: int, env_var: str) -> None:
+    if port_in_use(port):
+        owner = _port_owner(port)
+        raise StackError(
+            f"Port {port} on 127.0.0.1, needed by {component}, is already in use"
+            + (f" by {owner}." if owner else "."),
+            hint=f"Stop whatever listens there, or pick another port with {env_var}=<port>.",
+        )
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class ComponentState:
+    name: str
+    pid: int | None
+    running: bool
+    port: int | None
+    health: str  # healthy | unhealthy | starting | stopped | unknown
+    rss_bytes: int = 0
+    processes: int = 0
+    started_at: float | None = None
+    log_file: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "component": self.name,
+            "pid": self.pid,
+            "running": self.running,
+            "port": self.port,
+            "health": self.health,
+            "rss_bytes": self.rss_bytes,
+            "rss_mb": round(self.rss_bytes / 1e6, 1),
+            "processes": self.processes,
+            "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).isoformat()
+            if self.started_at
+            else None,
+            "log_file": self.log_file,
+        }
+
+
+@dataclass
+class StackStatus:
+    state_dir: Path
+    airflow_url: str
+    mlflow_url: str
+    passwords_file: Path
+    components: list[ComponentState]
+
+    @property
+    def running(self) -> list[str]:
+        return [c.name for c in self.components if c.running]
+
+    @property
+    def all_running(self) -> bool:
+        return len(self.running) == len(self.components)
+
+    @property
+    def all_healthy(self) -> bool:
+        return all(c.health == "healthy" for c in self.components)
+
+    @property
+    def total_rss_bytes(self) -> int:
+        return sum(c.rss_bytes for c in self.components)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state_dir": str(self.state_dir),
+            "airflow_url": self.airflow_url,
+            "mlflow_url": self.mlflow_url,
+            "username": ADMIN_USER,
+            "passwords_file": str(self.passwords_file),
+            "running": self.all_running,
+            "healthy": self.all_healthy,
+            "total_rss_bytes": self.total_rss_bytes,
+            "total_rss_mb": round(self.total_rss_bytes / 1e6, 1),
+            "components": [c.as_dict() for c in self.components],
+        }
+
+
+@dataclass
+class StartResult:
+    already_running: bool
+    started: list[str]
+    seconds: float
+    migrated: bool
+    airflow_url: str
+    mlflow_url: str
+    username: str
+    passwords_file: Path
+    dags_folder: Path
+    dags: dict[str, list[str]] = field(default_factory=dict)
+    import_errors: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "already_running": self.already_running,
+            "started": self.started,
+            "seconds": round(self.seconds, 1),
+            "migrated": self.migrated,
+            "airflow_url": self.airflow_url,
+            "mlflow_url": self.mlflow_url,
+            "username": self.username,
+            "passwords_file": str(self.passwords_file),
+            "dags_folder": str(self.dags_folder),
+            "dags": self.dags,
+            "import_errors": {k: hc.last_line(v) for k, v in self.import_errors.items()},
+        }
+
+
+@dataclass
+class StopResult:
+    stopped: list[str]
+    stale: list[str]
+    seconds: float
+    leftover: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stopped": self.stopped, "stale_pid_files": self.stale, "seconds": round(self.seconds, 1),
+                "leftover_pids": self.leftover}
+
+
+# --------------------------------------------------------------------------------------------- status
+
+
+def _records(layout: StackLayout) -> dict[str, PidRecord | None]:
+    return {name: read_pid_file(layout.pid_file(name)) for name in COMPONENTS}
+
+
+def _ports(settings: Settings) -> dict[str, int | None]:
+    return {
+        "api-server": settings.airflow_port,
+        "scheduler": None,
+        "dag-processor": None,
+        "triggerer": None,
+        "mlflow": settings.mlflow_port,
+    }
+
+
+def _airflow_component_health(health: dict[str, Any] | None, name: str, since: float | None = None) -> str:
+    if health is None:
+        return "unknown"
+    status = hc.component_status(health, HEALTH_KEYS[name])
+    if status != "healthy":
+        return "unhealthy" if status else "starting"
+    if since is not None and name in HEARTBEAT_KEYS:
+        beat = hc.heartbeat(health, HEALTH_KEYS[name], HEARTBEAT_KEYS[name])
+        if beat is None or beat.timestamp() < since:
+            return "starting"  # the healthy heartbeat is an old one, from before this process started
+    return "healthy"
+
+
+def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
+    """Each component: PID (verified), port, health, RSS of its whole process tree."""
+    layout = StackLayout.from_settings(settings)
+    records = _records(layout)
+    ports = _ports(settings)
+    alive = {name: process_of(rec) for name, rec in records.items()}
+    health = None
+    if probe and alive.get("api-server") is not None:
+        health = hc.airflow_health(settings.local_airflow_url)
+    mlflow_ok = probe and alive.get("mlflow") is not None and hc.mlflow_healthy(settings.local_mlflow_url)
+    states = []
+    for name in COMPONENTS:
+        rec, proc = records[name], alive[name]
+        if proc is None:
+            states.append(ComponentState(name, rec.pid if rec else None, False, ports[name], "stopped",
+                                         log_file=str(layout.log_file(name))))
+            continue
+        procs = tree_of(rec)  # type: ignore[arg-type]
+        if not probe:
+            h = "unknown"
+        elif name == "mlflow":
+            h = "healthy" if mlflow_ok else "unhealthy"
+        elif name == "api-server":
+            h = "healthy" if health is not None else "unhealthy"
+        else:
+            h = _airflow_component_health(health, name)
+        states.append(
+            ComponentState(name, proc.pid, True, ports[name], h, rss_bytes(procs), len(procs),
+                           rec.started_at if rec else None, str(layout.log_file(name)))
+        )
+    return StackStatus(layout.state, settings.local_airflow_url, settings.local_mlflow_url, layout.passwords_file,
+                       states)
+
+
+# --------------------------------------------------------------------------------------------- start
+
+
+def _migrate(settings: Settings, layout: StackLayout, on_progress: Progress) -> None:
+    on_progress("db", "migrating", "airflow db migrate (first start or Airflow upgrade)")
+    log = layout.log_file("db-migrate")
+    env = airflow_env(settings, layout)
+    with open(log, "ab") as fh:
+        fh.write(f"\n=== mlopsctl: airflow db migrate at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        fh.flush()
+        try:
+            rc = subprocess.run(  # noqa: S603
+                migrate_argv(), env=env, cwd=str(layout.airflow_home), stdin=subprocess.DEVNULL, stdout=fh,
+                stderr=subprocess.STDOUT, timeout=_MIGRATE_TIMEOUT, start_new_session=True,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = -1
+    if rc != 0:
+        raise StackError(
+            f"`airflow db migrate` failed (exit {rc}). Last lines of {log}:\n{tail(log, 15)}",
+            hint=f"Fix the cause above, or start from a clean state by removing {layout.airflow_db}.",
+        )
+    write_migrate_stamp(layout)
+    on_progress("db", "done", "database ready")
+
+
+def _cleanup_stale(name: str, record: PidRecord | None, layout: StackLayout) -> bool:
+    """Kill processes left behind by a dead component (e.g. workers of a scheduler that got kill -9) and
+    drop its PID file. True if the PID file was stale."""
+    if record is None:
+        return False
+    leftovers = tree_of(record)
+    if leftovers:
+        terminate([record], grace=10.0)
+    remove_pid_file(layout.pid_file(name))
+    return True
+
+
+def _fail(name: str, reason: str, layout: StackLayout, started: dict[str, PidRecord], hint: str | None = None) -> None:
+    log = layout.log_file(name)
+    if started:
+        terminate(list(started.values()), grace=10.0)
+        for comp in started:
+            remove_pid_file(layout.pid_file(comp))
+    stopped = f" Stopped what this start had launched ({', '.join(started)})." if started else ""
+    raise StackError(
+        f"{name} {reason}.{stopped} Last lines of {log}:\n{tail(log, 20)}",
+        hint=hint or f"See the whole log with `mlopsctl dev logs {name}`.",
+    )
+
+
+def start_stack(settings: Settings, *, on_progress: Progress | None = None, timeout: float | None = None) -> StartResult:
+    """Start whatever part of the stack is not running and wait until all of it is really healthy.
+
+    Idempotent: a running, healthy stack is left alone. A component that died (kill -9, crash) is cleaned up
+    (stray children killed, stale PID file removed) and started again."""
+    progress = on_progress or _noop
+    t0 = time.monotonic()
+    deadline = t0 + (timeout if timeout is not None else settings.start_timeout)
+    layout = StackLayout.from_settings(settings)
+    layout.ensure()
+    password = ensure_admin_password(layout)
+    specs = component_specs(settings, layout)
+    folder = dags_folder(settings)
+    dag_files = hc.expected_dag_files(folder)
+
+    records = _records(layout)
+    to_start = []
+    for name in COMPONENTS:
+        if process_of(records[name]) is not None:
+            progress(name, "already running", f"pid {records[name].pid}")  # type: ignore[union-attr]
+        else:
+            to_start.append(name)
+
+    # a half-dead stack: clean up what the dead components left behind, before checking ports
+    for name in to_start:
+        _cleanup_stale(name, records[name], layout)
+
+    ports = {"api-server": ("MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
+             "mlflow": ("MLOPSCTL_MLFLOW_PORT", settings.mlflow_port)}
+    for name in to_start:
+        if name in ports:
+            env_var, port = ports[name]
+            _check_port(name, port, env_var)
+
+    migrated = False
+    if any(n in AIRFLOW_COMPONENTS for n in to_start) and migration_needed(layout):
+        if any(process_of(records[n]) is not None for n in AIRFLOW_COMPONENTS):
+            raise StackError(
+                "The Airflow database needs a migration but some Airflow components are still running.",
+                hint="Run `mlopsctl dev stop`, then `mlopsctl dev start`.",
+            )
+        _migrate(settings, layout, progress)
+        migrated = True
+
+    started: dict[str, PidRecord] = {}
+    procs: dict[str, subprocess.Popen] = {}
+    order = ["mlflow", "api-server", "scheduler", "dag-processor", "triggerer"]
+    for name in order:
+        if name not in to_start:
+            continue
+        proc, record = spawn(specs[name], layout.log_file(name), layout.pid_file(name))
+        started[name] = record
+        procs[name] = proc
+        progress(name, "starting", f"pid {record.pid}")
+
+    # ---- wait for real health
+    done: set[str] = set()
+    dags_done = False
+    token: str | None = None
+    report: hc.ParseReport | None = None
+    last: dict[str, str] = {}
+
+    def note(name: str, state: str, detail: str = "") -> None:
+        if last.get(name) != state + detail:
+            last[name] = state + detail
+            progress(name, state, detail)
+
+    while True:
+        for name, proc in procs.items():
+            if name not in done and proc.poll() is not None:
+                _fail(name, f"exited during start (exit code {proc.returncode})", layout, started)
+        for name in COMPONENTS:
+            if name not in to_start and process_of(records[name]) is None:
+                _fail(name, "stopped while the stack was starting", layout, started)
+
+        health = hc.airflow_health(settings.local_airflow_url)
+        for name in COMPONENTS:
+            if name in done:
+                continue
+            if name == "mlflow":
+                ok = hc.mlflow_healthy(settings.local_mlflow_url)
+                state = "healthy" if ok else "waiting"
+            elif name == "api-server":
+                state = "healthy" if health is not None and hc.component_status(health, "metadatabase") == "healthy" \
+                    else "waiting"
+            else:
+                since = started[name].started_at - 1.0 if name in started else None
+                h = _airflow_component_health(health, name, since)
+                state = "healthy" if h == "healthy" else "waiting"
+            if state == "healthy":
+                done.add(name)
+                note(name, "healthy", "")
+            else:
+                note(name, "waiting", "")
+
+        if done >= set(AIRFLOW_COMPONENTS) and not dags_done:
+            if token is None:
+                token = hc.airflow_token(settings.local_airflow_url, ADMIN_USER, password)
+            if token is not None:
+                report = hc.dag_parse_report(settings.local_airflow_url, token, dag_files)
+                if report is not None:
+                    if report.complete:
+                        dags_done = True
+                        note("dags", "done", f"{len(report.dags_by_file)} file(s) parsed, "
+                                             f"{len(report.import_errors)} import error(s)")
+                    else:
+                        note("dags", "waiting", f"{len(report.pending)} of {len(dag_files)} file(s) not parsed yet")
+
+        if done == set(COMPONENTS) and dags_done:
+            break
+        if time.monotonic() > deadline:
+            waiting = [n for n in COMPONENTS if n not in done]
+            if waiting:
+                name = waiting[0]
+                others = f" (also not healthy: {', '.join(waiting[1:])})" if waiting[1:] else ""
+                _fail(name, f"was not healthy after {settings.start_timeout:.0f} s{others}", layout, started,
+                      hint="The machine may be slow: raise MLOPSCTL_START_TIMEOUT, or read the log above.")
+            pending = ", ".join(report.pending) if report else "all"
+            _fail("dag-processor", f"had not parsed these DAG files after {settings.start_timeout:.0f} s: {pending}",
+                  layout, started, hint="Raise MLOPSCTL_START_TIMEOUT or check the DAG files with `mlopsctl check`.")
+        time.sleep(_POLL)
+
+    return StartResult(
+        already_running=not to_start,
+        started=list(started),
+        seconds=time.monotonic() - t0,
+        migrated=migrated,
+        airflow_url=settings.local_airflow_url,
+        mlflow_url=settings.local_mlflow_url,
+        username=ADMIN_USER,
+        passwords_file=layout.passwords_file,
+        dags_folder=folder,
+        dags=report.dags_by_file if report else {},
+        import_errors=report.import_errors if report else {},
+    )
+
+
+# --------------------------------------------------------------------------------------------- stop
+
+
+def stop_stack(settings: Settings, *, grace: float = 20.0, on_progress: Progress | None = None) -> StopResult:
+    """Stop every component this state dir started (process groups, SIGTERM then SIGKILL), leaving no
+    orphans. Stale PID files (dead process, or PID reused by someone else) are removed, never killed."""
+    progress = on_progress or _noop
+    t0 = time.monotonic()
+    layout = StackLayout.from_settings(settings)
+    records = _records(layout)
+    live: dict[str, PidRecord] = {}
+    stale: list[str] = []
+    for name, record in records.items():
+        if record is None:
+            continue
+        if tree_of(record):
+            live[name] = record
+            progress(name, "stopping", f"pid {record.pid}")
+        else:
+            stale.append(name)
+    leftover = terminate(list(live.values()), grace=grace) if live else []
+    # final sweep: anything still carrying this stack's marker escaped its session (e.g. a setsid'd task)
+    strays = [p for p in marked_processes(STACK_MARKER, str(layout.state)) if p.pid not in {q.pid for q in leftover}]
+    if strays:
+        progress("strays", "stopping", f"{len(strays)} process(es) outside the component sessions")
+        leftover += kill_all(strays, grace=min(grace, 5.0))
+    for name in records:
+        if records[name] is not None:
+            remove_pid_file(layout.pid_file(name))
+    for name in live:
+        progress(name, "stopped", "")
+    result = StopResult(sorted(live, key=COMPONENTS.index), stale, time.monotonic() - t0, [p.pid for p in leftover])
+    if leftover:
+        raise StackError(
+            f"Could not stop processes {', '.join(map(str, result.leftover))} of the local stack.",
+            hint="Check them with `ps -o pid,cmd -p <pid>` and end them by hand.",
+        )
+    return result
+
+
+def read_password(settings: Settings) -> str | None:
+    return read_admin_password(StackLayout.from_settings(settings))
+
+
+def log_file(settings: Settings, component: str) -> Path:
+    return StackLayout.from_settings(settings).log_file(component)

@@ -1,0 +1,305 @@
+"""Spawning detached components, their PID files, and ending exactly their process trees.
+
+Each component runs in its own session (start_new_session=True), so its session id == its PID and every
+process it forks (LocalExecutor workers, task supervisors, spark-submit JVMs) keeps that session id even
+after the leader dies. A PID file records PID + create time, so a PID reused by an unrelated process is
+never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    import psutil
+
+    from mlopsctl.devenv.stack import ComponentSpec
+
+_CREATE_TIME_TOLERANCE = 0.5  # seconds; psutil's create_time is derived from clock ticks since boot
+
+
+def _psutil():
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the `local` extra (via apache-airflow)
+        from mlopsctl.errors import ConfigError
+
+        raise ConfigError(
+            "The local stack needs `psutil`, which is not installed.",
+            hint="Install the local extra: pip install 'mlopsctl[local]'.",
+        ) from None
+    return psutil
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    component: str
+    pid: int
+    create_time: float
+    argv: list[str]
+    started_at: float  # wall clock (time.time()) when spawned
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def write_pid_file(path: Path, record: PidRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pid.tmp")
+    tmp.write_text(record.to_json(), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_pid_file(path: Path) -> PidRecord | None:
+    """The record in a PID file; None if missing or unreadable. A bare integer (hand-written) is accepted."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, int):
+        return PidRecord(path.stem, data, -1.0, [], 0.0)
+    if not isinstance(data, dict):
+        return None
+    try:
+        return PidRecord(
+            component=str(data.get("component", path.stem)),
+            pid=int(data["pid"]),
+            create_time=float(data.get("create_time", -1.0)),
+            argv=list(data.get("argv", [])),
+            started_at=float(data.get("started_at", 0.0)),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def remove_pid_file(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def process_of(record: PidRecord | None) -> psutil.Process | None:
+    """The live process a record describes, or None (dead, zombie, or the PID now belongs to someone else)."""
+    if record is None:
+        return None
+    ps = _psutil()
+    try:
+        proc = ps.Process(record.pid)
+        if proc.status() == ps.STATUS_ZOMBIE:
+            return None
+        if record.create_time < 0:  # bare-PID file: fall back to the command line
+            cmd = " ".join(proc.cmdline())
+            return proc if ("airflow" in cmd or "mlflow" in cmd) else None
+        if abs(proc.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE:
+            return None
+        return proc
+    except (ps.NoSuchProcess, ps.AccessDenied):
+        return None
+
+
+def spawn(spec: ComponentSpec, log_file: Path, pid_file: Path) -> tuple[subprocess.Popen, PidRecord]:
+    """Start a component detached in its own session, stdout+stderr appended to its log file."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    spec.cwd.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        log.write(f"\n=== mlopsctl: starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        log.flush()
+        proc = subprocess.Popen(  # noqa: S603 - argv built from our own specs
+            spec.argv,
+            env=spec.env,
+            cwd=str(spec.cwd),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    ps = _psutil()
+    try:
+        create_time = ps.Process(proc.pid).create_time()
+    except ps.NoSuchProcess:
+        create_time = time.time()
+    record = PidRecord(spec.name, proc.pid, create_time, list(spec.argv), time.time())
+    write_pid_file(pid_file, record)
+    return proc, record
+
+
+def _session_id(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def tree_of(record: PidRecord) -> list[psutil.Process]:
+    """Every live process belonging to a component: the leader, its descendants, and any process left in
+    its session (workers orphaned by a `kill -9` of the leader keep the session id)."""
+    ps = _psutil()
+    found: dict[int, psutil.Process] = {}
+    leader = process_of(record)
+    if leader is not None:
+        found[leader.pid] = leader
+        try:
+            for child in leader.children(recursive=True):
+                found[child.pid] = child
+        except ps.NoSuchProcess:
+            pass
+    sid = record.pid
+    # If the PID was reused by a foreign session leader, the session id no longer identifies our processes.
+    if leader is None:
+        try:
+            squatter = ps.Process(sid)
+            if _session_id(sid) == sid and squatter.create_time() > record.create_time + _CREATE_TIME_TOLERANCE:
+                sid = -1
+        except ps.NoSuchProcess:
+            pass
+    if sid > 0 and record.create_time >= 0:
+        me = os.getpid()
+        for proc in ps.process_iter(["pid"]):
+            pid = proc.info["pid"]
+            if pid in found or pid == me:
+                continue
+            if _session_id(pid) == sid:
+                try:
+                    if proc.create_time() + _CREATE_TIME_TOLERANCE >= record.create_time:
+                        found[pid] = proc
+                except ps.NoSuchProcess:
+                    continue
+    # extend with descendants of anything found via the session (they may have started their own session)
+    for proc in list(found.values()):
+        try:
+            for child in proc.children(recursive=True):
+                found.setdefault(child.pid, child)
+        except ps.NoSuchProcess:
+            pass
+    alive = []
+    for proc in found.values():
+        try:
+            if proc.is_running() and proc.status() != ps.STATUS_ZOMBIE:
+                alive.append(proc)
+        except ps.NoSuchProcess:
+            continue
+    return alive
+
+
+def marked_processes(marker: str, value: str) -> list[psutil.Process]:
+    """Live processes whose environment has marker=value (every process a stack spawned, however deep),
+    excluding this process and its ancestors."""
+    ps = _psutil()
+    me = ps.Process()
+    exclude = {me.pid, *(p.pid for p in me.parents())}
+    found = []
+    for proc in ps.process_iter(["pid"]):
+        if proc.info["pid"] in exclude:
+            continue
+        try:
+            if proc.environ().get(marker) == value and proc.status() != ps.STATUS_ZOMBIE:
+                found.append(proc)
+        except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def kill_all(procs: list[psutil.Process], grace: float = 5.0) -> list[psutil.Process]:
+    """SIGTERM, wait, SIGKILL; returns survivors."""
+    ps = _psutil()
+    for proc in procs:
+        _signal(proc, signal.SIGTERM)
+    _, alive = ps.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        _signal(proc, signal.SIGKILL)
+    _, still = ps.wait_procs(alive, timeout=5)
+    return still
+
+
+def rss_bytes(procs: Iterable[psutil.Process]) -> int:
+    ps = _psutil()
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except (ps.NoSuchProcess, ps.AccessDenied):
+            continue
+    return total
+
+
+def _signal(proc: psutil.Process, sig: int) -> None:
+    ps = _psutil()
+    try:
+        proc.send_signal(sig)
+    except (ps.NoSuchProcess, ps.AccessDenied):
+        pass
+
+
+def terminate(records: Iterable[PidRecord], *, grace: float = 20.0) -> list[psutil.Process]:
+    """End every process of the given components: SIGTERM to each leader's process group and to any stray
+    member, wait up to `grace` seconds, then SIGKILL what is left. Returns processes still alive (should be
+    none)."""
+    ps = _psutil()
+    records = list(records)
+    members: dict[int, psutil.Process] = {}
+    leaders: list[psutil.Process] = []
+    for record in records:
+        leader = process_of(record)
+        if leader is not None:
+            leaders.append(leader)
+        for proc in tree_of(record):
+            members[proc.pid] = proc
+    if not members:
+        return []
+    signalled: set[int] = set()
+    for leader in leaders:
+        try:
+            os.killpg(leader.pid, signal.SIGTERM)  # session leader == group leader
+            signalled.update(p.pid for p in members.values() if _pgid(p.pid) == leader.pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _signal(leader, signal.SIGTERM)
+        signalled.add(leader.pid)
+    for pid, proc in members.items():
+        if pid not in signalled:
+            _signal(proc, signal.SIGTERM)
+    _, alive = ps.wait_procs(list(members.values()), timeout=grace)
+    # processes forked while we waited (e.g. a worker respawned during shutdown)
+    for record in records:
+        for proc in tree_of(record):
+            if proc.pid not in {p.pid for p in alive}:
+                alive.append(proc)
+    for proc in alive:
+        _signal(proc, signal.SIGKILL)
+    _, still = ps.wait_procs(alive, timeout=5)
+    return still
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """Last `lines` lines of a text file ('' if missing)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(deque(text.splitlines(), maxlen=lines))

@@ -1,0 +1,634 @@
+"""Shared, Airflow-free core of the mlopsctl pipelines: data loading/validation, the random-forest
+model, k-fold grid evaluation, metrics, and MLflow logging.
+
+Used by every job in this folder (shipped to Spark executors with ``--py-files rf_core.py``).
+Nothing here imports Airflow. Heavy libraries (pyspark, sklearn, pandas, mlflow, matplotlib)
+are imported inside the functions that need them, so executors unpickling
+:func:`evaluate_fold` only pay for what they use.
+
+Data handling (deterministic, documented in the README):
+
+* Source: ``data`` empty/None -> scikit-learn's bundled diabetes data (442 x 10, target ``target``);
+  otherwise a ``.csv`` file (header row, types inferred), a ``.parquet``/``.pq`` file, or a
+  directory of Parquet files.
+* Validation (fails fast, :class:`DataError`): missing path, unsupported extension, no rows,
+  target column missing (the columns found are listed), non-numeric target, target all-null,
+  no usable feature column left.
+* Rows whose target is null are dropped. Feature columns that are entirely null are dropped.
+* Numeric features: cast to double; NaN/null replaced with the column's exact median.
+* Non-numeric features (strings, booleans, dates): ordinal-encoded by the sorted order of their
+  distinct string values (0, 1, 2, ...); null -> -1.
+* Column names are sanitised to ``[A-Za-z0-9_]`` (unique); the target is stored as ``__target__``
+  and a ``__row_id__`` column keeps the source row order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+TARGET_COL = "__target__"
+ROW_ID_COL = "__row_id__"
+# Exit code for failures that retrying cannot fix (bad data, every grid point failed).
+EXIT_NO_RETRY = 3
+ERROR_PREFIX = "mlopsctl-error:"
+DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
+DEFAULT_REGISTERED_MODEL = "mlopsctl-random-forest"
+
+
+class DataError(Exception):
+    """The input data cannot be used (retrying will not help)."""
+
+
+class GridError(Exception):
+    """Every grid point failed (retrying will not help)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# paths and names
+# ----------------------------------------------------------------------------------------------
+def run_key(run_id: str) -> str:
+    """A filesystem/Hadoop-safe, collision-free key for an Airflow run id (which contains ':' and '+')."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:120]
+    digest = hashlib.sha1(run_id.encode("utf-8")).hexdigest()[:8]
+    return f"{safe}-{digest}"
+
+
+def features_path(work_dir: str, dag_id: str, run_id: str) -> str:
+    """Where the features table of one Airflow run lives: <work_dir>/<dag_id>/<run key>/features.parquet."""
+    return str(Path(work_dir) / dag_id / run_key(run_id) / "features.parquet")
+
+
+def experiment_name(prefix: str, dag_id: str) -> str:
+    return f"{prefix.rstrip('/')}/{dag_id}"
+
+
+def sanitize_columns(names: Sequence[str], reserved: Iterable[str] = (TARGET_COL, ROW_ID_COL)) -> list[str]:
+    """Map column names to unique ``[A-Za-z0-9_]`` names (stable: same input, same output)."""
+    taken = set(reserved)
+    out: list[str] = []
+    for name in names:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", str(name)) or "col"
+        if base[0].isdigit():
+            base = f"c_{base}"
+        candidate, i = base, 1
+        while candidate in taken:
+            i += 1
+            candidate = f"{base}_{i}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# loading + preparing (Spark)
+# ----------------------------------------------------------------------------------------------
+def load_source(spark: Any, data: str | None) -> Any:
+    """Read the raw source into a Spark DataFrame (see the module docstring for what is accepted)."""
+    if not data:
+        from sklearn.datasets import load_diabetes
+
+        pdf = load_diabetes(as_frame=True).frame
+        return spark.createDataFrame(pdf)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"data file not found: {data}")
+    if path.is_dir():
+        parquet_files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".parquet", ".pq")]
+        if not parquet_files:
+            raise DataError(f"data directory {data} holds no .parquet files (expected a CSV/Parquet file or a Parquet directory)")
+        return spark.read.parquet(str(path.resolve()))
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise DataError(f"data file is empty: {data}")
+    if suffix == ".csv":
+        return (
+            spark.read.option("header", True)
+            .option("inferSchema", True)
+            .option("mode", "PERMISSIVE")
+            .csv(str(path.resolve()))
+        )
+    if suffix in (".parquet", ".pq"):
+        return spark.read.parquet(str(path.resolve()))
+    raise DataError(f"unsupported data format {suffix or '(no extension)'!r} for {data}: use a .csv or .parquet file")
+
+
+@dataclass
+class PrepareReport:
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped_null_target: int = 0
+    dropped_all_null_columns: list[str] = field(default_factory=list)
+    encoded_columns: dict[str, int] = field(default_factory=dict)  # column -> number of categories
+    imputed_columns: dict[str, float] = field(default_factory=dict)  # column -> median used
+    features: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"rows read: {self.rows_in}, rows kept: {self.rows_out} (dropped {self.dropped_null_target} with a null target)",
+            f"features ({len(self.features)}): {', '.join(self.features)}",
+        ]
+        if self.dropped_all_null_columns:
+            out.append(f"dropped all-null columns: {', '.join(self.dropped_all_null_columns)}")
+        if self.encoded_columns:
+            out.append("ordinal-encoded: " + ", ".join(f"{k} ({v} categories)" for k, v in self.encoded_columns.items()))
+        if self.imputed_columns:
+            out.append("median-imputed: " + ", ".join(f"{k}={v:g}" for k, v in self.imputed_columns.items()))
+        return out
+
+
+def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
+    """Validate and clean a raw Spark DataFrame into the features table (see the module docstring)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    report = PrepareReport()
+    columns = list(df.columns)
+    if not columns:
+        raise DataError("data has no columns (is the file empty?)")
+    if target not in columns:
+        shown = ", ".join(columns[:50]) + (" ..." if len(columns) > 50 else "")
+        raise DataError(f"target column {target!r} not found; columns are: {shown}")
+
+    numeric_types = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+    dtypes = {f.name: f.dataType for f in df.schema.fields}
+
+    df = df.withColumn(ROW_ID_COL, F.monotonically_increasing_id())
+    report.rows_in = df.count()
+    if report.rows_in == 0:
+        raise DataError("data has no rows")
+
+    # target: numeric, or strings that all parse as numbers
+    tcol = F.col(f"`{target}`")
+    if isinstance(dtypes[target], numeric_types):
+        df = df.withColumn(TARGET_COL, tcol.cast("double"))
+    elif isinstance(dtypes[target], T.StringType):
+        casted = F.expr(f"try_cast(`{target}` AS DOUBLE)")
+        bad = df.filter(tcol.isNotNull() & casted.isNull()).select(tcol).limit(3).collect()
+        if bad:
+            examples = ", ".join(repr(r[0]) for r in bad)
+            raise DataError(f"target column {target!r} is not numeric (values such as {examples})")
+        df = df.withColumn(TARGET_COL, casted)
+    else:
+        raise DataError(f"target column {target!r} is not numeric (type {dtypes[target].simpleString()})")
+    df = df.withColumn(TARGET_COL, F.when(F.isnan(TARGET_COL), None).otherwise(F.col(TARGET_COL)))
+    kept = df.filter(F.col(TARGET_COL).isNotNull())
+    report.rows_out = kept.count()
+    report.dropped_null_target = report.rows_in - report.rows_out
+    if report.rows_out == 0:
+        raise DataError(f"target column {target!r} has no values (all null/NaN)")
+    df = kept
+
+    feature_cols = [c for c in columns if c != target]
+    if not feature_cols:
+        raise DataError(f"data has only the target column {target!r}: no features to train on")
+
+    # one pass: non-null counts and distinct counts of every feature
+    def _value(c: str) -> Any:
+        col = F.col(f"`{c}`")
+        if isinstance(dtypes[c], (T.FloatType, T.DoubleType)):
+            return F.when(F.isnan(col), None).otherwise(col)
+        return col
+
+    counts = df.agg(*[F.count(_value(c)).alias(f"n{i}") for i, c in enumerate(feature_cols)]).collect()[0]
+    usable = []
+    for i, c in enumerate(feature_cols):
+        if counts[f"n{i}"] == 0:
+            report.dropped_all_null_columns.append(c)
+        else:
+            usable.append(c)
+    if not usable:
+        raise DataError(
+            "every feature column is entirely null/NaN: " + ", ".join(report.dropped_all_null_columns)
+        )
+
+    new_names = sanitize_columns(usable)
+    numeric = [c for c in usable if isinstance(dtypes[c], numeric_types)]
+    medians: dict[str, float] = {}
+    if numeric:
+        row = df.agg(*[F.median(_value(c).cast("double")).alias(f"m{i}") for i, c in enumerate(numeric)]).collect()[0]
+        medians = {c: float(row[f"m{i}"]) for i, c in enumerate(numeric)}
+
+    selects = [F.col(ROW_ID_COL)]
+    for c, new in zip(usable, new_names):
+        if c in medians:
+            value = _value(c).cast("double")
+            nulls = df.filter(value.isNull()).limit(1).count()
+            if nulls:
+                report.imputed_columns[new] = medians[c]
+            selects.append(F.coalesce(value, F.lit(medians[c])).alias(new))
+        else:
+            as_str = F.col(f"`{c}`").cast("string")
+            categories = sorted(r[0] for r in df.select(as_str.alias("v")).where("v IS NOT NULL").distinct().collect())
+            report.encoded_columns[new] = len(categories)
+            mapping = F.create_map(*[x for i, v in enumerate(categories) for x in (F.lit(v), F.lit(float(i)))])
+            selects.append(F.coalesce(mapping[as_str], F.lit(-1.0)).alias(new))
+    selects.append(F.col(TARGET_COL))
+    report.features = new_names
+    return df.select(*selects), report
+
+
+def write_features(df: Any, path: str) -> None:
+    """Write the features table as one Parquet file set (single partition keeps the row order)."""
+    df.coalesce(1).write.mode("overwrite").parquet(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# model + metrics (pandas / scikit-learn)
+# ----------------------------------------------------------------------------------------------
+def load_features(path: str) -> tuple[Any, Any]:
+    """Read the features table written by preprocess_data -> (X DataFrame, y Series), source row order."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        raise DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?")
+    pdf = pd.read_parquet(path)
+    return split_xy(pdf)
+
+
+def split_xy(pdf: Any) -> tuple[Any, Any]:
+    if ROW_ID_COL in pdf.columns:
+        pdf = pdf.sort_values(ROW_ID_COL, kind="mergesort").drop(columns=[ROW_ID_COL])
+    pdf = pdf.reset_index(drop=True)
+    y = pdf[TARGET_COL].astype("float64")
+    X = pdf.drop(columns=[TARGET_COL]).astype("float64")
+    return X, y
+
+
+def holdout_split(X: Any, y: Any, test_size: float, random_state: int) -> tuple[Any, Any, Any, Any]:
+    from sklearn.model_selection import train_test_split
+
+    if len(X) < 4:
+        raise DataError(f"too few rows to split for evaluation ({len(X)}); need at least 4")
+    return train_test_split(X, y, test_size=test_size, random_state=random_state, shuffle=True)
+
+
+def make_model(max_depth: int, n_estimators: int, random_state: int, n_jobs: int = 1) -> Any:
+    from sklearn.ensemble import RandomForestRegressor
+
+    return RandomForestRegressor(
+        max_depth=max_depth, n_estimators=n_estimators, random_state=random_state, n_jobs=n_jobs
+    )
+
+
+def train_model(X: Any, y: Any, max_depth: int, n_estimators: int, random_state: int, n_jobs: int = 1) -> Any:
+    model = make_model(max_depth, n_estimators, random_state, n_jobs)
+    model.fit(X, y)
+    return model
+
+
+def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    return {
+        "rmse": float(math.sqrt(mean_squared_error(y_true, y_pred))),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "r2": float(r2_score(y_true, y_pred)),
+    }
+
+
+def evaluate_model(model: Any, X: Any, y: Any) -> dict[str, float]:
+    return regression_metrics(y, model.predict(X))
+
+
+# ----------------------------------------------------------------------------------------------
+# grid search: the same evaluation function whether joblib or Spark executors run it
+# ----------------------------------------------------------------------------------------------
+def grid_points(max_depths: Sequence[int], n_estimators: Sequence[int]) -> list[tuple[int, int]]:
+    return [(int(d), int(n)) for d in max_depths for n in n_estimators]
+
+
+def fold_indices(n_rows: int, cv: int, random_state: int) -> list[tuple[Any, Any]]:
+    from sklearn.model_selection import KFold
+
+    if n_rows < cv:
+        raise DataError(f"too few training rows ({n_rows}) for {cv}-fold cross-validation")
+    return list(KFold(n_splits=cv, shuffle=True, random_state=random_state).split(range(n_rows)))
+
+
+def evaluate_fold(
+    X: Any, y: Any, max_depth: int, n_estimators: int, fold: int, train_idx: Any, test_idx: Any, random_state: int
+) -> dict[str, Any]:
+    """Fit one grid point on one fold; never raises (errors are returned, so other points survive)."""
+    out: dict[str, Any] = {"max_depth": max_depth, "n_estimators": n_estimators, "fold": fold}
+    try:
+        model = train_model(X.iloc[train_idx], y.iloc[train_idx], max_depth, n_estimators, random_state)
+        m = evaluate_model(model, X.iloc[test_idx], y.iloc[test_idx])
+        out.update(rmse=m["rmse"], r2=m["r2"], error=None)
+    except Exception as exc:  # noqa: BLE001 - recorded per grid point
+        out.update(rmse=None, r2=None, error=f"{type(exc).__name__}: {exc}"[:500])
+    return out
+
+
+@dataclass
+class PointResult:
+    max_depth: int
+    n_estimators: int
+    cv_rmse_mean: float | None = None
+    cv_rmse_std: float | None = None
+    cv_r2_mean: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def aggregate(points: Sequence[tuple[int, int]], fold_results: Iterable[dict[str, Any]]) -> list[PointResult]:
+    """Fold results -> one PointResult per grid point, in grid order (a point fails if any fold failed)."""
+    import numpy as np
+
+    by_point: dict[tuple[int, int], list[dict[str, Any]]] = {p: [] for p in points}
+    for r in fold_results:
+        by_point[(r["max_depth"], r["n_estimators"])].append(r)
+    out = []
+    for p in points:
+        rs = sorted(by_point[p], key=lambda r: r["fold"])
+        errors = [r["error"] for r in rs if r["error"]]
+        if errors or not rs:
+            out.append(PointResult(p[0], p[1], error=errors[0] if errors else "no fold results"))
+            continue
+        rmse = np.array([r["rmse"] for r in rs], dtype="float64")
+        r2 = np.array([r["r2"] for r in rs], dtype="float64")
+        out.append(
+            PointResult(p[0], p[1], float(rmse.mean()), float(rmse.std()), float(r2.mean()))
+        )
+    return out
+
+
+def choose_best(results: Sequence[PointResult]) -> PointResult:
+    ok = [r for r in results if r.ok]
+    if not ok:
+        first = results[0].error if results else "empty grid"
+        raise GridError(f"all {len(results)} grid points failed; first error: {first}")
+    # ties broken by grid order (min is stable)
+    return min(ok, key=lambda r: r.cv_rmse_mean)
+
+
+def grid_tasks(points: Sequence[tuple[int, int]], folds: Sequence[tuple[Any, Any]]) -> list[tuple[int, int, int]]:
+    return [(d, n, k) for (d, n) in points for k in range(len(folds))]
+
+
+def run_grid_joblib(
+    X: Any, y: Any, points: Sequence[tuple[int, int]], cv: int, random_state: int, n_jobs: int = -1
+) -> list[PointResult]:
+    """Evaluate every (point, fold) with joblib in this process's workers."""
+    from joblib import Parallel, delayed
+
+    folds = fold_indices(len(X), cv, random_state)
+    results = Parallel(n_jobs=n_jobs)(
+        delayed(evaluate_fold)(X, y, d, n, k, folds[k][0], folds[k][1], random_state)
+        for (d, n, k) in grid_tasks(points, folds)
+    )
+    return aggregate(points, results)
+
+
+# ----------------------------------------------------------------------------------------------
+# MLflow
+# ----------------------------------------------------------------------------------------------
+def quiet_mlflow_env() -> None:
+    """Keep task logs readable: no progress bars."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = None) -> str:
+    """Point MLflow at the tracking server and return the experiment id (created if missing)."""
+    quiet_mlflow_env()
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if registry_uri:
+        mlflow.set_registry_uri(registry_uri)
+    client = mlflow.MlflowClient()
+    for _ in range(3):  # two runs may create the experiment at the same time
+        exp = client.get_experiment_by_name(experiment)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        try:
+            return client.create_experiment(experiment)
+        except Exception:  # noqa: BLE001 - RESOURCE_ALREADY_EXISTS race; re-read
+            continue
+    raise RuntimeError(f"could not get or create MLflow experiment {experiment!r}")
+
+
+def run_tags(dag_id: str, run_id: str, role: str, engine: str, try_number: int | None = None) -> dict[str, str]:
+    tags = {
+        "airflow.dag_id": dag_id,
+        "airflow.dag_run_id": run_id,
+        "mlopsctl.pipeline": dag_id,
+        "mlopsctl.role": role,
+        "mlopsctl.engine": engine,
+    }
+    if try_number is not None:
+        tags["airflow.try_number"] = str(try_number)
+    return tags
+
+
+def log_model(
+    model: Any, X_sample: Any, register_as: str | None, run_id: str, hyperparams: dict[str, Any], dag_run_id: str
+) -> tuple[str | None, str | None]:
+    """Log the sklearn model (cloudpickle; signature + input example); register it when asked.
+
+    Returns (registered name, version) or (None, None). Must be called inside an active run.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = X_sample.head(5)
+    signature = infer_signature(example, model.predict(example))
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format="cloudpickle",
+        signature=signature,
+        input_example=example,
+        registered_model_name=register_as or None,
+    )
+    if not register_as:
+        return None, None
+    version = str(info.registered_model_version) if info.registered_model_version is not None else None
+    if version is None:
+        return register_as, None
+    client = mlflow.MlflowClient()
+    tags = {"mlflow_run_id": run_id, "airflow.dag_run_id": dag_run_id, **{k: str(v) for k, v in hyperparams.items()}}
+    for k, v in tags.items():
+        client.set_model_version_tag(register_as, version, k, v)
+    mlflow.set_tags({"mlopsctl.registered_model_name": register_as, "mlopsctl.registered_model_version": version})
+    return register_as, version
+
+
+def heatmap_figure(results: Sequence[PointResult]) -> Any:
+    """max_depth x n_estimators -> mean CV rmse (failed points left blank)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    depths = sorted({r.max_depth for r in results})
+    trees = sorted({r.n_estimators for r in results})
+    grid = np.full((len(depths), len(trees)), np.nan)
+    for r in results:
+        if r.ok:
+            grid[depths.index(r.max_depth), trees.index(r.n_estimators)] = r.cv_rmse_mean
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(trees), 1.2 + 0.7 * len(depths)))
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(trees)), [str(t) for t in trees])
+    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+    ax.set_xlabel("n_estimators")
+    ax.set_ylabel("max_depth")
+    ax.set_title("mean CV rmse (lower is better)")
+    for i in range(len(depths)):
+        for j in range(len(trees)):
+            text = "failed" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", color="white", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class GridOutcome:
+    parent_run_id: str
+    best: PointResult
+    holdout: dict[str, float]
+    child_run_ids: list[str]
+    registered: tuple[str | None, str | None]
+
+
+def log_grid(
+    *,
+    experiment_id: str,
+    dag_id: str,
+    dag_run_id: str,
+    try_number: int | None,
+    engine: str,
+    results: Sequence[PointResult],
+    cv: int,
+    common_params: dict[str, Any],
+    refit: Callable[[PointResult], tuple[Any, dict[str, float]]],
+    X_sample: Any,
+    register_as: str | None,
+) -> GridOutcome:
+    """One parent run + one child per grid point; best point refit (``refit``) and logged on the parent."""
+    import mlflow
+
+    best = choose_best(results)  # raises GridError before anything is logged if every point failed
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"{dag_id} {dag_run_id}",
+        tags=run_tags(dag_id, dag_run_id, "parent", engine, try_number),
+    ) as parent:
+        mlflow.log_params({**common_params, "cv": cv, "grid_size": len(results)})
+        child_ids = []
+        for r in results:
+            with mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=f"max_depth={r.max_depth} n_estimators={r.n_estimators}",
+                nested=True,
+                tags=run_tags(dag_id, dag_run_id, "child", engine, try_number),
+            ) as child:
+                child_ids.append(child.info.run_id)
+                mlflow.log_params({"max_depth": r.max_depth, "n_estimators": r.n_estimators})
+                if r.ok:
+                    mlflow.log_metrics(
+                        {"cv_rmse_mean": r.cv_rmse_mean, "cv_rmse_std": r.cv_rmse_std, "cv_r2_mean": r.cv_r2_mean}
+                    )
+                else:
+                    mlflow.set_tag("mlopsctl.error", r.error or "unknown error")
+            if not r.ok:
+                mlflow.MlflowClient().set_terminated(child.info.run_id, status="FAILED")
+            if r is best:
+                best_child = child.info.run_id
+        model, holdout = refit(best)
+        mlflow.set_tag("mlopsctl.best_child_run_id", best_child)
+        mlflow.log_params({"best_max_depth": best.max_depth, "best_n_estimators": best.n_estimators})
+        mlflow.log_metrics({"best_cv_rmse": best.cv_rmse_mean, **holdout})
+        mlflow.log_figure(heatmap_figure(results), "heatmap.png")
+        registered = log_model(
+            model,
+            X_sample,
+            register_as,
+            parent.info.run_id,
+            {"max_depth": best.max_depth, "n_estimators": best.n_estimators, "cv": cv},
+            dag_run_id,
+        )
+    return GridOutcome(parent.info.run_id, best, holdout, child_ids, registered)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line shared by the jobs
+# ----------------------------------------------------------------------------------------------
+def int_arg(text: str) -> int:
+    """argparse type: an integer ('80'; '80.0' too, as JSON may carry it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    return int(value)
+
+
+def int_list_arg(text: str) -> list[int]:
+    """argparse type: comma-separated integers ('80,90,100'; JSON '[80, 90]' too)."""
+    items = [p for p in re.split(r"[,\s\[\]]+", text) if p]
+    if not items:
+        raise argparse.ArgumentTypeError(f"empty list: {text!r}")
+    return [int_arg(p) for p in items]
+
+
+def optional_str(text: str) -> str | None:
+    return text if text not in ("", "None") else None
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--dag-id", required=True)
+    p.add_argument("--run-id", required=True, help="Airflow dag_run_id (keys the features table and MLflow runs)")
+    p.add_argument("--try-number", type=int_arg, default=None)
+    p.add_argument("--work-dir", required=True, help="where features tables live")
+    p.add_argument("--data", type=optional_str, default=None, help="CSV/Parquet path; empty = bundled diabetes data")
+    p.add_argument("--target", default="target")
+    p.add_argument("--tracking-uri", type=optional_str, default=None)
+    p.add_argument("--registry-uri", type=optional_str, default=None)
+    p.add_argument("--experiment-prefix", default="/mlopsctl")
+    return p
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-size", type=float, default=0.2)
+    p.add_argument("--random-state", type=int_arg, default=42)
+    p.add_argument("--register-model", type=optional_str, default=None, help="registered model name; empty = none")
+
+
+def tracking_uri(args: argparse.Namespace) -> str:
+    return args.tracking_uri or os.environ.get("MLOPSCTL_MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def run_main(fn: Callable[[], Any]) -> None:
+    """Run a job's body; turn non-retryable failures into one clear line + EXIT_NO_RETRY."""
+    try:
+        fn()
+    except (DataError, GridError) as exc:
+        print(f"{ERROR_PREFIX} {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_NO_RETRY)
+
+
+def spark_session(app_name: str) -> Any:
+    """The job's SparkSession (master and confs come from spark-submit)."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName(app_name).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

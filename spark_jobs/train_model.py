@@ -1,0 +1,108 @@
+"""Spark job `train_model`: train scikit-learn's RandomForestRegressor on the features table of one
+Airflow run, evaluate it on a held-out split (rmse, mae, r2), log everything to MLflow
+(experiment <prefix>/<dag-id>, one run with role=single) and register the model.
+
+Example (bare, outside Airflow; after preprocess_data for the same --run-id):
+    spark-submit --master 'local[2]' --py-files spark_jobs/rf_core.py spark_jobs/train_model.py \\
+        --dag-id build_model --run-id manual_1 --work-dir /tmp/work --max-depth 80 --n-estimators 100 \\
+        --tracking-uri http://127.0.0.1:5000 --register-model mlopsctl-random-forest
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import rf_core
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    metrics: dict[str, float]
+    X_train: Any
+    n_train: int
+    n_test: int
+
+
+def run(X: Any, y: Any, *, max_depth: int, n_estimators: int, test_size: float, random_state: int) -> TrainResult:
+    """Held-out split, fit, evaluate."""
+    X_train, X_test, y_train, y_test = rf_core.holdout_split(X, y, test_size, random_state)
+    model = rf_core.train_model(X_train, y_train, max_depth, n_estimators, random_state, n_jobs=-1)
+    metrics = rf_core.evaluate_model(model, X_test, y_test)
+    return TrainResult(model, metrics, X_train, len(X_train), len(X_test))
+
+
+def load_features_spark(spark: Any, path: str) -> tuple[Any, Any]:
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise rf_core.DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?")
+    return rf_core.split_xy(spark.read.parquet(path).toPandas())
+
+
+def log_single_run(args: Any, result: TrainResult, engine: str) -> tuple[str, tuple[str | None, str | None]]:
+    import mlflow
+
+    exp_id = rf_core.setup_mlflow(
+        rf_core.tracking_uri(args), rf_core.experiment_name(args.experiment_prefix, args.dag_id), args.registry_uri
+    )
+    with mlflow.start_run(
+        experiment_id=exp_id,
+        run_name=f"{args.dag_id} {args.run_id}",
+        tags=rf_core.run_tags(args.dag_id, args.run_id, "single", engine, args.try_number),
+    ) as run:
+        mlflow.log_params(
+            {
+                "max_depth": args.max_depth,
+                "n_estimators": args.n_estimators,
+                "test_size": args.test_size,
+                "random_state": args.random_state,
+                "data": args.data or "sklearn:diabetes",
+                "target": args.target,
+                "n_train": result.n_train,
+                "n_test": result.n_test,
+            }
+        )
+        mlflow.log_metrics(result.metrics)
+        registered = rf_core.log_model(
+            result.model,
+            result.X_train,
+            args.register_model,
+            run.info.run_id,
+            {"max_depth": args.max_depth, "n_estimators": args.n_estimators},
+            args.run_id,
+        )
+    return run.info.run_id, registered
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = rf_core.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--max-depth", type=rf_core.int_arg, required=True)
+    parser.add_argument("--n-estimators", type=rf_core.int_arg, required=True)
+    rf_core.add_model_args(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        started = time.monotonic()
+        spark = rf_core.spark_session(f"mlopsctl-train-{args.dag_id}")
+        try:
+            engine = f"spark({spark.sparkContext.master})"
+            X, y = load_features_spark(spark, rf_core.features_path(args.work_dir, args.dag_id, args.run_id))
+        finally:
+            spark.stop()
+        print(f"training RandomForestRegressor(max_depth={args.max_depth}, n_estimators={args.n_estimators}) "
+              f"on {len(X)} rows x {X.shape[1]} features", flush=True)
+        result = run(X, y, max_depth=args.max_depth, n_estimators=args.n_estimators,
+                     test_size=args.test_size, random_state=args.random_state)
+        print("held-out metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()), flush=True)
+        run_id, (name, version) = log_single_run(args, result, engine)
+        print(f"mlflow run {run_id} logged" + (f"; registered {name} version {version}" if name else ""), flush=True)
+        print(f"done in {time.monotonic() - started:.1f}s", flush=True)
+
+    rf_core.run_main(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""End-to-end: the CLI against the real local stack (Airflow 3 + MLflow + Spark local).
+
+Each CLI call runs `python -m mlopsctl` in a subprocess with the stack's MLOPSCTL_* env, and the test
+asserts on what the user sees (exit code, stdout/stderr) and on the state behind it (the Airflow run
+via the REST client, the MLflow run via MLflow's REST API).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlopsctl.errors import ExitCode
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_GRID = ["--max-depth", "3,5", "--n-estimators", "10,20", "--cv", "2"]
+CLI_TIMEOUT = 1200  # a bound so a hang fails the test instead of the CI job; asserts nothing about speed
+
+
+def _env(stack, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPSCTL_")}
+    env.update(stack.env)
+    env.update(NO_COLOR="1", COLUMNS="200", PYTHONPATH=str(REPO))
+    env.update(extra)
+    return env
+
+
+def cli(stack, *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlopsctl", *argv],
+        env=env or _env(stack),
+        cwd=str(cwd or stack.project_dir),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+    )
+
+
+def mlflow_runs(stack, dag_id: str, dag_run_id: str) -> list[dict]:
+    """What MLflow itself holds for an Airflow run (read directly, not through mlopsctl.tracking)."""
+    base = f"{stack.mlflow_url}/api/2.0/mlflow"
+    with httpx.Client(timeout=30) as http:
+        exp = http.get(f"{base}/experiments/get-by-name", params={"experiment_name": f"/mlopsctl/{dag_id}"})
+        exp.raise_for_status()
+        body = http.post(
+            f"{base}/runs/search",
+            json={
+                "experiment_ids": [exp.json()["experiment"]["experiment_id"]],
+                "filter": f"tags.`airflow.dag_run_id` = '{dag_run_id}'",
+                "max_results": 1000,
+            },
+        )
+        body.raise_for_status()
+        return body.json().get("runs", [])
+
+
+def _metrics(run: dict) -> dict[str, float]:
+    return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+@pytest.fixture(scope="module")
+def built(local_stack):
+    """One successful `run build-model --json` shared by the tests that read its result."""
+    t0 = time.monotonic()
+    res = cli(local_stack, "run", "build-model", "--max-depth", "80", "--n-estimators", "100", "--json")
+    wall = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout), wall
+
+
+def test_run_build_model_prints_what_mlflow_holds(local_stack, built) -> None:
+    doc, wall = built
+    assert doc["state"] == "success" and doc["dag_id"] == "build_model"
+    assert [t["task_id"] for t in doc["tasks"]] == ["preprocess_data", "train_model"]
+    assert all(t["state"] == "success" for t in doc["tasks"])
+    runs = mlflow_runs(local_stack, "build_model", doc["dag_run_id"])
+    assert len(runs) == 1
+    held = runs[0]
+    assert doc["mlflow"]["run"]["run_id"] == held["info"]["run_id"]
+    for key in ("rmse", "mae", "r2"):
+        assert doc["mlflow"]["run"]["metrics"][key] == _metrics(held)[key]
+    assert doc["mlflow"]["run"]["params"]["max_depth"] == "80"
+    assert doc["mlflow"]["run"]["params"]["n_estimators"] == "100"
+    tags = _tags(held)
+    if tags.get("mlopsctl.registered_model_name"):
+        assert doc["mlflow"]["run"]["registered_model"] == {
+            "name": tags["mlopsctl.registered_model_name"],
+            "version": tags.get("mlopsctl.registered_model_version"),
+        }
+    assert doc["links"]["airflow"] == f"{local_stack.airflow_url}/dags/build_model/runs/{doc['dag_run_id']}"
+    assert doc["links"]["mlflow"].endswith(f"/#/experiments/{held['info']['experiment_id']}/runs/{held['info']['run_id']}")
+    # measured, reported, never asserted: CLI wall time vs. the run's own time, requests while waiting
+    follow = doc["follow"]
+    print(
+        f"\n[measure] run build-model: CLI wall {wall:.1f}s, follow {follow['waited_s']:.1f}s, "
+        f"airflow run {doc['duration_s']:.1f}s, tasks "
+        + ", ".join(f"{t['task_id']}={t['duration']:.1f}s" for t in doc["tasks"] if t["duration"])
+        + f"; {follow['requests']} requests in {follow['polls']} polls "
+        f"= {60 * follow['requests'] / max(follow['waited_s'], 1e-9):.1f}/min"
+    )
+
+
+def test_run_tables_output_has_metrics_and_links(local_stack) -> None:
+    res = cli(local_stack, "run", "build-model", "--max-depth", "5", "--n-estimators", "10", "--no-register")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for needle in ("build-model", "success", "rmse", "mae", "r2", "Airflow: http", "MLflow: http"):
+        assert needle in res.stdout, needle
+    assert "preprocess_data" in res.stderr and "train_model" in res.stderr  # plain progress lines (no TTY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spark", [False, True], ids=["sklearn", "spark"])
+def test_grid_search_one_row_per_point(local_stack, spark: bool) -> None:
+    argv = ["grid-search", *(["--spark"] if spark else []), *SMALL_GRID, "--no-register", "--json"]
+    res = cli(local_stack, *argv)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    points = doc["mlflow"]["points"]
+    assert sorted((p["max_depth"], p["n_estimators"]) for p in points) == [(3, 10), (3, 20), (5, 10), (5, 20)]
+    ok = [p for p in points if p["status"] == "ok"]
+    assert ok and [p["rank"] for p in ok] == list(range(1, len(ok) + 1))
+    assert sum(p["best"] for p in points) == 1
+    held = mlflow_runs(local_stack, doc["dag_id"], doc["dag_run_id"])
+    children = [r for r in held if _tags(r).get("mlopsctl.role") == "child"]
+    assert len(children) == 4
+    by_id = {r["info"]["run_id"]: r for r in children}
+    for p in ok:
+        assert p["cv_rmse_mean"] == _metrics(by_id[p["run_id"]])["cv_rmse_mean"]
+    # the human view: leaderboard + heatmap, one row per point
+    text = cli(local_stack, "status", doc["dag_run_id"])
+    assert text.returncode == 0, text.stderr
+    assert "leaderboard" in text.stdout and "heatmap" in text.stdout
+
+
+def test_status_lists_runs_with_key_metric(local_stack, built) -> None:
+    doc, _ = built
+    res = cli(local_stack, "status", "--json", "--limit", "50")
+    assert res.returncode == 0, res.stderr
+    rows = {r["dag_run_id"]: r for r in json.loads(res.stdout)["runs"]}
+    assert doc["dag_run_id"] in rows
+    row = rows[doc["dag_run_id"]]
+    assert row["pipeline"] == "build-model" and row["state"] == "success"
+    assert row["metric"] == "rmse" and row["metric_value"] == doc["mlflow"]["run"]["metrics"]["rmse"]
+    one = cli(local_stack, "status", doc["dag_run_id"], "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["mlflow"]["run"]["run_id"] == doc["mlflow"]["run"]["run_id"]
+    table = cli(local_stack, "status", "-p", "build-model")
+    assert table.returncode == 0 and doc["dag_run_id"] in table.stdout
+
+
+def test_forced_failure_exits_run_failed_with_log_tail(local_stack, tmp_path: Path) -> None:
+    data = tmp_path / "no_target.csv"
+    data.write_text("a,b,c\n" + "".join(f"{i},{i * 2},{i % 3}\n" for i in range(50)))
+    res = cli(local_stack, "run", "build-model", "--data", str(data), "--target", "price", "--json")
+    assert res.returncode == ExitCode.RUN_FAILED, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["state"] == "failed" and doc["failed_task"] in ("preprocess_data", "train_model")
+    assert doc["log_tail"] and "price" in "\n".join(doc["log_tail"])
+    assert f"task {doc['failed_task']!r} failed" in res.stderr
+    logs = cli(local_stack, "logs", doc["dag_run_id"], "--task", doc["failed_task"])
+    assert logs.returncode == 0 and "price" in logs.stdout
+
+
+def test_no_wait_then_status_wait_reattaches(local_stack) -> None:
+    res = cli(local_stack, "run", "build-model", "--max-depth", "4", "--n-estimators", "5", "--no-register", "--no-wait")
+    assert res.returncode == 0, res.stderr
+    run_id = res.stdout.strip()
+    assert run_id.startswith("mlopsctl__") and "status " + run_id in res.stderr
+    again = cli(local_stack, "status", run_id, "--wait", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    doc = json.loads(again.stdout)
+    assert doc["dag_run_id"] == run_id and doc["state"] == "success" and doc["mlflow"]["run"]["metrics"]["rmse"] > 0
+
+
+def test_sigint_while_waiting_leaves_the_run_running(local_stack) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlopsctl", "run", "build-model", "--max-depth", "6", "--n-estimators", "5",
+         "--no-register"],
+        env=_env(local_stack), cwd=str(local_stack.project_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_id = None
+    deadline = time.monotonic() + 300
+    lines: list[str] = []
+    while time.monotonic() < deadline:  # wait until it is following (it printed the run id)
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Triggered build_model run" in line:
+            run_id = line.split("run", 1)[1].strip().split()[0]
+            break
+    assert run_id, "".join(lines)
+    time.sleep(1.5)  # let it poll once
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED == 130, err
+    assert f"mlopsctl status {run_id} --wait" in err
+    with local_stack.client() as client:
+        state = client.get_run("build_model", run_id).state
+        assert state in ("queued", "running", "success")  # not cancelled
+        for _ in range(600):
+            state = client.get_run("build_model", run_id).state
+            if state in ("success", "failed"):
+                break
+            time.sleep(1)
+    assert state == "success"
+
+
+BAD_INPUT = [
+    ["run", "build-model", "--max-depth", "abc"],
+    ["run", "build-model", "--max-depth", "0"],
+    ["run", "build-model", "--n-estimators", "99999"],
+    ["grid-search", "--max-depth", "80,,90"],
+    ["grid-search", "--n-estimators", ""],
+    ["grid-search", "--max-depth", "3,3"],
+    ["status", "--pipeline", "nope"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD_INPUT, ids=[" ".join(a) for a in BAD_INPUT])
+def test_bad_input_is_usage_before_any_request(local_stack, argv: list[str]) -> None:
+    # a URL nobody listens on: USAGE (not UNREACHABLE) proves nothing was sent
+    res = cli(local_stack, "--airflow-url", "http://127.0.0.1:9", *argv)
+    assert res.returncode == ExitCode.USAGE, res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.strip()
+
+
+def test_unknown_run_id_is_not_found(local_stack) -> None:
+    res = cli(local_stack, "status", "mlopsctl__nope")
+    assert res.returncode == ExitCode.NOT_FOUND and "mlopsctl status" in res.stderr
+
+
+def test_airflow_unreachable(local_stack) -> None:
+    env = _env(local_stack, MLOPSCTL_AIRFLOW_URL="http://127.0.0.1:9", MLOPSCTL_AIRFLOW_PASSWORD="x",
+               MLOPSCTL_RETRIES="0")
+    res = cli(local_stack, "run", "build-model", env=env)
+    assert res.returncode == ExitCode.UNREACHABLE, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_wrong_credentials(local_stack) -> None:
+    env = _env(local_stack, MLOPSCTL_AIRFLOW_PASSWORD="definitely-wrong")
+    res = cli(local_stack, "status", env=env)
+    assert res.returncode == ExitCode.AUTH, res.stderr
+    assert "definitely-wrong" not in res.stderr + res.stdout
+
+
+def test_mlflow_unreachable_prints_airflow_result_with_warning(local_stack) -> None:
+    env = _env(local_stack, MLOPSCTL_MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    res = cli(local_stack, "run", "build-model", "--max-depth", "3", "--n-estimators", "5", "--no-register",
+              "--json", env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["state"] == "success" and doc["mlflow"] is None
+    assert "Warning" in res.stderr and "MLflow" in res.stderr
+
+
+def test_dags_lists_the_pipelines(local_stack) -> None:
+    res = cli(local_stack, "dags", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["pipeline"]: r for r in json.loads(res.stdout)["pipelines"]}
+    assert set(rows) == {"build-model", "grid-search", "grid-search-spark"}
+    assert all(r["loaded"] for r in rows.values())
+    assert rows["build-model"]["params"]["max_depth"] == 80
+    assert rows["grid-search"]["params"]["n_estimators"] == [100, 200, 300]

@@ -1,0 +1,204 @@
+"""Lifecycle of the real local stack (`mlopsctl dev start|stop|status|logs`) on the session stack.
+
+The tests run in file order and share the one session stack to stay cheap on a 2-core CI machine: start
+twice, status, a port already taken (refused before anything is spawned), a `kill -9` of the scheduler
+(restarted alone, its orphaned workers cleaned up), then stop (nothing left) and start again (warm), so
+the stack is up again for the tests that follow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mlopsctl.cli import main
+from mlopsctl.devenv.manager import stack_status, start_stack
+from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
+from mlopsctl.devenv.stack import COMPONENTS, StackLayout
+from mlopsctl.errors import ExitCode, StackError
+from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings
+
+pytestmark = pytest.mark.integration
+
+
+
+class Cli:
+    """Runs `mlopsctl` through main() (the real error -> exit code mapping), capturing its output."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]):
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out = self.capsys.readouterr()
+        return int(exc.value.code or 0), out.out, out.err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capsys)
+
+
+def _pids(stack: LocalStack) -> dict[str, int]:
+    layout = StackLayout(stack.state_dir)
+    out = {}
+    for name in COMPONENTS:
+        rec = read_pid_file(layout.pid_file(name))
+        assert rec is not None, f"no PID file for {name}"
+        out[name] = rec.pid
+    return out
+
+
+def test_stack_is_healthy_with_private_state(local_stack: LocalStack) -> None:
+    st = stack_status(local_stack.settings)
+    assert st.all_running and st.all_healthy, st.as_dict()
+    layout = StackLayout(local_stack.state_dir)
+    assert layout.state.stat().st_mode & 0o777 == 0o700
+    assert layout.passwords_file.stat().st_mode & 0o777 == 0o600
+    assert json.loads(layout.passwords_file.read_text())["admin"] == local_stack.password
+    # the generated password works against the real api-server, and DAG files were parsed at start
+    result = local_stack.start_result
+    assert result is not None and not result.import_errors, result.import_errors if result else None
+    assert "mlopsctl_test_tiny" in [d for ids in result.dags.values() for d in ids]
+    client = local_stack.client()
+    try:
+        assert not client.health().unhealthy()
+        assert "mlopsctl_test_tiny" in {d.dag_id for d in client.list_dags()}
+    finally:
+        client.close()
+
+
+def test_components_listen_only_on_loopback(local_stack: LocalStack) -> None:
+    pids = set()
+    for name in COMPONENTS:
+        rec = read_pid_file(StackLayout(local_stack.state_dir).pid_file(name))
+        pids.update(p.pid for p in tree_of(rec))
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert {c.laddr.port for c in listening} >= {local_stack.settings.airflow_port, local_stack.settings.mlflow_port}
+    assert all(c.laddr.ip == "127.0.0.1" for c in listening), [(c.pid, c.laddr) for c in listening]
+
+
+def test_start_twice_is_a_no_op(local_stack: LocalStack, cli_env: dict[str, str], cli: Cli) -> None:
+    before = _pids(local_stack)
+    result = start_stack(local_stack.settings)
+    assert result.already_running and result.started == []
+    assert _pids(local_stack) == before
+
+    code, out, err = cli("dev", "start")
+    assert code == 0, err
+    assert "already running" in err
+    assert local_stack.airflow_url in out
+    assert local_stack.password not in out + err  # never printed unless asked
+    assert _pids(local_stack) == before
+
+
+def test_status_json_reports_every_component(local_stack: LocalStack, cli_env: dict[str, str], cli: Cli) -> None:
+    code, out, err = cli("dev", "status", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["running"] and data["healthy"]
+    assert "password" not in data
+    comps = {c["component"]: c for c in data["components"]}
+    assert set(comps) == set(COMPONENTS)
+    assert comps["api-server"]["port"] == local_stack.settings.airflow_port
+    assert comps["mlflow"]["port"] == local_stack.settings.mlflow_port
+    for c in comps.values():
+        assert c["health"] == "healthy" and c["pid"] and c["rss_bytes"] > 0
+    assert data["total_rss_bytes"] == sum(c["rss_bytes"] for c in comps.values())
+
+    code, out, err = cli("dev", "status", "--json", "--show-password")
+    assert code == 0, err
+    assert json.loads(out)["password"] == local_stack.password
+
+
+def test_logs_prints_a_component_log(local_stack: LocalStack, cli_env: dict[str, str], cli: Cli) -> None:
+    code, out, err = cli("dev", "logs", "scheduler", "-n", "5")
+    assert code == 0, err
+    assert 0 < len(out.splitlines()) <= 5
+
+
+def test_port_in_use_is_refused_before_spawning(local_stack: LocalStack, tmp_path: Path, cli: Cli) -> None:
+    # Airflow's port is taken by the running session stack
+    project = make_project(tmp_path / "other")
+    taken = stack_settings(project, local_stack.settings.airflow_port, free_port())
+    with pytest.raises(StackError) as exc:
+        start_stack(taken)
+    assert f"Port {local_stack.settings.airflow_port}" in exc.value.message
+    assert "api-server" in exc.value.message and "MLOPSCTL_AIRFLOW_PORT" in (exc.value.hint or "")
+    layout = StackLayout(taken.state)
+    assert not any(layout.pid_file(n).exists() for n in COMPONENTS)
+
+    # MLflow's port taken by someone else: the CLI says so with the STACK exit code
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        code, out, err = cli(
+            "-C", str(project), "dev", "start", "--airflow-port", str(free_port()), "--mlflow-port", str(port)
+        )
+    assert code == ExitCode.STACK, err
+    assert f"Port {port}" in err and "mlflow" in err and "MLOPSCTL_MLFLOW_PORT" in err
+    assert not any(layout.pid_file(n).exists() for n in COMPONENTS)
+
+
+def test_start_after_kill_9_restarts_only_the_dead_component(local_stack: LocalStack) -> None:
+    layout = StackLayout(local_stack.state_dir)
+    before = _pids(local_stack)
+    record = read_pid_file(layout.pid_file("scheduler"))
+    assert record is not None
+    workers = [p for p in tree_of(record) if p.pid != record.pid]
+    assert workers, "the scheduler should have LocalExecutor workers"
+    os.kill(record.pid, signal.SIGKILL)
+    psutil.wait_procs([psutil.Process(record.pid)], timeout=10)
+
+    st = stack_status(local_stack.settings)
+    assert {c.name: c.health for c in st.components}["scheduler"] == "stopped"
+
+    result = start_stack(local_stack.settings)
+    assert result.started == ["scheduler"]
+    after = _pids(local_stack)
+    assert after["scheduler"] != before["scheduler"]
+    assert {k: v for k, v in after.items() if k != "scheduler"} == {k: v for k, v in before.items() if k != "scheduler"}
+    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "orphans remain"
+    assert stack_status(local_stack.settings).all_healthy
+
+
+def test_stop_leaves_nothing_and_ignores_a_reused_pid(local_stack: LocalStack, cli_env: dict[str, str], cli: Cli) -> None:
+    layout = StackLayout(local_stack.state_dir)
+    assert local_stack.processes()
+    code, out, err = cli("dev", "stop", "--json")
+    assert code == 0, err
+    assert sorted(json.loads(out)["stopped"]) == sorted(COMPONENTS)
+    assert local_stack.processes() == []
+    assert not any(layout.pid_file(n).exists() for n in COMPONENTS)
+
+    # A stale PID file whose PID now belongs to an unrelated process: stop/start must not touch it
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        write_pid_file(layout.pid_file("triggerer"),
+                       PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0))
+        code, out, err = cli("dev", "stop")
+        assert code == 0, err
+        assert "stale" in err
+        assert bystander.poll() is None
+        write_pid_file(layout.pid_file("triggerer"),
+                       PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0))
+        # warm start brings the session stack back for the tests that follow
+        result = local_stack.start()
+        assert sorted(result.started) == sorted(COMPONENTS) and not result.migrated
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert stack_status(local_stack.settings).all_healthy

@@ -1,0 +1,173 @@
+"""mlopsctl.databricks: unified auth, credential check, the Airflow connection shape, job upload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mlopsctl import databricks as dbx
+from mlopsctl.errors import AuthError, ConfigError, ExitCode, NotFoundError, UnreachableError
+from tests.fixtures.databricks_server import DatabricksTestServer, free_port
+from tests.fixtures.databricks_server import databricks_server  # noqa: F401 - fixture
+
+
+def _cfg(**kw):
+    base = {"host": "https://adb-1.azuredatabricks.net", "auth_type": "pat", "token": "dapiSECRET",
+            "client_id": None, "client_secret": None}
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_pat_connection_has_token_as_password_and_empty_login() -> None:
+    payload = dbx.connection_payload(_cfg(), "databricks_default")
+    assert payload["conn_type"] == "databricks"
+    assert payload["host"] == "https://adb-1.azuredatabricks.net"
+    assert payload["password"] == "dapiSECRET"
+    assert payload["login"] == ""  # the provider sends the password as a bearer token only when login is empty
+    assert json.loads(payload["extra"]) == {}
+    assert payload["port"] is None and payload["schema"] == ""
+
+
+def test_oauth_m2m_connection_uses_service_principal_fields() -> None:
+    cfg = _cfg(auth_type="oauth-m2m", token=None, client_id="sp-id", client_secret="sp-secret")
+    payload = dbx.connection_payload(cfg, "dbx")
+    assert (payload["login"], payload["password"]) == ("sp-id", "sp-secret")
+    assert isinstance(payload["extra"], str)  # Airflow's REST API wants a JSON *string*
+    assert json.loads(payload["extra"]) == {"service_principal_oauth": True}
+
+
+def test_plain_http_host_needs_insecure_and_then_carries_schema_and_port() -> None:
+    cfg = _cfg(host="http://127.0.0.1:48123")
+    with pytest.raises(ConfigError, match="plain HTTP") as exc:
+        dbx.connection_payload(cfg, "c")
+    assert "--insecure" in exc.value.hint
+    payload = dbx.connection_payload(cfg, "c", insecure=True)
+    assert (payload["host"], payload["schema"], payload["port"]) == ("127.0.0.1", "http", 48123)
+
+
+def test_https_host_with_custom_port_keeps_the_port() -> None:
+    payload = dbx.connection_payload(_cfg(host="https://dbx.internal:8443"), "c")
+    assert payload["port"] == 8443
+
+
+@pytest.mark.parametrize("auth_type", ["databricks-cli", "azure-cli", "external-browser"])
+def test_auth_types_airflow_cannot_use_are_refused(auth_type: str) -> None:
+    with pytest.raises(ConfigError, match=auth_type) as exc:
+        dbx.connection_payload(_cfg(auth_type=auth_type, token=None), "c")
+    assert "service principal" in exc.value.hint
+
+
+def test_masked_hides_the_secret_and_drops_empty_fields() -> None:
+    shown = dbx.masked(dbx.connection_payload(_cfg(), "c"))
+    assert shown["password"] == dbx.MASK
+    assert "dapiSECRET" not in json.dumps(shown)
+    assert "login" not in shown and "extra" not in shown
+
+
+def test_no_credentials_lists_what_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as exc:
+        dbx.workspace_client()
+    assert exc.value.exit_code == ExitCode.CONFIG
+    for name in ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET", ".databrickscfg"):
+        assert name in exc.value.hint
+
+
+def test_host_without_token_is_incomplete(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABRICKS_HOST", "https://adb-1.azuredatabricks.net")
+    with pytest.raises(ConfigError, match="missing or incomplete"):
+        dbx.workspace_client()
+
+
+def test_unknown_profile_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "databrickscfg"
+    cfg.write_text("[other]\nhost = https://a.cloud.databricks.com\ntoken = x\n")
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(cfg))
+    with pytest.raises(ConfigError):
+        dbx.workspace_client("nope")
+
+
+def test_profile_credentials_verify_against_the_server(monkeypatch, tmp_path, databricks_server) -> None:  # noqa: F811
+    cfg = tmp_path / "databrickscfg"
+    cfg.write_text(f"[test]\nhost = {databricks_server.url}\ntoken = {databricks_server.token}\n")
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(cfg))
+    ident = dbx.whoami(dbx.workspace_client("test"))
+    assert ident.user_name == databricks_server.user
+    assert ident.auth_type == "pat"
+    assert ident.host == databricks_server.url
+
+
+def test_wrong_token_is_an_auth_error_without_the_token(monkeypatch, databricks_server) -> None:  # noqa: F811
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapiWRONGTOKEN123")
+    with pytest.raises(AuthError) as exc:
+        dbx.whoami(dbx.workspace_client())
+    assert "Invalid access token" in exc.value.message
+    assert "dapiWRONGTOKEN123" not in exc.value.message + (exc.value.hint or "")
+
+
+def test_unreachable_host_is_unreachable_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABRICKS_HOST", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapiX")
+    monkeypatch.setenv("DATABRICKS_RETRY_TIMEOUT_SECONDS", "2")
+    with pytest.raises(UnreachableError):
+        dbx.whoami(dbx.workspace_client())
+
+
+@pytest.mark.parametrize("target", ["/Shared/x", "/Volumes/main/only", "dbfs:/x", "/Workspace"])
+def test_upload_targets_are_validated(target: str) -> None:
+    with pytest.raises(ConfigError):
+        dbx.validate_target(target)
+
+
+def test_content_version_changes_with_content_only(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    files = dbx.job_files(tmp_path)
+    v1 = dbx.content_version(tmp_path, files, prefix="v1")
+    assert v1 == dbx.content_version(tmp_path, files, prefix="v1")
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert dbx.content_version(tmp_path, files, prefix="v1") != v1
+    assert v1.startswith("v1-") and len(v1) == len("v1-") + 12
+
+
+def test_job_files_need_python_files(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        dbx.job_files(tmp_path / "missing")
+    with pytest.raises(NotFoundError):
+        dbx.job_files(tmp_path)
+
+
+@pytest.mark.parametrize("root", ["/Workspace/Shared/mlopsctl/jobs", "/Volumes/main/mlops/jobs"])
+def test_upload_jobs_to_workspace_and_volume(monkeypatch, tmp_path, databricks_server, root) -> None:  # noqa: F811
+    src = tmp_path / "spark_jobs"
+    (src / "common").mkdir(parents=True)
+    (src / "train.py").write_text("print('train')\n")
+    (src / "common" / "util.py").write_text("X = 1\n")
+    (src / "__pycache__").mkdir()
+    (src / "__pycache__" / "junk.py").write_text("no")
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
+    dest, uploaded = dbx.upload_jobs(dbx.workspace_client(), src, root + "/", "v7")
+    assert dest == f"{root}/v7"
+    assert uploaded == [f"{root}/v7/common/util.py", f"{root}/v7/train.py"]
+    assert databricks_server.workspace_path(f"{dest}/train.py").read_text() == "print('train')\n"
+    assert databricks_server.workspace_path(f"{dest}/common/util.py").read_text() == "X = 1\n"
+    # Re-deploying the same version overwrites in place.
+    (src / "train.py").write_text("print('v2')\n")
+    dbx.upload_jobs(dbx.workspace_client(), src, root, "v7")
+    assert databricks_server.workspace_path(f"{dest}/train.py").read_text() == "print('v2')\n"
+
+
+def test_upload_survives_a_429_burst(monkeypatch, tmp_path, databricks_server: DatabricksTestServer) -> None:  # noqa: F811
+    src = tmp_path / "jobs"
+    src.mkdir()
+    (src / "a.py").write_text("1\n")
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
+    client = dbx.workspace_client()
+    databricks_server.inject(429, times=3, path_prefix="/api/2.0/workspace/import")
+    dbx.upload_jobs(client, src, "/Workspace/Shared/j", "v1")
+    assert databricks_server.workspace_path("/Workspace/Shared/j/v1/a.py").read_text() == "1\n"
+    assert databricks_server.pending_faults() == 0

@@ -1,0 +1,160 @@
+"""The Databricks test server answers the real databricks-sdk the way a workspace does."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+
+import httpx
+import pytest
+
+from tests.fixtures.databricks_server import DatabricksTestServer, _python_error
+from tests.fixtures.databricks_server import databricks_server  # noqa: F401 - fixture
+
+
+@pytest.fixture
+def sdk(databricks_server: DatabricksTestServer):  # noqa: F811
+    from databricks.sdk import WorkspaceClient
+
+    return WorkspaceClient(host=databricks_server.url, token=databricks_server.token)
+
+
+def test_bearer_token_is_checked(databricks_server: DatabricksTestServer) -> None:  # noqa: F811
+    url = f"{databricks_server.url}/api/2.0/preview/scim/v2/Me"
+    missing = httpx.get(url)
+    assert missing.status_code == 401
+    assert missing.json()["error_code"] == "UNAUTHENTICATED"
+    wrong = httpx.get(url, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    assert wrong.json() == {"error_code": "PERMISSION_DENIED", "message": "Invalid access token."}
+    ok = httpx.get(url, headers={"Authorization": f"Bearer {databricks_server.token}"})
+    assert ok.status_code == 200
+    assert ok.json()["userName"] == databricks_server.user
+
+
+def test_unknown_endpoint_is_a_databricks_error(databricks_server: DatabricksTestServer) -> None:  # noqa: F811
+    resp = httpx.get(f"{databricks_server.url}/api/2.0/clusters/list",
+                     headers={"Authorization": f"Bearer {databricks_server.token}"})
+    assert resp.status_code == 404
+    assert resp.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+def test_sdk_me_and_uploads_land_where_python_file_points(sdk, databricks_server) -> None:  # noqa: F811
+    from databricks.sdk.service.workspace import ImportFormat
+
+    assert sdk.current_user.me().user_name == databricks_server.user
+    sdk.workspace.mkdirs("/Shared/jobs")
+    sdk.workspace.upload("/Shared/jobs/a.py", io.BytesIO(b"print('a')\n"), format=ImportFormat.AUTO, overwrite=True)
+    sdk.workspace.import_("/Shared/jobs/b.py", content="cHJpbnQoJ2InKQo=", format=ImportFormat.AUTO, overwrite=True)
+    sdk.files.upload("/Volumes/main/s/v/c.py", io.BytesIO(b"print('c')\n"), overwrite=True)
+    assert databricks_server.workspace_path("/Workspace/Shared/jobs/a.py").read_text() == "print('a')\n"
+    assert databricks_server.workspace_path("/Shared/jobs/b.py").read_text() == "print('b')\n"
+    assert databricks_server.workspace_path("/Volumes/main/s/v/c.py").read_text() == "print('c')\n"
+    # A SOURCE import with a language is a notebook: the extension goes, as on Databricks.
+    from databricks.sdk.service.workspace import Language
+
+    sdk.workspace.upload("/Shared/jobs/nb.py", io.BytesIO(b"1"), format=ImportFormat.SOURCE,
+                         language=Language.PYTHON, overwrite=True)
+    assert databricks_server.workspace_path("/Shared/jobs/nb").is_file()
+
+
+def test_import_without_overwrite_conflicts_and_missing_parent_is_404(sdk) -> None:
+    from databricks.sdk.errors import NotFound, ResourceAlreadyExists
+    from databricks.sdk.service.workspace import ImportFormat
+
+    sdk.workspace.mkdirs("/Shared/x")
+    sdk.workspace.upload("/Shared/x/a.py", io.BytesIO(b"1"), format=ImportFormat.AUTO)
+    with pytest.raises(ResourceAlreadyExists):
+        sdk.workspace.upload("/Shared/x/a.py", io.BytesIO(b"2"), format=ImportFormat.AUTO)
+    with pytest.raises(NotFound):
+        sdk.workspace.upload("/Shared/nope/a.py", io.BytesIO(b"2"), format=ImportFormat.AUTO)
+
+
+def test_429_and_503_bursts_are_retried_by_the_sdk(sdk, databricks_server) -> None:  # noqa: F811
+    databricks_server.inject(429, times=2, path_prefix="/api/2.0/preview/scim")
+    databricks_server.inject(503, times=1, path_prefix="/api/2.0/preview/scim")
+    assert sdk.current_user.me().user_name == databricks_server.user
+    me_calls = [p for _, p in databricks_server.requests if p == "/api/2.0/preview/scim/v2/Me"]
+    assert len(me_calls) == 4
+    assert databricks_server.pending_faults() == 0
+
+
+def test_fault_control_endpoint(databricks_server) -> None:  # noqa: F811
+    resp = httpx.post(f"{databricks_server.url}/_test/faults", json={"status": 500, "times": 1})
+    assert resp.json() == {"pending": 1}
+    hit = httpx.get(f"{databricks_server.url}/api/2.0/preview/scim/v2/Me",
+                    headers={"Authorization": f"Bearer {databricks_server.token}"})
+    assert hit.status_code == 500 and hit.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+
+
+def test_submit_validates_the_payload(databricks_server) -> None:  # noqa: F811
+    headers = {"Authorization": f"Bearer {databricks_server.token}"}
+    url = f"{databricks_server.url}/api/2.2/jobs/runs/submit"
+    bad_params = {"run_name": "x", "existing_cluster_id": "c1",
+                  "spark_python_task": {"python_file": "/Workspace/a.py", "parameters": [1]}}
+    resp = httpx.post(url, json=bad_params, headers=headers)
+    assert resp.status_code == 400 and "list of strings" in resp.json()["message"]
+    undefined_env = {"tasks": [{"task_key": "t", "environment_key": "missing",
+                                "spark_python_task": {"python_file": "/Workspace/a.py"}}]}
+    resp = httpx.post(url, json=undefined_env, headers=headers)
+    assert resp.status_code == 400 and "missing" in resp.json()["message"]
+    no_compute = {"tasks": [{"task_key": "t", "spark_python_task": {"python_file": "/Workspace/a.py"}}]}
+    assert httpx.post(url, json=no_compute, headers=headers).status_code == 400
+    resp = httpx.get(f"{databricks_server.url}/api/2.2/jobs/runs/get", params={"run_id": 99999}, headers=headers)
+    assert resp.status_code == 400 and resp.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_missing_python_file_fails_the_run(sdk, databricks_server) -> None:  # noqa: F811
+    from databricks.sdk.service.jobs import RunResultState, SparkPythonTask, SubmitTask
+
+    run = sdk.jobs.submit(run_name="missing", tasks=[SubmitTask(
+        task_key="t", existing_cluster_id="c1", spark_python_task=SparkPythonTask(python_file="/Workspace/none.py"))]
+    ).result()
+    assert run.state.result_state == RunResultState.FAILED
+    out = sdk.jobs.get_run_output(run.tasks[0].run_id)
+    assert "does not exist" in out.error
+
+
+def test_spark_python_task_runs_for_real_success_and_failure(sdk, databricks_server, tmp_path) -> None:  # noqa: F811
+    """spark-submit runs the uploaded file with the parameters; a Python error becomes the run's error."""
+    from databricks.sdk.service.jobs import RunLifeCycleState, RunResultState, SparkPythonTask, SubmitTask
+    from databricks.sdk.service.workspace import ImportFormat
+
+    job = textwrap.dedent("""
+        import sys
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        n = spark.range(int(sys.argv[1])).count()
+        print(f"COUNT={n} MASTER={spark.sparkContext.master}")
+        if sys.argv[2] == "fail":
+            raise ValueError("boom from the job")
+        spark.stop()
+    """).encode()
+    sdk.workspace.mkdirs("/Shared/jobs")
+    sdk.workspace.upload("/Shared/jobs/count.py", io.BytesIO(job), format=ImportFormat.AUTO, overwrite=True)
+    ok = sdk.jobs.submit(run_name="ok", tasks=[SubmitTask(
+        task_key="count", existing_cluster_id="c1",
+        spark_python_task=SparkPythonTask(python_file="/Workspace/Shared/jobs/count.py", parameters=["7", "ok"]))])
+    failed = sdk.jobs.submit(run_name="bad", tasks=[SubmitTask(
+        task_key="count", existing_cluster_id="c1",
+        spark_python_task=SparkPythonTask(python_file="/Workspace/Shared/jobs/count.py", parameters=["3", "fail"]))])
+    ok_run = ok.result()
+    assert ok_run.state.life_cycle_state == RunLifeCycleState.TERMINATED
+    assert ok_run.state.result_state == RunResultState.SUCCESS
+    assert "COUNT=7 MASTER=local[2]" in sdk.jobs.get_run_output(ok_run.tasks[0].run_id).logs
+    bad_run = failed.result()  # the SDK returns (does not raise) on FAILED
+    assert bad_run.state.result_state == RunResultState.FAILED
+    out = sdk.jobs.get_run_output(bad_run.tasks[0].run_id)
+    assert out.error == "ValueError: boom from the job"
+    assert out.error_trace.startswith("Traceback (most recent call last):")
+    assert "COUNT=3" in out.logs
+
+
+def test_python_error_extraction_takes_the_last_traceback() -> None:
+    stdout = ("noise\nTraceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'x'\n"
+              "more\nTraceback (most recent call last):\n  File \"b.py\", line 2, in <module>\n    f()\n"
+              "RuntimeError: second\nlog line after\n")
+    error, trace = _python_error(stdout, "", 1)
+    assert error == "RuntimeError: second"
+    assert trace.endswith("RuntimeError: second") and "b.py" in trace and "a.py" not in trace
+    assert _python_error("", "", 3) == ("spark-submit exited with code 3", None)

@@ -1,0 +1,195 @@
+"""Local validation mirrors the DAG Params contract; bad input exits USAGE and sends no request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlopsctl.errors import ExitCode, InputError
+from mlopsctl.pipelines import (
+    DEFAULT_REGISTERED_MODEL,
+    PIPELINES,
+    build_model_conf,
+    check_data,
+    get_pipeline,
+    grid_conf,
+    new_dag_run_id,
+    parse_int_list,
+    register_value,
+)
+
+
+def test_registry_matches_the_contract() -> None:
+    assert {p.name: p.dag_id for p in PIPELINES.values()} == {
+        "build-model": "build_model", "grid-search": "grid_search", "grid-search-spark": "grid_search_spark",
+    }
+    assert get_pipeline("grid_search").name == "grid-search"
+    with pytest.raises(InputError, match="Unknown pipeline 'nope'") as info:
+        get_pipeline("nope")
+    assert "build-model" in (info.value.hint or "") and info.value.exit_code == ExitCode.USAGE
+
+
+def test_default_build_conf_equals_the_dag_defaults() -> None:
+    assert build_model_conf() == {
+        "max_depth": 80, "n_estimators": 100, "data": None, "target": "target", "test_size": 0.2,
+        "random_state": 42, "register_model": DEFAULT_REGISTERED_MODEL,
+    }
+
+
+def test_default_grid_conf_equals_the_dag_defaults() -> None:
+    conf = grid_conf()
+    assert conf["max_depth"] == [80, 90, 100, 110] and conf["n_estimators"] == [100, 200, 300] and conf["cv"] == 3
+
+
+@pytest.mark.parametrize(
+    "text, expected", [("80,90,100", [80, 90, 100]), (" 3 , 5 ", [3, 5]), ("1", [1]), ("1000", [1000])]
+)
+def test_parse_int_list_ok(text: str, expected: list[int]) -> None:
+    assert parse_int_list(text, "--max-depth", 1, 1000) == expected
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("80,,90", "empty item at position 2"),
+        (",80", "empty item at position 1"),
+        ("80,", "empty item at position 2"),
+        ("", "needs at least one value"),
+        ("   ", "needs at least one value"),
+        ("80,abc", "'abc' is not an integer"),
+        ("8.5", "'8.5' is not an integer"),
+        ("80,80", "80 appears more than once"),
+        ("0,5", "0 is out of range"),
+        ("1001", "1001 is out of range"),
+        ("-3", "-3 is out of range"),
+    ],
+)
+def test_parse_int_list_rejects(text: str, needle: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_int_list(text, "--max-depth", 1, 1000)
+    assert needle in info.value.message and "--max-depth" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [
+        ({"max_depth": 0}, "--max-depth"),
+        ({"max_depth": 1001}, "--max-depth"),
+        ({"n_estimators": 0}, "--n-estimators"),
+        ({"n_estimators": 5001}, "--n-estimators"),
+        ({"test_size": 0.0}, "--test-size"),
+        ({"test_size": 1.0}, "--test-size"),
+        ({"test_size": float("nan")}, "--test-size"),
+        ({"random_state": -1}, "--random-state"),
+        ({"target": " "}, "--target"),
+        ({"data": "/definitely/not/here.csv"}, "--data"),
+    ],
+)
+def test_build_conf_rejects_naming_the_flag(kwargs: dict, flag: str) -> None:
+    with pytest.raises(InputError) as info:
+        build_model_conf(**kwargs)
+    assert flag in info.value.message
+
+
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [({"cv": 1}, "--cv"), ({"cv": 21}, "--cv"), ({"n_estimators": "10,5001"}, "--n-estimators"),
+     ({"max_depth": [3, 3]}, "--max-depth")],
+)
+def test_grid_conf_rejects_naming_the_flag(kwargs: dict, flag: str) -> None:
+    with pytest.raises(InputError) as info:
+        grid_conf(**kwargs)
+    assert flag in info.value.message
+
+
+def test_data_checks(tmp_path: Path) -> None:
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,target\n1,2\n")
+    assert check_data(str(csv)) == str(csv.resolve())
+    txt = tmp_path / "d.txt"
+    txt.write_text("x")
+    with pytest.raises(InputError, match="not a CSV or Parquet"):
+        check_data(str(txt))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no .csv or .parquet"):
+        check_data(str(empty))
+    pq = tmp_path / "table"
+    pq.mkdir()
+    (pq / "part-0.parquet").write_bytes(b"PAR1")
+    assert check_data(str(pq)) == str(pq.resolve())
+    assert check_data("dbfs:/FileStore/x.csv") == "dbfs:/FileStore/x.csv"  # remote: passed through
+    assert check_data(None) is None
+
+
+def test_register_flags() -> None:
+    assert register_value(None, False) == DEFAULT_REGISTERED_MODEL
+    assert register_value("m", False) == "m"
+    assert register_value(None, True) is None
+    with pytest.raises(InputError, match="mutually exclusive"):
+        register_value("m", True)
+
+
+def test_run_ids_are_unique_and_shaped() -> None:
+    ids = {new_dag_run_id() for _ in range(50)}
+    assert len(ids) == 50
+    assert all(i.startswith("mlopsctl__") and i.endswith(tuple("0123456789abcdef")) for i in ids)
+
+
+# --- through the CLI: exit USAGE and not one request -------------------------------------------------
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch, project: Path) -> list[httpx.Request]:
+    """Every request any AirflowClient would send (none should be)."""
+    from mlopsctl.airflow.client import AirflowClient
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(500)
+
+    def from_settings(cls, settings):
+        return cls(settings.airflow_url, auth="none", transport=httpx.MockTransport(handler), retries=0)
+
+    monkeypatch.setattr(AirflowClient, "from_settings", classmethod(from_settings))
+    return seen
+
+
+BAD = [
+    ["run", "build-model", "--max-depth", "0"],
+    ["run", "build-model", "--max-depth", "abc"],
+    ["run", "build-model", "--n-estimators", "5001"],
+    ["run", "build-model", "--test-size", "1.5"],
+    ["run", "build-model", "--data", "missing.csv"],
+    ["run", "build-model", "--register", "x", "--no-register"],
+    ["run", "build-model", "--timeout", "0"],
+    ["grid-search", "--max-depth", "80,,90"],
+    ["grid-search", "--max-depth", "80,80"],
+    ["grid-search", "--n-estimators", "ten"],
+    ["grid-search", "--n-estimators", ""],
+    ["grid-search", "--cv", "1"],
+    ["grid-search", "--spark", "--max-depth", "0,5"],
+    ["status", "--pipeline", "nope"],
+    ["status", "--limit", "0"],
+    ["status", "--wait"],
+    ["logs", "r1", "--try", "0"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=[" ".join(a) for a in BAD])
+def test_bad_input_exits_usage_without_a_request(argv: list[str], recorded: list, capsys) -> None:
+    from mlopsctl.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--airflow-url", "http://127.0.0.1:9", *argv])
+    assert info.value.code == ExitCode.USAGE
+    assert recorded == []
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    flag = next((a for a in argv if a.startswith("--")), None)
+    if flag and flag not in ("--spark",):
+        assert flag in err or "--wait" in err or "'" in err  # the message names what was wrong

@@ -1,0 +1,119 @@
+"""Settings: precedence flag > env > .env > default, secrets stay secret, bad values -> ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from mlopsctl.context import AppContext
+from mlopsctl.errors import ConfigError, ExitCode
+from mlopsctl.settings import Settings, load_settings
+
+
+def write_dotenv(directory: Path, **values: str) -> None:
+    (directory / ".env").write_text("".join(f"MLOPSCTL_{k.upper()}={v}\n" for k, v in values.items()))
+
+
+def test_defaults(project: Path) -> None:
+    s = load_settings()
+    assert s.airflow_url == "http://127.0.0.1:8080"
+    assert s.mlflow_tracking_uri == "http://127.0.0.1:5000"
+    assert s.airflow_auth == "password" and s.airflow_username == "admin"
+    assert s.airflow_password is None and s.airflow_token is None
+    assert (s.airflow_port, s.mlflow_port) == (8080, 5000)
+    assert s.project_dir == project.resolve()
+    assert s.state == project.resolve() / ".mlopsctl"
+
+
+def test_dotenv_beats_default(project: Path) -> None:
+    write_dotenv(project, airflow_url="http://dotenv.example:8080", airflow_port="18080")
+    s = load_settings()
+    assert s.airflow_url == "http://dotenv.example:8080"
+    assert s.airflow_port == 18080
+
+
+def test_env_beats_dotenv(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_dotenv(project, airflow_url="http://dotenv.example:8080", request_timeout="5")
+    monkeypatch.setenv("MLOPSCTL_AIRFLOW_URL", "http://env.example:8080")
+    s = load_settings()
+    assert s.airflow_url == "http://env.example:8080"
+    assert s.request_timeout == 5.0  # untouched .env values still apply
+
+
+def test_flag_beats_env_and_dotenv(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_dotenv(project, airflow_url="http://dotenv.example:8080")
+    monkeypatch.setenv("MLOPSCTL_AIRFLOW_URL", "http://env.example:8080")
+    assert load_settings(airflow_url="http://flag.example:8080/").airflow_url == "http://flag.example:8080"
+    # An unset flag (None) does not mask env
+    assert load_settings(airflow_url=None).airflow_url == "http://env.example:8080"
+
+
+def test_flag_precedence_through_app_context(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_MLFLOW_TRACKING_URI", "http://env-mlflow.example:5000")
+    ctx = AppContext(overrides={"mlflow_tracking_uri": "databricks", "airflow_url": None})
+    assert ctx.settings.mlflow_tracking_uri == "databricks"
+    assert ctx.settings.airflow_url == "http://127.0.0.1:8080"
+
+
+def test_state_dir_follows_project_dir_unless_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(project_dir=tmp_path / "proj")
+    assert s.state == (tmp_path / "proj" / ".mlopsctl").resolve()
+    monkeypatch.setenv("MLOPSCTL_STATE_DIR", str(tmp_path / "elsewhere"))
+    assert load_settings(project_dir=tmp_path / "proj").state == (tmp_path / "elsewhere").resolve()
+
+
+def test_secrets_are_secretstr_and_never_shown(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_AIRFLOW_PASSWORD", "pw-from-env-123")
+    write_dotenv(project, airflow_token="tok-from-dotenv-456")
+    s = load_settings()
+    assert isinstance(s.airflow_password, SecretStr) and isinstance(s.airflow_token, SecretStr)
+    assert s.airflow_password.get_secret_value() == "pw-from-env-123"
+    assert s.airflow_token.get_secret_value() == "tok-from-dotenv-456"
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
+        assert "pw-from-env-123" not in text and "tok-from-dotenv-456" not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "field"),
+    [
+        ("MLOPSCTL_AIRFLOW_URL", "ftp://airflow.example", "airflow_url"),
+        ("MLOPSCTL_AIRFLOW_URL", "airflow.example:8080", "airflow_url"),
+        ("MLOPSCTL_AIRFLOW_URL", "http://airflow.example:99999", "airflow_url"),
+        ("MLOPSCTL_AIRFLOW_PORT", "70000", "airflow_port"),
+        ("MLOPSCTL_MLFLOW_PORT", "not-a-port", "mlflow_port"),
+        ("MLOPSCTL_AIRFLOW_AUTH", "kerberos", "airflow_auth"),
+        ("MLOPSCTL_REQUEST_TIMEOUT", "0", "request_timeout"),
+        ("MLOPSCTL_MLFLOW_TRACKING_URI", "mlflow.example", "mlflow_tracking_uri"),
+    ],
+)
+def test_bad_values_are_config_errors_naming_the_env_var(
+    project: Path, monkeypatch: pytest.MonkeyPatch, env: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        AppContext().settings  # noqa: B018 - the property raises
+    assert info.value.exit_code == ExitCode.CONFIG
+    assert field in info.value.message and env in info.value.message
+    assert info.value.hint
+
+
+def test_bad_flag_value_is_a_config_error(project: Path) -> None:
+    with pytest.raises(ConfigError, match="airflow_url"):
+        AppContext(overrides={"airflow_url": "not a url"}).settings  # noqa: B018
+
+
+def test_bad_secret_value_is_not_echoed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bad neighbouring value must not drag the password into the error text.
+    monkeypatch.setenv("MLOPSCTL_AIRFLOW_PASSWORD", "pw-should-stay-hidden")
+    monkeypatch.setenv("MLOPSCTL_AIRFLOW_PORT", "-1")
+    with pytest.raises(ConfigError) as info:
+        AppContext().settings  # noqa: B018
+    assert "pw-should-stay-hidden" not in f"{info.value.message} {info.value.hint}"
+
+
+def test_settings_class_reads_prefix_only(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_URL", "http://unprefixed.example:8080")
+    assert Settings().airflow_url == "http://127.0.0.1:8080"

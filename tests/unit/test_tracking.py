@@ -1,0 +1,176 @@
+"""MLflow reads over REST, against httpx.MockTransport serving the shapes a real MLflow 3 server returns."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from mlopsctl.errors import ExitCode, UnreachableError
+from mlopsctl.tracking import Tracking, TrackingError, airflow_run_filter, run_from_rest
+
+RID = "mlopsctl__20261124T030405Z__a1b2c3"
+
+
+def _kv(d: dict) -> list[dict]:
+    return [{"key": k, "value": v} for k, v in d.items()]
+
+
+def rest_run(run_id, name, exp, tags, params=None, metrics=None, status="FINISHED", start=1795489221859):
+    """A `runs/search` element exactly as MLflow 3.17 serialises it (metrics key absent when none)."""
+    data = {"params": _kv(params or {}), "tags": _kv(tags)}
+    if metrics:
+        data["metrics"] = [{"key": k, "value": v, "timestamp": start + 5, "step": 0} for k, v in metrics.items()]
+    return {
+        "info": {
+            "run_uuid": run_id, "experiment_id": exp, "run_name": name, "user_id": "root", "status": status,
+            "start_time": start, "end_time": start + 30, "artifact_uri": f"mlflow-artifacts:/{exp}/{run_id}/artifacts",
+            "lifecycle_stage": "active", "run_id": run_id,
+        },
+        "data": data,
+    }
+
+
+EXPERIMENTS = {"/mlopsctl/build_model": "1", "/mlopsctl/grid_search": "2"}
+BUILD = rest_run(
+    "ef61", "build_model-r1", "1",
+    {"mlflow.user": "root", "airflow.dag_id": "build_model", "airflow.dag_run_id": RID, "mlopsctl.role": "single",
+     "mlopsctl.registered_model_name": "mlopsctl-random-forest", "mlopsctl.registered_model_version": "3"},
+    {"max_depth": "80", "n_estimators": "100"}, {"rmse": 53.1, "mae": 43.2, "r2": 0.45},
+)
+GBASE = {"airflow.dag_id": "grid_search", "airflow.dag_run_id": "g1"}
+GRID = [
+    rest_run("par", "grid", "2", {**GBASE, "mlopsctl.role": "parent", "mlopsctl.best_child_run_id": "c2"},
+             {"best_max_depth": "3", "best_n_estimators": "20", "cv": "2"}, {"best_cv_rmse": 55.0, "rmse": 54.0}),
+    rest_run("c1", "d3-n10", "2", {**GBASE, "mlopsctl.role": "child", "mlflow.parentRunId": "par"},
+             {"max_depth": "3", "n_estimators": "10"}, {"cv_rmse_mean": 57.0, "cv_rmse_std": 1.5, "cv_r2_mean": 0.4}),
+    rest_run("c2", "d3-n20", "2", {**GBASE, "mlopsctl.role": "child", "mlflow.parentRunId": "par"},
+             {"max_depth": "3", "n_estimators": "20"}, {"cv_rmse_mean": 55.0, "cv_rmse_std": 1.2, "cv_r2_mean": 0.41}),
+    rest_run("c3", "d5-n20", "2", {**GBASE, "mlopsctl.role": "child", "mlflow.parentRunId": "par",
+                                   "mlopsctl.error": "ValueError: boom"},
+             {"max_depth": "5", "n_estimators": "20"}, None, status="FAILED"),
+]
+
+
+class FakeMlflow:
+    def __init__(self, runs: list[dict], page_size: int = 1000) -> None:
+        self.runs = runs
+        self.page_size = page_size
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if path == "/api/2.0/mlflow/experiments/get-by-name":
+            name = request.url.params["experiment_name"]
+            if name in EXPERIMENTS:
+                return httpx.Response(200, json={"experiment": {"experiment_id": EXPERIMENTS[name], "name": name}})
+            return httpx.Response(404, json={"error_code": "RESOURCE_DOES_NOT_EXIST",
+                                             "message": f"Could not find experiment with name '{name}'"})
+        if path == "/api/2.0/mlflow/experiments/search":
+            return httpx.Response(200, json={})
+        if path == "/api/2.0/mlflow/runs/search":
+            body = json.loads(request.content)
+            flt = body["filter"]
+            exp = body["experiment_ids"][0]
+            hits = [r for r in self.runs if r["info"]["experiment_id"] == exp and _matches(r, flt)]
+            start = int(body.get("page_token") or 0)
+            page = hits[start:start + min(body["max_results"], self.page_size)]
+            out: dict = {"runs": page} if page else {}
+            if start + len(page) < len(hits):
+                out["next_page_token"] = str(start + len(page))
+            return httpx.Response(200, json=out)
+        return httpx.Response(404, json={"error_code": "ENDPOINT_NOT_FOUND", "message": "no"})
+
+
+def _matches(run: dict, flt: str) -> bool:
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    for clause in flt.split(" and "):
+        key, value = clause.split(" = ")
+        key = key.removeprefix("tags.").strip("`")
+        if tags.get(key) != value.strip("'"):
+            return False
+    return True
+
+
+def _tracking(fake) -> Tracking:
+    return Tracking("http://127.0.0.1:5000", transport=httpx.MockTransport(fake))
+
+
+def test_filter_quotes_dotted_tag_keys_and_values() -> None:
+    assert airflow_run_filter("build_model", "a'b", role="single") == (
+        "tags.`airflow.dag_id` = 'build_model' and tags.`airflow.dag_run_id` = 'a\\'b' "
+        "and tags.`mlopsctl.role` = 'single'"
+    )
+
+
+def test_run_from_rest_reads_params_metrics_tags_and_registered_model() -> None:
+    run = run_from_rest(BUILD)
+    assert run.run_id == "ef61" and run.experiment_id == "1" and run.status == "FINISHED"
+    assert run.metrics == {"rmse": 53.1, "mae": 43.2, "r2": 0.45}
+    assert run.params["max_depth"] == "80"
+    assert run.registered_model == {"name": "mlopsctl-random-forest", "version": "3"}
+    assert "mlflow.user" not in run.as_dict()["tags"] and "mlflow.user" in run.as_dict(all_tags=True)["tags"]
+
+
+def test_main_run_found_by_airflow_tags_not_latest() -> None:
+    other = rest_run("zz", "later-run", "1", {"airflow.dag_id": "build_model", "airflow.dag_run_id": "other",
+                                               "mlopsctl.role": "single"}, metrics={"rmse": 1.0}, start=1795489999999)
+    fake = FakeMlflow([BUILD, other])
+    t = _tracking(fake)
+    run = t.main_run("build_model", RID)
+    assert run is not None and run.run_id == "ef61" and run.metrics["rmse"] == 53.1
+    body = json.loads(fake.requests[-1].content)
+    assert body["experiment_ids"] == ["1"] and f"'{RID}'" in body["filter"]
+    assert t.run_url(run) == "http://127.0.0.1:5000/#/experiments/1/runs/ef61"
+
+
+def test_unknown_run_and_unknown_experiment_give_none() -> None:
+    t = _tracking(FakeMlflow([BUILD]))
+    assert t.main_run("build_model", "nope") is None
+    assert t.main_run("grid_search_spark", RID) is None
+
+
+def test_grid_points_ranked_best_marked_failed_last() -> None:
+    grid = _tracking(FakeMlflow(GRID)).grid("grid_search", "g1")
+    assert grid.parent.run_id == "par"
+    pts = grid.points()
+    assert [p["run_id"] for p in pts] == ["c2", "c1", "c3"]
+    assert [p["rank"] for p in pts] == [1, 2, None]
+    assert pts[0]["best"] and not pts[1]["best"]
+    assert pts[2]["status"] == "failed" and pts[2]["error"] == "ValueError: boom"
+    assert (pts[0]["max_depth"], pts[0]["n_estimators"], pts[0]["cv_rmse_std"]) == (3, 20, 1.2)
+
+
+def test_search_follows_page_tokens() -> None:
+    fake = FakeMlflow(GRID, page_size=1)
+    runs = _tracking(fake).runs_of("grid_search", "g1")
+    assert [r.run_id for r in runs] == ["par", "c1", "c2", "c3"]
+    assert sum(r.url.path.endswith("runs/search") for r in fake.requests) == 4  # one per page
+
+
+def test_key_runs_is_one_search_per_pipeline() -> None:
+    other = rest_run("b2", "x", "1", {"airflow.dag_id": "build_model", "airflow.dag_run_id": "r2",
+                                       "mlopsctl.role": "single"}, metrics={"rmse": 2.0})
+    fake = FakeMlflow([BUILD, other])
+    key = _tracking(fake).key_runs("build_model", "single")
+    assert set(key) == {RID, "r2"} and key["r2"].metrics["rmse"] == 2.0
+    assert sum(r.url.path.endswith("runs/search") for r in fake.requests) == 1
+
+
+def test_unreachable_mlflow_raises_unreachable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(UnreachableError) as info:
+        _tracking(refuse).main_run("build_model", RID)
+    assert info.value.exit_code == ExitCode.UNREACHABLE and "127.0.0.1:5000" in info.value.message
+
+
+def test_server_error_is_a_tracking_error_with_mlflow_message() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"error_code": "INTERNAL_ERROR", "message": "db locked"})
+
+    with pytest.raises(TrackingError, match="db locked"):
+        _tracking(broken).main_run("build_model", RID)
