@@ -43,11 +43,11 @@ class StandaloneCluster:
     def url(self) -> str:
         return f"spark://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         self.workdir.mkdir(parents=True, exist_ok=True)
         logf = open(self.workdir / f"{name}.log", "ab")
         try:
-            return subprocess.Popen([str(VENV_BIN / "spark-class"), *argv], env=spark_env(), stdout=logf,
+            return subprocess.Popen([str(VENV_BIN / "spark-class"), *argv], env=spark_env(extra_env), stdout=logf,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             logf.close()
@@ -57,7 +57,9 @@ class StandaloneCluster:
         self.ui_port = free_port()
         log(f"spark: master on {self.url} (UI 127.0.0.1:{self.ui_port})")
         self.master = self._spawn("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                             "--port", str(self.port), "--webui-port", str(self.ui_port)])
+                                             "--port", str(self.port), "--webui-port", str(self.ui_port)],
+                                  # no REST submission server (it would take the fixed port 6066)
+                                  {"SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"})
         wait_until(lambda: self._state() is not None, timeout=120, interval=0.5, what="Spark master up")
 
     def add_worker(self, cores: int = 1, memory: str = "2g") -> None:

@@ -11,6 +11,7 @@ File: `$MLOPSCTL_CONFIG_DIR/contexts.toml`, else `$XDG_CONFIG_HOME/mlopsctl/cont
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,7 +27,6 @@ from pydantic_settings import PydanticBaseSettingsSource
 from mlopsctl.errors import ConfigError
 
 KEYRING_SERVICE = "mlopsctl"
-CONFIG_DIR_ENV = "MLOPSCTL_CONFIG_DIR"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -84,7 +84,7 @@ class ContextFile(BaseModel):
 
 
 def config_dir() -> Path:
-    explicit = os.environ.get(CONFIG_DIR_ENV)
+    explicit = os.environ.get("MLOPSCTL_CONFIG_DIR")
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CONFIG_HOME")
@@ -133,7 +133,9 @@ def load(path: Path | None = None) -> ContextFile:
     try:
         return ContextFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_error(exc)}.", hint="Fix the entry or re-create it with `mlopsctl context add`.") from None
+        raise ConfigError(
+            f"{path}: {_first_error(exc)}.", hint="Fix the entry or re-create it with `mlopsctl context add`."
+        ) from None
 
 
 def _toml_value(value: Any) -> str:
@@ -145,7 +147,11 @@ def _toml_value(value: Any) -> str:
 
 
 def dumps(cfg: ContextFile) -> str:
-    lines = ["# mlopsctl contexts (`mlopsctl context --help`). No secrets here: tokens come from", "# the env var named by token_env, MLOPSCTL_AIRFLOW_PASSWORD, or the OS keyring.", ""]
+    lines = [
+        "# mlopsctl contexts (`mlopsctl context --help`). No secrets here: tokens come from",
+        "# the env var named by token_env, MLOPSCTL_AIRFLOW_PASSWORD, or the OS keyring.",
+        "",
+    ]
     if cfg.current:
         lines += [f"current = {_toml_value(cfg.current)}", ""]
     for name in sorted(cfg.contexts):
@@ -236,10 +242,8 @@ def keyring_delete(name: str, username: str | None = None) -> None:
     if kr is None:
         return
     for kind in ("token", "password"):
-        try:
+        with contextlib.suppress(Exception):  # nothing stored, or no usable backend
             kr.delete_password(KEYRING_SERVICE, _keyring_user(name, kind, username))
-        except Exception:  # noqa: BLE001 - nothing stored
-            pass
 
 
 def token_source(name: str, ctx: Context) -> str | None:

@@ -17,9 +17,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 DEFAULT_MAX_PARSE_SECONDS = 2.0
 SCHEMA_KEYS = ("type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref")
@@ -144,7 +145,13 @@ def _record_parse_time_access(accesses: list[tuple[str, str]]) -> Iterator[None]
                 continue
             original = owner.__dict__.get(name, getattr(owner, name))
             replacement = recorder(kind)
-            setattr(owner, name, classmethod(lambda cls, *a, _f=replacement, **k: _f(*a, **k)) if is_classmethod else replacement)
+            setattr(
+                owner,
+                name,
+                classmethod(lambda cls, *a, _f=replacement, **k: _f(*a, **k))
+                if is_classmethod
+                else replacement,
+            )
             restore.append((owner, name, original))
         yield
     finally:
@@ -240,7 +247,11 @@ def check_dags(
         files = _dag_files(path, safe_mode)
         if not files:
             report.problems_outside_files.append(
-                Problem("no_dag_files", str(path), "no DAG files found (files need to mention 'airflow' and 'dag').")
+                Problem(
+                    "no_dag_files",
+                    str(path),
+                    "no DAG files found (files need to mention 'airflow' and 'dag').",
+                )
             )
             return report
         bag = DagBag(dag_folder=str(folder), collect_dags=False, bundle_path=folder)

@@ -43,22 +43,34 @@ def _quiet_sdk_logging() -> None:
     sdk_log.propagate = False
 
 
-def workspace_client(profile: str | None = None) -> WorkspaceClient:
+RETRY_TIMEOUT_SECONDS = 60
+
+
+def workspace_client(profile: str | None = None, *, retry_timeout: int = RETRY_TIMEOUT_SECONDS) -> WorkspaceClient:
     """A WorkspaceClient from databricks-sdk's unified auth (env vars, then ~/.databrickscfg).
+
+    `retry_timeout` caps the SDK's retries of 429/5xx/connection errors (its default, 300 s, leaves a
+    CLI hanging for five minutes on a wrong host).
 
     Raises ConfigError naming the accepted credential forms when nothing (or only part) is configured.
     """
     _quiet_sdk_logging()
+    import requests
     from databricks.sdk import WorkspaceClient
+    from databricks.sdk.config import Config
+    from databricks.sdk.errors import DatabricksError
 
     try:
-        client = WorkspaceClient(profile=profile) if profile else WorkspaceClient()
+        kwargs: dict[str, Any] = {"retry_timeout_seconds": retry_timeout}
+        if profile:
+            kwargs["profile"] = profile
+        client = WorkspaceClient(config=Config(**kwargs))
     except ValueError as exc:  # the SDK's "default auth: cannot configure default credentials" et al.
         raise ConfigError(
             f"Databricks credentials are missing or incomplete ({_clean_sdk_message(str(exc))}).",
             hint=ACCEPTED_AUTH,
         ) from None
-    except Exception as exc:  # noqa: BLE001 - e.g. OAuth endpoint discovery failing during auth setup
+    except (DatabricksError, requests.RequestException, TimeoutError) as exc:  # e.g. OAuth discovery failing
         raise _map_sdk_error(exc, host=None) from None
     if not client.config.host:
         raise ConfigError("No Databricks workspace host is configured.", hint=ACCEPTED_AUTH)
@@ -231,6 +243,24 @@ def validate_target(target: str) -> str:
     )
 
 
+def _with_throttle_retries(call: Any, *, attempts: int = 6, max_sleep: float = 10.0) -> Any:
+    """Run `call()` again on 429/503. databricks-sdk does not retry `workspace.upload` (a multipart POST:
+    its retry loop is disabled for non-seekable bodies), so a throttled upload would fail outright."""
+    import time
+
+    from databricks.sdk.errors import DatabricksError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except DatabricksError as exc:
+            retry_after = getattr(exc, "retry_after_secs", None)
+            if retry_after is None or attempt == attempts:  # set by the SDK for 429 and 503 only
+                raise
+            time.sleep(min(max_sleep, float(retry_after or attempt)))
+    return None  # pragma: no cover - the loop returns or raises
+
+
 def upload_jobs(client: WorkspaceClient, src: Path, target: str, version: str) -> tuple[str, list[str]]:
     """Upload src's job files to `<target>/<version>/`; returns (that path, uploaded file paths).
 
@@ -249,7 +279,9 @@ def upload_jobs(client: WorkspaceClient, src: Path, target: str, version: str) -
         if dest.startswith("/Volumes/"):
             for path in files:
                 remote = f"{dest}/{path.relative_to(src).as_posix()}"
-                client.files.upload(remote, io.BytesIO(path.read_bytes()), overwrite=True)
+                data = path.read_bytes()
+                _with_throttle_retries(lambda remote=remote, data=data: client.files.upload(
+                    remote, io.BytesIO(data), overwrite=True))
                 uploaded.append(remote)
         else:
             api_dest = dest.removeprefix("/Workspace")
@@ -260,9 +292,9 @@ def upload_jobs(client: WorkspaceClient, src: Path, target: str, version: str) -
                 if parent not in made:
                     client.workspace.mkdirs(parent)
                     made.add(parent)
-                client.workspace.upload(
-                    f"{api_dest}/{rel}", io.BytesIO(path.read_bytes()), format=ImportFormat.AUTO, overwrite=True
-                )
+                data = path.read_bytes()
+                _with_throttle_retries(lambda remote=f"{api_dest}/{rel}", data=data: client.workspace.upload(
+                    remote, io.BytesIO(data), format=ImportFormat.AUTO, overwrite=True))
                 uploaded.append(f"{dest}/{rel}")
     except Exception as exc:  # noqa: BLE001 - mapped to typed errors
         raise _map_sdk_error(exc, host) from None

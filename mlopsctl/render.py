@@ -158,8 +158,8 @@ def run_summary(doc: dict[str, Any]) -> Group:
                 parts.append(Text(f"Registered model: {reg['name']} version {reg.get('version') or '?'}"))
     links = doc.get("links") or {}
     for label, key in (("Airflow", "airflow"), ("MLflow", "mlflow")):
-        if links.get(key):
-            parts.append(Text(f"{label}: {links[key]}"))
+        if links.get(key):  # never wrapped: a URL must stay clickable/copyable
+            parts.append(Text(f"{label}: {links[key]}", no_wrap=True, overflow="ignore"))
     return Group(*parts)
 
 
@@ -234,16 +234,21 @@ def _sort_key(v: Any):
 
 
 def runs_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Recent runs", title_justify="left")
-    for col, just in (("pipeline", "left"), ("run id", "left"), ("state", "left"), ("start (UTC)", "left"),
-                      ("duration", "right"), ("key metric", "right")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    from rich import box
+
+    table = Table(title="Recent runs", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("pipeline", overflow="fold")
+    table.add_column("run id", no_wrap=True, min_width=min(36, max((len(r["dag_run_id"]) for r in rows), default=6)))
+    table.add_column("state", overflow="fold")
+    table.add_column("start (UTC)")
+    table.add_column("duration", justify="right")
+    table.add_column("key metric", justify="right")
     for r in rows:
         metric = "-"
         if r.get("metric_value") is not None:
-            metric = f"{r['metric']}={fmt_metric(r['metric_value'])}"
+            metric = f"{r['metric']} {fmt_metric(r['metric_value'], 3)}"
         table.add_row(escape(r["pipeline"]), escape(r["dag_run_id"]), state_text(r.get("state")),
-                      fmt_time(r.get("start_date")), fmt_duration(r.get("duration_s")), metric)
+                      fmt_time(r.get("start_date"))[5:], fmt_duration(r.get("duration_s")), metric)
     if not rows:
         table.add_row("(no runs yet)", "", "", "", "", "")
     return table
@@ -255,7 +260,7 @@ def dags_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("dag_id")
     table.add_column("paused")
     table.add_column("last run")
-    table.add_column("params (defaults)")
+    table.add_column("params (defaults)", overflow="fold")
     for r in rows:
         if not r.get("loaded"):
             paused = Text("not loaded", style="red")
@@ -269,3 +274,35 @@ def dags_table(rows: list[dict[str, Any]]) -> Table:
             last_txt.append(f"\n{fmt_time(last.get('start_date'))}", style="dim")
         table.add_row(escape(r["pipeline"]), escape(r["dag_id"]), paused, last_txt, escape(params))
     return table
+
+
+# --- logs -------------------------------------------------------------------------------------------
+
+
+def log_lines(content: list[Any] | str) -> list[str]:
+    """Airflow 3 structured log events -> text lines.
+
+    `print()` output (logger task.stdout) stays as is, other events get `[level]`, an exception's
+    `error_detail` adds `ExcType: message` lines, and the `::group::`/`::endgroup::` markers are dropped.
+    """
+    if isinstance(content, str):
+        return content.splitlines()
+    out: list[str] = []
+    for ev in content:
+        if not isinstance(ev, dict):
+            out.append(str(ev))
+            continue
+        event = str(ev.get("event", ""))
+        if event == "::endgroup::":
+            continue
+        if event.startswith("::group::"):
+            event = event.removeprefix("::group::")
+            if not event or event.startswith("Log message source"):
+                continue
+        level = ev.get("level")
+        prefix = f"[{level}] " if level and ev.get("logger") != "task.stdout" else ""
+        out.extend(f"{prefix}{line}" if i == 0 else line for i, line in enumerate(event.splitlines() or [""]))
+        for err in ev.get("error_detail") or []:
+            if isinstance(err, dict) and err.get("exc_type"):
+                out.append(f"  {err['exc_type']}: {err.get('exc_value', '')}")
+    return out

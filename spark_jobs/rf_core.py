@@ -397,6 +397,7 @@ def quiet_mlflow_env() -> None:
     """Keep task logs readable: no progress bars."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = None) -> str:
@@ -434,6 +435,19 @@ def run_tags(dag_id: str, run_id: str, role: str, engine: str, try_number: int |
     return tags
 
 
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged model: the versions this job trained with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("mlflow", "scikit-learn", "cloudpickle", "numpy", "pandas", "scipy"):
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def log_model(
     model: Any, X_sample: Any, register_as: str | None, run_id: str, hyperparams: dict[str, Any], dag_run_id: str
 ) -> tuple[str | None, str | None]:
@@ -453,6 +467,7 @@ def log_model(
         signature=signature,
         input_example=example,
         registered_model_name=register_as or None,
+        pip_requirements=model_requirements(),  # explicit: skips MLflow's slow requirement inference
     )
     if not register_as:
         return None, None

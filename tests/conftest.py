@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The user's own contexts (~/.config/mlopsctl/contexts.toml, `mlopsctl context use`) must not leak into
+# the tests, session fixtures included (they are set up before the per-test isolation below).
+os.environ.pop("XDG_CONFIG_HOME", None)
+os.environ["MLOPSCTL_CONFIG_DIR"] = _CONFIG_DIR = tempfile.mkdtemp(prefix="mlopsctl-test-config-")
+atexit.register(shutil.rmtree, _CONFIG_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +28,7 @@ def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.setenv("TERM", "dumb")
     monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)  # contexts: ~/.config under the temp HOME
 
 
 @pytest.fixture

@@ -28,7 +28,9 @@ class Health(_Model):
     triggerer: ComponentHealth = Field(default_factory=ComponentHealth)
     dag_processor: ComponentHealth | None = None
 
-    def unhealthy(self, require: tuple[str, ...] = ("metadatabase", "scheduler", "triggerer", "dag_processor")) -> list[str]:
+    def unhealthy(
+        self, require: tuple[str, ...] = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    ) -> list[str]:
         """Names of required components whose status is not 'healthy'."""
         bad = []
         for name in require:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -16,12 +16,14 @@ from mlopsctl.errors import DagError, InputError
 def check(
     ctx: typer.Context,
     path: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Argument(help="DAG folder or file to check. Default: <project>/dags.", show_default=False),
     ] = None,
     max_parse_seconds: Annotated[
         float,
-        typer.Option("--max-parse-seconds", min=0.0, help="Flag DAG files whose parse takes longer than this."),
+        typer.Option(
+            "--max-parse-seconds", min=0.0, help="Flag DAG files whose parse takes longer than this."
+        ),
     ] = 2.0,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings (slow parse) too.")] = False,
     json_output: JsonOpt = False,
@@ -64,7 +66,9 @@ def check(
         for p in report.problems:
             where = f"{p.file}" + (f" [{p.dag_id}]" if p.dag_id else "")
             colour = "red" if p.severity == "error" else "yellow"
-            app.console.print(f"[{colour}]{p.severity}[/{colour}] {p.kind}: {escape(where)}: {escape(p.message)}")
+            app.console.print(
+                f"[{colour}]{p.severity}[/{colour}] {p.kind}: {escape(where)}: {escape(p.message)}"
+            )
     problems = report.problems
     if report.failed(strict):
         errors = sum(p.severity == "error" for p in problems)

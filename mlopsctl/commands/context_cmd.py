@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -46,28 +46,39 @@ def add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Context name, e.g. prod or astro.")],
     airflow_url: Annotated[
-        str, typer.Option("--airflow-url", help="Airflow base URL (api-server), e.g. https://airflow.example.com.")
+        str,
+        typer.Option(
+            "--airflow-url", help="Airflow base URL (api-server), e.g. https://airflow.example.com."
+        ),
     ],
     auth: Annotated[
         str, typer.Option("--auth", help="password (user/password -> JWT), token (static bearer), or none.")
     ] = "password",
-    username: Annotated[Optional[str], typer.Option("--username", help="Airflow user for password auth.")] = None,
+    username: Annotated[
+        str | None, typer.Option("--username", help="Airflow user for password auth.")
+    ] = None,
     token_env: Annotated[
-        Optional[str],
-        typer.Option("--token-env", help="Name of the env var holding the bearer token, e.g. ASTRO_API_TOKEN."),
+        str | None,
+        typer.Option(
+            "--token-env", help="Name of the env var holding the bearer token, e.g. ASTRO_API_TOKEN."
+        ),
     ] = None,
     mlflow_uri: Annotated[
-        Optional[str], typer.Option("--mlflow-uri", help="MLflow tracking URI (http(s)://... or databricks).")
+        str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI (http(s)://... or databricks).")
     ] = None,
     ca_bundle: Annotated[
-        Optional[Path], typer.Option("--ca-bundle", help="CA bundle (PEM) for HTTPS verification.")
+        Path | None, typer.Option("--ca-bundle", help="CA bundle (PEM) for HTTPS verification.")
     ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Do not verify HTTPS certificates (not recommended).")
     ] = False,
-    description: Annotated[Optional[str], typer.Option("--description", help="Free text shown by `list`.")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="Free text shown by `list`.")
+    ] = None,
     use: Annotated[bool, typer.Option("--use", help="Also make it the current context.")] = False,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing context of that name.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an existing context of that name.")
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Add (or with --force replace) a context.
@@ -115,13 +126,17 @@ def add(
         cfg.current = name
     path = contexts.save(cfg)
     if new.insecure_transport:
-        app_ctx.console.warn(f"{new.airflow_url} is plain HTTP: credentials would cross the network unencrypted.")
+        app_ctx.console.warn(
+            f"{new.airflow_url} is plain HTTP: credentials would cross the network unencrypted."
+        )
     if insecure:
         app_ctx.console.warn("TLS certificate verification is off for this context.")
     if json_output:
         app_ctx.console.json(_describe(name, new, cfg.current) | {"path": str(path)})
     else:
-        app_ctx.console.success(f"Context {escape(name)} saved to {escape(str(path))}" + (" (current)" if use else ""))
+        app_ctx.console.success(
+            f"Context {escape(name)} saved to {escape(str(path))}" + (" (current)" if use else "")
+        )
 
 
 @app.command("list")
@@ -133,8 +148,14 @@ def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     app_ctx = app_context(ctx, json_output)
     cfg = contexts.load()
     rows = [
-        {"name": n, "current": n == cfg.current, "airflow_url": c.airflow_url, "auth": c.auth,
-         "mlflow_tracking_uri": c.mlflow_tracking_uri, "description": c.description}
+        {
+            "name": n,
+            "current": n == cfg.current,
+            "airflow_url": c.airflow_url,
+            "auth": c.auth,
+            "mlflow_tracking_uri": c.mlflow_tracking_uri,
+            "description": c.description,
+        }
         for n, c in sorted(cfg.contexts.items())
     ]
     if json_output:
@@ -145,16 +166,24 @@ def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:
         return
     table = Table("", "NAME", "AIRFLOW URL", "AUTH", "MLFLOW", "DESCRIPTION", box=None)
     for r in rows:
-        table.add_row("*" if r["current"] else "", escape(r["name"]), escape(r["airflow_url"]), r["auth"],
-                      escape(r["mlflow_tracking_uri"] or "-"), escape(r["description"] or ""))
+        table.add_row(
+            "*" if r["current"] else "",
+            escape(r["name"]),
+            escape(r["airflow_url"]),
+            r["auth"],
+            escape(r["mlflow_tracking_uri"] or "-"),
+            escape(r["description"] or ""),
+        )
     app_ctx.console.print(table)
 
 
 @app.command("use")
 def use(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(help="Context to make current.")] = None,
-    unset: Annotated[bool, typer.Option("--unset", help="Clear the current context (back to env/defaults).")] = False,
+    name: Annotated[str | None, typer.Argument(help="Context to make current.")] = None,
+    unset: Annotated[
+        bool, typer.Option("--unset", help="Clear the current context (back to env/defaults).")
+    ] = False,
 ) -> None:
     """Make NAME the current context (used when neither --context nor MLOPSCTL_CONTEXT is given).
 
@@ -179,7 +208,7 @@ def use(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(help="Context to show (default: the active one).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Context to show (default: the active one).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Show a context with its secrets masked (only where each secret comes from, and whether it is set).
@@ -197,8 +226,22 @@ def show(
         app_ctx.console.json(data)
         return
     table = Table(show_header=False, box=None)
-    for key in ("name", "current", "airflow_url", "auth", "username", "token_env", "token", "token_source",
-                "password", "password_source", "mlflow_tracking_uri", "verify_tls", "ca_bundle", "description"):
+    for key in (
+        "name",
+        "current",
+        "airflow_url",
+        "auth",
+        "username",
+        "token_env",
+        "token",
+        "token_source",
+        "password",
+        "password_source",
+        "mlflow_tracking_uri",
+        "verify_tls",
+        "ca_bundle",
+        "description",
+    ):
         if key not in data:
             continue
         value = data[key]
@@ -254,7 +297,7 @@ def set_secret(
     if not contexts.keyring_available():
         raise ConfigError(
             "The OS keyring is not available (the optional `keyring` package is not installed).",
-            hint=f"`pip install keyring`, or export the secret in an env var (token_env / MLOPSCTL_AIRFLOW_PASSWORD).",
+            hint="`pip install keyring`, or export the secret in an env var (token_env / MLOPSCTL_AIRFLOW_PASSWORD).",
         )
     kind = "token" if target.auth == "token" else "password"
     secret = typer.prompt(f"{kind.capitalize()} for {name}", hide_input=True)

@@ -55,6 +55,7 @@ def init(
         typer.Argument(
             help="Project directory (created if missing). Default: --project-dir, else the current directory.",
             show_default=False,
+            metavar="DIR",
         ),
     ] = None,
     force: Annotated[
@@ -65,9 +66,11 @@ def init(
     """Scaffold a project: dags/ and spark_jobs/ (copies of the bundled pipelines), .env.example,
     a .gitignore with .env and .mlopsctl/, and tests/test_dag_integrity.py.
 
-    Safe to run twice: identical files are left alone and an existing .gitignore only gets the missing
-    lines. If a file exists with different content, nothing is written and the command exits with
-    code 2 (USAGE) listing the conflicts; --force overwrites them.
+    Safe to run twice: identical files are left alone; an existing .gitignore only gets the missing lines.
+
+    If a file exists with different content, nothing is written and the exit code is 2 (USAGE).
+
+    The conflicting files are listed; --force overwrites them.
 
     Example: [bold]mlopsctl init my-project[/bold]   ·   [bold]mlopsctl init . --force[/bold]
     """

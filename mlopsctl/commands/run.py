@@ -144,7 +144,8 @@ def launch(
             console.print(run.dag_run_id)
             console.info(f"Triggered {pipeline.dag_id} ({run.state}). Follow it with: mlopsctl status {run.dag_run_id} --wait")
         return
-    console.info(f"Triggered {pipeline.dag_id} run [bold]{run.dag_run_id}[/bold]\n  {url}")
+    if not console.quiet:  # stderr, also in --json mode; soft_wrap keeps the URL on one line
+        console.err.print(f"Triggered {pipeline.dag_id} run [bold]{run.dag_run_id}[/bold]\n  {url}", soft_wrap=True)
     finish(actx, pipeline, run.dag_run_id, timeout=timeout, t0=t0)
 
 
@@ -254,11 +255,13 @@ def add_failure(actx: AppContext, pipeline: Any, doc: dict[str, Any], tasks: lis
 def read_log(client: Any, dag_id: str, dag_run_id: str, task_id: str, try_number: int, *, map_index: int = -1,
              max_pages: int = 100) -> list[str]:
     """The whole log of one task try, following continuation tokens."""
+    from mlopsctl.render import log_lines
+
     lines: list[str] = []
     token = None
     for _ in range(max_pages):
         chunk = client.task_log(dag_id, dag_run_id, task_id, try_number, map_index=map_index, continuation_token=token)
-        new = chunk.lines()
+        new = log_lines(chunk.content)
         lines.extend(new)
         if not chunk.continuation_token or chunk.continuation_token == token or not new:
             break

@@ -657,3 +657,13 @@ def test_helpers() -> None:
     import re
 
     assert re.fullmatch(r"^[A-Za-z0-9_.~:+-]+$", a)
+
+
+def test_from_settings_passes_tls_options(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_AIRFLOW_PASSWORD", PASSWORD)
+    monkeypatch.setenv("MLOPSCTL_VERIFY_TLS", "false")
+    assert AirflowClient.from_settings(load_settings(airflow_url="https://a.example")).verify is False
+    bundle = project / "ca.pem"
+    bundle.write_text("not used until a request is made")
+    monkeypatch.setenv("MLOPSCTL_CA_BUNDLE", str(bundle))
+    assert AirflowClient.from_settings(load_settings(airflow_url="https://a.example")).verify == str(bundle)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,19 +41,38 @@ def run_check(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env.update(HOME=str(home), NO_COLOR="1", COLUMNS="200", MLOPSCTL_CONFIG_DIR=str(home / "cfg"))
     return subprocess.run(
         [sys.executable, "-m", "mlopsctl", "check", *args],
-        capture_output=True, text=True, env=env, cwd=str(REPO), timeout=900,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+        timeout=900,
     )
 
 
+# Written at test time, so linters and formatters of the repo never see a file that cannot parse.
+SYNTAX_ERROR_DAG = (
+    Path(BROKEN / "no_tags.py")
+    .read_text()
+    .replace("broken_no_tags", "broken_syntax")
+    .replace("START, default_args", "START tags=['t'] default_args")
+)
+
+
 @pytest.fixture(scope="module")
-def broken_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
+def broken_report(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
     home = tmp_path_factory.mktemp("check-home")
-    proc = run_check(str(BROKEN), "--json", "--max-parse-seconds", "0.3", home=home)
+    folder = tmp_path_factory.mktemp("broken") / "dags"
+    shutil.copytree(BROKEN, folder)
+    (folder / "syntax_error.py").write_text(SYNTAX_ERROR_DAG)
+    proc = run_check(str(folder), "--json", "--max-parse-seconds", "0.3", home=home)
     return proc, json.loads(proc.stdout), home
 
 
 def test_every_fixture_is_covered() -> None:
-    assert {p.name for p in BROKEN.glob("*.py")} == set(EXPECTED)
+    assert {p.name for p in BROKEN.glob("*.py")} | {"syntax_error.py"} == set(EXPECTED)
     covered = set().union(*EXPECTED.values()) | {"slow_parse", "no_dag_files"}
     assert covered == set(KINDS)  # each kind of problem has a fixture
 
@@ -102,7 +122,7 @@ def test_slow_parse_is_a_warning(broken_report) -> None:
     _proc, report, _home = broken_report
     slow = [p for f in report["files"] if f["file"] == "slow_parse.py" for p in f["problems"]]
     assert [(p["kind"], p["severity"]) for p in slow] == [("slow_parse", "warning")]
-    assert [f["parse_seconds"] for f in report["files"] if f["file"] == "slow_parse.py"][0] >= 0.5
+    assert next(f["parse_seconds"] for f in report["files"] if f["file"] == "slow_parse.py") >= 0.5
 
 
 def test_no_airflow_home_is_left_behind(broken_report) -> None:
@@ -170,10 +190,16 @@ def test_short_error_points_at_the_dag_file_line() -> None:
 
 
 def test_report_fails_on_errors_and_on_warnings_only_when_strict() -> None:
-    warn_only = CheckReport(path="d", max_parse_seconds=1.0, files=[
-        FileReport("a.py", 3.0, ["a"], [Problem("slow_parse", "a.py", "slow")])])
+    warn_only = CheckReport(
+        path="d",
+        max_parse_seconds=1.0,
+        files=[FileReport("a.py", 3.0, ["a"], [Problem("slow_parse", "a.py", "slow")])],
+    )
     assert not warn_only.failed() and warn_only.failed(strict=True)
     assert warn_only.to_dict()["ok"] is True and warn_only.to_dict(strict=True)["ok"] is False
-    broken = CheckReport(path="d", max_parse_seconds=1.0, files=[
-        FileReport("b.py", 0.1, [], [Problem("cycle", "b.py", "cycle")])])
+    broken = CheckReport(
+        path="d",
+        max_parse_seconds=1.0,
+        files=[FileReport("b.py", 0.1, [], [Problem("cycle", "b.py", "cycle")])],
+    )
     assert broken.failed() and broken.problems[0].severity == "error"

@@ -110,8 +110,14 @@ def test_config_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
     assert contexts.load().contexts == {}  # missing file = no contexts
-    add("prod", airflow_url="https://af.example.com/", auth="token", token_env="ASTRO_API_TOKEN",
-        mlflow_tracking_uri="databricks", description='quote " and \\ backslash')
+    add(
+        "prod",
+        airflow_url="https://af.example.com/",
+        auth="token",
+        token_env="ASTRO_API_TOKEN",
+        mlflow_tracking_uri="databricks",
+        description='quote " and \\ backslash',
+    )
     cfg = contexts.load()
     cfg.current = "prod"
     path = contexts.save(cfg)
@@ -127,7 +133,9 @@ def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
 
 def test_a_secret_in_the_file_is_refused(cfg_dir: Path) -> None:
     cfg_dir.mkdir()
-    (cfg_dir / "contexts.toml").write_text('[contexts.prod]\nairflow_url = "https://x.example"\ntoken = "abc"\n')
+    (cfg_dir / "contexts.toml").write_text(
+        '[contexts.prod]\nairflow_url = "https://x.example"\ntoken = "abc"\n'
+    )
     with pytest.raises(ConfigError, match="secrets never go in this file"):
         contexts.load()
 
@@ -155,9 +163,18 @@ def test_insecure_transport_flag() -> None:
 # --- settings precedence -----------------------------------------------------------------------------
 
 
-def test_context_supplies_settings(cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch, no_keyring: None) -> None:
-    add("prod", airflow_url="https://af.example.com", auth="token", token_env="ASTRO_API_TOKEN",
-        mlflow_tracking_uri="https://mlflow.example.com", verify_tls=True, ca_bundle="/etc/ssl/corp.pem")
+def test_context_supplies_settings(
+    cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch, no_keyring: None
+) -> None:
+    add(
+        "prod",
+        airflow_url="https://af.example.com",
+        auth="token",
+        token_env="ASTRO_API_TOKEN",
+        mlflow_tracking_uri="https://mlflow.example.com",
+        verify_tls=True,
+        ca_bundle="/etc/ssl/corp.pem",
+    )
     monkeypatch.setenv("ASTRO_API_TOKEN", "tok-123")
     s = load_settings(context="prod")
     assert s.context == "prod"
@@ -168,11 +185,20 @@ def test_context_supplies_settings(cfg_dir: Path, project: Path, monkeypatch: py
     assert "tok-123" not in repr(s)
 
 
-def test_precedence_flag_env_dotenv_context(cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    add("prod", airflow_url="https://ctx.example", auth="none", username="ctx-user",
-        mlflow_tracking_uri="https://ctx-mlflow.example")
-    (project / ".env").write_text("MLOPSCTL_CONTEXT=prod\nMLOPSCTL_AIRFLOW_USERNAME=dotenv-user\n"
-                                  "MLOPSCTL_MLFLOW_TRACKING_URI=https://dotenv-mlflow.example\n")
+def test_precedence_flag_env_dotenv_context(
+    cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add(
+        "prod",
+        airflow_url="https://ctx.example",
+        auth="none",
+        username="ctx-user",
+        mlflow_tracking_uri="https://ctx-mlflow.example",
+    )
+    (project / ".env").write_text(
+        "MLOPSCTL_CONTEXT=prod\nMLOPSCTL_AIRFLOW_USERNAME=dotenv-user\n"
+        "MLOPSCTL_MLFLOW_TRACKING_URI=https://dotenv-mlflow.example\n"
+    )
     monkeypatch.setenv("MLOPSCTL_MLFLOW_TRACKING_URI", "https://env-mlflow.example")
     s = load_settings(airflow_url="https://flag.example")
     assert s.context == "prod"  # selected through .env
@@ -182,7 +208,9 @@ def test_precedence_flag_env_dotenv_context(cfg_dir: Path, project: Path, monkey
     assert s.airflow_auth == "none"  # only the context sets it
 
 
-def test_current_context_applies_and_explicit_choice_wins(cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_current_context_applies_and_explicit_choice_wins(
+    cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add("a", airflow_url="https://a.example", auth="none")
     add("b", airflow_url="https://b.example", auth="none")
     cfg = contexts.load()
@@ -210,7 +238,9 @@ def test_unknown_context_lists_known_ones(cfg_dir: Path, project: Path) -> None:
     assert "nope" in exc.value.message and "prod, staging" in exc.value.message
 
 
-def test_unknown_context_cli_exit_code(cfg_dir: Path, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_context_cli_exit_code(
+    cfg_dir: Path, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     add("prod", airflow_url="https://p.example")
     code, _out, err = run_main(capsys, "--context", "nope", "context", "show")
     assert code == ExitCode.CONFIG
@@ -218,7 +248,9 @@ def test_unknown_context_cli_exit_code(cfg_dir: Path, project: Path, capsys: pyt
     assert "Traceback" not in err
 
 
-def test_token_from_keyring_when_env_var_unset(cfg_dir: Path, project: Path, fake_keyring: FakeKeyring) -> None:
+def test_token_from_keyring_when_env_var_unset(
+    cfg_dir: Path, project: Path, fake_keyring: FakeKeyring
+) -> None:
     add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
     fake_keyring.store[("mlopsctl", "astro:token")] = "from-keyring"
     s = load_settings(context="astro")
@@ -249,7 +281,9 @@ def test_password_from_keyring_only_when_not_in_env(
     assert fake_keyring.reads == []  # the keyring is not even asked
 
 
-def test_missing_token_reaches_the_client_as_config_error(cfg_dir: Path, project: Path, no_keyring: None) -> None:
+def test_missing_token_reaches_the_client_as_config_error(
+    cfg_dir: Path, project: Path, no_keyring: None
+) -> None:
     add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
     ctx = AppContext(overrides={"context": "astro"})
     assert ctx.settings.airflow_token is None  # settings still load (e.g. for `check`)
@@ -290,7 +324,9 @@ def test_none_auth_context_sends_no_credentials(cfg_dir: Path, project: Path) ->
     assert seen[0].url.host == "open.example"
 
 
-def test_token_context_sends_bearer_token(cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch, no_keyring: None) -> None:
+def test_token_context_sends_bearer_token(
+    cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch, no_keyring: None
+) -> None:
     add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
     monkeypatch.setenv("ASTRO_API_TOKEN", "static-tok")
     seen: list[httpx.Request] = []
@@ -302,9 +338,23 @@ def test_token_context_sends_bearer_token(cfg_dir: Path, project: Path, monkeypa
 # --- commands ------------------------------------------------------------------------------------------
 
 
-def test_cli_add_list_use_show_remove(invoke, cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch, no_keyring: None) -> None:
-    r = invoke("context", "add", "astro", "--airflow-url", "https://astro.example/d1", "--auth", "token",
-               "--token-env", "ASTRO_API_TOKEN", "--mlflow-uri", "databricks", "--use")
+def test_cli_add_list_use_show_remove(
+    invoke, cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch, no_keyring: None
+) -> None:
+    r = invoke(
+        "context",
+        "add",
+        "astro",
+        "--airflow-url",
+        "https://astro.example/d1",
+        "--auth",
+        "token",
+        "--token-env",
+        "ASTRO_API_TOKEN",
+        "--mlflow-uri",
+        "databricks",
+        "--use",
+    )
     assert r.exit_code == 0, r.output
     r = invoke("context", "add", "local", "--airflow-url", "http://127.0.0.1:8080", "--auth", "password")
     assert r.exit_code == 0, r.output
@@ -313,7 +363,9 @@ def test_cli_add_list_use_show_remove(invoke, cfg_dir: Path, project: Path, monk
     data = json.loads(r.stdout)
     assert data["current"] == "astro"
     assert [(c["name"], c["current"], c["auth"]) for c in data["contexts"]] == [
-        ("astro", True, "token"), ("local", False, "password")]
+        ("astro", True, "token"),
+        ("local", False, "password"),
+    ]
 
     r = invoke("context", "list")
     assert r.exit_code == 0 and "https://astro.example/d1" in r.stdout
@@ -321,7 +373,9 @@ def test_cli_add_list_use_show_remove(invoke, cfg_dir: Path, project: Path, monk
     monkeypatch.setenv("ASTRO_API_TOKEN", "super-secret-token-value")
     r = invoke("context", "show", "--json")
     shown = json.loads(r.stdout)
-    assert shown["name"] == "astro" and shown["token"] == "****" and shown["token_source"] == "$ASTRO_API_TOKEN"
+    assert (
+        shown["name"] == "astro" and shown["token"] == "****" and shown["token_source"] == "$ASTRO_API_TOKEN"
+    )
     r = invoke("context", "show")
     assert "super-secret-token-value" not in r.output and "****" in r.stdout
     assert "super-secret-token-value" not in contexts.contexts_path().read_text()
@@ -343,7 +397,9 @@ def test_cli_show_reports_missing_token(invoke, cfg_dir: Path, project: Path, no
 
 
 def test_cli_add_refuses_duplicates_unless_forced(invoke, cfg_dir: Path, project: Path) -> None:
-    assert invoke("context", "add", "p", "--airflow-url", "https://a.example", "--auth", "none").exit_code == 0
+    assert (
+        invoke("context", "add", "p", "--airflow-url", "https://a.example", "--auth", "none").exit_code == 0
+    )
     r = invoke("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none")
     assert r.exit_code == ExitCode.CONFIG
     assert contexts.load().contexts["p"].airflow_url == "https://a.example"
@@ -363,7 +419,9 @@ def test_cli_add_refuses_duplicates_unless_forced(invoke, cfg_dir: Path, project
         ["p", "--airflow-url", "https://a.example", "--ca-bundle", "/no/such/ca.pem"],
     ],
 )
-def test_cli_add_rejects_bad_input(cfg_dir: Path, project: Path, no_keyring: None, capsys, args: list[str]) -> None:
+def test_cli_add_rejects_bad_input(
+    cfg_dir: Path, project: Path, no_keyring: None, capsys, args: list[str]
+) -> None:
     code, _out, err = run_main(capsys, "context", "add", *args)
     assert code in (ExitCode.USAGE, ExitCode.CONFIG)
     assert "Error:" in err and "Traceback" not in err
@@ -379,7 +437,12 @@ def test_cli_add_warns_on_plain_http_to_remote_host(invoke, cfg_dir: Path, proje
 def test_cli_insecure_and_ca_bundle(invoke, cfg_dir: Path, project: Path, tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    assert invoke("context", "add", "corp", "--airflow-url", "https://corp.example", "--ca-bundle", str(ca)).exit_code == 0
+    assert (
+        invoke(
+            "context", "add", "corp", "--airflow-url", "https://corp.example", "--ca-bundle", str(ca)
+        ).exit_code
+        == 0
+    )
     r = invoke("context", "add", "lab", "--airflow-url", "https://lab.example", "--insecure")
     assert r.exit_code == 0 and "verification is off" in r.stderr
     s = load_settings(context="corp")

@@ -67,8 +67,8 @@ def test_runs_table_and_durations() -> None:
     out = text(runs_table([{"pipeline": "grid-search", "dag_run_id": "g1", "state": "failed",
                             "start_date": "2026-11-24T03:00:00+00:00", "duration_s": 75, "metric": "best_cv_rmse",
                             "metric_value": 55.0}]))
-    assert "grid-search" in out and "g1" in out and "failed" in out and "1m15s" in out and "best_cv_rmse=55.0000" in out
-    assert "2026-11-24 03:00:00" in out
+    assert "grid-search" in out and "g1" in out and "failed" in out and "1m15s" in out and "best_cv_rmse 55.000" in out
+    assert "11-24 03:00:00" in out
     assert "(no runs yet)" in text(runs_table([]))
     assert fmt_duration(None) == "-" and fmt_duration(3.21) == "3.2s" and fmt_duration(3700) == "1h01m"
 

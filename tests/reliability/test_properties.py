@@ -1,0 +1,337 @@
+"""Property tests (hypothesis): CLI input validation, and the conf -> job-argument round trip.
+
+Round trip: what the user types on the command line goes through typer, mlopsctl's local validation,
+Airflow's JSON conf, the DAG's Jinja-templated job arguments (rendered with the DAG's own template
+environment, exactly as Airflow renders them), `job_argv()` (the argv list handed to spark-submit), and
+finally the Spark job's own argparse parser. The namespace the job trains with must equal what was typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import string
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from mlopsctl.errors import ExitCode, InputError
+from mlopsctl.pipelines import (
+    CV_RANGE,
+    MAX_DEPTH_RANGE,
+    N_ESTIMATORS_RANGE,
+    check_int,
+    check_test_size,
+    parse_int_list,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SPARK_JOBS = REPO / "spark_jobs"
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# --- strategies ----------------------------------------------------------------------------------------
+# A user string that can travel as one argv item: no NUL (argv cannot hold it), no lone surrogates.
+argv_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=40
+).filter(lambda s: s.strip() != "")
+nasty_text = st.one_of(
+    argv_text,
+    st.sampled_from(
+        ["a b", "it's", 'say "hi"', "x;rm -rf /", "$(touch /tmp/pwned)", "`id`", "-x", "--target", "-1e5", "- x",
+         "None", "{{ params.max_depth }}", "a\nb", "  padded  ", "$HOME", "*", "\\"]
+    ),
+)
+file_name = st.text(
+    alphabet=string.ascii_letters + string.digits + " '\";$()`&|<>!#-_=+,{}[]~%^", min_size=1, max_size=30
+).filter(lambda s: s not in (".", "..") and s.strip() != "")
+
+
+def _unique_ints(lo: int, hi: int) -> st.SearchStrategy[list[int]]:
+    return st.lists(st.integers(lo, hi), min_size=1, max_size=6, unique=True)
+
+
+# --- validation properties -----------------------------------------------------------------------------
+
+
+@given(st.integers(-10**30, 10**30))
+def test_check_int_accepts_exactly_the_range(value: int) -> None:
+    lo, hi = MAX_DEPTH_RANGE
+    if lo <= value <= hi:
+        assert check_int(value, "--max-depth", lo, hi) == value
+    else:
+        with pytest.raises(InputError, match=r"--max-depth must be between 1 and 1000"):
+            check_int(value, "--max-depth", lo, hi)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_check_test_size_accepts_exactly_the_open_unit_interval(value: float) -> None:
+    if value == value and 0 < value < 1:  # noqa: PLR0124 - NaN check
+        assert check_test_size(value) == value
+    else:
+        with pytest.raises(InputError, match=r"--test-size must be"):
+            check_test_size(value)
+
+
+@given(_unique_ints(*N_ESTIMATORS_RANGE), st.sampled_from([",", ", ", " ,", " , "]))
+def test_grid_list_round_trips(values: list[int], sep: str) -> None:
+    assert parse_int_list(sep.join(map(str, values)), "--n-estimators", *N_ESTIMATORS_RANGE) == values
+
+
+@given(_unique_ints(*MAX_DEPTH_RANGE), st.data())
+def test_grid_list_with_a_duplicate_is_rejected_naming_the_value(values: list[int], data: st.DataObject) -> None:
+    dup = data.draw(st.sampled_from(values))
+    pos = data.draw(st.integers(0, len(values)))
+    items = values[:pos] + [dup] + values[pos:]
+    with pytest.raises(InputError, match=rf"--max-depth: {dup} appears more than once"):
+        parse_int_list(",".join(map(str, items)), "--max-depth", *MAX_DEPTH_RANGE)
+
+
+@given(st.lists(st.text(max_size=6), min_size=1, max_size=5))
+def test_grid_list_of_arbitrary_text_is_either_valid_or_an_input_error(items: list[str]) -> None:
+    text = ",".join(items)
+    try:
+        values = parse_int_list(text, "--cv-grid", *CV_RANGE)
+    except InputError as exc:
+        assert exc.exit_code == ExitCode.USAGE
+        assert "--cv-grid" in exc.message
+        return
+    assert len(values) == len(set(values)) == len(items)
+    assert all(CV_RANGE[0] <= v <= CV_RANGE[1] for v in values)
+    assert values == [int(i.strip()) for i in items]
+
+
+# --- the CLI: typed text -> conf (no request: launch is captured) ----------------------------------------
+
+
+@pytest.fixture
+def captured_launch(monkeypatch: pytest.MonkeyPatch, project: Path) -> list[dict[str, Any]]:
+    """Replace the trigger/follow flow by a recorder of the (pipeline, conf) the command built."""
+    import mlopsctl.commands.grid_search as grid_cmd
+    import mlopsctl.commands.run as run_cmd
+
+    seen: list[dict[str, Any]] = []
+
+    def launch(actx, pipeline, conf, **kwargs):
+        seen.append({"dag_id": pipeline.dag_id, "conf": conf})
+
+    monkeypatch.setattr(run_cmd, "launch", launch)
+    monkeypatch.setattr(grid_cmd, "launch", launch)
+    return seen
+
+
+def _invoke(argv: list[str]) -> int:
+    from mlopsctl.cli import main
+
+    try:
+        main(["--airflow-url", "http://127.0.0.1:9", *argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@SETTINGS
+@given(text=st.text(max_size=12))
+def test_any_max_depth_text_is_accepted_in_range_or_rejected_as_usage(
+    text: str, captured_launch: list, capsys: pytest.CaptureFixture
+) -> None:
+    captured_launch.clear()
+    code = _invoke(["run", "build-model", f"--max-depth={text}"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if code == 0:
+        assert captured_launch[-1]["conf"]["max_depth"] == int(text)
+        assert 1 <= int(text) <= 1000
+    else:
+        assert code == ExitCode.USAGE, err
+        assert captured_launch == []
+        assert "max-depth" in err
+
+
+@SETTINGS
+@given(text=st.text(max_size=20))
+def test_any_grid_text_is_accepted_as_a_unique_in_range_list_or_rejected_as_usage(
+    text: str, captured_launch: list, capsys: pytest.CaptureFixture
+) -> None:
+    captured_launch.clear()
+    code = _invoke(["grid-search", f"--n-estimators={text}"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if code == 0:
+        values = captured_launch[-1]["conf"]["n_estimators"]
+        assert values and len(values) == len(set(values))
+        assert all(1 <= v <= 5000 for v in values)
+        assert values == [int(x) for x in text.split(",")]
+    else:
+        assert code == ExitCode.USAGE, err
+        assert captured_launch == []
+
+
+# --- conf -> job argv -> the job's argparse --------------------------------------------------------------
+
+
+class _Parsed(Exception):
+    def __init__(self, ns: argparse.Namespace):
+        super().__init__("parsed")
+        self.ns = ns
+
+
+def _load_job(name: str) -> Any:
+    if str(SPARK_JOBS) not in sys.path:
+        sys.path.insert(0, str(SPARK_JOBS))
+    spec = importlib.util.spec_from_file_location(f"_reliability_job_{name}", SPARK_JOBS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def dags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The real DAG objects, parsed from dags/ with Airflow's DagBag (as the dag-processor does)."""
+    import os
+
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+    saved_path = list(sys.path)
+    saved_common = {k: v for k, v in sys.modules.items() if k == "common" or k.startswith("common.")}
+    for key in saved_common:
+        del sys.modules[key]
+    sys.path.insert(0, str(REPO / "dags"))
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(REPO / "dags"))
+        assert not bag.import_errors, bag.import_errors
+        import common.compute as compute  # the copy the DAGs imported
+
+        yield {"bag": bag, "compute": compute}
+    finally:
+        sys.path[:] = saved_path
+        for key in [k for k in sys.modules if k == "common" or k.startswith("common.")]:
+            del sys.modules[key]
+        sys.modules.update(saved_common)
+
+
+def job_namespace(dags: dict[str, Any], dag_id: str, task_id: str, conf: dict[str, Any]) -> argparse.Namespace:
+    """Render the task's arguments for `conf` like Airflow does, build the argv, parse it with the job."""
+    dag = dags["bag"].dags[dag_id]
+    task = dag.get_task(task_id)
+    params = {name: p.value for name, p in dag.params.items()}  # defaults ...
+    params.update(json.loads(json.dumps(conf)))  # ... overridden by the conf, as stored by Airflow (JSON)
+    context = {
+        "params": params,
+        "dag": dag,
+        "run_id": "manual__2026-11-24T03:04:05+00:00",
+        "ti": SimpleNamespace(try_number=1),
+    }
+    rendered = task.render_template(task.arguments, context, dag.get_template_env())
+    assert all(isinstance(a, str) for a in rendered)
+    argv = dags["compute"].job_argv(task.job, rendered, spark=task.spark, master="local[1]", jobs_dir=SPARK_JOBS)
+    script_at = argv.index(str(SPARK_JOBS / task.job))
+    job_args = argv[script_at + 1 :]
+    module = _load_job(Path(task.job).stem)
+    original = argparse.ArgumentParser.parse_args
+
+    def spy(self, args=None, namespace=None):
+        raise _Parsed(original(self, args, namespace))
+
+    argparse.ArgumentParser.parse_args = spy  # type: ignore[method-assign]
+    try:
+        module.main(job_args)
+    except _Parsed as parsed:
+        return parsed.ns
+    except SystemExit as exc:  # argparse refused the argv
+        pytest.fail(f"{task.job} could not parse its argv (exit {exc.code}): {job_args!r}")
+    finally:
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+    pytest.fail(f"{task.job}.main() returned without parsing its arguments")
+
+
+def _assert_common(ns: argparse.Namespace, conf: dict[str, Any]) -> None:
+    assert ns.data == conf["data"]
+    assert ns.target == conf["target"]
+    assert ns.test_size == conf["test_size"]
+    assert ns.random_state == conf["random_state"]
+    assert ns.register_model == (conf["register_model"] or None)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data files")
+
+
+@SETTINGS
+@given(
+    max_depth=st.integers(*MAX_DEPTH_RANGE),
+    n_estimators=st.integers(*N_ESTIMATORS_RANGE),
+    test_size=st.floats(0, 1, exclude_min=True, exclude_max=True),
+    random_state=st.integers(0, 2**32 - 1),
+    target=nasty_text,
+    register=st.one_of(st.none(), nasty_text),
+    name=st.one_of(st.none(), file_name),
+)
+def test_build_model_cli_to_job_round_trip(
+    dags, data_dir: Path, captured_launch: list, capsys, max_depth, n_estimators, test_size, random_state, target,
+    register, name,
+) -> None:
+    assume(register is None or register.strip())
+    argv = ["run", "build-model", f"--max-depth={max_depth}", f"--n-estimators={n_estimators}",
+            f"--test-size={test_size!r}", f"--random-state={random_state}", f"--target={target}"]
+    argv += ["--no-register"] if register is None else [f"--register={register}"]
+    if name is not None:
+        path = data_dir / f"{name}.csv"
+        path.write_text("x,target\n1,2\n")
+        argv.append(f"--data={path}")
+    captured_launch.clear()
+    code = _invoke(argv)
+    assert code == 0, capsys.readouterr().err
+    conf = captured_launch[-1]["conf"]
+    assert conf["max_depth"] == max_depth and conf["n_estimators"] == n_estimators
+    assert conf["target"] == target and conf["test_size"] == test_size and conf["random_state"] == random_state
+    assert conf["data"] == (str(path.resolve()) if name is not None else None)
+    assert conf["register_model"] == (register.strip() if register is not None else None)
+
+    train = job_namespace(dags, "build_model", "train_model", conf)
+    assert (train.max_depth, train.n_estimators) == (max_depth, n_estimators)
+    _assert_common(train, conf)
+    prep = job_namespace(dags, "build_model", "preprocess_data", conf)
+    assert (prep.data, prep.target) == (conf["data"], target)
+
+
+@SETTINGS
+@given(
+    dag_id=st.sampled_from(["grid_search", "grid_search_spark"]),
+    max_depth=_unique_ints(*MAX_DEPTH_RANGE),
+    n_estimators=_unique_ints(*N_ESTIMATORS_RANGE),
+    cv=st.integers(*CV_RANGE),
+    target=nasty_text,
+    random_state=st.integers(0, 2**32 - 1),
+)
+def test_grid_cli_to_job_round_trip(
+    dags, captured_launch: list, capsys, dag_id, max_depth, n_estimators, cv, target, random_state
+) -> None:
+    argv = ["grid-search", f"--max-depth={','.join(map(str, max_depth))}",
+            f"--n-estimators={','.join(map(str, n_estimators))}", f"--cv={cv}", f"--target={target}",
+            f"--random-state={random_state}"]
+    if dag_id == "grid_search_spark":
+        argv.append("--spark")
+    captured_launch.clear()
+    assert _invoke(argv) == 0, capsys.readouterr().err
+    conf = captured_launch[-1]["conf"]
+    assert captured_launch[-1]["dag_id"] == dag_id
+    ns = job_namespace(dags, dag_id, dag_id, conf)
+    assert ns.max_depth == max_depth and ns.n_estimators == n_estimators and ns.cv == cv
+    _assert_common(ns, conf)
+
+
+@pytest.mark.parametrize("value", [0, 1, 2**31 - 1, 2**32 - 1])
+def test_random_state_extremes_survive_the_job_parser(dags, value: int) -> None:
+    from mlopsctl.pipelines import build_model_conf
+
+    conf = build_model_conf(random_state=value)
+    assert job_namespace(dags, "build_model", "train_model", conf).random_state == value

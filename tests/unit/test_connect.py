@@ -1,0 +1,206 @@
+"""`mlopsctl connect databricks|status` and `mlopsctl deploy jobs|dags` through the CLI entry point.
+
+Databricks is the local test server (real databricks-sdk calls); Airflow's connections API is an
+in-memory httpx.MockTransport here (the real Airflow is exercised in tests/integration/).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlopsctl.airflow.client import AirflowClient
+from mlopsctl.cli import main
+from mlopsctl.errors import ExitCode
+from tests.fixtures.databricks_server import DatabricksTestServer
+from tests.fixtures.databricks_server import databricks_server  # noqa: F401 - fixture
+
+
+class FakeAirflowConnections:
+    """Airflow's /api/v2/connections and /variables, as FACTS.md records them (201, 409, PATCH 200, '***')."""
+
+    def __init__(self) -> None:
+        self.conns: dict[str, dict] = {}
+        self.variables: dict[str, str] = {}
+        self.calls: list[tuple[str, str, dict | None]] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        path = request.url.path
+        self.calls.append((request.method, path, body))
+        if path == "/api/v2/connections" and request.method == "POST":
+            if not isinstance(body.get("extra", ""), str):
+                return httpx.Response(422, json={"detail": "extra must be a string"})
+            if body["connection_id"] in self.conns:
+                return httpx.Response(409, json={"detail": "exists"})
+            self.conns[body["connection_id"]] = dict(body)
+            return httpx.Response(201, json=self._public(body["connection_id"]))
+        if path == "/api/v2/connections" and request.method == "GET":
+            items = [self._public(c) for c in self.conns]
+            return httpx.Response(200, json={"connections": items, "total_entries": len(items)})
+        if path.startswith("/api/v2/connections/") and request.method == "PATCH":
+            cid = path.rsplit("/", 1)[1]
+            self.conns[cid].update(body)
+            return httpx.Response(200, json=self._public(cid))
+        if path == "/api/v2/variables" and request.method == "POST":
+            self.variables[body["key"]] = body["value"]
+            return httpx.Response(201, json=body)
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    def _public(self, cid: str) -> dict:
+        conn = dict(self.conns[cid])
+        if conn.get("password"):
+            conn["password"] = "***"
+        return conn
+
+
+@pytest.fixture
+def airflow(monkeypatch: pytest.MonkeyPatch) -> FakeAirflowConnections:
+    fake = FakeAirflowConnections()
+
+    def from_settings(cls, settings):
+        return cls(settings.airflow_url, auth="none", transport=httpx.MockTransport(fake.handler), retries=0)
+
+    monkeypatch.setattr(AirflowClient, "from_settings", classmethod(from_settings))
+    return fake
+
+
+@pytest.fixture
+def dbx_env(monkeypatch: pytest.MonkeyPatch, databricks_server: DatabricksTestServer) -> DatabricksTestServer:  # noqa: F811
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
+    return databricks_server
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_connect_creates_then_updates_the_connection(project, airflow, dbx_env, capsys) -> None:
+    code, out, err = run_cli(capsys, "connect", "databricks", "--insecure")
+    assert code == 0, err
+    assert "Created Airflow connection databricks_default" in err
+    assert dbx_env.user in out
+    stored = airflow.conns["databricks_default"]
+    assert stored["conn_type"] == "databricks"
+    assert (stored["host"], stored["schema"], stored["port"]) == ("127.0.0.1", "http", dbx_env.port)
+    assert stored["password"] == dbx_env.token and stored["login"] == ""
+    assert isinstance(stored["extra"], str)
+
+    code, out, err = run_cli(capsys, "connect", "databricks", "--insecure", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["action"] == "updated"
+    assert doc["connection"]["password"] == "***"
+    assert doc["identity"]["user_name"] == dbx_env.user
+    assert [c[0] for c in airflow.calls] == ["POST", "POST", "PATCH"]
+    assert dbx_env.token not in out + err
+
+
+def test_custom_conn_id(project, airflow, dbx_env, capsys) -> None:
+    code, _, err = run_cli(capsys, "connect", "databricks", "--insecure", "--conn-id", "dbx_prod")
+    assert code == 0, err
+    assert set(airflow.conns) == {"dbx_prod"}
+
+
+def test_dry_run_writes_nothing_and_masks_the_token(project, airflow, dbx_env, capsys) -> None:
+    code, out, err = run_cli(capsys, "connect", "databricks", "--insecure", "--dry-run")
+    assert code == 0, err
+    assert airflow.calls == []
+    assert "***" in out and '"conn_type": "databricks"' in out
+    assert dbx_env.token not in out + err
+    code, out, _ = run_cli(capsys, "connect", "databricks", "--insecure", "--dry-run", "--json")
+    assert json.loads(out)["action"] == "none"
+
+
+def test_plain_http_without_insecure_is_refused(project, airflow, dbx_env, capsys) -> None:
+    code, out, err = run_cli(capsys, "connect", "databricks")
+    assert code == ExitCode.CONFIG
+    assert "plain HTTP" in err and "--insecure" in err
+    assert airflow.calls == []
+
+
+def test_missing_credentials_message(project, airflow, capsys) -> None:
+    code, _, err = run_cli(capsys, "connect", "databricks")
+    assert code == ExitCode.CONFIG
+    assert "DATABRICKS_TOKEN" in err and "DATABRICKS_CLIENT_ID" in err and ".databrickscfg" in err
+    assert "Traceback" not in err
+
+
+def test_wrong_token_is_exit_auth_without_traceback_or_token(project, airflow, monkeypatch, databricks_server,  # noqa: F811
+                                                             capsys) -> None:
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapiNOTTHERIGHTONE")
+    code, out, err = run_cli(capsys, "connect", "databricks", "--insecure")
+    assert code == ExitCode.AUTH
+    assert "Invalid access token" in err and "Traceback" not in err
+    assert "dapiNOTTHERIGHTONE" not in out + err
+    assert airflow.calls == []
+
+
+def test_connect_status_checks_matching_host(project, airflow, dbx_env, capsys) -> None:
+    code, out, _ = run_cli(capsys, "connect", "status")
+    assert code == 0 and "No Databricks connections" in out
+    run_cli(capsys, "connect", "databricks", "--insecure")
+    code, out, err = run_cli(capsys, "connect", "status", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    [row] = doc["connections"]
+    assert row["connection_id"] == "databricks_default"
+    assert row["host"] == dbx_env.url and row["auth"] == "token"
+    assert row["check"].startswith("ok")
+    assert doc["local_credentials"]["user_name"] == dbx_env.user
+
+
+def test_deploy_jobs_uploads_versioned_and_sets_variable(project: Path, airflow, dbx_env, capsys) -> None:
+    jobs = project / "spark_jobs"
+    jobs.mkdir()
+    (jobs / "train_model.py").write_text("print('train')\n")
+    code, out, err = run_cli(capsys, "deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json",
+                             "--set-variable")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["path"].startswith("/Workspace/Shared/mlopsctl/jobs/v")
+    assert doc["files"] == [doc["path"] + "/train_model.py"]
+    assert dbx_env.workspace_path(doc["files"][0]).read_text() == "print('train')\n"
+    assert airflow.variables == {"MLOPSCTL_DATABRICKS_JOBS_PATH": doc["path"]}
+    # Same content -> same version; changed content -> a new one.
+    _, out2, _ = run_cli(capsys, "deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json")
+    assert json.loads(out2)["path"] == doc["path"]
+    (jobs / "train_model.py").write_text("print('v2')\n")
+    _, out3, _ = run_cli(capsys, "deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json")
+    assert json.loads(out3)["path"] != doc["path"]
+
+
+def test_deploy_jobs_bad_target(project, dbx_env, capsys) -> None:
+    code, _, err = run_cli(capsys, "deploy", "jobs", "--to", "dbfs:/jobs")
+    assert code == ExitCode.CONFIG and "/Volumes" in err
+
+
+def test_deploy_dags_copies_and_summarises(project: Path, capsys) -> None:
+    (project / "dags" / "common").mkdir(parents=True)
+    (project / "dags" / "build_model.py").write_text("# dag\n")
+    (project / "dags" / "common" / "compute.py").write_text("# compute\n")
+    (project / "dags" / "__pycache__").mkdir()
+    (project / "dags" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (project / "spark_jobs").mkdir()
+    (project / "spark_jobs" / "train_model.py").write_text("# job\n")
+    target = project / "mnt" / "dags"
+    code, out, err = run_cli(capsys, "deploy", "dags", "--to", str(target), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert sorted(doc["dags"]["added"]) == ["build_model.py", "common/compute.py"]
+    assert doc["spark_jobs"]["added"] == ["train_model.py"]
+    assert (target / "common" / "compute.py").read_text() == "# compute\n"
+    assert (project / "mnt" / "spark_jobs" / "train_model.py").is_file()
+    assert not (target / "__pycache__").exists()
+    (project / "dags" / "build_model.py").write_text("# dag v2\n")
+    code, out, err = run_cli(capsys, "deploy", "dags", "--to", str(target))
+    assert code == 0
+    assert "1 updated, 1 unchanged" in err and "updated  build_model.py" in out

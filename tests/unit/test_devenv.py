@@ -1,0 +1,415 @@
+"""The local stack's pieces without a real Airflow: layout, env, PID files, process-group stop, port checks,
+DAG-parse bookkeeping, start failures, and the `dev` CLI on a stopped stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mlopsctl.cli import main
+from mlopsctl.devenv import health as hc
+from mlopsctl.devenv import manager
+from mlopsctl.devenv.process import (
+    PidRecord,
+    marked_processes,
+    process_of,
+    read_pid_file,
+    spawn,
+    tail,
+    terminate,
+    tree_of,
+    write_pid_file,
+)
+from mlopsctl.devenv.stack import (
+    COMPONENTS,
+    STACK_MARKER,
+    ComponentSpec,
+    StackLayout,
+    airflow_env,
+    component_specs,
+    dags_folder,
+    ensure_admin_password,
+    migration_needed,
+    spark_jobs_dir,
+    write_migrate_stamp,
+)
+from mlopsctl.errors import ConfigError, ExitCode, StackError
+from mlopsctl.paths import bundled_dags_dir, bundled_spark_jobs_dir
+from mlopsctl.settings import Settings
+
+
+def settings_for(project: Path, **kw) -> Settings:
+    return Settings(_env_file=None, project_dir=project, **kw)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out = capsys.readouterr()
+        return int(exc.value.code or 0), out.out, out.err
+
+    return run
+
+
+@pytest.fixture
+def procs():
+    """Processes a test spawned; all killed at the end whatever happens."""
+    spawned: list[psutil.Process] = []
+    yield spawned
+    for proc in spawned:
+        try:
+            for child in proc.children(recursive=True):
+                child.kill()
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+# ------------------------------------------------------------------------------------------ layout / env
+
+
+def test_layout_and_password_file_are_private(tmp_path: Path) -> None:
+    layout = StackLayout(tmp_path / "state")
+    layout.ensure()
+    assert layout.state.stat().st_mode & 0o777 == 0o700
+    for sub in ("airflow", "mlflow/artifacts", "logs", "pids", "work"):
+        assert (layout.state / sub).is_dir()
+    pw = ensure_admin_password(layout)
+    assert len(pw) >= 16
+    assert layout.passwords_file == layout.state / "airflow" / "passwords.json"
+    assert layout.passwords_file.stat().st_mode & 0o777 == 0o600
+    assert json.loads(layout.passwords_file.read_text()) == {"admin": pw}
+    assert ensure_admin_password(layout) == pw  # stable across starts
+    assert ensure_admin_password(StackLayout(tmp_path / "other")) != pw  # generated, not a constant
+
+
+def test_airflow_env_has_what_the_components_and_tasks_need(tmp_path: Path) -> None:
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "spark_jobs").mkdir()
+    s = settings_for(tmp_path, airflow_port=18123, mlflow_port=18124, parallelism=3, compute="local",
+                     spark_master="local[2]")
+    layout = StackLayout.from_settings(s)
+    env = airflow_env(s, layout)
+    assert env["AIRFLOW_HOME"] == str(tmp_path / ".mlopsctl" / "airflow")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path / "dags")
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "3"
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__API__PORT"] == "18123"
+    assert env["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:18123"
+    assert int(env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"]) <= 10
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(layout.passwords_file)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{layout.airflow_db}"
+    # the runtime contract read by the DAG tasks
+    assert env["MLOPSCTL_MLFLOW_TRACKING_URI"] == "http://127.0.0.1:18124"
+    assert env["MLOPSCTL_COMPUTE"] == "local"
+    assert env["MLOPSCTL_SPARK_MASTER"] == "local[2]"
+    assert env["MLOPSCTL_SPARK_JOBS_DIR"] == str(tmp_path / "spark_jobs")
+    assert env["MLOPSCTL_WORK_DIR"] == str(layout.work_dir)
+    assert env["PYSPARK_PYTHON"] == env["PYSPARK_DRIVER_PYTHON"] == sys.executable
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert env["SPARK_LOCAL_IP"] == "127.0.0.1"
+    assert env[STACK_MARKER] == str(layout.state)
+    assert not any(k.startswith("PYTEST_") for k in env)
+
+
+def test_dags_and_spark_jobs_fall_back_to_the_bundled_ones(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    assert dags_folder(s) == bundled_dags_dir()
+    assert spark_jobs_dir(s) == bundled_spark_jobs_dir()
+    (tmp_path / "dags").mkdir()
+    assert dags_folder(s) == tmp_path / "dags"
+
+
+def test_component_commands_bind_loopback_and_skip_log_servers(tmp_path: Path) -> None:
+    s = settings_for(tmp_path, airflow_port=18001, mlflow_port=18002)
+    specs = component_specs(s)
+    assert list(specs) == ["mlflow", "api-server", "scheduler", "dag-processor", "triggerer"]
+    api = specs["api-server"].argv
+    assert api[api.index("--host") + 1] == "127.0.0.1" and api[api.index("--port") + 1] == "18001"
+    assert "--skip-serve-logs" in specs["scheduler"].argv and "--skip-serve-logs" in specs["triggerer"].argv
+    assert "standalone" not in " ".join(" ".join(spec.argv) for spec in specs.values())
+    ml = specs["mlflow"].argv
+    assert ml[ml.index("--host") + 1] == "127.0.0.1" and ml[ml.index("--port") + 1] == "18002"
+    assert ml[ml.index("--workers") + 1] == "1"
+    assert ml[ml.index("--backend-store-uri") + 1].startswith("sqlite:///")
+    assert specs["mlflow"].env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_same_port_for_both_servers_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot share port"):
+        component_specs(settings_for(tmp_path, airflow_port=18003, mlflow_port=18003))
+
+
+def test_migration_only_when_needed(tmp_path: Path) -> None:
+    layout = StackLayout(tmp_path / "state")
+    layout.ensure()
+    assert migration_needed(layout)  # first start
+    layout.airflow_db.write_bytes(b"")
+    layout.airflow_cfg.write_text("[core]\n")
+    assert migration_needed(layout)  # no stamp yet
+    write_migrate_stamp(layout)
+    assert not migration_needed(layout)
+    layout.migrate_stamp.write_text(json.dumps({"airflow_version": "2.0.0"}))
+    assert migration_needed(layout)  # Airflow was upgraded
+
+
+# ------------------------------------------------------------------------------------------ PID files
+
+
+def test_pid_file_round_trip_and_reused_pid_is_not_ours(tmp_path: Path, procs: list) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    procs.append(psutil.Process(proc.pid))
+    real = PidRecord("scheduler", proc.pid, psutil.Process(proc.pid).create_time(), ["x"], time.time())
+    write_pid_file(tmp_path / "scheduler.pid", real)
+    assert read_pid_file(tmp_path / "scheduler.pid") == real
+    assert process_of(real) is not None
+    reused = PidRecord("scheduler", proc.pid, real.create_time - 3600, ["x"], 0.0)
+    assert process_of(reused) is None  # same PID, another process: not ours
+    assert tree_of(reused) == []
+    assert terminate([reused], grace=1) == []
+    assert proc.poll() is None  # untouched
+
+
+def test_unreadable_pid_files(tmp_path: Path) -> None:
+    assert read_pid_file(tmp_path / "missing.pid") is None
+    (tmp_path / "junk.pid").write_text("not json")
+    assert read_pid_file(tmp_path / "junk.pid") is None
+    (tmp_path / "bare.pid").write_text("123")
+    assert read_pid_file(tmp_path / "bare.pid").pid == 123
+
+
+# ------------------------------------------------------------------------------------------ process groups
+
+TREE = "import subprocess, sys, time\n" \
+       "kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']) for _ in range(2)]\n" \
+       "print('ready', flush=True)\n" \
+       "time.sleep(300)\n"
+
+STUBBORN = "import signal, subprocess, sys, time\n" \
+           "signal.signal(signal.SIGTERM, lambda *a: print('got SIGTERM, staying', flush=True))\n" \
+           "print('ready', flush=True)\n" \
+           "time.sleep(300)\n"
+
+
+def _spawn(tmp_path: Path, name: str, code: str, env: dict | None = None) -> tuple[subprocess.Popen, PidRecord]:
+    spec = ComponentSpec(name, [sys.executable, "-c", code], env or dict(os.environ), tmp_path)
+    proc, record = spawn(spec, tmp_path / f"{name}.log", tmp_path / f"{name}.pid")
+    deadline = time.monotonic() + 30
+    while "ready" not in (tmp_path / f"{name}.log").read_text():
+        assert time.monotonic() < deadline, "helper process did not start"
+        time.sleep(0.05)
+    return proc, record
+
+
+def test_spawn_detaches_into_its_own_session_and_logs(tmp_path: Path, procs: list) -> None:
+    proc, record = _spawn(tmp_path, "tree", TREE)
+    procs.append(psutil.Process(proc.pid))
+    assert os.getsid(proc.pid) == proc.pid != os.getsid(0)
+    assert read_pid_file(tmp_path / "tree.pid") == record
+    assert "mlopsctl: starting tree" in (tmp_path / "tree.log").read_text()
+    assert len(tree_of(record)) == 3
+
+
+def test_stop_after_kill_9_of_the_leader_still_finds_its_orphans(tmp_path: Path, procs: list) -> None:
+    proc, record = _spawn(tmp_path, "tree", TREE)
+    leader = psutil.Process(proc.pid)
+    kids = leader.children()
+    procs.extend([leader, *kids])
+    assert len(kids) == 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert process_of(record) is None
+    orphans = tree_of(record)  # reparented to init, but still in the leader's session
+    assert sorted(p.pid for p in orphans) == sorted(k.pid for k in kids)
+    assert terminate([record], grace=5) == []
+    assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kids)
+
+
+def test_sigterm_then_sigkill_for_a_process_that_ignores_sigterm(tmp_path: Path, procs: list) -> None:
+    proc, record = _spawn(tmp_path, "stubborn", STUBBORN)
+    procs.append(psutil.Process(proc.pid))
+    assert terminate([record], grace=0.5) == []
+    assert "got SIGTERM, staying" in (tmp_path / "stubborn.log").read_text()  # asked politely first
+    assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_marked_processes_finds_everything_a_stack_spawned(tmp_path: Path, procs: list) -> None:
+    env = dict(os.environ, **{STACK_MARKER: str(tmp_path)})
+    proc, _ = _spawn(tmp_path, "tree", TREE, env)
+    procs.append(psutil.Process(proc.pid))
+    found = {p.pid for p in marked_processes(STACK_MARKER, str(tmp_path))}
+    assert found == {proc.pid, *(c.pid for c in psutil.Process(proc.pid).children())}
+    assert marked_processes(STACK_MARKER, str(tmp_path / "other")) == []
+
+
+def test_stop_stack_kills_its_components_and_keeps_stale_pid_away(tmp_path: Path, procs: list) -> None:
+    s = settings_for(tmp_path)
+    layout = StackLayout.from_settings(s)
+    layout.ensure()
+    env = dict(os.environ, **{STACK_MARKER: str(layout.state)})
+    proc, _ = _spawn(layout.logs_dir, "scheduler", TREE, env)
+    (layout.logs_dir / "scheduler.pid").replace(layout.pid_file("scheduler"))
+    kids = psutil.Process(proc.pid).children()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    procs.extend([psutil.Process(proc.pid), *kids, psutil.Process(bystander.pid)])
+    write_pid_file(layout.pid_file("mlflow"), PidRecord("mlflow", bystander.pid, 1.0, [], 0.0))
+
+    result = manager.stop_stack(s, grace=5)
+    assert result.stopped == ["scheduler"] and result.stale == ["mlflow"]
+    assert marked_processes(STACK_MARKER, str(layout.state)) == []
+    assert bystander.poll() is None
+    assert not any(layout.pid_file(n).exists() for n in COMPONENTS)
+    bystander.kill()
+    bystander.wait()
+
+
+# ------------------------------------------------------------------------------------------ ports / start
+
+
+def test_port_in_use_detection() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert manager.port_in_use(port)
+    assert not manager.port_in_use(port)
+
+
+def test_start_refuses_a_taken_port_before_spawning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spawned = []
+    monkeypatch.setattr(manager, "spawn", lambda *a, **k: spawned.append(a))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        s = settings_for(tmp_path, airflow_port=port, mlflow_port=port + 1 if port < 65535 else port - 1)
+        with pytest.raises(StackError) as exc:
+            manager.start_stack(s)
+    assert f"Port {port}" in exc.value.message and "api-server" in exc.value.message
+    assert exc.value.exit_code == ExitCode.STACK
+    assert "MLOPSCTL_AIRFLOW_PORT" in exc.value.hint
+    assert spawned == []
+
+
+def _fake_specs(tmp_path: Path, codes: dict[str, str]):
+    def specs(settings, layout=None):
+        return {name: ComponentSpec(name, [sys.executable, "-c", codes.get(name, "import time; time.sleep(300)")],
+                                    dict(os.environ, **{STACK_MARKER: str(settings.state)}), tmp_path)
+                for name in ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")}
+    return specs
+
+
+def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings_for(tmp_path / "p", airflow_port=free_port(), mlflow_port=free_port())
+    monkeypatch.setattr(manager, "component_specs", _fake_specs(tmp_path, {
+        "scheduler": "import sys; print('scheduler exploded: bad config', flush=True); sys.exit(3)"}))
+    monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
+    with pytest.raises(StackError) as exc:
+        manager.start_stack(s, timeout=60)
+    msg = exc.value.message
+    assert msg.startswith("scheduler exited during start (exit code 3)")
+    assert "scheduler exploded: bad config" in msg  # the tail of its log
+    assert "mlopsctl dev logs scheduler" in exc.value.hint
+    # what this start launched was stopped again
+    assert marked_processes(STACK_MARKER, str(s.state)) == []
+    assert not any(StackLayout(s.state).pid_file(n).exists() for n in COMPONENTS)
+
+
+def test_start_times_out_naming_the_unhealthy_component(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings_for(tmp_path / "p", airflow_port=free_port(), mlflow_port=free_port())
+    monkeypatch.setattr(manager, "component_specs", _fake_specs(tmp_path, {}))
+    monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
+    monkeypatch.setattr(manager, "_POLL", 0.1)
+    with pytest.raises(StackError) as exc:
+        manager.start_stack(s, timeout=1.5)
+    assert "was not healthy after" in exc.value.message and exc.value.message.startswith("api-server")
+    assert "MLOPSCTL_START_TIMEOUT" in exc.value.hint
+    assert marked_processes(STACK_MARKER, str(s.state)) == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------ DAG parse report
+
+
+def test_expected_dag_files_and_parse_report(tmp_path: Path) -> None:
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "params.py").write_text("from airflow.sdk import Param  # dag helpers\n")
+    (tmp_path / "a.py").write_text("from airflow.sdk import dag\n")
+    (tmp_path / "b.py").write_text("from airflow.sdk import dag\n")
+    (tmp_path / "c.py").write_text("from airflow.sdk import dag\n")
+    (tmp_path / "notes.py").write_text("x = 1\n")  # not a DAG file (Airflow's safe mode skips it)
+    (tmp_path / "__init__.py").write_text("")
+    files = hc.expected_dag_files(tmp_path)
+    assert [f.name for f in files] == ["a.py", "b.py", "c.py"]
+    dags = [{"dag_id": "a1", "fileloc": str(tmp_path / "a.py")}, {"dag_id": "old", "fileloc": str(tmp_path / "c.py"),
+                                                                    "is_stale": True}]
+    errors = [{"filename": "b.py", "stack_trace": "Traceback ...\nModuleNotFoundError: No module named 'nope'\n"}]
+    report = hc.parse_report(files, dags, errors)
+    assert report.dags_by_file == {"a.py": ["a1"]}
+    assert hc.last_line(report.import_errors["b.py"]) == "ModuleNotFoundError: No module named 'nope'"
+    assert report.pending == ["c.py"] and not report.complete
+
+
+def test_tail_reads_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(1000)))
+    assert tail(log, 3).splitlines() == ["line 997", "line 998", "line 999"]
+    assert tail(tmp_path / "missing.log") == ""
+
+
+# ------------------------------------------------------------------------------------------ CLI, stack stopped
+
+
+def test_status_of_a_stopped_stack(project: Path, cli) -> None:
+    code, out, err = cli("dev", "status", "--json")
+    assert code == ExitCode.STACK
+    data = json.loads(out)
+    assert data["running"] is False
+    assert [c["health"] for c in data["components"]] == ["stopped"] * len(COMPONENTS)
+    code, out, err = cli("dev", "status")
+    assert code == ExitCode.STACK and "mlopsctl dev start" in err
+
+
+def test_stop_when_not_running(project: Path, cli) -> None:
+    code, out, err = cli("dev", "stop")
+    assert code == 0 and "not running" in err
+
+
+def test_logs(project: Path, cli) -> None:
+    code, _, err = cli("dev", "logs", "nosuch")
+    assert code == ExitCode.USAGE and "api-server" in err
+    code, _, err = cli("dev", "logs", "scheduler")
+    assert code == ExitCode.USAGE and "No log for scheduler" in err
+    logs = project / ".mlopsctl" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "scheduler.log").write_text("one\ntwo\nthree\n")
+    (logs / "mlflow.log").write_text("m1\n")
+    code, out, _ = cli("dev", "logs", "scheduler", "-n", "2")
+    assert code == 0 and out.splitlines() == ["two", "three"]
+    code, out, _ = cli("dev", "logs", "-n", "1")
+    assert code == 0 and out.splitlines() == ["scheduler | three", "mlflow | m1"]
+
+
+def test_dev_help_has_examples(cli) -> None:
+    for sub in ("start", "stop", "status", "logs"):
+        code, out, _ = cli("dev", sub, "--help")
+        assert code == 0 and "Example" in out, sub
