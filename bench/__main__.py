@@ -18,7 +18,16 @@ import traceback
 from pathlib import Path
 
 from bench import BENCHMARKS
-from bench.common import CACHE_DIR, RESULTS_DIR, BenchContext, Row, log, not_measured, rows_to_json, write_json
+from bench.common import (
+    CACHE_DIR,
+    RESULTS_DIR,
+    BenchContext,
+    Row,
+    log,
+    not_measured,
+    rows_to_json,
+    write_json,
+)
 from bench.report import render_markdown
 
 

@@ -16,9 +16,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent  # the project checkout
 BENCH_DIR = Path(__file__).resolve().parent
@@ -268,7 +269,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.25,
                 return time.perf_counter() - t0
         except NotMeasured:
             raise
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:  # noqa: BLE001, S110 - not up yet
             pass
         if time.perf_counter() - t0 > timeout:
             raise NotMeasured(f"{what} not reached within {timeout:.0f} s")

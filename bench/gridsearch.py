@@ -100,9 +100,31 @@ def run_mlopsctl(ctx: BenchContext, data, spark: bool) -> dict:
         doc = json.loads(res.stdout)
     except ValueError:
         doc = {}
+    if spark and doc.get("dag_run_id"):  # the features table this run wrote: reused by `scaleout`
+        feats = features_path(st.state / "work", "grid_search_spark", doc["dag_run_id"])
+        if feats is not None:
+            ctx.shared.setdefault("grid_features", {})[str(data)] = {
+                "run_id": doc["dag_run_id"], "work_dir": str(st.state / "work"), "path": str(feats)}
     return {"wall": res.wall, "cpu": res.cpu, "duration_s": doc.get("duration_s"),
             "best_cv_rmse": (doc.get("metrics") or {}).get("best_cv_rmse") if isinstance(doc.get("metrics"), dict)
             else None}
+
+
+def features_path(work_dir, dag_id: str, run_id: str):
+    """Where the project's preprocess job put the features table of a run (None if it is not there)."""
+    import importlib.util
+
+    from mlopsctl.paths import bundled_spark_jobs_dir
+
+    spec = importlib.util.spec_from_file_location("_bench_rf_core", bundled_spark_jobs_dir() / "rf_core.py")
+    if spec is None or spec.loader is None:
+        return None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from pathlib import Path
+
+    path = Path(mod.features_path(str(work_dir), dag_id, run_id))
+    return path if path.exists() else None
 
 
 def run(ctx: BenchContext) -> list[Row]:

@@ -48,20 +48,39 @@ def _jobs_dir():
     return d
 
 
+def _dag_compute():
+    """The DAGs' own local-backend helpers (dags/common/compute.py): the exact spark-submit argv and env."""
+    import sys
+
+    from bench.common import ROOT
+
+    dags = str(ROOT / "dags")
+    if dags not in sys.path:
+        sys.path.insert(0, dags)
+    try:
+        from common import compute  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise NotMeasured(f"dags/common/compute.py not importable: {exc}") from None
+    return compute
+
+
 def bare_once(st: LocalStack, work, i: list[int]) -> float:
-    """preprocess_data + train_model with spark-submit, the way the DAG's local backend runs them."""
+    """preprocess_data then train_model with spark-submit, built by the DAGs' own job_argv/job_env, no Airflow."""
     jobs = _jobs_dir()
+    compute = _dag_compute()
     i[0] += 1
     run_id = f"bench_bare_{i[0]}"
-    env = spark_env({"MLOPSCTL_MLFLOW_TRACKING_URI": st.mlflow_url})
-    common = ["--dag-id", "build_model", "--run-id", run_id, "--work-dir", str(work)]
-    submit = [str(VENV_BIN / "spark-submit"), "--master", "local[*]", "--conf", "spark.ui.enabled=false",
-              "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
-              "--py-files", str(jobs / "rf_core.py")]
-    a = run_cmd([*submit, str(jobs / "preprocess_data.py"), *common, "--target", "target"], env=env, timeout=600)
-    b = run_cmd([*submit, str(jobs / "train_model.py"), *common, "--max-depth", str(CONF["max_depth"]),
-                 "--n-estimators", str(CONF["n_estimators"]), "--tracking-uri", st.mlflow_url,
-                 "--register-model", "mlopsctl-random-forest"], env=env, timeout=600)
+    common = ["--dag-id", "build_model", "--run-id", run_id, "--try-number", "1", "--work-dir", str(work),
+              "--tracking-uri", st.mlflow_url, "--registry-uri", "", "--experiment-prefix", "/mlopsctl",
+              "--data", "", "--target", "target"]
+    model = ["--max-depth", str(CONF["max_depth"]), "--n-estimators", str(CONF["n_estimators"]),
+             "--test-size", "0.2", "--random-state", "42", "--register-model", "mlopsctl-random-forest"]
+    env = compute.job_env("local[*]")
+    env.update(spark_env({"MLOPSCTL_MLFLOW_TRACKING_URI": st.mlflow_url}))
+    a = run_cmd(compute.job_argv("preprocess_data.py", common, spark=True, master="local[*]", jobs_dir=jobs),
+                env=env, timeout=600)
+    b = run_cmd(compute.job_argv("train_model.py", [*common, *model], spark=True, master="local[*]", jobs_dir=jobs),
+                env=env, timeout=600)
     return a.wall + b.wall
 
 

@@ -36,10 +36,12 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], modules: list[Any]) -
     lines = [
         "# mlopsctl benchmarks",
         "",
-        f"Mode: **{meta['mode']}** ({meta['runs_per_figure']} timed run(s) per figure after a warm-up, unless the"
-        f" row says otherwise); {meta['machine']['cores']} cores; Python {meta['machine']['python']};"
-        f" finished {meta['finished_utc']} in {meta['seconds']:.0f} s. Median with min/max; ratios are"
-        " against the peer measured in the same run.",
+        (
+            f"Mode: **{meta['mode']}** ({meta['runs_per_figure']} timed run(s) per figure after a warm-up, unless"
+            f" the row says otherwise); {meta['machine']['cores']} cores; Python {meta['machine']['python']};"
+            f" finished {meta['finished_utc']} in {meta['seconds']:.0f} s. Median with min/max; ratios are"
+            " against the peer measured in the same run."
+        ),
         "",
     ]
     for mod in modules:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from pathlib import Path
 
 from bench.common import (
     VENV_BIN,
@@ -15,14 +16,12 @@ from bench.common import (
     log,
     run_cmd,
 )
-from bench.gridsearch import CV, GRID, dataset
+from bench.gridsearch import CV, GRID, dataset, sizes
 from bench.localstack import stop_shared_stack
 from bench.sparkcluster import StandaloneCluster, spark_env
 
 NAME = "scaleout"
 TITLE = "5. Scale-out on a Spark standalone cluster (1 -> 2 one-core workers)"
-ROWS_FULL = 50_000
-ROWS_QUICK = 2_000
 PREDICT_WORKERS = 16
 DESCRIPTION = f"""
 pyspark's own `spark-class` runs a standalone Master and 1, then 2 Workers (`--cores 1`) on 127.0.0.1; the
@@ -36,7 +35,8 @@ F + ceil(36/16) waves x (W/36), no cluster start-up, same per-fit speed.
 
 
 def rows_n(ctx: BenchContext) -> int:
-    return ROWS_QUICK if ctx.quick else ROWS_FULL
+    """The largest data set of the grid benchmark (its features table is reused when there)."""
+    return sizes(ctx)[-1][0]
 
 
 def expected_rows(ctx: BenchContext) -> list[tuple[str, str]]:
@@ -72,27 +72,32 @@ def run(ctx: BenchContext) -> list[Row]:
     work = ctx.work / "scaleout"
     work.mkdir(parents=True, exist_ok=True)
     tracking = f"sqlite:///{work / 'mlflow.db'}"
-    run_id = f"bench_scale_{n}"
     submit = str(VENV_BIN / "spark-submit")
     env = spark_env({"MLOPSCTL_MLFLOW_TRACKING_URI": tracking, "MLFLOW_ALLOW_FILE_STORE": "true"})
-    log(f"scaleout: preprocess {n:,} rows (local[1], not timed)")
-    run_cmd([submit, "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
-             "--py-files", str(jobs / "rf_core.py"), str(jobs / "preprocess_data.py"),
-             "--dag-id", "grid_search_spark", "--run-id", run_id, "--work-dir", str(work / "features"),
-             "--data", str(data)], env=env, timeout=600)
+    reuse = (ctx.shared.get("grid_features") or {}).get(str(data))
+    if reuse and Path(reuse["path"]).exists():
+        log(f"scaleout: reusing the features table of grid run {reuse['run_id']}")
+        run_id, work_dir = reuse["run_id"], reuse["work_dir"]
+    else:
+        run_id, work_dir = f"bench_scale_{n}", str(work / "features")
+        log(f"scaleout: preprocess {n:,} rows (local[1], not timed)")
+        run_cmd([submit, "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+                 "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
+                 "--py-files", str(jobs / "rf_core.py"), str(jobs / "preprocess_data.py"),
+                 "--dag-id", "grid_search_spark", "--run-id", run_id, "--work-dir", work_dir,
+                 "--data", str(data)], env=env, timeout=600)
 
     def grid_once(cluster: StandaloneCluster, cores: int) -> tuple[float, float | None]:
         res = run_cmd([submit, *cluster.submit_conf(cores),
                        "--py-files", f"{jobs / 'rf_core.py'},{jobs / 'grid_search.py'}",
                        str(jobs / "grid_search_spark.py"),
-                       "--dag-id", "grid_search_spark", "--run-id", run_id, "--work-dir", str(work / "features"),
+                       "--dag-id", "grid_search_spark", "--run-id", run_id, "--work-dir", work_dir,
                        "--data", str(data), "--max-depth", ",".join(map(str, GRID["max_depth"])),
                        "--n-estimators", ",".join(map(str, GRID["n_estimators"])), "--cv", str(CV),
                        "--tracking-uri", tracking, "--register-model", ""], env=env, timeout=1800)
         return res.wall, _search_seconds(res.stdout)
 
-    runs = 1 if ctx.quick else 2
+    runs = 1  # each run takes minutes on one core (the table says so)
     cluster = StandaloneCluster(work / "cluster")
     ctx.cleanups.append(cluster.stop)
     walls: dict[int, list[float]] = {1: [], 2: []}
@@ -101,9 +106,6 @@ def run(ctx: BenchContext) -> list[Row]:
         cluster.start_master(None if ctx.quick else 7077)
         for workers in (1, 2):
             cluster.add_worker(cores=1)
-            if workers == 1:
-                log("scaleout: warm-up run on 1 worker")
-                grid_once(cluster, 1)
             for i in range(runs):
                 log(f"scaleout: {workers} worker(s), run {i + 1}/{runs}")
                 w, s = grid_once(cluster, workers)
@@ -115,7 +117,8 @@ def run(ctx: BenchContext) -> list[Row]:
 
     rows: list[Row] = []
     s1, s2 = Stats(walls[1]), Stats(walls[2])
-    note_runs = f"{runs} run(s) after a warm-up: each takes minutes" if runs < 5 else ""
+    note_runs = (f"{runs} run: minutes each on one core; no separate warm-up (the grid benchmark's Spark runs"
+                 " just before warmed the caches)")
     for k, s, srch in ((1, s1, searches[1]), (2, s2, searches[2])):
         r = Row(NAME, f"{NAME}.w{k}", f"{k} worker{'s' if k > 1 else ''}: grid wall, {n:,} rows",
                 stats=s.as_dict(), note=note_runs)

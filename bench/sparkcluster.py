@@ -45,7 +45,7 @@ class StandaloneCluster:
 
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        logf = open(self.workdir / f"{name}.log", "ab")
+        logf = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             return subprocess.Popen([str(VENV_BIN / "spark-class"), *argv], env=spark_env(extra_env), stdout=logf,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -186,7 +186,7 @@ def _standalone_once(ctx: BenchContext, home) -> tuple[float, float, float, int]
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         }
     )
-    logf = open(home.parent / "standalone.log", "ab")
+    logf = open(home.parent / "standalone.log", "ab")  # noqa: SIM115 - handed to the child
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(VENV_BIN / "airflow"), "standalone"], env=env, stdout=logf,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 from bench.common import BenchContext, NotMeasured, Row, free_port, log
 from bench.gridsearch import dataset
@@ -84,7 +85,7 @@ class CountingProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> CountingProxy:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

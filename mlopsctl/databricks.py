@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from mlopsctl.errors import AuthError, ConfigError, NotFoundError, RejectedError, ServerError, UnreachableError
+from mlopsctl.errors import (
+    AuthError,
+    ConfigError,
+    NotFoundError,
+    RejectedError,
+    ServerError,
+    UnreachableError,
+)
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient

@@ -82,14 +82,13 @@ def run_duration(start: datetime | None, end: datetime | None, now: datetime | N
 # --- live follow ------------------------------------------------------------------------------------
 
 
-def follow_table(dag_id: str, dag_run_id: str, run: Any, tasks: Iterable[Any], elapsed: float) -> Table:
-    """The live display while following: one row per task (state, try, task time)."""
+def follow_table(dag_id: str, dag_run_id: str, run: Any, tasks: Iterable[Any], elapsed: float) -> Group:
+    """The live display while following: a header line, then one row per task (state, try, task time)."""
     state = run.state if run is not None else "…"
-    table = Table(
-        title=f"{escape(dag_id)} · {escape(dag_run_id)} · {state} · {fmt_duration(elapsed)}",
-        title_justify="left",
-        expand=False,
-    )
+    head = Text(f"{dag_id} · {dag_run_id} · ")
+    head.append_text(state_text(state if run is not None else None) if run is not None else Text("…"))
+    head.append(f" · {fmt_duration(elapsed)}")
+    table = Table(expand=False)
     table.add_column("task")
     table.add_column("state")
     table.add_column("try", justify="right")
@@ -103,7 +102,7 @@ def follow_table(dag_id: str, dag_run_id: str, run: Any, tasks: Iterable[Any], e
         rows += 1
     if not rows:
         table.add_row("(waiting for the scheduler)", state_text(state if run is not None else None), "", "")
-    return table
+    return Group(head, table)
 
 
 def tasks_table(tasks: Iterable[dict[str, Any]]) -> Table:
@@ -156,11 +155,13 @@ def run_summary(doc: dict[str, Any]) -> Group:
             reg = run.get("registered_model")
             if reg:
                 parts.append(Text(f"Registered model: {reg['name']} version {reg.get('version') or '?'}"))
-    links = doc.get("links") or {}
-    for label, key in (("Airflow", "airflow"), ("MLflow", "mlflow")):
-        if links.get(key):  # never wrapped: a URL must stay clickable/copyable
-            parts.append(Text(f"{label}: {links[key]}", no_wrap=True, overflow="ignore"))
     return Group(*parts)
+
+
+def link_lines(doc: dict[str, Any]) -> list[str]:
+    """`Airflow: <url>` / `MLflow: <url>` (print with soft_wrap=True so a URL is never cut or wrapped)."""
+    links = doc.get("links") or {}
+    return [f"{label}: {links[key]}" for label, key in (("Airflow", "airflow"), ("MLflow", "mlflow")) if links.get(key)]
 
 
 def leaderboard(points: list[dict[str, Any]]) -> Table:
@@ -204,7 +205,7 @@ def heatmap(points: list[dict[str, Any]]) -> Table:
     cell = {(p.get("max_depth"), p.get("n_estimators")): p for p in points}
     values = [p["cv_rmse_mean"] for p in points if p["status"] == "ok" and p.get("cv_rmse_mean") is not None]
     lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
-    table = Table(title="CV RMSE heatmap: max_depth × n_estimators", title_justify="left", show_lines=False)
+    table = Table(title="CV RMSE: max_depth × n_estimators", title_justify="left", show_lines=False)
     table.add_column("depth \\ trees", justify="right", style="bold")
     for n in trees:
         table.add_column(str(n), justify="right")

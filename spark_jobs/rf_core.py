@@ -587,6 +587,10 @@ def log_grid(
 def int_arg(text: str) -> int:
     """argparse type: an integer ('80'; '80.0' too, as JSON may carry it)."""
     try:
+        return int(text)  # exact, however large (float() would round 2**60 + 1)
+    except ValueError:
+        pass
+    try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
@@ -604,11 +608,37 @@ def int_list_arg(text: str) -> list[int]:
 
 
 def optional_str(text: str) -> str | None:
-    return text if text not in ("", "None") else None
+    """Empty = not set. (The DAG templates render None as ''; a model really named 'None' stays 'None'.)"""
+    return text if text != "" else None
+
+
+class JobArgumentParser(argparse.ArgumentParser):
+    """The jobs' argv is built as [--flag, value, ...] pairs. Plain argparse takes a value that starts with
+    '-' (a target column '-x', a model name '--v2') for an option and fails; here every value that follows
+    a one-value option is bound to it (as if written --flag=value), so user strings arrive verbatim."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        takes_value = {
+            opt
+            for action in self._actions
+            if isinstance(action, argparse._StoreAction) and action.nargs is None
+            for opt in action.option_strings
+        }
+        joined: list[str] = []
+        i = 0
+        while i < len(args):
+            if args[i] in takes_value and i + 1 < len(args):
+                joined.append(f"{args[i]}={args[i + 1]}")
+                i += 2
+            else:
+                joined.append(args[i])
+                i += 1
+        return super().parse_known_args(joined, namespace)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = JobArgumentParser(description=description)
     p.add_argument("--dag-id", required=True)
     p.add_argument("--run-id", required=True, help="Airflow dag_run_id (keys the features table and MLflow runs)")
     p.add_argument("--try-number", type=int_arg, default=None)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             "best_params": search.best_params_,
             "best_cv_rmse": float(-search.best_score_),
             "rmse": rmse,
-            "rows": int(len(df)),
+            "rows": len(df),
         },
         sys.stdout,
     )

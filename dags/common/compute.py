@@ -181,9 +181,9 @@ def job_argv(job: str, arguments: Sequence[str], *, spark: bool, master: str | N
             "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN"]
     if _is_loopback_master(master):
         argv += ["--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1"]
-    py_files = [str(p) for p in sorted(jobs_dir.glob("*.py")) if p.name != job]
-    if py_files:
-        argv += ["--py-files", ",".join(py_files)]
+    # the driver imports sibling modules from the script's folder; executors need rf_core shipped
+    if (jobs_dir / "rf_core.py").is_file() and job != "rf_core.py":
+        argv += ["--py-files", str(jobs_dir / "rf_core.py")]
     return [*argv, str(script), *arguments]
 
 

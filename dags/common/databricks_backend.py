@@ -64,7 +64,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
 
@@ -100,7 +101,7 @@ def jobs_path() -> str:
             f"{JOBS_PATH_KEY} is not set: run `mlopsctl deploy jobs --set-variable` (or set it on the Airflow "
             "workers to the path `deploy jobs` printed)"
         )
-    if not (value.startswith("/Workspace/") or value.startswith("/Volumes/") or value.startswith("dbfs:/")):
+    if not value.startswith(("/Workspace/", "/Volumes/", "dbfs:/")):
         raise DatabricksConfigError(f"{JOBS_PATH_KEY}={value!r} must start with /Workspace/, /Volumes/ or dbfs:/")
     return value
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 import typer
@@ -25,7 +25,7 @@ def connect_databricks(
                           envvar="MLOPSCTL_DATABRICKS_CONN_ID", show_envvar=False)
     ] = "databricks_default",
     profile: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--profile", help="~/.databrickscfg profile. \\[env: DATABRICKS_CONFIG_PROFILE]",
                      show_default=False),
     ] = None,
@@ -105,7 +105,7 @@ def _auth_kind(conn: Any) -> str:
 def connect_status(
     ctx: typer.Context,
     profile: Annotated[
-        Optional[str], typer.Option("--profile", help="~/.databrickscfg profile to check with.", show_default=False)
+        str | None, typer.Option("--profile", help="~/.databrickscfg profile to check with.", show_default=False)
     ] = None,
     json_output: JsonOpt = False,
 ) -> None:

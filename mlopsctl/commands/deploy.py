@@ -5,7 +5,7 @@ from __future__ import annotations
 import filecmp
 import shutil
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -42,15 +42,15 @@ def deploy_jobs(
                      envvar="MLOPSCTL_DATABRICKS_UPLOAD_ROOT", show_envvar=False),
     ] = DEFAULT_UPLOAD_ROOT,
     src: Annotated[
-        Optional[Path], typer.Option("--src", help="Job files to upload (default: ./spark_jobs, else the bundled ones).",
+        Path | None, typer.Option("--src", help="Job files to upload (default: ./spark_jobs, else the bundled ones).",
                                      show_default=False)
     ] = None,
     version: Annotated[
-        Optional[str], typer.Option("--version", help="Version folder name (default: v<mlopsctl version>-<content "
+        str | None, typer.Option("--version", help="Version folder name (default: v<mlopsctl version>-<content "
                                                       "hash>).", show_default=False)
     ] = None,
     profile: Annotated[
-        Optional[str], typer.Option("--profile", help="~/.databrickscfg profile. \\[env: DATABRICKS_CONFIG_PROFILE]",
+        str | None, typer.Option("--profile", help="~/.databrickscfg profile. \\[env: DATABRICKS_CONFIG_PROFILE]",
                                     show_default=False)
     ] = None,
     set_variable: Annotated[
@@ -128,7 +128,7 @@ def deploy_dags(
     ctx: typer.Context,
     to: Annotated[Path, typer.Option("--to", help="The Airflow DAGs folder (mounted volume or git-sync checkout).")],
     jobs_to: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--jobs-to", help="Where spark_jobs/ goes (default: spark_jobs/ next to the DAGs folder).",
                      show_default=False),
     ] = None,

@@ -49,7 +49,7 @@ class _Progress:
 
     def __init__(self, actx: AppContext):
         self.console = actx.console
-        self.interactive = self.console.interactive and not actx.quiet
+        self.interactive = self.console.interactive and not self.console.quiet
         self.rows: dict[str, tuple[str, str]] = {}
         self.t0 = time.monotonic()
         self.live = None
@@ -84,10 +84,13 @@ class _Progress:
         self.rows[component] = (state, detail)
         if self.live is not None:
             self.live.update(self._render())
-        else:
+        elif not self.console.quiet:
+            from rich.markup import escape
+
             elapsed = time.monotonic() - self.t0
-            self.console.status_line(f"[{elapsed:5.1f}s] {self.LABELS.get(component, component)}: {state}"
-                                     + (f" ({detail})" if detail else ""))
+            line = f"[{elapsed:5.1f}s] {self.LABELS.get(component, component)}: {state}" + (
+                f" ({detail})" if detail else "")
+            self.console.err.print(escape(line), soft_wrap=True)
 
 
 @app.command()
@@ -128,11 +131,11 @@ def start(
         console.warn(f"DAG file {name} failed to import: {last_line(trace)}")
     if result.import_errors:
         console.info("  See the full traces with `mlopsctl check` or in the Airflow UI.")
-    console.print(f"Airflow UI  {result.airflow_url}   (user [bold]{result.username}[/bold], password in "
-                  f"{result.passwords_file}, or `mlopsctl dev status --show-password`)")
-    console.print(f"MLflow UI   {result.mlflow_url}")
+    console.print(f"Airflow UI  {result.airflow_url}   (log in as [bold]{result.username}[/bold]; the password is in "
+                  f"{result.passwords_file}, or run `mlopsctl dev status --show-password`)", soft_wrap=True)
+    console.print(f"MLflow UI   {result.mlflow_url}", soft_wrap=True)
     n_dags = sum(len(v) for v in result.dags.values())
-    console.print(f"DAGs        {n_dags} from {result.dags_folder}")
+    console.print(f"DAGs        {n_dags} from {result.dags_folder}", soft_wrap=True)
     console.info("Stop it with `mlopsctl dev stop`; follow a component's log with `mlopsctl dev logs scheduler -f`.")
 
 
@@ -208,8 +211,9 @@ def status(
         table.add_row("[bold]total[/bold]", "", "", "", f"[bold]{_human_bytes(st.total_rss_bytes)}[/bold]", "")
         actx.console.print(table)
         if st.running:
-            actx.console.print(f"Airflow UI  {st.airflow_url}   (user admin, password in {st.passwords_file})")
-            actx.console.print(f"MLflow UI   {st.mlflow_url}")
+            actx.console.print(f"Airflow UI  {st.airflow_url}   (user admin, password in {st.passwords_file})",
+                               soft_wrap=True)
+            actx.console.print(f"MLflow UI   {st.mlflow_url}", soft_wrap=True)
         if show_password:
             actx.console.print(f"Password    {password or '(none yet: run `mlopsctl dev start`)'}")
         if not st.running:

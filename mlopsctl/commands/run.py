@@ -279,9 +279,11 @@ def emit(actx: AppContext, pipeline: Any, doc: dict[str, Any]) -> None:
     if console.json_mode:
         console.json(doc)
         return
-    from mlopsctl.render import heatmap, leaderboard, run_summary, tasks_table
+    from mlopsctl.render import heatmap, leaderboard, link_lines, run_summary, tasks_table
 
     console.print(run_summary(doc))
+    for line in link_lines(doc):
+        console.print(line, soft_wrap=True, markup=False)
     if doc.get("state") != "success":
         console.print(tasks_table(doc["tasks"]))
     points = (doc.get("mlflow") or {}).get("points")

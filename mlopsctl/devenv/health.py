@@ -1,7 +1,7 @@
 """Real health of the local stack: Airflow's health JSON, MLflow's /health, and the DAG files parsed.
 
-Plain httpx for the unauthenticated probes (health, /auth/token); DAG and import-error listings go through
-`mlopsctl.airflow.client.AirflowClient` when it is available, else a minimal httpx fallback.
+Plain httpx for the unauthenticated probes (they must not retry or raise: they are polled); DAG and
+import-error listings go through `mlopsctl.airflow.client.AirflowClient`.
 """
 
 from __future__ import annotations
@@ -57,21 +57,6 @@ def mlflow_healthy(base_url: str, *, timeout: httpx.Timeout | float = _PROBE_TIM
     return resp.status_code == 200
 
 
-def airflow_token(base_url: str, username: str, password: str, *, timeout: float = 10.0) -> str | None:
-    """JWT from POST /auth/token (None if the server refuses or is not up yet)."""
-    try:
-        resp = httpx.post(f"{base_url}/auth/token", json={"username": username, "password": password},
-                          timeout=timeout)
-    except httpx.HTTPError:
-        return None
-    if resp.status_code not in (200, 201):
-        return None
-    try:
-        return resp.json().get("access_token")
-    except (ValueError, AttributeError):
-        return None
-
-
 def expected_dag_files(folder: Path) -> list[Path]:
     """Top-level .py files of the DAGs folder that Airflow's safe mode would parse (mention 'airflow' and
     'dag'); helpers in sub-packages such as dags/common/ are not DAG files."""
@@ -103,38 +88,6 @@ class ParseReport:
         return not self.pending
 
 
-def _paged(client: httpx.Client, path: str, key: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        resp = client.get(path, params={"limit": 100, "offset": offset})
-        resp.raise_for_status()
-        data = resp.json()
-        page = data.get(key) or []
-        items.extend(page)
-        total = data.get("total_entries", len(items))
-        if not page or len(items) >= total:
-            return items
-        offset += len(page)
-
-
-def _fetch_with_httpx(base_url: str, token: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=_PROBE_TIMEOUT) as client:
-        dags = _paged(client, "/api/v2/dags", "dags")
-        errors = _paged(client, "/api/v2/importErrors", "import_errors")
-    return dags, errors
-
-
-def _fetch_with_client(client: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
-    """Use the shared AirflowClient if it is implemented (returns None while it is still a stub)."""
-    dags = client.list_dags()
-    errors = client.import_errors()
-    if dags is None or errors is None:
-        return None
-    return [d.model_dump() for d in dags], [e.model_dump() for e in errors]
-
-
 def _matches(file: Path, recorded: str | None) -> bool:
     if not recorded:
         return False
@@ -160,15 +113,13 @@ def parse_report(files: list[Path], dags: list[dict[str, Any]], errors: list[dic
     return report
 
 
-def dag_parse_report(base_url: str, token: str, files: list[Path], *, client: Any = None) -> ParseReport | None:
-    """ParseReport for `files`, or None if the api-server could not be asked right now."""
+def dag_parse_report(client: Any, files: list[Path]) -> ParseReport | None:
+    """ParseReport for `files` from an AirflowClient, or None if the api-server cannot answer right now."""
     try:
-        fetched = _fetch_with_client(client) if client is not None else None
-        if fetched is None:
-            fetched = _fetch_with_httpx(base_url, token)
+        dags = [d.model_dump() for d in client.list_dags()]
+        errors = [e.model_dump() for e in client.import_errors()]
     except Exception:  # noqa: BLE001 - a probe: any failure means "not ready yet"
         return None
-    dags, errors = fetched
     return parse_report(files, dags, errors)
 
 

@@ -232,6 +232,16 @@ def _ports(settings: Settings) -> dict[str, int | None]:
     }
 
 
+def recorded_port(record: PidRecord | None) -> int | None:
+    """The --port a running component was started with (from its PID file)."""
+    if record is None or "--port" not in record.argv:
+        return None
+    try:
+        return int(record.argv[record.argv.index("--port") + 1])
+    except (IndexError, ValueError):
+        return None
+
+
 def _airflow_component_health(health: dict[str, Any] | None, name: str, since: float | None = None) -> str:
     if health is None:
         return "unknown"
@@ -251,10 +261,15 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
     records = _records(layout)
     ports = _ports(settings)
     alive = {name: process_of(rec) for name, rec in records.items()}
+    for name in ("api-server", "mlflow"):  # a running stack reports the ports it really uses
+        if alive[name] is not None:
+            ports[name] = recorded_port(records[name]) or ports[name]
+    airflow_url = f"http://127.0.0.1:{ports['api-server']}"
+    mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"
     health = None
     if probe and alive.get("api-server") is not None:
-        health = hc.airflow_health(settings.local_airflow_url)
-    mlflow_ok = probe and alive.get("mlflow") is not None and hc.mlflow_healthy(settings.local_mlflow_url)
+        health = hc.airflow_health(airflow_url)
+    mlflow_ok = probe and alive.get("mlflow") is not None and hc.mlflow_healthy(mlflow_url)
     states = []
     for name in COMPONENTS:
         rec, proc = records[name], alive[name]
@@ -275,8 +290,7 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
             ComponentState(name, proc.pid, True, ports[name], h, rss_bytes(procs), len(procs),
                            rec.started_at if rec else None, str(layout.log_file(name)))
         )
-    return StackStatus(layout.state, settings.local_airflow_url, settings.local_mlflow_url, layout.passwords_file,
-                       states)
+    return StackStatus(layout.state, airflow_url, mlflow_url, layout.passwords_file, states)
 
 
 # --------------------------------------------------------------------------------------------- start
@@ -330,6 +344,77 @@ def _fail(name: str, reason: str, layout: StackLayout, started: dict[str, PidRec
     )
 
 
+def _wait_healthy(
+    settings: Settings,
+    layout: StackLayout,
+    records: dict[str, PidRecord | None],
+    to_start: list[str],
+    started: dict[str, PidRecord],
+    procs: dict[str, subprocess.Popen],
+    client: Any,
+    dag_files: list[Path],
+    deadline: float,
+    limit: float,
+    progress: Progress,
+) -> hc.ParseReport:
+    """Poll until every component is healthy and every DAG file is parsed; StackError on death/timeout."""
+    done: set[str] = set()
+    report: hc.ParseReport | None = None
+    last: dict[str, str] = {}
+
+    def note(name: str, state: str, detail: str = "") -> None:
+        if last.get(name) != state + detail:
+            last[name] = state + detail
+            progress(name, state, detail)
+
+    while True:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                _fail(name, f"exited during start (exit code {proc.returncode})", layout, started)
+        for name in COMPONENTS:
+            if name not in to_start and process_of(records[name]) is None:
+                _fail(name, "stopped while the stack was starting", layout, started)
+
+        health = hc.airflow_health(settings.local_airflow_url) if len(done) < len(COMPONENTS) else None
+        for name in COMPONENTS:
+            if name in done:
+                continue
+            if name == "mlflow":
+                healthy = hc.mlflow_healthy(settings.local_mlflow_url)
+            elif name == "api-server":
+                healthy = health is not None and hc.component_status(health, "metadatabase") == "healthy"
+            else:
+                since = started[name].started_at - 1.0 if name in started else None
+                healthy = _airflow_component_health(health, name, since) == "healthy"
+            if healthy:
+                done.add(name)
+            note(name, "healthy" if healthy else "waiting")
+
+        if done >= set(AIRFLOW_COMPONENTS) and (report is None or not report.complete):
+            fresh = hc.dag_parse_report(client, dag_files)
+            if fresh is not None:
+                report = fresh
+                if report.complete:
+                    note("dags", "done", f"{len(report.dags_by_file)} file(s) with DAGs, "
+                                         f"{len(report.import_errors)} import error(s)")
+                else:
+                    note("dags", "waiting", f"{len(report.pending)} of {len(dag_files)} file(s) not parsed yet")
+
+        if done == set(COMPONENTS) and report is not None and report.complete:
+            return report
+        if time.monotonic() > deadline:
+            waiting = [n for n in COMPONENTS if n not in done]
+            if waiting:
+                others = f" (also not healthy: {', '.join(waiting[1:])})" if waiting[1:] else ""
+                _fail(waiting[0], f"was not healthy after {limit:.0f} s{others}", layout, started,
+                      hint="The machine may be slow: raise MLOPSCTL_START_TIMEOUT (or --timeout), or read the log "
+                           "above.")
+            pending = ", ".join(report.pending) if report else "all of them"
+            _fail("dag-processor", f"had not parsed these DAG files after {limit:.0f} s: {pending}", layout, started,
+                  hint="Raise MLOPSCTL_START_TIMEOUT, or check the DAG files with `mlopsctl check`.")
+        time.sleep(_POLL)
+
+
 def start_stack(settings: Settings, *, on_progress: Progress | None = None, timeout: float | None = None) -> StartResult:
     """Start whatever part of the stack is not running and wait until all of it is really healthy.
 
@@ -337,7 +422,8 @@ def start_stack(settings: Settings, *, on_progress: Progress | None = None, time
     (stray children killed, stale PID file removed) and started again."""
     progress = on_progress or _noop
     t0 = time.monotonic()
-    deadline = t0 + (timeout if timeout is not None else settings.start_timeout)
+    limit = timeout if timeout is not None else settings.start_timeout
+    deadline = t0 + limit
     layout = StackLayout.from_settings(settings)
     layout.ensure()
     password = ensure_admin_password(layout)
@@ -346,6 +432,14 @@ def start_stack(settings: Settings, *, on_progress: Progress | None = None, time
     dag_files = hc.expected_dag_files(folder)
 
     records = _records(layout)
+    for name, env_var, port in (("api-server", "MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
+                                ("mlflow", "MLOPSCTL_MLFLOW_PORT", settings.mlflow_port)):
+        actual = recorded_port(records[name]) if process_of(records[name]) is not None else None
+        if actual is not None and actual != port:
+            raise StackError(
+                f"The local stack in {layout.state} is already running with {name} on port {actual}, not {port}.",
+                hint=f"Use {env_var}={actual}, or run `mlopsctl dev stop` first to restart it on port {port}.",
+            )
     to_start = []
     for name in COMPONENTS:
         if process_of(records[name]) is not None:
@@ -386,71 +480,21 @@ def start_stack(settings: Settings, *, on_progress: Progress | None = None, time
         progress(name, "starting", f"pid {record.pid}")
 
     # ---- wait for real health
-    done: set[str] = set()
-    dags_done = False
-    token: str | None = None
-    report: hc.ParseReport | None = None
-    last: dict[str, str] = {}
+    from mlopsctl.airflow.client import AirflowClient
 
-    def note(name: str, state: str, detail: str = "") -> None:
-        if last.get(name) != state + detail:
-            last[name] = state + detail
-            progress(name, state, detail)
-
-    while True:
-        for name, proc in procs.items():
-            if name not in done and proc.poll() is not None:
-                _fail(name, f"exited during start (exit code {proc.returncode})", layout, started)
-        for name in COMPONENTS:
-            if name not in to_start and process_of(records[name]) is None:
-                _fail(name, "stopped while the stack was starting", layout, started)
-
-        health = hc.airflow_health(settings.local_airflow_url)
-        for name in COMPONENTS:
-            if name in done:
-                continue
-            if name == "mlflow":
-                ok = hc.mlflow_healthy(settings.local_mlflow_url)
-                state = "healthy" if ok else "waiting"
-            elif name == "api-server":
-                state = "healthy" if health is not None and hc.component_status(health, "metadatabase") == "healthy" \
-                    else "waiting"
-            else:
-                since = started[name].started_at - 1.0 if name in started else None
-                h = _airflow_component_health(health, name, since)
-                state = "healthy" if h == "healthy" else "waiting"
-            if state == "healthy":
-                done.add(name)
-                note(name, "healthy", "")
-            else:
-                note(name, "waiting", "")
-
-        if done >= set(AIRFLOW_COMPONENTS) and not dags_done:
-            if token is None:
-                token = hc.airflow_token(settings.local_airflow_url, ADMIN_USER, password)
-            if token is not None:
-                report = hc.dag_parse_report(settings.local_airflow_url, token, dag_files)
-                if report is not None:
-                    if report.complete:
-                        dags_done = True
-                        note("dags", "done", f"{len(report.dags_by_file)} file(s) parsed, "
-                                             f"{len(report.import_errors)} import error(s)")
-                    else:
-                        note("dags", "waiting", f"{len(report.pending)} of {len(dag_files)} file(s) not parsed yet")
-
-        if done == set(COMPONENTS) and dags_done:
-            break
-        if time.monotonic() > deadline:
-            waiting = [n for n in COMPONENTS if n not in done]
-            if waiting:
-                name = waiting[0]
-                others = f" (also not healthy: {', '.join(waiting[1:])})" if waiting[1:] else ""
-                _fail(name, f"was not healthy after {settings.start_timeout:.0f} s{others}", layout, started,
-                      hint="The machine may be slow: raise MLOPSCTL_START_TIMEOUT, or read the log above.")
-            pending = ", ".join(report.pending) if report else "all"
-            _fail("dag-processor", f"had not parsed these DAG files after {settings.start_timeout:.0f} s: {pending}",
-                  layout, started, hint="Raise MLOPSCTL_START_TIMEOUT or check the DAG files with `mlopsctl check`.")
-        time.sleep(_POLL)
+    client = AirflowClient(settings.local_airflow_url, auth="password", username=ADMIN_USER, password=password,
+                           timeout=10.0, retries=0)
+    try:
+        report = _wait_healthy(settings, layout, records, to_start, started, procs, client, dag_files, deadline,
+                               limit, progress)
+    except KeyboardInterrupt:
+        # Ctrl-C during start: do not leave a half-started stack behind
+        terminate(list(started.values()), grace=10.0)
+        for comp in started:
+            remove_pid_file(layout.pid_file(comp))
+        raise
+    finally:
+        client.close()
 
     return StartResult(
         already_running=not to_start,
@@ -462,8 +506,8 @@ def start_stack(settings: Settings, *, on_progress: Progress | None = None, time
         username=ADMIN_USER,
         passwords_file=layout.passwords_file,
         dags_folder=folder,
-        dags=report.dags_by_file if report else {},
-        import_errors=report.import_errors if report else {},
+        dags=report.dags_by_file,
+        import_errors=report.import_errors,
     )
 
 

@@ -43,6 +43,7 @@ def cli(stack, *argv: str, env: dict[str, str] | None = None, cwd: Path | None =
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT,
+        check=False,
     )
 
 
@@ -114,12 +115,13 @@ def test_run_build_model_prints_what_mlflow_holds(local_stack, built) -> None:
     )
 
 
-def test_run_tables_output_has_metrics_and_links(local_stack) -> None:
-    res = cli(local_stack, "run", "build-model", "--max-depth", "5", "--n-estimators", "10", "--no-register")
+def test_status_of_a_run_prints_tables_metrics_and_links(local_stack, built) -> None:
+    doc, _ = built
+    res = cli(local_stack, "status", doc["dag_run_id"])
     assert res.returncode == 0, res.stderr[-3000:]
-    for needle in ("build-model", "success", "rmse", "mae", "r2", "Airflow: http", "MLflow: http"):
+    for needle in ("build-model", "success", "rmse", "mae", "r2", "preprocess_data", "train_model", "max_depth",
+                   f"Airflow: {doc['links']['airflow']}", f"MLflow: {doc['links']['mlflow']}"):
         assert needle in res.stdout, needle
-    assert "preprocess_data" in res.stderr and "train_model" in res.stderr  # plain progress lines (no TTY)
 
 
 @pytest.mark.slow
@@ -143,7 +145,7 @@ def test_grid_search_one_row_per_point(local_stack, spark: bool) -> None:
     # the human view: leaderboard + heatmap, one row per point
     text = cli(local_stack, "status", doc["dag_run_id"])
     assert text.returncode == 0, text.stderr
-    assert "leaderboard" in text.stdout and "heatmap" in text.stdout
+    assert "leaderboard" in text.stdout and "max_depth × n_estimators" in text.stdout
 
 
 def test_status_lists_runs_with_key_metric(local_stack, built) -> None:
@@ -174,50 +176,32 @@ def test_forced_failure_exits_run_failed_with_log_tail(local_stack, tmp_path: Pa
     assert logs.returncode == 0 and "price" in logs.stdout
 
 
-def test_no_wait_then_status_wait_reattaches(local_stack) -> None:
+def test_no_wait_then_sigint_while_reattached_then_reattach_again(local_stack) -> None:
     res = cli(local_stack, "run", "build-model", "--max-depth", "4", "--n-estimators", "5", "--no-register", "--no-wait")
     assert res.returncode == 0, res.stderr
     run_id = res.stdout.strip()
-    assert run_id.startswith("mlopsctl__") and "status " + run_id in res.stderr
+    assert run_id.startswith("mlopsctl__") and f"mlopsctl status {run_id} --wait" in res.stderr
+
+    # reattach, then Ctrl-C while it waits: exit 130, the reattach hint, and the run is NOT cancelled
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlopsctl", "status", run_id, "--wait"],
+        env=_env(local_stack), cwd=str(local_stack.project_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = proc.stderr.readline()  # the first progress line: it is following now
+    assert run_id in first, first
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.INTERRUPTED == 130, first + err
+    assert f"mlopsctl status {run_id} --wait" in err
+    with local_stack.client() as client:
+        assert client.get_run("build_model", run_id).state in ("queued", "running", "success")
+
+    # reattach again: follows to the end with the same result/exit code as `run`
     again = cli(local_stack, "status", run_id, "--wait", "--json")
     assert again.returncode == 0, again.stderr[-3000:]
     doc = json.loads(again.stdout)
     assert doc["dag_run_id"] == run_id and doc["state"] == "success" and doc["mlflow"]["run"]["metrics"]["rmse"] > 0
-
-
-def test_sigint_while_waiting_leaves_the_run_running(local_stack) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlopsctl", "run", "build-model", "--max-depth", "6", "--n-estimators", "5",
-         "--no-register"],
-        env=_env(local_stack), cwd=str(local_stack.project_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )
-    run_id = None
-    deadline = time.monotonic() + 300
-    lines: list[str] = []
-    while time.monotonic() < deadline:  # wait until it is following (it printed the run id)
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Triggered build_model run" in line:
-            run_id = line.split("run", 1)[1].strip().split()[0]
-            break
-    assert run_id, "".join(lines)
-    time.sleep(1.5)  # let it poll once
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == ExitCode.INTERRUPTED == 130, err
-    assert f"mlopsctl status {run_id} --wait" in err
-    with local_stack.client() as client:
-        state = client.get_run("build_model", run_id).state
-        assert state in ("queued", "running", "success")  # not cancelled
-        for _ in range(600):
-            state = client.get_run("build_model", run_id).state
-            if state in ("success", "failed"):
-                break
-            time.sleep(1)
-    assert state == "success"
 
 
 BAD_INPUT = [
@@ -259,14 +243,14 @@ def test_wrong_credentials(local_stack) -> None:
     assert "definitely-wrong" not in res.stderr + res.stdout
 
 
-def test_mlflow_unreachable_prints_airflow_result_with_warning(local_stack) -> None:
+def test_mlflow_unreachable_prints_airflow_result_with_warning(local_stack, built) -> None:
+    doc0, _ = built
     env = _env(local_stack, MLOPSCTL_MLFLOW_TRACKING_URI="http://127.0.0.1:9")
-    res = cli(local_stack, "run", "build-model", "--max-depth", "3", "--n-estimators", "5", "--no-register",
-              "--json", env=env)
+    res = cli(local_stack, "status", doc0["dag_run_id"], "--wait", "--json", env=env)  # same path as `run`
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads(res.stdout)
-    assert doc["state"] == "success" and doc["mlflow"] is None
-    assert "Warning" in res.stderr and "MLflow" in res.stderr
+    assert doc["state"] == "success" and doc["mlflow"] is None and doc["tasks"]
+    assert "Warning" in res.stderr and "MLflow" in res.stderr and "127.0.0.1:9" in res.stderr
 
 
 def test_dags_lists_the_pipelines(local_stack) -> None:

@@ -102,7 +102,9 @@ def test_problem_details(broken_report) -> None:
         return " | ".join(p["message"] for p in by_file[name]["problems"] if p["kind"] == kind)
 
     assert "No module named 'mlopsctl_no_such_module'" in messages("import_error.py", "import_error")
-    assert messages("import_error.py", "import_error").startswith("line 9: ModuleNotFoundError")
+    lines = (BROKEN / "import_error.py").read_text().splitlines()
+    lineno = next(i for i, ln in enumerate(lines, 1) if ln.startswith("import mlopsctl_no_such_module"))
+    assert messages("import_error.py", "import_error").startswith(f"line {lineno}: ModuleNotFoundError")
     assert "SyntaxError" in messages("syntax_error.py", "import_error")
     assert "Cycle detected in Dag: broken_cycle" in messages("cycle.py", "cycle")
     assert "fragile" in messages("no_retries.py", "missing_retries")

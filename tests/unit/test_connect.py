@@ -15,8 +15,10 @@ import pytest
 from mlopsctl.airflow.client import AirflowClient
 from mlopsctl.cli import main
 from mlopsctl.errors import ExitCode
-from tests.fixtures.databricks_server import DatabricksTestServer
-from tests.fixtures.databricks_server import databricks_server  # noqa: F401 - fixture
+from tests.fixtures.databricks_server import (
+    DatabricksTestServer,
+    databricks_server,  # noqa: F401 - fixture
+)
 
 
 class FakeAirflowConnections:
@@ -120,7 +122,7 @@ def test_dry_run_writes_nothing_and_masks_the_token(project, airflow, dbx_env, c
 
 
 def test_plain_http_without_insecure_is_refused(project, airflow, dbx_env, capsys) -> None:
-    code, out, err = run_cli(capsys, "connect", "databricks")
+    code, _, err = run_cli(capsys, "connect", "databricks")
     assert code == ExitCode.CONFIG
     assert "plain HTTP" in err and "--insecure" in err
     assert airflow.calls == []

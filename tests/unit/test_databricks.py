@@ -10,8 +10,10 @@ import pytest
 
 from mlopsctl import databricks as dbx
 from mlopsctl.errors import AuthError, ConfigError, ExitCode, NotFoundError, UnreachableError
-from tests.fixtures.databricks_server import DatabricksTestServer, free_port
-from tests.fixtures.databricks_server import databricks_server  # noqa: F401 - fixture
+from tests.fixtures.databricks_server import (
+    databricks_server,  # noqa: F401 - fixture
+    free_port,
+)
 
 
 def _cfg(**kw):

@@ -8,8 +8,11 @@ import textwrap
 import httpx
 import pytest
 
-from tests.fixtures.databricks_server import DatabricksTestServer, _python_error
-from tests.fixtures.databricks_server import databricks_server  # noqa: F401 - fixture
+from tests.fixtures.databricks_server import (
+    DatabricksTestServer,
+    _python_error,
+    databricks_server,  # noqa: F401 - fixture
+)
 
 
 @pytest.fixture

@@ -413,3 +413,61 @@ def test_dev_help_has_examples(cli) -> None:
     for sub in ("start", "stop", "status", "logs"):
         code, out, _ = cli("dev", sub, "--help")
         assert code == 0 and "Example" in out, sub
+
+
+def test_start_cli_reports_import_errors_and_login(project: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_start(settings, on_progress=None, timeout=None):
+        on_progress("api-server", "healthy", "")
+        return manager.StartResult(
+            already_running=False, started=list(COMPONENTS), seconds=12.3, migrated=True,
+            airflow_url=settings.local_airflow_url, mlflow_url=settings.local_mlflow_url, username="admin",
+            passwords_file=settings.state / "airflow" / "passwords.json", dags_folder=project / "dags",
+            dags={"good.py": ["good"]},
+            import_errors={"bad.py": "Traceback (most recent call last):\n  ...\nNameError: name 'oops' is not defined\n"},
+        )
+
+    monkeypatch.setattr(manager, "start_stack", fake_start)
+    code, out, err = cli("dev", "start", "--airflow-port", "18111")
+    assert code == 0
+    assert "api-server: healthy" in err
+    assert "bad.py failed to import: NameError: name 'oops' is not defined" in err
+    assert "http://127.0.0.1:18111" in out and "admin" in out and "passwords.json" in out
+    code, out, err = cli("dev", "start", "--json")
+    data = json.loads(out)
+    assert data["import_errors"] == {"bad.py": "NameError: name 'oops' is not defined"}
+    assert data["dags"] == {"good.py": ["good"]}
+
+
+def test_start_refuses_other_ports_while_running(tmp_path: Path, procs: list) -> None:
+    s = settings_for(tmp_path, airflow_port=free_port(), mlflow_port=free_port())
+    layout = StackLayout.from_settings(s)
+    layout.ensure()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    procs.append(psutil.Process(proc.pid))
+    write_pid_file(layout.pid_file("api-server"), PidRecord(
+        "api-server", proc.pid, psutil.Process(proc.pid).create_time(), ["airflow", "api-server", "--port", "18999"],
+        time.time()))
+    with pytest.raises(StackError) as exc:
+        manager.start_stack(s)
+    assert "already running with api-server on port 18999" in exc.value.message
+    assert "MLOPSCTL_AIRFLOW_PORT=18999" in exc.value.hint
+    assert manager.stack_status(s, probe=False).airflow_url == "http://127.0.0.1:18999"
+
+
+def test_logs_follow_prints_new_lines(project: Path) -> None:
+    logs = project / ".mlopsctl" / "logs"
+    logs.mkdir(parents=True)
+    log = logs / "triggerer.log"
+    log.write_text("old line\n")
+    env = dict(os.environ, MLOPSCTL_PROJECT_DIR=str(project))
+    proc = subprocess.Popen([sys.executable, "-m", "mlopsctl", "dev", "logs", "triggerer", "-f", "-n", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline() == "old line\n"
+        with open(log, "a") as fh:
+            fh.write("new line\n")
+        assert proc.stdout.readline() == "new line\n"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0

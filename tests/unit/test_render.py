@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from mlopsctl.render import dags_table, fmt_duration, heatmap, leaderboard, run_summary, runs_table
+from mlopsctl.render import dags_table, fmt_duration, heatmap, leaderboard, link_lines, run_summary, runs_table
 
 POINTS = [
     {"run_id": "c2", "max_depth": 3, "n_estimators": 20, "cv_rmse_mean": 55.0, "cv_rmse_std": 1.2,
@@ -58,9 +58,9 @@ def test_run_summary_shows_metrics_registered_model_and_links() -> None:
         "links": {"airflow": "http://a/dags/build_model/runs/r1", "mlflow": "http://m/#/experiments/1/runs/ef61"},
     }
     out = text(run_summary(doc))
-    for needle in ("build-model", "r1", "success", "12.5s", "ef61", "53.1000", "43.2000", "0.4500",
-                   "rf version 3", "http://a/dags/build_model/runs/r1", "http://m/#/experiments/1/runs/ef61"):
+    for needle in ("build-model", "r1", "success", "12.5s", "ef61", "53.1000", "43.2000", "0.4500", "rf version 3"):
         assert needle in out, needle
+    assert link_lines(doc) == ["Airflow: http://a/dags/build_model/runs/r1", "MLflow: http://m/#/experiments/1/runs/ef61"]
 
 
 def test_runs_table_and_durations() -> None:

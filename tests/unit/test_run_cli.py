@@ -203,7 +203,7 @@ def test_grid_search_prints_a_leaderboard_and_heatmap(fakes, capsys, monkeypatch
     monkeypatch.setattr("mlopsctl.pipelines.new_dag_run_id", lambda: "g1")
     code, out, err = cli(capsys, "grid-search", "--max-depth", "3,5", "--n-estimators", "10,20", "--cv", "2")
     assert code == 0, err
-    assert "leaderboard" in out and "heatmap" in out and "best" in out and "fail" in out
+    assert "leaderboard" in out and "max_depth × n_estimators" in out and "best" in out and "fail" in out
     code, out, _ = cli(capsys, "grid-search", "--max-depth", "3,5", "--n-estimators", "10,20", "--json")
     assert len(json.loads(out)["mlflow"]["points"]) == 3
 

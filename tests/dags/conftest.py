@@ -1,0 +1,31 @@
+"""Parse the repo's dags/ folder once per session with Airflow's own DagBag."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+
+
+def parse_dags(monkeypatch: pytest.MonkeyPatch | None = None) -> Any:
+    if str(DAGS_DIR) not in sys.path:  # Airflow puts the dags folder on sys.path; so do the tests
+        sys.path.insert(0, str(DAGS_DIR))
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR, bundle_name="dags-folder")
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("airflow_home")
+
+
+@pytest.fixture
+def dagbag(airflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("AIRFLOW_HOME", str(airflow_home))
+    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    return parse_dags()

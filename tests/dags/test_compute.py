@@ -1,0 +1,155 @@
+"""dags/common/compute.py: backend choice, the spark-submit argv, and LocalJobOperator's behaviour
+(exact argv passthrough, streamed output, fail-fast on bad data, retryable failures)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from tests.dags.conftest import DAGS_DIR
+
+if str(DAGS_DIR) not in sys.path:
+    sys.path.insert(0, str(DAGS_DIR))
+
+from common import compute  # noqa: E402
+
+
+@pytest.fixture
+def jobs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "jobs"
+    d.mkdir()
+    (d / "rf_core.py").write_text("")
+    (d / "echo_args.py").write_text(
+        "import json, os, sys\n"
+        "open(os.environ['ARGV_OUT'], 'w').write(json.dumps(sys.argv[1:]))\n"
+        "print('hello from the job')\n"
+    )
+    (d / "bad_data.py").write_text(
+        "import sys\nprint('reading...')\nprint('mlopsctl-error: target column \\'y\\' not found; columns are: a', "
+        "file=sys.stderr)\nsys.exit(3)\n"
+    )
+    (d / "crash.py").write_text("import sys\nprint('step 1')\nraise RuntimeError('executor lost')\n")
+    monkeypatch.setenv("MLOPSCTL_SPARK_JOBS_DIR", str(d))
+    monkeypatch.delenv("MLOPSCTL_COMPUTE", raising=False)
+    return d
+
+
+def test_backend_defaults(monkeypatch) -> None:
+    monkeypatch.delenv("MLOPSCTL_COMPUTE", raising=False)
+    monkeypatch.delenv("MLOPSCTL_SPARK_MASTER", raising=False)
+    assert compute.compute_backend() == "local"
+    assert compute.spark_master() == "local[*]"
+    monkeypatch.setenv("MLOPSCTL_SPARK_MASTER", "local[2]")
+    assert compute.spark_master() == "local[2]"
+    monkeypatch.setenv("MLOPSCTL_COMPUTE", "spark://10.0.0.5:7077")
+    assert compute.spark_master() == "spark://10.0.0.5:7077"
+
+
+def test_work_dir_default_follows_the_state_layout(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MLOPSCTL_WORK_DIR", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / ".mlopsctl" / "airflow"))
+    assert compute.work_dir() == str(tmp_path / ".mlopsctl" / "work")
+    monkeypatch.setenv("MLOPSCTL_WORK_DIR", "/elsewhere")
+    assert compute.work_dir() == "/elsewhere"
+
+
+def test_jobs_dir_default_is_beside_the_dags_folder(monkeypatch) -> None:
+    monkeypatch.delenv("MLOPSCTL_SPARK_JOBS_DIR", raising=False)
+    assert compute.spark_jobs_dir() == DAGS_DIR.parent / "spark_jobs"
+
+
+def test_spark_submit_argv(jobs_dir: Path) -> None:
+    argv = compute.job_argv("echo_args.py", ["--data", "a b; $(x)"], spark=True, master="local[2]", jobs_dir=jobs_dir)
+    assert argv[0].endswith("/bin/spark-submit") and Path(argv[0]).is_file()
+    assert argv[1:3] == ["--master", "local[2]"]
+    joined = " ".join(argv)
+    for conf in ("spark.ui.enabled=false", "spark.driver.host=127.0.0.1", "spark.driver.bindAddress=127.0.0.1"):
+        assert conf in argv, conf
+    assert argv[argv.index("--py-files") + 1] == str(jobs_dir / "rf_core.py")
+    assert argv[-3:] == [str(jobs_dir / "echo_args.py"), "--data", "a b; $(x)"]
+    assert "sh -c" not in joined
+
+
+def test_remote_master_is_not_bound_to_loopback(jobs_dir: Path) -> None:
+    argv = compute.job_argv("echo_args.py", [], spark=True, master="spark://10.1.2.3:7077", jobs_dir=jobs_dir)
+    assert "spark.driver.host=127.0.0.1" not in argv
+
+
+def test_python_argv(jobs_dir: Path) -> None:
+    assert compute.job_argv("echo_args.py", ["--x", "1"], spark=False, jobs_dir=jobs_dir) == [
+        sys.executable, str(jobs_dir / "echo_args.py"), "--x", "1"]
+
+
+def test_operator_passes_arguments_verbatim(jobs_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "argv.json"
+    monkeypatch.setenv("ARGV_OUT", str(out))
+    weird = ["--data", "/d d/it's \"q\"; $(touch pwned) `id` | x > y", "--target", "", "--n", "80"]
+    op = compute.LocalJobOperator(task_id="t", job="echo_args.py", arguments=weird, spark=False)
+    result = op.execute({})
+    assert result["returncode"] == 0
+    assert json.loads(out.read_text()) == weird
+    assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_bad_data_fails_fast_without_retry(jobs_dir: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    op = compute.LocalJobOperator(task_id="t", job="bad_data.py", arguments=[], spark=False)
+    with pytest.raises(AirflowFailException) as err:
+        op.execute({})
+    assert str(err.value) == "bad_data.py failed (exit 3): target column 'y' not found; columns are: a"
+
+
+def test_crash_is_retryable_and_shows_the_error(jobs_dir: Path) -> None:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    op = compute.LocalJobOperator(task_id="t", job="crash.py", arguments=[], spark=False)
+    with pytest.raises(AirflowException) as err:
+        op.execute({})
+    assert not isinstance(err.value, AirflowFailException)
+    assert "exit 1" in str(err.value) and "RuntimeError: executor lost" in str(err.value)
+
+
+def test_missing_job_file_fails_clearly(jobs_dir: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    op = compute.LocalJobOperator(task_id="t", job="nope.py", arguments=[], spark=False)
+    with pytest.raises(AirflowFailException, match="nope.py not found"):
+        op.execute({})
+
+
+def test_databricks_at_run_time_on_a_local_dag_fails_clearly(jobs_dir: Path, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("MLOPSCTL_COMPUTE", "databricks")
+    op = compute.LocalJobOperator(task_id="t", job="echo_args.py", arguments=[], spark=False)
+    with pytest.raises(AirflowFailException, match="parsed for local Spark"):
+        op.execute({})
+
+
+def test_job_task_dispatches_to_the_databricks_seam(monkeypatch) -> None:
+    calls = []
+    fake = types.ModuleType("common.databricks_backend")
+
+    def make_databricks_task(task_id: str, script: str, arguments: list[str]):
+        calls.append((task_id, script, arguments))
+        return "databricks-operator"
+
+    fake.make_databricks_task = make_databricks_task
+    monkeypatch.setitem(sys.modules, "common.databricks_backend", fake)
+    monkeypatch.setenv("MLOPSCTL_COMPUTE", "databricks")
+    assert compute.job_task("train_model", "train_model.py", ["--a", "{{ run_id }}"]) == "databricks-operator"
+    assert calls == [("train_model", "train_model.py", ["--a", "{{ run_id }}"])]
+    monkeypatch.setenv("MLOPSCTL_COMPUTE", "local")
+    op = compute.job_task("train_model", "train_model.py", ["--a"])
+    assert isinstance(op, compute.LocalJobOperator)
+
+
+def test_failure_summary_prefers_the_jobs_own_error() -> None:
+    lines = ["26/11/24 INFO SparkContext: x", "mlopsctl-error: boom", "mlopsctl-error: boom", "tail"]
+    assert compute.failure_summary(lines) == "boom"
+    assert compute.failure_summary(["26/11/24 03:00 WARN Utils: y", "Traceback", "ValueError: z"]) == "Traceback\nValueError: z"

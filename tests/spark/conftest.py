@@ -1,0 +1,47 @@
+"""A session-scoped local SparkSession (local[2], UI off, bound to 127.0.0.1) and the jobs on sys.path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+JOBS_DIR = Path(__file__).resolve().parents[2] / "spark_jobs"
+if str(JOBS_DIR) not in sys.path:
+    sys.path.insert(0, str(JOBS_DIR))
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("mlopsctl-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.log.level", "WARN")
+        .getOrCreate()
+    )
+    # executors import rf_core when they unpickle the grid evaluation function
+    session.sparkContext.addPyFile(str(JOBS_DIR / "rf_core.py"))
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture(scope="session")
+def diabetes_xy() -> tuple[Any, Any]:
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame
+    return frame.drop(columns=["target"]).astype("float64"), frame["target"].astype("float64")

@@ -1,0 +1,148 @@
+"""preprocess_data: loading, validation and cleaning on a real local SparkSession."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import preprocess_data
+import rf_core
+
+
+def _features(spark, data, target="target"):
+    df, report = rf_core.prepare_features(rf_core.load_source(spark, data), target)
+    return df.toPandas().sort_values(rf_core.ROW_ID_COL).reset_index(drop=True), report
+
+
+def test_default_data_is_bundled_diabetes(spark) -> None:
+    pdf, report = _features(spark, None)
+    assert len(pdf) == 442
+    assert report.features == ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+    assert list(pdf.columns) == [rf_core.ROW_ID_COL, *report.features, rf_core.TARGET_COL]
+    assert not pdf.isna().any().any()
+    assert pdf[rf_core.TARGET_COL].iloc[0] == pytest.approx(151.0)
+
+
+def test_messy_csv_is_cleaned_deterministically(spark, tmp_path: Path) -> None:
+    csv = tmp_path / "messy data; $(touch pwned) 'q'.csv"
+    csv.write_text(
+        "size m2,colour,empty,price\n"
+        "10,red,,100\n"
+        ",blue,,200\n"
+        "30,,,\n"  # null target: row dropped
+        "40,red,,400\n"
+        "50,green,,500\n"
+    )
+    pdf, report = _features(spark, str(csv), target="price")
+    assert report.rows_in == 5 and report.rows_out == 4 and report.dropped_null_target == 1
+    assert report.dropped_all_null_columns == ["empty"]
+    assert report.features == ["size_m2", "colour"]
+    # median of the non-null sizes among kept rows (10, 40, 50) is 40
+    assert pdf["size_m2"].tolist() == [10.0, 40.0, 40.0, 50.0]
+    assert report.imputed_columns == {"size_m2": 40.0}
+    # categories sorted: blue=0, green=1, red=2
+    assert pdf["colour"].tolist() == [2.0, 0.0, 2.0, 1.0]
+    assert pdf[rf_core.TARGET_COL].tolist() == [100.0, 200.0, 400.0, 500.0]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_string_target_with_numbers_is_accepted(spark, tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("a,y\n1,1.5\n2, 2.5\n3,NaN\n")
+    pdf, report = _features(spark, str(path), target="y")
+    assert report.rows_out == 2
+    assert pdf[rf_core.TARGET_COL].tolist() == [1.5, 2.5]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "target", "message"),
+    [
+        (None, None, "target", "data file not found"),
+        ("data.txt", "a,b\n1,2\n", "b", "unsupported data format '.txt'"),
+        ("empty.csv", "", "target", "data file is empty"),
+        ("header.csv", "a,target\n", "target", "data has no rows"),
+        ("cols.csv", "alpha,beta\n1,2\n", "target", "target column 'target' not found; columns are: alpha, beta"),
+        ("str.csv", "a,target\n1,x\n2,y\n", "target", "target column 'target' is not numeric (values such as 'x'"),
+        ("nulls.csv", "a,target\n1,\n2,\n", "target", "has no values"),
+        ("only.csv", "target\n1\n2\n", "target", "only the target column"),
+        ("allnull.csv", "a,b,target\n,,1\n,,2\n", "target", "every feature column is entirely null"),
+    ],
+)
+def test_bad_data_fails_with_a_clear_message(spark, tmp_path: Path, name, content, target, message) -> None:
+    path = tmp_path / (name or "missing.csv")
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(rf_core.DataError) as err:
+        rf_core.prepare_features(rf_core.load_source(spark, str(path)), target)
+    assert message in str(err.value)
+
+
+def test_parquet_file_and_directory(spark, tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": [2.0, 4.0, 6.0, 8.0]})
+    frame.to_parquet(tmp_path / "one.parquet")
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    frame.iloc[:2].to_parquet(directory / "part-0.parquet")
+    frame.iloc[2:].to_parquet(directory / "part-1.parquet")
+    for data in (tmp_path / "one.parquet", directory):
+        pdf, report = _features(spark, str(data), target="label")
+        assert report.rows_out == 4
+        assert sorted(pdf["x"].tolist()) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_run_writes_features_keyed_by_run_id(spark, tmp_path: Path) -> None:
+    run_id = "manual__2026-11-24T03:00:00+00:00"
+    out = rf_core.features_path(str(tmp_path), "build_model", run_id)
+    assert ":" not in Path(out).relative_to(tmp_path).as_posix()
+    assert out != rf_core.features_path(str(tmp_path), "build_model", run_id.replace(":", "_"))
+    report = preprocess_data.run(spark, None, "target", out)
+    assert report.rows_out == 442
+    X, y = rf_core.load_features(out)
+    assert X.shape == (442, 10)
+    assert list(X.columns) == report.features
+    assert y.iloc[:3].tolist() == [151.0, 75.0, 141.0]  # source row order kept
+    assert all(math.isfinite(v) for v in X.to_numpy().ravel())
+
+
+def test_missing_features_table_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(rf_core.DataError, match="did preprocess_data run"):
+        rf_core.load_features(str(tmp_path / "nope.parquet"))
+
+
+def test_run_main_exits_3_with_one_error_line(capsys) -> None:
+    def body() -> None:
+        raise rf_core.DataError("target column 'y' not found; columns are: a, b")
+
+    with pytest.raises(SystemExit) as exc:
+        rf_core.run_main(body)
+    assert exc.value.code == rf_core.EXIT_NO_RETRY
+    assert capsys.readouterr().err.strip() == "mlopsctl-error: target column 'y' not found; columns are: a, b"
+
+
+@pytest.mark.parametrize(("text", "value"), [("80", 80), ("80.0", 80), ("7", 7)])
+def test_int_arg(text, value) -> None:
+    assert rf_core.int_arg(text) == value
+
+
+@pytest.mark.parametrize("text", ["abc", "1.5", ""])
+def test_int_arg_rejects(text) -> None:
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        rf_core.int_arg(text)
+
+
+def test_int_list_arg() -> None:
+    assert rf_core.int_list_arg("80,90,100") == [80, 90, 100]
+    assert rf_core.int_list_arg("[80, 90]") == [80, 90]
+
+
+def test_sanitize_columns_unique_and_stable() -> None:
+    names = ["a b", "a_b", "1x", "__target__", "é"]
+    out = rf_core.sanitize_columns(names)
+    assert out == ["a_b", "a_b_2", "c_1x", "__target___2", "_"]
+    assert rf_core.sanitize_columns(names) == out

@@ -1,0 +1,167 @@
+"""train_model, grid_search (joblib) and grid_search_spark (executors): outputs, equality, failures, MLflow shape."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import grid_search
+import grid_search_spark
+import rf_core
+import train_model
+
+SMALL = {"max_depths": [3, 8], "n_estimators": [5, 15], "cv": 2, "test_size": 0.2, "random_state": 7}
+
+
+def test_train_model_metrics_are_sane_on_diabetes(diabetes_xy) -> None:
+    X, y = diabetes_xy
+    result = train_model.run(X, y, max_depth=80, n_estimators=100, test_size=0.2, random_state=42)
+    assert set(result.metrics) == {"rmse", "mae", "r2"}
+    assert result.metrics["r2"] > 0.2
+    assert 30 < result.metrics["rmse"] < 80
+    assert 0 < result.metrics["mae"] < result.metrics["rmse"]
+    assert (result.n_train, result.n_test) == (353, 89)
+    assert result.model.get_params()["max_depth"] == 80 and result.model.get_params()["n_estimators"] == 100
+
+
+def test_train_model_is_reproducible(diabetes_xy) -> None:
+    X, y = diabetes_xy
+    a = train_model.run(X, y, max_depth=6, n_estimators=10, test_size=0.25, random_state=3).metrics
+    b = train_model.run(X, y, max_depth=6, n_estimators=10, test_size=0.25, random_state=3).metrics
+    c = train_model.run(X, y, max_depth=6, n_estimators=10, test_size=0.25, random_state=4).metrics
+    assert a == b
+    assert a != c
+
+
+def _joblib(X, y, pts, cv, rs):
+    return rf_core.run_grid_joblib(X, y, pts, cv, rs, n_jobs=2)
+
+
+def test_grid_searches_agree(spark, diabetes_xy) -> None:
+    X, y = diabetes_xy
+    local, *_ = grid_search.search(X, y, **SMALL, search_fn=_joblib)
+    remote, *_ = grid_search.search(
+        X, y, **SMALL, search_fn=lambda X_, y_, pts, cv, rs: grid_search_spark.run_grid_spark(spark, X_, y_, pts, cv, rs)
+    )
+    assert [(r.max_depth, r.n_estimators) for r in local] == [(3, 5), (3, 15), (8, 5), (8, 15)]
+    assert [(r.max_depth, r.n_estimators) for r in remote] == [(3, 5), (3, 15), (8, 5), (8, 15)]
+    for a, b in zip(local, remote):
+        assert a.ok and b.ok
+        assert a.cv_rmse_mean == pytest.approx(b.cv_rmse_mean, rel=1e-12)
+        assert a.cv_rmse_std == pytest.approx(b.cv_rmse_std, rel=1e-12)
+        assert a.cv_r2_mean == pytest.approx(b.cv_r2_mean, rel=1e-12)
+        assert 40 < a.cv_rmse_mean < 90
+    best_local, best_remote = rf_core.choose_best(local), rf_core.choose_best(remote)
+    assert (best_local.max_depth, best_local.n_estimators) == (best_remote.max_depth, best_remote.n_estimators)
+    assert best_local.cv_rmse_mean == min(r.cv_rmse_mean for r in local)
+
+
+def test_failing_point_is_kept_as_failed(spark, diabetes_xy) -> None:
+    X, y = diabetes_xy
+    points = rf_core.grid_points([4], [0, 5])  # n_estimators=0 makes scikit-learn raise
+    for results in (
+        rf_core.run_grid_joblib(X, y, points, 2, 0, n_jobs=2),
+        grid_search_spark.run_grid_spark(spark, X, y, points, 2, 0),
+    ):
+        failed, ok = results
+        assert not failed.ok and "n_estimators" in failed.error and failed.cv_rmse_mean is None
+        assert ok.ok and math.isfinite(ok.cv_rmse_mean)
+        assert rf_core.choose_best(results) is ok
+
+
+def test_all_points_failing_is_a_grid_error(diabetes_xy) -> None:
+    X, y = diabetes_xy
+    results = rf_core.run_grid_joblib(X, y, rf_core.grid_points([4], [0]), 2, 0, n_jobs=1)
+    with pytest.raises(rf_core.GridError, match="all 1 grid points failed"):
+        rf_core.choose_best(results)
+
+
+def test_fold_indices_cover_every_row_once() -> None:
+    folds = rf_core.fold_indices(10, 3, 1)
+    tested = sorted(i for _, test in folds for i in test)
+    assert tested == list(range(10))
+    assert rf_core.fold_indices(10, 3, 1)[0][1].tolist() == folds[0][1].tolist()
+
+
+def test_heatmap_figure_marks_failed_points() -> None:
+    results = [
+        rf_core.PointResult(3, 5, 60.0, 1.0, 0.3),
+        rf_core.PointResult(3, 15, 58.0, 1.0, 0.35),
+        rf_core.PointResult(8, 5, error="boom"),
+        rf_core.PointResult(8, 15, 57.0, 1.0, 0.4),
+    ]
+    fig = rf_core.heatmap_figure(results)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["60.00", "58.00", "failed", "57.00"]
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(tmp_path)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_log_grid_shape(mlflow_uri: str, diabetes_xy) -> None:
+    import mlflow
+
+    X, y = diabetes_xy
+    points = rf_core.grid_points([3, 6], [0, 8])  # the two n_estimators=0 points fail
+    results, X_train, X_test, y_train, y_test = grid_search.search(
+        X, y, max_depths=[3, 6], n_estimators=[0, 8], cv=2, test_size=0.2, random_state=1, search_fn=_joblib
+    )
+    assert len(results) == len(points)
+
+    def refit(best):
+        model = rf_core.train_model(X_train, y_train, best.max_depth, best.n_estimators, 1)
+        return model, rf_core.evaluate_model(model, X_test, y_test)
+
+    exp_id = rf_core.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
+    outcome = rf_core.log_grid(
+        experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual__x", try_number=1,
+        engine="sklearn-joblib(n_jobs=2)", results=results, cv=2, common_params={"test_size": 0.2},
+        refit=refit, X_sample=X_train, register_as="unit-rf",
+    )
+    client = mlflow.MlflowClient()
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.tags["mlopsctl.role"] == "parent"
+    assert parent.data.tags["airflow.dag_run_id"] == "manual__x"
+    assert parent.data.tags["airflow.dag_id"] == "grid_search"
+    assert parent.data.tags["mlopsctl.engine"] == "sklearn-joblib(n_jobs=2)"
+    assert parent.data.params["best_n_estimators"] == "8"
+    assert parent.data.params["cv"] == "2"
+    assert set(parent.data.metrics) >= {"best_cv_rmse", "rmse", "mae", "r2"}
+    assert parent.data.tags["mlopsctl.registered_model_name"] == "unit-rf"
+    version = parent.data.tags["mlopsctl.registered_model_version"]
+    mv = client.get_model_version("unit-rf", version)
+    assert mv.tags["mlflow_run_id"] == outcome.parent_run_id
+    assert mv.tags["n_estimators"] == "8"
+    assert "heatmap.png" in [a.path for a in client.list_artifacts(outcome.parent_run_id)]
+
+    children = client.search_runs([exp_id], filter_string="tags.mlopsctl.role = 'child'")
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {outcome.parent_run_id}
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert sorted(c.data.params["n_estimators"] for c in failed) == ["0", "0"]
+    assert all("mlopsctl.error" in c.data.tags for c in failed)
+    ok = [c for c in children if c.info.status == "FINISHED"]
+    assert all({"cv_rmse_mean", "cv_rmse_std", "cv_r2_mean"} <= set(c.data.metrics) for c in ok)
+    assert parent.data.tags["mlopsctl.best_child_run_id"] in {c.info.run_id for c in ok}
+
+    # the logged model loads back and predicts
+    loaded = mlflow.sklearn.load_model(f"models:/unit-rf/{version}")
+    assert loaded.predict(X_test.head(3)).shape == (3,)
+
+
+def test_log_grid_all_failed_logs_nothing(mlflow_uri: str) -> None:
+    import mlflow
+
+    exp_id = rf_core.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
+    with pytest.raises(rf_core.GridError):
+        rf_core.log_grid(
+            experiment_id=exp_id, dag_id="grid_search", dag_run_id="r", try_number=None, engine="e",
+            results=[rf_core.PointResult(1, 1, error="x")], cv=2, common_params={},
+            refit=lambda best: pytest.fail("no refit when every point failed"), X_sample=None, register_as=None,
+        )
+    assert mlflow.MlflowClient().search_runs([exp_id]) == []
