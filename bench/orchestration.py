@@ -130,9 +130,10 @@ def run(ctx: BenchContext) -> list[Row]:
         ("bare", lambda: bare_once(st, work, counter)),
     ]
     for key, fn in plan:
-        log(f"orchestration: {key} x{runs} (+1 warm-up)")
+        warm = 0 if ctx.quick else 1
+        log(f"orchestration: {key} x{runs} (+{warm} warm-up)")
         try:
-            stats[key] = repeat(fn, runs)
+            stats[key] = repeat(fn, runs, warmup=warm)
         except NotMeasured as exc:
             errors[key] = str(exc)
             log(f"orchestration: {key}: {exc}")

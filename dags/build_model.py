@@ -15,10 +15,9 @@ Trigger: `POST /api/v2/dags/build_model/dagRuns` with
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
-
 from common.compute import DEFAULT_ARGS, MACROS, common_arguments, job_task, model_arguments
 from common.params import build_model_params
 
@@ -26,7 +25,7 @@ from common.params import build_model_params
 @dag(
     dag_id="build_model",
     schedule=None,
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["mlopsctl", "build-model"],
     doc_md=__doc__,

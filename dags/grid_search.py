@@ -16,10 +16,9 @@ or `mlopsctl grid-search`.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
-
 from common.compute import DEFAULT_ARGS, MACROS, common_arguments, job_task, model_arguments
 from common.params import grid_params
 
@@ -27,7 +26,7 @@ from common.params import grid_params
 @dag(
     dag_id="grid_search",
     schedule=None,
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["mlopsctl", "grid-search"],
     doc_md=__doc__,

@@ -13,10 +13,9 @@ or `mlopsctl grid-search --spark`.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
-
 from common.compute import DEFAULT_ARGS, MACROS, common_arguments, job_task, model_arguments
 from common.params import grid_params
 
@@ -24,7 +23,7 @@ from common.params import grid_params
 @dag(
     dag_id="grid_search_spark",
     schedule=None,
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["mlopsctl", "grid-search", "spark"],
     doc_md=__doc__,

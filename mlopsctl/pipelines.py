@@ -7,6 +7,7 @@ Everything here is pure: it judges user input before any request is sent, and ra
 from __future__ import annotations
 
 import math
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from mlopsctl.errors import InputError
 MAX_DEPTH_RANGE = (1, 1000)
 N_ESTIMATORS_RANGE = (1, 5000)
 CV_RANGE = (2, 20)
+RANDOM_STATE_MAX = 2**32 - 1
 DEFAULT_REGISTERED_MODEL = "mlopsctl-random-forest"
 DEFAULT_GRID_MAX_DEPTH = (80, 90, 100, 110)
 DEFAULT_GRID_N_ESTIMATORS = (100, 200, 300)
@@ -146,6 +148,8 @@ def check_data(data: str | None, flag: str = "--data") -> str | None:
     if not path.exists():
         raise InputError(f"{flag}: {data} does not exist.", hint="Give a CSV or Parquet file (or directory).")
     if path.is_file():
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{flag}: {data} is not readable (permission denied).")
         if path.suffix.lower() not in DATA_SUFFIXES:
             raise InputError(
                 f"{flag}: {data} is not a CSV or Parquet file (expected {', '.join(DATA_SUFFIXES)})."
@@ -185,7 +189,8 @@ def _common_conf(
         "data": check_data(data),
         "target": check_target(target),
         "test_size": check_test_size(test_size),
-        "random_state": check_int(random_state, "--random-state", 0),
+        # numpy/scikit-learn seeds must fit in 32 bits: a larger one would only fail later, in the job
+        "random_state": check_int(random_state, "--random-state", 0, RANDOM_STATE_MAX),
         "register_model": register,
     }
 

@@ -11,7 +11,8 @@ Example (bare, outside Airflow; after preprocess_data for the same --run-id):
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import grid_search
 import rf_core

@@ -30,9 +30,10 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 TARGET_COL = "__target__"
 ROW_ID_COL = "__row_id__"
@@ -409,6 +410,7 @@ def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = 
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)
     client = mlflow.MlflowClient()
+    last_error: Exception | None = None
     for _ in range(3):  # two runs may create the experiment at the same time
         exp = client.get_experiment_by_name(experiment)
         if exp is not None:
@@ -417,9 +419,9 @@ def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = 
             return exp.experiment_id
         try:
             return client.create_experiment(experiment)
-        except Exception:  # noqa: BLE001 - RESOURCE_ALREADY_EXISTS race; re-read
-            continue
-    raise RuntimeError(f"could not get or create MLflow experiment {experiment!r}")
+        except Exception as exc:  # noqa: BLE001 - RESOURCE_ALREADY_EXISTS race; re-read
+            last_error = exc
+    raise RuntimeError(f"could not get or create MLflow experiment {experiment!r}: {last_error}")
 
 
 def run_tags(dag_id: str, run_id: str, role: str, engine: str, try_number: int | None = None) -> dict[str, str]:

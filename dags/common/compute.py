@@ -34,9 +34,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 from airflow.sdk import BaseOperator
@@ -241,7 +242,7 @@ class LocalJobOperator(BaseOperator):
         argv = job_argv(self.job, [str(a) for a in self.arguments], spark=self.spark, master=master, jobs_dir=jobs_dir)
         self.log.info("running %s", " ".join(argv))
         tail: collections.deque[str] = collections.deque(maxlen=400)
-        self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+        self._proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

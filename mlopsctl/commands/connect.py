@@ -62,7 +62,7 @@ def connect_databricks(
             console.json(result)
             return
         console.print(f"Would write Airflow connection [bold]{conn_id}[/bold] (dry run, nothing written):")
-        console.print(json.dumps(shown, indent=2), markup=False)
+        console.print(json.dumps(shown, indent=2), markup=False, soft_wrap=True)
         return
     airflow_url = app_ctx.settings.airflow_url
     conn, created = app_ctx.airflow.upsert_connection(payload)

@@ -142,7 +142,12 @@ def launch(
             )
         else:
             console.print(run.dag_run_id)
-            console.info(f"Triggered {pipeline.dag_id} ({run.state}). Follow it with: mlopsctl status {run.dag_run_id} --wait")
+            if not console.quiet:
+                console.err.print(
+                    f"Triggered {pipeline.dag_id} ({run.state}). Follow it with: "
+                    f"mlopsctl status {run.dag_run_id} --wait",
+                    soft_wrap=True,
+                )
         return
     if not console.quiet:  # stderr, also in --json mode; soft_wrap keeps the URL on one line
         console.err.print(f"Triggered {pipeline.dag_id} run [bold]{run.dag_run_id}[/bold]\n  {url}", soft_wrap=True)

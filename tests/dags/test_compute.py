@@ -15,7 +15,7 @@ from tests.dags.conftest import DAGS_DIR
 if str(DAGS_DIR) not in sys.path:
     sys.path.insert(0, str(DAGS_DIR))
 
-from common import compute  # noqa: E402
+from common import compute
 
 
 @pytest.fixture

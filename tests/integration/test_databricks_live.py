@@ -190,14 +190,15 @@ def test_build_model_runs_on_databricks_and_survives_429s(dbx: DbxEnv) -> None:
 def test_failing_job_fails_the_task_with_the_databricks_error(dbx: DbxEnv, tmp_path: Path) -> None:
     assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0
     assert dbx.cli("connect", "databricks", "--insecure").returncode == 0
-    missing = tmp_path / "no-such-data.csv"
+    bad = tmp_path / "no-target.csv"  # passes the CLI's local checks; the job finds the column missing
+    bad.write_text("a,b\n1,2\n3,4\n5,6\n")
     runs_before = len(dbx.server.runs())
-    res = dbx.cli("run", "build-model", "--data", str(missing), "--max-depth", "5", "--n-estimators", "5")
+    res = dbx.cli("run", "build-model", "--data", str(bad), "--max-depth", "5", "--n-estimators", "5")
     assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr
     [failed] = dbx.server.runs()[runs_before:]  # bad data: the task failed without an Airflow retry
     task = failed.tasks[0]
     assert task.result_state == "FAILED" and task.task_key == "preprocess_data"
-    assert task.error and str(missing) in task.error
+    assert task.error and "target column 'target' not found" in task.error
     shown = res.stdout + res.stderr
     assert "preprocess_data" in shown
     assert task.error.split("mlopsctl-error:")[-1].strip()[:40] in shown

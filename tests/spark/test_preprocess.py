@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 import preprocess_data
+import pytest
 import rf_core
 
 

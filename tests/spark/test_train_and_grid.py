@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 import grid_search
 import grid_search_spark
+import pytest
 import rf_core
 import train_model
 

@@ -1,0 +1,37 @@
+"""Reliability suite fixtures.
+
+`local_stack` is the session stack of tests/fixtures/stack.py. For local iteration only, an already
+running stack can be reused by setting MLOPSCTL_TEST_REUSE_STACK=<project dir>,<airflow port>,<mlflow port>
+(CI never sets it: the suite then starts and stops its own stack like every other integration test).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+_REUSE = os.environ.get("MLOPSCTL_TEST_REUSE_STACK")
+
+if _REUSE:
+
+    @pytest.fixture(scope="session")
+    def local_stack() -> Iterator[object]:
+        from tests.fixtures.stack import LocalStack, stack_settings
+
+        project, airflow_port, mlflow_port = _REUSE.split(",")
+        yield LocalStack(stack_settings(Path(project), int(airflow_port), int(mlflow_port)))
+
+
+@pytest.fixture
+def stack_healthy(local_stack) -> Iterator[object]:
+    """For fault tests that stop or kill a component: afterwards, bring the whole stack back to healthy
+    with the same code as `mlopsctl dev start` (it restarts only what is not running)."""
+    try:
+        yield local_stack
+    finally:
+        from mlopsctl.devenv.manager import start_stack
+
+        start_stack(local_stack.settings)
