@@ -22,6 +22,7 @@ from bench.common import (
     CACHE_DIR,
     RESULTS_DIR,
     BenchContext,
+    NotMeasured,
     Row,
     log,
     not_measured,
@@ -37,6 +38,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1-2 runs per figure, small data (~5 min)")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(names)}")
     p.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 5, --quick 1)")
+    p.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                   help="start no new measurement after this many minutes (rows left say so)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where latest.md/json and PNGs go")
     args = p.parse_args(argv)
     only = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -52,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (1 if args.quick else 5)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE_DIR))
-    ctx = BenchContext(quick=args.quick, runs=runs, work=work)
     started = time.perf_counter()
+    ctx = BenchContext(quick=args.quick, runs=runs, work=work,
+                       deadline=started + args.budget * 60 if args.budget else None)
     all_rows: list[Row] = []
     timings: dict[str, float] = {}
     selected = [m for m in BENCHMARKS if m.NAME in args.only]
@@ -64,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             expected = mod.expected_rows(ctx)
             got: list[Row] = []
             try:
+                ctx.check_budget(mod.NAME)
                 got = mod.run(ctx)
+            except NotMeasured as exc:
+                log(f"{mod.NAME}: not measured: {exc}")
+                got = [not_measured(mod.NAME, key, what, str(exc)) for key, what in expected]
             except Exception as exc:  # noqa: BLE001 - one broken benchmark must not sink the others
                 log(f"{mod.NAME} failed: {type(exc).__name__}: {exc}")
                 traceback.print_exc(file=sys.stderr)
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "mode": "quick" if args.quick else "full",
         "runs_per_figure": runs,
+        "budget_minutes": args.budget,
         "benchmarks": [m.NAME for m in selected],
         "seconds": total,
         "seconds_per_benchmark": timings,

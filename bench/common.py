@@ -101,6 +101,15 @@ class BenchContext:
     shared: dict[str, Any] = field(default_factory=dict)  # extra results (written to latest.json, used by plots)
     objects: dict[str, Any] = field(default_factory=dict)  # live things shared between benchmarks (the stack)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    deadline: float | None = None  # perf_counter() after which no new measurement starts (--budget)
+
+    def time_left(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.perf_counter()
+
+    def check_budget(self, what: str) -> None:
+        """NotMeasured if the --budget is used up (rows then say so instead of running past it)."""
+        if self.time_left() <= 0:
+            raise NotMeasured(f"time budget (--budget) used up before {what}")
 
 
 # --------------------------------------------------------------------------------------------- processes

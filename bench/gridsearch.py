@@ -138,6 +138,7 @@ def run(ctx: BenchContext) -> list[Row]:
         for key, what in ENGINES:
             log(f"grid: {what} on {n:,} rows x{runs}")
             try:
+                ctx.check_budget(f"{what} on {n:,} rows")
                 if key == "peer":
                     if n == sizes(ctx)[0][0]:
                         run_peer(data)  # warm-up (imports, page cache)

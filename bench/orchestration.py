@@ -141,6 +141,7 @@ def run(ctx: BenchContext) -> list[Row]:
     dt_runs = 1 if ctx.quick else max(3, runs - 2)
     log(f"orchestration: airflow dags test x{dt_runs}")
     try:
+        ctx.check_budget("airflow dags test")
         _set_paused(st, True)
         try:
             stats["dags_test"] = repeat(lambda: dags_test_once(st), dt_runs, warmup=0 if ctx.quick else 1)

@@ -76,6 +76,8 @@ def run(ctx: BenchContext) -> list[Row]:
             log(f"stack: cold dev start {i + 1}/{n['cold']}")
             cold.append(st.start())
         for i in range(n["warm"]):
+            if warm:
+                ctx.check_budget("more warm starts")
             st.stop()
             log(f"stack: warm dev start {i + 1}/{n['warm']}")
             warm.append(st.start())
@@ -104,6 +106,7 @@ def run(ctx: BenchContext) -> list[Row]:
                 import shutil
 
                 shutil.rmtree(home)
+            ctx.check_budget("airflow standalone")
             log(f"stack: airflow standalone ({kind})")
             secs, r, p, k = _standalone_once(ctx, home)
             (sa_cold if kind == "cold" else sa_warm).append(secs)

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mlopsctl.airflow.models import TERMINAL_RUN_STATES, DagRun, TaskInstance
-from mlopsctl.errors import ExitCode, MlopsctlError, WaitTimeoutError
+from mlopsctl.errors import ExitCode, MlopsctlError, ServerError, UnreachableError, WaitTimeoutError
 
 POLL_INITIAL = 1.0
 POLL_MAX = 5.0
 POLL_FACTOR = 1.5
+#: keep following through an Airflow outage (api-server restart, network blip) this long before giving up
+OUTAGE_GRACE = 600.0
 
 
 class RunSource(Protocol):  # the two AirflowClient methods we need
@@ -107,8 +109,12 @@ def follow_run(
     clock: Callable[[], float] | None = None,
     sleep: Callable[[float], None] | None = None,
     live: bool | None = None,
+    outage_grace: float = OUTAGE_GRACE,
 ) -> FollowResult:
-    """Poll until the run is success/failed. Raises WaitTimeoutError or FollowInterrupted."""
+    """Poll until the run is success/failed. Raises WaitTimeoutError or FollowInterrupted.
+
+    Airflow unreachable or answering 5xx (after the client's own retries) is an outage, not the end: the
+    run keeps going server-side, so polling continues (one warning) for up to `outage_grace` seconds."""
     clock = clock or time.monotonic
     sleep = sleep or time.sleep
     json_mode = bool(console is None or getattr(console, "json_mode", False))
@@ -130,14 +136,30 @@ def follow_run(
         live_ctx = Live(view, console=console.err, refresh_per_second=2, transient=False)
         live_ctx.start()
     try:
+        outage_since: float | None = None
         while True:
-            run = client.get_run(dag_id, dag_run_id)
-            result.requests += 1
-            tasks: list[TaskInstance] = []
-            finished = run.state in TERMINAL_RUN_STATES
-            if want_tasks or finished:
-                tasks = client.task_instances(dag_id, dag_run_id)
+            try:
+                run = client.get_run(dag_id, dag_run_id)
                 result.requests += 1
+                tasks: list[TaskInstance] = []
+                finished = run.state in TERMINAL_RUN_STATES
+                if want_tasks or finished:
+                    tasks = client.task_instances(dag_id, dag_run_id)
+                    result.requests += 1
+            except (UnreachableError, ServerError) as exc:
+                now = clock()
+                if outage_since is None:
+                    outage_since = now
+                    if console is not None:
+                        console.warn(f"{exc.message} Still following run {dag_run_id}: it keeps going in Airflow.")
+                if now - outage_since > outage_grace or (timeout is not None and now - started >= timeout):
+                    raise
+                sleep(min(poll_max, max(poll_initial, 1.0)))
+                continue
+            if outage_since is not None:
+                outage_since = None
+                if console is not None:
+                    console.info(f"Airflow is reachable again; following run {dag_run_id}.")
             result.polls += 1
             result.run, result.tasks = run, task_order(tasks)
             view.run, view.tasks = run, result.tasks

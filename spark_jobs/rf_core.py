@@ -9,8 +9,9 @@ are imported inside the functions that need them, so executors unpickling
 Data handling (deterministic, documented in the README):
 
 * Source: ``data`` empty/None -> scikit-learn's bundled diabetes data (442 x 10, target ``target``);
-  otherwise a ``.csv`` file (header row, types inferred), a ``.parquet``/``.pq`` file, or a
-  directory of Parquet files.
+  otherwise a ``.csv`` file (header row, types inferred), a ``.parquet``/``.pq`` file, a
+  directory of Parquet files, or (when no such path exists) a table of the Spark catalog
+  (``catalog.schema.table`` on Databricks).
 * Validation (fails fast, :class:`DataError`): missing path, unsupported extension, no rows,
   target column missing (the columns found are listed), non-numeric target, target all-null,
   no usable feature column left.
@@ -100,6 +101,8 @@ def load_source(spark: Any, data: str | None) -> Any:
         return spark.createDataFrame(pdf)
     path = Path(data).expanduser()
     if not path.exists():
+        if _is_table(spark, data):  # e.g. a Unity Catalog table `catalog.schema.table` on Databricks
+            return spark.table(data)
         raise DataError(f"data file not found: {data}")
     if path.is_dir():
         parquet_files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".parquet", ".pq")]
@@ -119,6 +122,21 @@ def load_source(spark: Any, data: str | None) -> Any:
     if suffix in (".parquet", ".pq"):
         return spark.read.parquet(str(path.resolve()))
     raise DataError(f"unsupported data format {suffix or '(no extension)'!r} for {data}: use a .csv or .parquet file")
+
+
+def _quoted(name: str) -> str:
+    """A column name as a Spark SQL identifier: backticks around it, inner backticks doubled."""
+    return "`" + str(name).replace("`", "``") + "`"
+
+
+def _is_table(spark: Any, name: str) -> bool:
+    """True when `name` looks like a table identifier and the session's catalog has it."""
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){0,2}", name) or name.lower().endswith((".csv", ".parquet", ".pq")):
+        return False
+    try:
+        return bool(spark.catalog.tableExists(name))
+    except Exception:  # noqa: BLE001 - unknown catalog/schema: not a table
+        return False
 
 
 @dataclass
@@ -167,11 +185,11 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         raise DataError("data has no rows")
 
     # target: numeric, or strings that all parse as numbers
-    tcol = F.col(f"`{target}`")
+    tcol = F.col(_quoted(target))
     if isinstance(dtypes[target], numeric_types):
         df = df.withColumn(TARGET_COL, tcol.cast("double"))
     elif isinstance(dtypes[target], T.StringType):
-        casted = F.expr(f"try_cast(`{target}` AS DOUBLE)")
+        casted = F.expr(f"try_cast({_quoted(target)} AS DOUBLE)")
         bad = df.filter(tcol.isNotNull() & casted.isNull()).select(tcol).limit(3).collect()
         if bad:
             examples = ", ".join(repr(r[0]) for r in bad)
@@ -193,7 +211,7 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
 
     # one pass: non-null counts and distinct counts of every feature
     def _value(c: str) -> Any:
-        col = F.col(f"`{c}`")
+        col = F.col(_quoted(c))
         if isinstance(dtypes[c], (T.FloatType, T.DoubleType)):
             return F.when(F.isnan(col), None).otherwise(col)
         return col
@@ -226,7 +244,7 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
                 report.imputed_columns[new] = medians[c]
             selects.append(F.coalesce(value, F.lit(medians[c])).alias(new))
         else:
-            as_str = F.col(f"`{c}`").cast("string")
+            as_str = F.col(_quoted(c)).cast("string")
             categories = sorted(r[0] for r in df.select(as_str.alias("v")).where("v IS NOT NULL").distinct().collect())
             report.encoded_columns[new] = len(categories)
             mapping = F.create_map(*[x for i, v in enumerate(categories) for x in (F.lit(v), F.lit(float(i)))])
@@ -424,6 +442,24 @@ def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = 
     raise RuntimeError(f"could not get or create MLflow experiment {experiment!r}: {last_error}")
 
 
+def close_stale_runs(experiment_id: str, dag_run_id: str) -> list[str]:
+    """Mark runs of an earlier, crashed try of the same Airflow run (still RUNNING) as FAILED.
+
+    A retried task then leaves exactly one live run per Airflow run; returns the ids it closed.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    stale = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`airflow.dag_run_id` = '{dag_run_id.replace(chr(39), '')}' and attributes.status = 'RUNNING'",
+    )
+    for run in stale:
+        client.set_tag(run.info.run_id, "mlopsctl.error", "superseded by a retry of the Airflow task")
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return [r.info.run_id for r in stale]
+
+
 def run_tags(dag_id: str, run_id: str, role: str, engine: str, try_number: int | None = None) -> dict[str, str]:
     tags = {
         "airflow.dag_id": dag_id,
@@ -541,6 +577,7 @@ def log_grid(
     import mlflow
 
     best = choose_best(results)  # raises GridError before anything is logged if every point failed
+    close_stale_runs(experiment_id, dag_run_id)
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"{dag_id} {dag_run_id}",

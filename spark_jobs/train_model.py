@@ -48,6 +48,7 @@ def log_single_run(args: Any, result: TrainResult, engine: str) -> tuple[str, tu
     exp_id = rf_core.setup_mlflow(
         rf_core.tracking_uri(args), rf_core.experiment_name(args.experiment_prefix, args.dag_id), args.registry_uri
     )
+    rf_core.close_stale_runs(exp_id, args.run_id)
     with mlflow.start_run(
         experiment_id=exp_id,
         run_name=f"{args.dag_id} {args.run_id}",

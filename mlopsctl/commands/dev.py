@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, ClassVar, Self
 
 import typer
 
@@ -22,14 +22,24 @@ app = typer.Typer(
 COMPONENT_NAMES = ("api-server", "scheduler", "dag-processor", "triggerer", "mlflow")
 
 AirflowPortOpt = Annotated[
-    Optional[int],
-    typer.Option("--airflow-port", min=1, max=65535, help="Airflow api-server port. \\[env: MLOPSCTL_AIRFLOW_PORT]",
-                 show_default=False),
+    int | None,
+    typer.Option(
+        "--airflow-port",
+        min=1,
+        max=65535,
+        help="Airflow api-server port. \\[env: MLOPSCTL_AIRFLOW_PORT]",
+        show_default=False,
+    ),
 ]
 MlflowPortOpt = Annotated[
-    Optional[int],
-    typer.Option("--mlflow-port", min=1, max=65535, help="MLflow server port. \\[env: MLOPSCTL_MLFLOW_PORT]",
-                 show_default=False),
+    int | None,
+    typer.Option(
+        "--mlflow-port",
+        min=1,
+        max=65535,
+        help="MLflow server port. \\[env: MLOPSCTL_MLFLOW_PORT]",
+        show_default=False,
+    ),
 ]
 
 
@@ -45,7 +55,7 @@ def _with_ports(actx: AppContext, airflow_port: int | None, mlflow_port: int | N
 class _Progress:
     """Renders start/stop progress: a live table on a terminal, one plain line per change otherwise."""
 
-    LABELS = {"db": "database", "dags": "DAG files"}
+    LABELS: ClassVar[dict[str, str]] = {"db": "database", "dags": "DAG files", "strays": "stray processes"}
 
     def __init__(self, actx: AppContext):
         self.console = actx.console
@@ -54,7 +64,7 @@ class _Progress:
         self.t0 = time.monotonic()
         self.live = None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self.interactive:
             from rich.live import Live
 
@@ -71,12 +81,22 @@ class _Progress:
         from rich.table import Table
 
         table = Table.grid(padding=(0, 2))
-        styles = {"healthy": "green", "done": "green", "already running": "green", "stopped": "green",
-                  "failed": "red", "waiting": "yellow", "starting": "yellow", "migrating": "yellow",
-                  "stopping": "yellow"}
+        styles = {
+            "healthy": "green",
+            "done": "green",
+            "already running": "green",
+            "stopped": "green",
+            "failed": "red",
+            "waiting": "yellow",
+            "starting": "yellow",
+            "migrating": "yellow",
+            "stopping": "yellow",
+        }
         for name, (state, detail) in self.rows.items():
             style = styles.get(state, "")
-            table.add_row(self.LABELS.get(name, name), f"[{style}]{state}[/{style}]" if style else state, detail)
+            table.add_row(
+                self.LABELS.get(name, name), f"[{style}]{state}[/{style}]" if style else state, detail
+            )
         table.add_row("", f"[dim]{time.monotonic() - self.t0:.0f} s[/dim]", "")
         return table
 
@@ -89,7 +109,8 @@ class _Progress:
 
             elapsed = time.monotonic() - self.t0
             line = f"[{elapsed:5.1f}s] {self.LABELS.get(component, component)}: {state}" + (
-                f" ({detail})" if detail else "")
+                f" ({detail})" if detail else ""
+            )
             self.console.err.print(escape(line), soft_wrap=True)
 
 
@@ -99,9 +120,13 @@ def start(
     airflow_port: AirflowPortOpt = None,
     mlflow_port: MlflowPortOpt = None,
     timeout: Annotated[
-        Optional[float],
-        typer.Option("--timeout", min=1, help="Seconds to wait for health. \\[env: MLOPSCTL_START_TIMEOUT]",
-                     show_default=False),
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=1,
+            help="Seconds to wait for health. \\[env: MLOPSCTL_START_TIMEOUT]",
+            show_default=False,
+        ),
     ] = None,
     json_output: JsonOpt = False,
 ) -> None:
@@ -131,18 +156,25 @@ def start(
         console.warn(f"DAG file {name} failed to import: {last_line(trace)}")
     if result.import_errors:
         console.info("  See the full traces with `mlopsctl check` or in the Airflow UI.")
-    console.print(f"Airflow UI  {result.airflow_url}   (log in as [bold]{result.username}[/bold]; the password is in "
-                  f"{result.passwords_file}, or run `mlopsctl dev status --show-password`)", soft_wrap=True)
+    console.print(
+        f"Airflow UI  {result.airflow_url}   (log in as [bold]{result.username}[/bold]; the password is in "
+        f"{result.passwords_file}, or run `mlopsctl dev status --show-password`)",
+        soft_wrap=True,
+    )
     console.print(f"MLflow UI   {result.mlflow_url}", soft_wrap=True)
     n_dags = sum(len(v) for v in result.dags.values())
     console.print(f"DAGs        {n_dags} from {result.dags_folder}", soft_wrap=True)
-    console.info("Stop it with `mlopsctl dev stop`; follow a component's log with `mlopsctl dev logs scheduler -f`.")
+    console.info(
+        "Stop it with `mlopsctl dev stop`; follow a component's log with `mlopsctl dev logs scheduler -f`."
+    )
 
 
 @app.command()
 def stop(
     ctx: typer.Context,
-    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds to wait after SIGTERM before SIGKILL.")] = 20.0,
+    grace: Annotated[
+        float, typer.Option("--grace", min=0, help="Seconds to wait after SIGTERM before SIGKILL.")
+    ] = 20.0,
     json_output: JsonOpt = False,
 ) -> None:
     """Stop every process of the local stack (SIGTERM, then SIGKILL after --grace), leaving no orphans.
@@ -176,7 +208,9 @@ def status(
     ctx: typer.Context,
     airflow_port: AirflowPortOpt = None,
     mlflow_port: MlflowPortOpt = None,
-    show_password: Annotated[bool, typer.Option("--show-password", help="Also print the local admin password.")] = False,
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Also print the local admin password.")
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Show each component of the local stack: PID, port, health, memory (RSS incl. child processes).
@@ -206,13 +240,23 @@ def status(
         colors = {"healthy": "green", "stopped": "dim", "unhealthy": "red"}
         for c in st.components:
             color = colors.get(c.health, "yellow")
-            table.add_row(c.name, str(c.pid) if c.running else "-", str(c.port or "-"),
-                          f"[{color}]{c.health}[/{color}]", _human_bytes(c.rss_bytes), str(c.processes or "-"))
-        table.add_row("[bold]total[/bold]", "", "", "", f"[bold]{_human_bytes(st.total_rss_bytes)}[/bold]", "")
+            table.add_row(
+                c.name,
+                str(c.pid) if c.running else "-",
+                str(c.port or "-"),
+                f"[{color}]{c.health}[/{color}]",
+                _human_bytes(c.rss_bytes),
+                str(c.processes or "-"),
+            )
+        table.add_row(
+            "[bold]total[/bold]", "", "", "", f"[bold]{_human_bytes(st.total_rss_bytes)}[/bold]", ""
+        )
         actx.console.print(table)
         if st.running:
-            actx.console.print(f"Airflow UI  {st.airflow_url}   (user admin, password in {st.passwords_file})",
-                               soft_wrap=True)
+            actx.console.print(
+                f"Airflow UI  {st.airflow_url}   (user admin, password in {st.passwords_file})",
+                soft_wrap=True,
+            )
             actx.console.print(f"MLflow UI   {st.mlflow_url}", soft_wrap=True)
         if show_password:
             actx.console.print(f"Password    {password or '(none yet: run `mlopsctl dev start`)'}")
@@ -261,12 +305,18 @@ def _follow(paths: dict[str, Path], prefix: bool, poll: float = 0.5) -> None:
 def logs(
     ctx: typer.Context,
     component: Annotated[
-        Optional[str],
-        typer.Argument(help=f"One of: {', '.join(COMPONENT_NAMES)}, db-migrate. Default: all components.",
-                       show_default=False),
+        str | None,
+        typer.Argument(
+            help=f"One of: {', '.join(COMPONENT_NAMES)}, db-migrate. Default: all components.",
+            show_default=False,
+        ),
     ] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many last lines to print first.")] = 50,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, help="How many last lines to print first.")
+    ] = 50,
 ) -> None:
     """Print the last lines of a component's log (stdout+stderr), optionally following it.
 
@@ -285,7 +335,8 @@ def logs(
     paths = {name: log_file(actx.settings, name) for name in names}
     if component and not paths[component].exists() and not follow:
         raise InputError(
-            f"No log for {component} yet ({paths[component]}).", hint="Start the stack with `mlopsctl dev start`."
+            f"No log for {component} yet ({paths[component]}).",
+            hint="Start the stack with `mlopsctl dev start`.",
         )
     prefix = component is None
     for name, path in paths.items():

@@ -16,7 +16,9 @@ import httpx
 _PROBE_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
-def airflow_health(base_url: str, *, timeout: httpx.Timeout | float = _PROBE_TIMEOUT) -> dict[str, Any] | None:
+def airflow_health(
+    base_url: str, *, timeout: httpx.Timeout | float = _PROBE_TIMEOUT
+) -> dict[str, Any] | None:
     """The JSON of GET /api/v2/monitor/health, or None if the api-server does not answer (yet).
 
     Airflow answers 200 even when a component is unhealthy: callers read each component's `status`."""
@@ -44,7 +46,7 @@ def heartbeat(health: dict[str, Any] | None, key: str, field_name: str) -> datet
     if not value:
         return None
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return datetime.fromisoformat(str(value))
     except ValueError:
         return None
 
@@ -101,7 +103,8 @@ def parse_report(files: list[Path], dags: list[dict[str, Any]], errors: list[dic
         ids = [
             d.get("dag_id", "?")
             for d in dags
-            if not d.get("is_stale") and (_matches(file, d.get("fileloc")) or _matches(file, d.get("relative_fileloc")))
+            if not d.get("is_stale")
+            and (_matches(file, d.get("fileloc")) or _matches(file, d.get("relative_fileloc")))
         ]
         trace = next((e.get("stack_trace") or "" for e in errors if _matches(file, e.get("filename"))), None)
         if trace is not None:

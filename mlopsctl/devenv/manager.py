@@ -10,10 +10,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from mlopsctl.devenv import health as hc
 from mlopsctl.devenv.process import (
@@ -127,7 +128,7 @@ class ComponentState:
             "rss_bytes": self.rss_bytes,
             "rss_mb": round(self.rss_bytes / 1e6, 1),
             "processes": self.processes,
-            "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).isoformat()
+            "started_at": datetime.fromtimestamp(self.started_at, UTC).isoformat()
             if self.started_at
             else None,
             "log_file": self.log_file,
@@ -211,8 +212,12 @@ class StopResult:
     leftover: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stopped": self.stopped, "stale_pid_files": self.stale, "seconds": round(self.seconds, 1),
-                "leftover_pids": self.leftover}
+        return {
+            "stopped": self.stopped,
+            "stale_pid_files": self.stale,
+            "seconds": round(self.seconds, 1),
+            "leftover_pids": self.leftover,
+        }
 
 
 # --------------------------------------------------------------------------------------------- status
@@ -274,8 +279,16 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
     for name in COMPONENTS:
         rec, proc = records[name], alive[name]
         if proc is None:
-            states.append(ComponentState(name, rec.pid if rec else None, False, ports[name], "stopped",
-                                         log_file=str(layout.log_file(name))))
+            states.append(
+                ComponentState(
+                    name,
+                    rec.pid if rec else None,
+                    False,
+                    ports[name],
+                    "stopped",
+                    log_file=str(layout.log_file(name)),
+                )
+            )
             continue
         procs = tree_of(rec)  # type: ignore[arg-type]
         if not probe:
@@ -287,8 +300,17 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
         else:
             h = _airflow_component_health(health, name)
         states.append(
-            ComponentState(name, proc.pid, True, ports[name], h, rss_bytes(procs), len(procs),
-                           rec.started_at if rec else None, str(layout.log_file(name)))
+            ComponentState(
+                name,
+                proc.pid,
+                True,
+                ports[name],
+                h,
+                rss_bytes(procs),
+                len(procs),
+                rec.started_at if rec else None,
+                str(layout.log_file(name)),
+            )
         )
     return StackStatus(layout.state, airflow_url, mlflow_url, layout.passwords_file, states)
 
@@ -304,9 +326,16 @@ def _migrate(settings: Settings, layout: StackLayout, on_progress: Progress) -> 
         fh.write(f"\n=== mlopsctl: airflow db migrate at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
         fh.flush()
         try:
-            rc = subprocess.run(  # noqa: S603
-                migrate_argv(), env=env, cwd=str(layout.airflow_home), stdin=subprocess.DEVNULL, stdout=fh,
-                stderr=subprocess.STDOUT, timeout=_MIGRATE_TIMEOUT, start_new_session=True,
+            rc = subprocess.run(
+                migrate_argv(),
+                env=env,
+                cwd=str(layout.airflow_home),
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                check=False,
+                stderr=subprocess.STDOUT,
+                timeout=_MIGRATE_TIMEOUT,
+                start_new_session=True,
             ).returncode
         except subprocess.TimeoutExpired:
             rc = -1
@@ -331,7 +360,9 @@ def _cleanup_stale(name: str, record: PidRecord | None, layout: StackLayout) -> 
     return True
 
 
-def _fail(name: str, reason: str, layout: StackLayout, started: dict[str, PidRecord], hint: str | None = None) -> None:
+def _fail(
+    name: str, reason: str, layout: StackLayout, started: dict[str, PidRecord], hint: str | None = None
+) -> None:
     log = layout.log_file(name)
     if started:
         terminate(list(started.values()), grace=10.0)
@@ -395,10 +426,16 @@ def _wait_healthy(
             if fresh is not None:
                 report = fresh
                 if report.complete:
-                    note("dags", "done", f"{len(report.dags_by_file)} file(s) with DAGs, "
-                                         f"{len(report.import_errors)} import error(s)")
+                    note(
+                        "dags",
+                        "done",
+                        f"{len(report.dags_by_file)} file(s) with DAGs, "
+                        f"{len(report.import_errors)} import error(s)",
+                    )
                 else:
-                    note("dags", "waiting", f"{len(report.pending)} of {len(dag_files)} file(s) not parsed yet")
+                    note(
+                        "dags", "waiting", f"{len(report.pending)} of {len(dag_files)} file(s) not parsed yet"
+                    )
 
         if done == set(COMPONENTS) and report is not None and report.complete:
             return report
@@ -406,16 +443,28 @@ def _wait_healthy(
             waiting = [n for n in COMPONENTS if n not in done]
             if waiting:
                 others = f" (also not healthy: {', '.join(waiting[1:])})" if waiting[1:] else ""
-                _fail(waiting[0], f"was not healthy after {limit:.0f} s{others}", layout, started,
-                      hint="The machine may be slow: raise MLOPSCTL_START_TIMEOUT (or --timeout), or read the log "
-                           "above.")
+                _fail(
+                    waiting[0],
+                    f"was not healthy after {limit:.0f} s{others}",
+                    layout,
+                    started,
+                    hint="The machine may be slow: raise MLOPSCTL_START_TIMEOUT (or --timeout), or read the log "
+                    "above.",
+                )
             pending = ", ".join(report.pending) if report else "all of them"
-            _fail("dag-processor", f"had not parsed these DAG files after {limit:.0f} s: {pending}", layout, started,
-                  hint="Raise MLOPSCTL_START_TIMEOUT, or check the DAG files with `mlopsctl check`.")
+            _fail(
+                "dag-processor",
+                f"had not parsed these DAG files after {limit:.0f} s: {pending}",
+                layout,
+                started,
+                hint="Raise MLOPSCTL_START_TIMEOUT, or check the DAG files with `mlopsctl check`.",
+            )
         time.sleep(_POLL)
 
 
-def start_stack(settings: Settings, *, on_progress: Progress | None = None, timeout: float | None = None) -> StartResult:
+def start_stack(
+    settings: Settings, *, on_progress: Progress | None = None, timeout: float | None = None
+) -> StartResult:
     """Start whatever part of the stack is not running and wait until all of it is really healthy.
 
     Idempotent: a running, healthy stack is left alone. A component that died (kill -9, crash) is cleaned up
@@ -432,8 +481,10 @@ def start_stack(settings: Settings, *, on_progress: Progress | None = None, time
     dag_files = hc.expected_dag_files(folder)
 
     records = _records(layout)
-    for name, env_var, port in (("api-server", "MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
-                                ("mlflow", "MLOPSCTL_MLFLOW_PORT", settings.mlflow_port)):
+    for name, env_var, port in (
+        ("api-server", "MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
+        ("mlflow", "MLOPSCTL_MLFLOW_PORT", settings.mlflow_port),
+    ):
         actual = recorded_port(records[name]) if process_of(records[name]) is not None else None
         if actual is not None and actual != port:
             raise StackError(
@@ -451,8 +502,10 @@ def start_stack(settings: Settings, *, on_progress: Progress | None = None, time
     for name in to_start:
         _cleanup_stale(name, records[name], layout)
 
-    ports = {"api-server": ("MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
-             "mlflow": ("MLOPSCTL_MLFLOW_PORT", settings.mlflow_port)}
+    ports = {
+        "api-server": ("MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
+        "mlflow": ("MLOPSCTL_MLFLOW_PORT", settings.mlflow_port),
+    }
     for name in to_start:
         if name in ports:
             env_var, port = ports[name]
@@ -482,11 +535,18 @@ def start_stack(settings: Settings, *, on_progress: Progress | None = None, time
     # ---- wait for real health
     from mlopsctl.airflow.client import AirflowClient
 
-    client = AirflowClient(settings.local_airflow_url, auth="password", username=ADMIN_USER, password=password,
-                           timeout=10.0, retries=0)
+    client = AirflowClient(
+        settings.local_airflow_url,
+        auth="password",
+        username=ADMIN_USER,
+        password=password,
+        timeout=10.0,
+        retries=0,
+    )
     try:
-        report = _wait_healthy(settings, layout, records, to_start, started, procs, client, dag_files, deadline,
-                               limit, progress)
+        report = _wait_healthy(
+            settings, layout, records, to_start, started, procs, client, dag_files, deadline, limit, progress
+        )
     except KeyboardInterrupt:
         # Ctrl-C during start: do not leave a half-started stack behind
         terminate(list(started.values()), grace=10.0)
@@ -533,7 +593,9 @@ def stop_stack(settings: Settings, *, grace: float = 20.0, on_progress: Progress
             stale.append(name)
     leftover = terminate(list(live.values()), grace=grace) if live else []
     # final sweep: anything still carrying this stack's marker escaped its session (e.g. a setsid'd task)
-    strays = [p for p in marked_processes(STACK_MARKER, str(layout.state)) if p.pid not in {q.pid for q in leftover}]
+    strays = [
+        p for p in marked_processes(STACK_MARKER, str(layout.state)) if p.pid not in {q.pid for q in leftover}
+    ]
     if strays:
         progress("strays", "stopping", f"{len(strays)} process(es) outside the component sessions")
         leftover += kill_all(strays, grace=min(grace, 5.0))
@@ -542,7 +604,9 @@ def stop_stack(settings: Settings, *, grace: float = 20.0, on_progress: Progress
             remove_pid_file(layout.pid_file(name))
     for name in live:
         progress(name, "stopped", "")
-    result = StopResult(sorted(live, key=COMPONENTS.index), stale, time.monotonic() - t0, [p.pid for p in leftover])
+    result = StopResult(
+        sorted(live, key=COMPONENTS.index), stale, time.monotonic() - t0, [p.pid for p in leftover]
+    )
     if leftover:
         raise StackError(
             f"Could not stop processes {', '.join(map(str, result.leftover))} of the local stack.",

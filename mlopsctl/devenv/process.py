@@ -14,9 +14,10 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import psutil
@@ -115,9 +116,11 @@ def spawn(spec: ComponentSpec, log_file: Path, pid_file: Path) -> tuple[subproce
     log_file.parent.mkdir(parents=True, exist_ok=True)
     spec.cwd.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
-        log.write(f"\n=== mlopsctl: starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        log.write(
+            f"\n=== mlopsctl: starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode()
+        )
         log.flush()
-        proc = subprocess.Popen(  # noqa: S603 - argv built from our own specs
+        proc = subprocess.Popen(
             spec.argv,
             env=spec.env,
             cwd=str(spec.cwd),
@@ -162,7 +165,10 @@ def tree_of(record: PidRecord) -> list[psutil.Process]:
     if leader is None:
         try:
             squatter = ps.Process(sid)
-            if _session_id(sid) == sid and squatter.create_time() > record.create_time + _CREATE_TIME_TOLERANCE:
+            if (
+                _session_id(sid) == sid
+                and squatter.create_time() > record.create_time + _CREATE_TIME_TOLERANCE
+            ):
                 sid = -1
         except ps.NoSuchProcess:
             pass

@@ -105,8 +105,14 @@ class StackLayout:
         """Create the layout; the state dir itself is private (0700)."""
         self.state.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state, 0o700)
-        for path in (self.airflow_home, self.mlflow_dir, self.mlflow_artifacts, self.logs_dir, self.pids_dir,
-                     self.work_dir):
+        for path in (
+            self.airflow_home,
+            self.mlflow_dir,
+            self.mlflow_artifacts,
+            self.logs_dir,
+            self.pids_dir,
+            self.work_dir,
+        ):
             path.mkdir(parents=True, exist_ok=True)
 
 
@@ -268,11 +274,18 @@ def component_specs(settings: Settings, layout: StackLayout | None = None) -> di
         "mlflow": ComponentSpec(
             "mlflow",
             [
-                *_tool("mlflow"), "server",
-                "--backend-store-uri", f"sqlite:///{layout.mlflow_db}",
-                "--artifacts-destination", str(layout.mlflow_artifacts),
-                "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
-                "--workers", "1",
+                *_tool("mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{layout.mlflow_db}",
+                "--artifacts-destination",
+                str(layout.mlflow_artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.mlflow_port),
+                "--workers",
+                "1",
             ],
             mlflow_env(settings, layout),
             layout.mlflow_dir,
@@ -280,7 +293,16 @@ def component_specs(settings: Settings, layout: StackLayout | None = None) -> di
         ),
         "api-server": ComponentSpec(
             "api-server",
-            [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(settings.airflow_port), "--workers", "1"],
+            [
+                *airflow,
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.airflow_port),
+                "--workers",
+                "1",
+            ],
             aenv,
             home,
             settings.airflow_port,

@@ -30,7 +30,6 @@ from tests.fixtures.stack import LocalStack, free_port, make_project, stack_sett
 pytestmark = pytest.mark.integration
 
 
-
 class Cli:
     """Runs `mlopsctl` through main() (the real error -> exit code mapping), capturing its output."""
 
@@ -84,8 +83,13 @@ def test_components_listen_only_on_loopback(local_stack: LocalStack) -> None:
     for name in COMPONENTS:
         rec = read_pid_file(StackLayout(local_stack.state_dir).pid_file(name))
         pids.update(p.pid for p in tree_of(rec))
-    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
-    assert {c.laddr.port for c in listening} >= {local_stack.settings.airflow_port, local_stack.settings.mlflow_port}
+    listening = [
+        c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+    assert {c.laddr.port for c in listening} >= {
+        local_stack.settings.airflow_port,
+        local_stack.settings.mlflow_port,
+    }
     assert all(c.laddr.ip == "127.0.0.1" for c in listening), [(c.pid, c.laddr) for c in listening]
 
 
@@ -103,7 +107,9 @@ def test_start_twice_is_a_no_op(local_stack: LocalStack, cli_env: dict[str, str]
     assert _pids(local_stack) == before
 
 
-def test_status_json_reports_every_component(local_stack: LocalStack, cli_env: dict[str, str], cli: Cli) -> None:
+def test_status_json_reports_every_component(
+    local_stack: LocalStack, cli_env: dict[str, str], cli: Cli
+) -> None:
     code, out, err = cli("dev", "status", "--json")
     assert code == 0, err
     data = json.loads(out)
@@ -144,7 +150,7 @@ def test_port_in_use_is_refused_before_spawning(local_stack: LocalStack, tmp_pat
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        code, out, err = cli(
+        code, _out, err = cli(
             "-C", str(project), "dev", "start", "--airflow-port", str(free_port()), "--mlflow-port", str(port)
         )
     assert code == ExitCode.STACK, err
@@ -169,12 +175,18 @@ def test_start_after_kill_9_restarts_only_the_dead_component(local_stack: LocalS
     assert result.started == ["scheduler"]
     after = _pids(local_stack)
     assert after["scheduler"] != before["scheduler"]
-    assert {k: v for k, v in after.items() if k != "scheduler"} == {k: v for k, v in before.items() if k != "scheduler"}
-    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "orphans remain"
+    assert {k: v for k, v in after.items() if k != "scheduler"} == {
+        k: v for k, v in before.items() if k != "scheduler"
+    }
+    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], (
+        "orphans remain"
+    )
     assert stack_status(local_stack.settings).all_healthy
 
 
-def test_stop_leaves_nothing_and_ignores_a_reused_pid(local_stack: LocalStack, cli_env: dict[str, str], cli: Cli) -> None:
+def test_stop_leaves_nothing_and_ignores_a_reused_pid(
+    local_stack: LocalStack, cli_env: dict[str, str], cli: Cli
+) -> None:
     layout = StackLayout(local_stack.state_dir)
     assert local_stack.processes()
     code, out, err = cli("dev", "stop", "--json")
@@ -186,14 +198,18 @@ def test_stop_leaves_nothing_and_ignores_a_reused_pid(local_stack: LocalStack, c
     # A stale PID file whose PID now belongs to an unrelated process: stop/start must not touch it
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        write_pid_file(layout.pid_file("triggerer"),
-                       PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0))
+        write_pid_file(
+            layout.pid_file("triggerer"),
+            PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0),
+        )
         code, out, err = cli("dev", "stop")
         assert code == 0, err
         assert "stale" in err
         assert bystander.poll() is None
-        write_pid_file(layout.pid_file("triggerer"),
-                       PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0))
+        write_pid_file(
+            layout.pid_file("triggerer"),
+            PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0),
+        )
         # warm start brings the session stack back for the tests that follow
         result = local_stack.start()
         assert sorted(result.started) == sorted(COMPONENTS) and not result.migrated

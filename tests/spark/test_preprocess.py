@@ -145,3 +145,15 @@ def test_sanitize_columns_unique_and_stable() -> None:
     out = rf_core.sanitize_columns(names)
     assert out == ["a_b", "a_b_2", "c_1x", "__target___2", "_"]
     assert rf_core.sanitize_columns(names) == out
+
+
+def test_catalog_table_name_is_read_as_a_table(spark) -> None:
+    import pandas as pd
+
+    spark.createDataFrame(pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [2.0, 4.0, 6.0]})).createOrReplaceTempView(
+        "mlopsctl_unit_table"
+    )
+    pdf, report = _features(spark, "mlopsctl_unit_table", target="y")
+    assert report.rows_out == 3 and pdf["x"].tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(rf_core.DataError, match="data file not found: no_such_table"):
+        rf_core.load_source(spark, "no_such_table")

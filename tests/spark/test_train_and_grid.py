@@ -164,3 +164,17 @@ def test_log_grid_all_failed_logs_nothing(mlflow_uri: str) -> None:
             refit=lambda best: pytest.fail("no refit when every point failed"), X_sample=None, register_as=None,
         )
     assert mlflow.MlflowClient().search_runs([exp_id]) == []
+
+
+def test_stale_running_runs_of_a_retried_task_are_closed(mlflow_uri: str) -> None:
+    import mlflow
+
+    exp_id = rf_core.setup_mlflow(mlflow_uri, "/mlopsctl/build_model")
+    client = mlflow.MlflowClient()
+    crashed = client.create_run(exp_id, tags={"airflow.dag_run_id": "manual__r1"})  # left RUNNING by a killed try
+    other = client.create_run(exp_id, tags={"airflow.dag_run_id": "manual__r2"})
+    assert rf_core.close_stale_runs(exp_id, "manual__r1") == [crashed.info.run_id]
+    closed = client.get_run(crashed.info.run_id)
+    assert closed.info.status == "FAILED"
+    assert closed.data.tags["mlopsctl.error"] == "superseded by a retry of the Airflow task"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"

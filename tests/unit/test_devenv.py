@@ -98,8 +98,14 @@ def test_layout_and_password_file_are_private(tmp_path: Path) -> None:
 def test_airflow_env_has_what_the_components_and_tasks_need(tmp_path: Path) -> None:
     (tmp_path / "dags").mkdir()
     (tmp_path / "spark_jobs").mkdir()
-    s = settings_for(tmp_path, airflow_port=18123, mlflow_port=18124, parallelism=3, compute="local",
-                     spark_master="local[2]")
+    s = settings_for(
+        tmp_path,
+        airflow_port=18123,
+        mlflow_port=18124,
+        parallelism=3,
+        compute="local",
+        spark_master="local[2]",
+    )
     layout = StackLayout.from_settings(s)
     env = airflow_env(s, layout)
     assert env["AIRFLOW_HOME"] == str(tmp_path / ".mlopsctl" / "airflow")
@@ -194,18 +200,24 @@ def test_unreadable_pid_files(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ process groups
 
-TREE = "import subprocess, sys, time\n" \
-       "kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']) for _ in range(2)]\n" \
-       "print('ready', flush=True)\n" \
-       "time.sleep(300)\n"
+TREE = (
+    "import subprocess, sys, time\n"
+    "kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']) for _ in range(2)]\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(300)\n"
+)
 
-STUBBORN = "import signal, subprocess, sys, time\n" \
-           "signal.signal(signal.SIGTERM, lambda *a: print('got SIGTERM, staying', flush=True))\n" \
-           "print('ready', flush=True)\n" \
-           "time.sleep(300)\n"
+STUBBORN = (
+    "import signal, subprocess, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: print('got SIGTERM, staying', flush=True))\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(300)\n"
+)
 
 
-def _spawn(tmp_path: Path, name: str, code: str, env: dict | None = None) -> tuple[subprocess.Popen, PidRecord]:
+def _spawn(
+    tmp_path: Path, name: str, code: str, env: dict | None = None
+) -> tuple[subprocess.Popen, PidRecord]:
     spec = ComponentSpec(name, [sys.executable, "-c", code], env or dict(os.environ), tmp_path)
     proc, record = spawn(spec, tmp_path / f"{name}.log", tmp_path / f"{name}.pid")
     deadline = time.monotonic() + 30
@@ -307,16 +319,29 @@ def test_start_refuses_a_taken_port_before_spawning(tmp_path: Path, monkeypatch:
 
 def _fake_specs(tmp_path: Path, codes: dict[str, str]):
     def specs(settings, layout=None):
-        return {name: ComponentSpec(name, [sys.executable, "-c", codes.get(name, "import time; time.sleep(300)")],
-                                    dict(os.environ, **{STACK_MARKER: str(settings.state)}), tmp_path)
-                for name in ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")}
+        return {
+            name: ComponentSpec(
+                name,
+                [sys.executable, "-c", codes.get(name, "import time; time.sleep(300)")],
+                dict(os.environ, **{STACK_MARKER: str(settings.state)}),
+                tmp_path,
+            )
+            for name in ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
+        }
+
     return specs
 
 
 def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = settings_for(tmp_path / "p", airflow_port=free_port(), mlflow_port=free_port())
-    monkeypatch.setattr(manager, "component_specs", _fake_specs(tmp_path, {
-        "scheduler": "import sys; print('scheduler exploded: bad config', flush=True); sys.exit(3)"}))
+    monkeypatch.setattr(
+        manager,
+        "component_specs",
+        _fake_specs(
+            tmp_path,
+            {"scheduler": "import sys; print('scheduler exploded: bad config', flush=True); sys.exit(3)"},
+        ),
+    )
     monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
     with pytest.raises(StackError) as exc:
         manager.start_stack(s, timeout=60)
@@ -329,7 +354,9 @@ def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: 
     assert not any(StackLayout(s.state).pid_file(n).exists() for n in COMPONENTS)
 
 
-def test_start_times_out_naming_the_unhealthy_component(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_times_out_naming_the_unhealthy_component(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = settings_for(tmp_path / "p", airflow_port=free_port(), mlflow_port=free_port())
     monkeypatch.setattr(manager, "component_specs", _fake_specs(tmp_path, {}))
     monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
@@ -360,9 +387,13 @@ def test_expected_dag_files_and_parse_report(tmp_path: Path) -> None:
     (tmp_path / "__init__.py").write_text("")
     files = hc.expected_dag_files(tmp_path)
     assert [f.name for f in files] == ["a.py", "b.py", "c.py"]
-    dags = [{"dag_id": "a1", "fileloc": str(tmp_path / "a.py")}, {"dag_id": "old", "fileloc": str(tmp_path / "c.py"),
-                                                                    "is_stale": True}]
-    errors = [{"filename": "b.py", "stack_trace": "Traceback ...\nModuleNotFoundError: No module named 'nope'\n"}]
+    dags = [
+        {"dag_id": "a1", "fileloc": str(tmp_path / "a.py")},
+        {"dag_id": "old", "fileloc": str(tmp_path / "c.py"), "is_stale": True},
+    ]
+    errors = [
+        {"filename": "b.py", "stack_trace": "Traceback ...\nModuleNotFoundError: No module named 'nope'\n"}
+    ]
     report = hc.parse_report(files, dags, errors)
     assert report.dags_by_file == {"a.py": ["a1"]}
     assert hc.last_line(report.import_errors["b.py"]) == "ModuleNotFoundError: No module named 'nope'"
@@ -390,7 +421,7 @@ def test_status_of_a_stopped_stack(project: Path, cli) -> None:
 
 
 def test_stop_when_not_running(project: Path, cli) -> None:
-    code, out, err = cli("dev", "stop")
+    code, _out, err = cli("dev", "stop")
     assert code == 0 and "not running" in err
 
 
@@ -415,15 +446,25 @@ def test_dev_help_has_examples(cli) -> None:
         assert code == 0 and "Example" in out, sub
 
 
-def test_start_cli_reports_import_errors_and_login(project: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_cli_reports_import_errors_and_login(
+    project: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fake_start(settings, on_progress=None, timeout=None):
         on_progress("api-server", "healthy", "")
         return manager.StartResult(
-            already_running=False, started=list(COMPONENTS), seconds=12.3, migrated=True,
-            airflow_url=settings.local_airflow_url, mlflow_url=settings.local_mlflow_url, username="admin",
-            passwords_file=settings.state / "airflow" / "passwords.json", dags_folder=project / "dags",
+            already_running=False,
+            started=list(COMPONENTS),
+            seconds=12.3,
+            migrated=True,
+            airflow_url=settings.local_airflow_url,
+            mlflow_url=settings.local_mlflow_url,
+            username="admin",
+            passwords_file=settings.state / "airflow" / "passwords.json",
+            dags_folder=project / "dags",
             dags={"good.py": ["good"]},
-            import_errors={"bad.py": "Traceback (most recent call last):\n  ...\nNameError: name 'oops' is not defined\n"},
+            import_errors={
+                "bad.py": "Traceback (most recent call last):\n  ...\nNameError: name 'oops' is not defined\n"
+            },
         )
 
     monkeypatch.setattr(manager, "start_stack", fake_start)
@@ -444,9 +485,16 @@ def test_start_refuses_other_ports_while_running(tmp_path: Path, procs: list) ->
     layout.ensure()
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     procs.append(psutil.Process(proc.pid))
-    write_pid_file(layout.pid_file("api-server"), PidRecord(
-        "api-server", proc.pid, psutil.Process(proc.pid).create_time(), ["airflow", "api-server", "--port", "18999"],
-        time.time()))
+    write_pid_file(
+        layout.pid_file("api-server"),
+        PidRecord(
+            "api-server",
+            proc.pid,
+            psutil.Process(proc.pid).create_time(),
+            ["airflow", "api-server", "--port", "18999"],
+            time.time(),
+        ),
+    )
     with pytest.raises(StackError) as exc:
         manager.start_stack(s)
     assert "already running with api-server on port 18999" in exc.value.message
@@ -460,8 +508,13 @@ def test_logs_follow_prints_new_lines(project: Path) -> None:
     log = logs / "triggerer.log"
     log.write_text("old line\n")
     env = dict(os.environ, MLOPSCTL_PROJECT_DIR=str(project))
-    proc = subprocess.Popen([sys.executable, "-m", "mlopsctl", "dev", "logs", "triggerer", "-f", "-n", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlopsctl", "dev", "logs", "triggerer", "-f", "-n", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout.readline() == "old line\n"
         with open(log, "a") as fh:

@@ -193,3 +193,11 @@ def test_bad_input_exits_usage_without_a_request(argv: list[str], recorded: list
     flag = next((a for a in argv if a.startswith("--")), None)
     if flag and flag not in ("--spark",):
         assert flag in err or "--wait" in err or "'" in err  # the message names what was wrong
+
+
+def test_pipeline_completion() -> None:
+    from mlopsctl.pipelines import complete_pipeline
+
+    assert complete_pipeline("grid") == ["grid-search", "grid-search-spark"]
+    assert complete_pipeline("") == ["build-model", "grid-search", "grid-search-spark"]
+    assert complete_pipeline("x") == []
