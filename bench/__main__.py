@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     all_rows: list[Row] = []
     timings: dict[str, float] = {}
     selected = [m for m in BENCHMARKS if m.NAME in args.only]
+    load_start = os.getloadavg()
     try:
         for mod in selected:
             log(f"== {mod.NAME}: {mod.TITLE}")
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             all_rows.extend(got)
             timings[mod.NAME] = time.perf_counter() - t0
             log(f"== {mod.NAME} done in {timings[mod.NAME]:.0f} s")
+            _write_partial(args.results_dir, args, runs, selected, started, timings, load_start, all_rows, ctx)
     finally:
         for fn in reversed(ctx.cleanups):
             try:
@@ -93,24 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"cleanup failed: {exc}")
         shutil.rmtree(work, ignore_errors=True)
 
-    total = time.perf_counter() - started
-    meta = {
-        "mode": "quick" if args.quick else "full",
-        "runs_per_figure": runs,
-        "budget_minutes": args.budget,
-        "benchmarks": [m.NAME for m in selected],
-        "seconds": total,
-        "seconds_per_benchmark": timings,
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_avg_at_end": os.getloadavg(),
-        },
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
     out = args.results_dir
     out.mkdir(parents=True, exist_ok=True)
+    meta = _meta(args, runs, selected, started, timings, load_start)
     plots: list[str] = []
     try:
         from bench.plots import make_plots
@@ -122,9 +109,39 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "latest.json", {"meta": meta, "rows": rows_to_json(all_rows), "extra": ctx.shared})
     md = render_markdown(all_rows, meta, [m for m in selected])
     (out / "latest.md").write_text(md)
+    for partial in (out / "partial.md", out / "partial.json"):
+        partial.unlink(missing_ok=True)
     sys.stdout.write(md)
-    log(f"wrote {out / 'latest.md'} and latest.json in {total:.0f} s")
+    log(f"wrote {out / 'latest.md'} and latest.json in {meta['seconds']:.0f} s")
     return 0
+
+
+def _write_partial(out: Path, args, runs, selected, started, timings, load_start, rows, ctx) -> None:
+    """Results so far (bench/results/partial.*), so a long run can be read while it goes on."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta = _meta(args, runs, selected, started, timings, load_start) | {"partial": True}
+    write_json(out / "partial.json", {"meta": meta, "rows": rows_to_json(rows), "extra": ctx.shared})
+    (out / "partial.md").write_text(render_markdown(rows, meta, selected))
+
+
+def _meta(args, runs, selected, started, timings, load_start) -> dict:
+    total = time.perf_counter() - started
+    return {
+        "mode": "quick" if args.quick else "full",
+        "runs_per_figure": runs,
+        "budget_minutes": args.budget,
+        "benchmarks": [m.NAME for m in selected],
+        "seconds": total,
+        "seconds_per_benchmark": timings,
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_avg_at_start": load_start,
+            "load_avg_at_end": os.getloadavg(),
+        },
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ HEADER = (
 )
 
 
+def _load(meta: dict[str, Any]) -> str:
+    m = meta.get("machine", {})
+    a, b = m.get("load_avg_at_start"), m.get("load_avg_at_end")
+    if not a or not b:
+        return ""
+    return (f" Machine load (1-min load average) {a[0]:.1f} at start, {b[0]:.1f} at end: other work shares"
+            " these cores, so absolute seconds are inflated; ratios much less.")
+
+
 def render_markdown(rows: list[Row], meta: dict[str, Any], modules: list[Any]) -> str:
     lines = [
         "# mlopsctl benchmarks",
@@ -41,6 +50,7 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], modules: list[Any]) -
             f" the row says otherwise); {meta['machine']['cores']} cores; Python {meta['machine']['python']};"
             f" finished {meta['finished_utc']} in {meta['seconds']:.0f} s. Median with min/max; ratios are"
             " against the peer measured in the same run."
+            + _load(meta)
         ),
         "",
     ]
