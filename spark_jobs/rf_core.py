@@ -419,9 +419,33 @@ def quiet_mlflow_env() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
+def warn_if_tracking_unreachable(tracking_uri: str, timeout: float = 5.0) -> bool:
+    """One clear log line when an http(s) tracking server does not answer at all: MLflow's own client then
+    retries silently for minutes before failing. True if it answered (any HTTP status counts)."""
+    from urllib.error import HTTPError, URLError
+    from urllib.parse import urlparse
+    from urllib.request import urlopen
+
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return True
+    where = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")  # no user:pw@
+    try:
+        urlopen(f"{where}/health", timeout=timeout).close()  # noqa: S310 - http(s) only, checked above
+    except HTTPError:
+        return True
+    except (URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"mlopsctl: MLflow tracking server {where} is not reachable ({reason}); MLflow retries its "
+              "requests for a few minutes, then this task fails (and Airflow retries it).", flush=True)
+        return False
+    return True
+
+
 def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = None) -> str:
     """Point MLflow at the tracking server and return the experiment id (created if missing)."""
     quiet_mlflow_env()
+    warn_if_tracking_unreachable(tracking_uri)
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)

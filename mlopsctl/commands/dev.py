@@ -213,7 +213,7 @@ def status(
     ] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Show each component of the local stack: PID, port, health, memory (RSS incl. child processes).
+    """Show each component of the local stack: PID, port, health, memory (RSS and PSS incl. child processes).
 
     Exit code 0 when every component is running and healthy, 11 (STACK) otherwise.
 
@@ -235,8 +235,8 @@ def status(
         from rich.table import Table
 
         table = Table(title=f"Local stack ({st.state_dir})", title_justify="left")
-        for col in ("component", "pid", "port", "health", "rss", "procs"):
-            table.add_column(col, justify="right" if col in ("pid", "port", "rss", "procs") else "left")
+        for col in ("component", "pid", "port", "health", "rss", "pss", "procs"):
+            table.add_column(col, justify="left" if col in ("component", "health") else "right")
         colors = {"healthy": "green", "stopped": "dim", "unhealthy": "red"}
         for c in st.components:
             color = colors.get(c.health, "yellow")
@@ -246,10 +246,17 @@ def status(
                 str(c.port or "-"),
                 f"[{color}]{c.health}[/{color}]",
                 _human_bytes(c.rss_bytes),
+                _human_bytes(c.pss_bytes),
                 str(c.processes or "-"),
             )
         table.add_row(
-            "[bold]total[/bold]", "", "", "", f"[bold]{_human_bytes(st.total_rss_bytes)}[/bold]", ""
+            "[bold]total[/bold]",
+            "",
+            "",
+            "",
+            f"[bold]{_human_bytes(st.total_rss_bytes)}[/bold]",
+            f"[bold]{_human_bytes(st.total_pss_bytes)}[/bold]",
+            "",
         )
         actx.console.print(table)
         if st.running:
@@ -266,11 +273,14 @@ def status(
         raise typer.Exit(int(ExitCode.STACK))
 
 
-def _follow(paths: dict[str, Path], prefix: bool, poll: float = 0.5) -> None:
+def _sizes(paths: dict[str, Path]) -> dict[str, int]:
+    return {name: (p.stat().st_size if p.exists() else 0) for name, p in paths.items()}
+
+
+def _follow(paths: dict[str, Path], prefix: bool, positions: dict[str, int], poll: float = 0.5) -> None:
     """Print lines appended to the files until Ctrl-C (like tail -F: survives truncation/recreation)."""
     import sys
 
-    positions = {name: (p.stat().st_size if p.exists() else 0) for name, p in paths.items()}
     try:
         while True:
             wrote = False
@@ -339,12 +349,13 @@ def logs(
             hint="Start the stack with `mlopsctl dev start`.",
         )
     prefix = component is None
+    positions = _sizes(paths)  # -f continues exactly where the tail below ends: no line lost or repeated
     for name, path in paths.items():
         if not path.exists() or lines == 0:
             continue
-        text = tail(path, lines)
+        text = tail(path, lines, end=positions[name])
         for line in text.splitlines():
             sys.stdout.write(f"{name} | {line}\n" if prefix else line + "\n")
     sys.stdout.flush()
     if follow:
-        _follow(paths, prefix)
+        _follow(paths, prefix, positions)

@@ -22,6 +22,7 @@ from mlopsctl.devenv.process import (
     kill_all,
     marked_processes,
     process_of,
+    pss_bytes,
     read_pid_file,
     remove_pid_file,
     rss_bytes,
@@ -117,6 +118,7 @@ class ComponentState:
     processes: int = 0
     started_at: float | None = None
     log_file: str = ""
+    pss_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +129,7 @@ class ComponentState:
             "health": self.health,
             "rss_bytes": self.rss_bytes,
             "rss_mb": round(self.rss_bytes / 1e6, 1),
+            "pss_bytes": self.pss_bytes,
             "processes": self.processes,
             "started_at": datetime.fromtimestamp(self.started_at, UTC).isoformat()
             if self.started_at
@@ -159,6 +162,10 @@ class StackStatus:
     def total_rss_bytes(self) -> int:
         return sum(c.rss_bytes for c in self.components)
 
+    @property
+    def total_pss_bytes(self) -> int:
+        return sum(c.pss_bytes for c in self.components)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "state_dir": str(self.state_dir),
@@ -170,6 +177,8 @@ class StackStatus:
             "healthy": self.all_healthy,
             "total_rss_bytes": self.total_rss_bytes,
             "total_rss_mb": round(self.total_rss_bytes / 1e6, 1),
+            "total_pss_bytes": self.total_pss_bytes,
+            "total_pss_mb": round(self.total_pss_bytes / 1e6, 1),
             "components": [c.as_dict() for c in self.components],
         }
 
@@ -310,6 +319,7 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
                 len(procs),
                 rec.started_at if rec else None,
                 str(layout.log_file(name)),
+                pss_bytes=pss_bytes(procs),
             )
         )
     return StackStatus(layout.state, airflow_url, mlflow_url, layout.passwords_file, states)

@@ -242,6 +242,19 @@ def rss_bytes(procs: Iterable[psutil.Process]) -> int:
     return total
 
 
+def pss_bytes(procs: Iterable[psutil.Process]) -> int:
+    """Proportional set size (shared pages split between the processes sharing them; Linux). RSS counts the
+    copy-on-write pages of forked workers once per worker; PSS does not. 0 where unavailable."""
+    ps = _psutil()
+    total = 0
+    for proc in procs:
+        try:
+            total += getattr(proc.memory_full_info(), "pss", 0)
+        except (ps.NoSuchProcess, ps.AccessDenied, OSError):
+            continue
+    return total
+
+
 def _signal(proc: psutil.Process, sig: int) -> None:
     ps = _psutil()
     try:
@@ -297,14 +310,15 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    """Last `lines` lines of a text file ('' if missing)."""
+def tail(path: Path, lines: int = 20, *, end: int | None = None) -> str:
+    """Last `lines` lines of a text file ('' if missing), of its first `end` bytes if given."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 256 * 1024))
-            data = fh.read()
+            size = fh.tell() if end is None else min(end, fh.tell())
+            start = max(0, size - 256 * 1024)
+            fh.seek(start)
+            data = fh.read(size - start)
     except OSError:
         return ""
     text = data.decode("utf-8", errors="replace")

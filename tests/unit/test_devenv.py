@@ -405,6 +405,7 @@ def test_tail_reads_the_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(1000)))
     assert tail(log, 3).splitlines() == ["line 997", "line 998", "line 999"]
     assert tail(tmp_path / "missing.log") == ""
+    assert tail(log, 2, end=len("line 0\nline 1\n")).splitlines() == ["line 0", "line 1"]
 
 
 # ------------------------------------------------------------------------------------------ CLI, stack stopped
@@ -503,6 +504,9 @@ def test_start_refuses_other_ports_while_running(tmp_path: Path, procs: list) ->
 
 
 def test_logs_follow_prints_new_lines(project: Path) -> None:
+    import queue
+    import threading
+
     logs = project / ".mlopsctl" / "logs"
     logs.mkdir(parents=True)
     log = logs / "triggerer.log"
@@ -515,12 +519,14 @@ def test_logs_follow_prints_new_lines(project: Path) -> None:
         text=True,
         env=env,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
-        assert proc.stdout.readline() == "old line\n"
+        assert lines.get(timeout=120) == "old line\n"
         with open(log, "a") as fh:
             fh.write("new line\n")
-        assert proc.stdout.readline() == "new line\n"
+        assert lines.get(timeout=120) == "new line\n"
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     assert proc.returncode == 0
