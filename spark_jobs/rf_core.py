@@ -431,7 +431,7 @@ def warn_if_tracking_unreachable(tracking_uri: str, timeout: float = 5.0) -> boo
         return True
     where = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")  # no user:pw@
     try:
-        urlopen(f"{where}/health", timeout=timeout).close()  # noqa: S310 - http(s) only, checked above
+        urlopen(f"{where}/health", timeout=timeout).close()  # http(s) only, checked above
     except HTTPError:
         return True
     except (URLError, OSError) as exc:

@@ -13,7 +13,7 @@ DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
 def parse_dags(monkeypatch: pytest.MonkeyPatch | None = None) -> Any:
     if str(DAGS_DIR) not in sys.path:  # Airflow puts the dags folder on sys.path; so do the tests
-        sys.path.insert(0, str(DAGS_DIR))
+        sys.path.append(str(DAGS_DIR))
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS_DIR), bundle_path=DAGS_DIR, bundle_name="dags-folder")

@@ -13,7 +13,7 @@ import pytest
 from tests.dags.conftest import DAGS_DIR
 
 if str(DAGS_DIR) not in sys.path:
-    sys.path.insert(0, str(DAGS_DIR))
+    sys.path.append(str(DAGS_DIR))
 
 from common import compute
 

@@ -122,6 +122,9 @@ def test_status_json_reports_every_component(
     for c in comps.values():
         assert c["health"] == "healthy" and c["pid"] and c["rss_bytes"] > 0
     assert data["total_rss_bytes"] == sum(c["rss_bytes"] for c in comps.values())
+    assert (
+        0 < data["total_pss_bytes"] <= data["total_rss_bytes"]
+    )  # shared pages of forked workers counted once
 
     code, out, err = cli("dev", "status", "--json", "--show-password")
     assert code == 0, err

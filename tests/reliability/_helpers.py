@@ -36,6 +36,7 @@ def cli(*argv: str, stack: Any = None, env: dict[str, str] | None = None, cwd: P
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 

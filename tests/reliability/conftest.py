@@ -8,8 +8,8 @@ running stack can be reused by setting MLOPSCTL_TEST_REUSE_STACK=<project dir>,<
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -91,8 +91,8 @@ LOCAL_CASES: list[tuple[str, dict[str, str], list[str], ExitCode, str]] = [
     ),
     # --- settings (exit CONFIG) ----------------------------------------------------------------------
     ("airflow url malformed", {"MLOPSCTL_AIRFLOW_URL": "notaurl"}, ["status"], C,
-     r"Error: Invalid settings: airflow_url \(MLOPSCTL_AIRFLOW_URL\): must be an http\(s\):// URL with a host, "
-     r"got 'notaurl'\."),
+     (r"Error: Invalid settings: airflow_url \(MLOPSCTL_AIRFLOW_URL\): must be an http\(s\):// URL with a host, "
+      r"got 'notaurl'\.")),
     ("airflow url flag scheme", {}, ["--airflow-url", "ftp://127.0.0.1", "status"], C,
      r"Error: Invalid settings: airflow_url \(MLOPSCTL_AIRFLOW_URL\): must be an http\(s\):// URL"),
     ("airflow url bad port", {"MLOPSCTL_AIRFLOW_URL": "http://127.0.0.1:99999"}, ["status"], C,

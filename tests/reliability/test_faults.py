@@ -22,10 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from mlopsctl.errors import ExitCode, UnreachableError
+from mlopsctl.errors import ExitCode, MlopsctlError, UnreachableError
 from tests.reliability._helpers import (
     CLI_TIMEOUT,
-    REPO,
     airflow_runs,
     assert_clean_error,
     cli,
@@ -289,15 +288,20 @@ def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
               "preprocess_data to start")
     _stop_component(local_stack, "mlflow")
 
+    outage_line = f"mlopsctl: MLflow tracking server {local_stack.mlflow_url} is not reachable"
+
     def train_hit_the_outage() -> bool:
         state = _task_state(local_stack, "build_model", run_id, "train_model")
         if state in ("success", "failed", "upstream_failed", "up_for_retry"):
             return True
         if state != "running":
             return False
-        with local_stack.client() as client:
-            text = "\n".join(read_log(client, "build_model", run_id, "train_model", 1))
-        return bool(re.search(r"Retrying|Max retries|Connection refused|ConnectionError", text))
+        try:
+            with local_stack.client() as client:
+                text = "\n".join(read_log(client, "build_model", run_id, "train_model", 1))
+        except MlopsctlError:  # the log may not be served yet
+            return False
+        return outage_line in text
 
     _wait_for(train_hit_the_outage, "train_model to meet the MLflow outage", interval=2)
     start_stack(local_stack.settings)
@@ -307,8 +311,7 @@ def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
     with local_stack.client() as client:
         tis = {t.task_id: t for t in client.task_instances("build_model", run_id)}
         log = "\n".join(read_log(client, "build_model", run_id, "train_model", 1))
-    assert re.search(r"127\.0\.0\.1.*(Retrying|Max retries|Connection refused)|(Retrying|Max retries).*127\.0\.0\.1",
-                     log), log[-3000:]
+    assert outage_line in log, log[-3000:]  # one clear line while MLflow's client retries silently
     assert len(airflow_runs(local_stack, "build_model", run_id)) == 1
     runs = [r for r in mlflow_runs(local_stack, "build_model", run_id)]
     if doc["state"] == "success":

@@ -222,7 +222,7 @@ def dags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
         bag = DagBag(dag_folder=str(REPO / "dags"))
         assert not bag.import_errors, bag.import_errors
-        import common.compute as compute  # the copy the DAGs imported
+        from common import compute  # the copy the DAGs imported
     finally:
         sys.path[:] = saved_path  # dags/grid_search.py must not shadow spark_jobs/grid_search.py
     try:

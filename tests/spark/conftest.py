@@ -11,8 +11,13 @@ from typing import Any
 import pytest
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "spark_jobs"
-if str(JOBS_DIR) not in sys.path:
-    sys.path.insert(0, str(JOBS_DIR))
+# The jobs import each other by plain name (as under spark-submit). dags/ holds DAG files with the same
+# names (grid_search.py ...), so put spark_jobs/ first and drop any same-named module loaded from elsewhere.
+sys.path[:] = [str(JOBS_DIR), *(p for p in sys.path if p != str(JOBS_DIR))]
+for _name in ("rf_core", "preprocess_data", "train_model", "grid_search", "grid_search_spark"):
+    _mod = sys.modules.get(_name)
+    if _mod is not None and Path(getattr(_mod, "__file__", None) or "").resolve().parent != JOBS_DIR:
+        del sys.modules[_name]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,15 @@ import io
 
 from rich.console import Console
 
-from mlopsctl.render import dags_table, fmt_duration, heatmap, leaderboard, link_lines, run_summary, runs_table
+from mlopsctl.render import (
+    dags_table,
+    fmt_duration,
+    heatmap,
+    leaderboard,
+    link_lines,
+    run_summary,
+    runs_table,
+)
 
 POINTS = [
     {"run_id": "c2", "max_depth": 3, "n_estimators": 20, "cv_rmse_mean": 55.0, "cv_rmse_std": 1.2,
