@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
-import click
 import typer
 
 from mlopsctl import __version__
-from mlopsctl.commands import check, connect, context_cmd, dags, deploy, dev, grid_search, init, logs, run, status
+from mlopsctl.commands import (
+    check,
+    connect,
+    context_cmd,
+    dags,
+    deploy,
+    dev,
+    grid_search,
+    init,
+    logs,
+    run,
+    status,
+)
 from mlopsctl.context import AppContext
 from mlopsctl.errors import ExitCode, MlopsctlError
 
@@ -22,7 +33,7 @@ app = typer.Typer(
     name="mlopsctl",
     help="Run batch ML pipelines on Airflow 3, with Spark/Databricks doing the work and MLflow keeping score.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -38,24 +49,29 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     project_dir: Annotated[
-        Optional[Path],
-        typer.Option("--project-dir", "-C", help="Project root. \\[env: MLOPSCTL_PROJECT_DIR]", show_default=False),
+        Path | None,
+        typer.Option(
+            "--project-dir", "-C", help="Project root. [env: MLOPSCTL_PROJECT_DIR]", show_default=False
+        ),
     ] = None,
     context: Annotated[
-        Optional[str],
-        typer.Option("--context", help="Named Airflow/MLflow target (see `mlopsctl context`). \\[env: MLOPSCTL_CONTEXT]"),
+        str | None,
+        typer.Option(
+            "--context",
+            help="Named Airflow/MLflow target (see `mlopsctl context`). [env: MLOPSCTL_CONTEXT]",
+        ),
     ] = None,
     airflow_url: Annotated[
-        Optional[str], typer.Option("--airflow-url", help="Airflow base URL. \\[env: MLOPSCTL_AIRFLOW_URL]")
+        str | None, typer.Option("--airflow-url", help="Airflow base URL. [env: MLOPSCTL_AIRFLOW_URL]")
     ] = None,
     mlflow_uri: Annotated[
-        Optional[str],
-        typer.Option("--mlflow-uri", help="MLflow tracking URI. \\[env: MLOPSCTL_MLFLOW_TRACKING_URI]"),
+        str | None,
+        typer.Option("--mlflow-uri", help="MLflow tracking URI. [env: MLOPSCTL_MLFLOW_TRACKING_URI]"),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print results and errors.")] = False,
     version: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = None,
 ) -> None:
@@ -101,22 +117,19 @@ def main(argv: list[str] | None = None) -> None:
 
         Console().error(exc.message, exc.hint)
         sys.exit(int(exc.exit_code))
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("Aborted.\n")
         sys.exit(int(ExitCode.INTERRUPTED))
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except typer.TyperException as exc:  # typer >= 0.29 vendors click: its usage errors are not click's
+    except typer.TyperException as exc:  # typer >= 0.29 vendors click: usage errors (exit 2) land here
         if hasattr(exc, "show"):
             exc.show()
         sys.exit(getattr(exc, "exit_code", int(ExitCode.USAGE)))
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(int(ExitCode.INTERRUPTED))
-    except Exception as exc:  # noqa: BLE001 - the edge: never a bare traceback unless --debug
+    except Exception as exc:
         if debug:
             raise
         from mlopsctl.console import Console

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     @classmethod
     def _tracking_uri(cls, value: str) -> str:
         parsed = urlparse(value)
-        if value == "databricks" or value.startswith("databricks://") or value.startswith("databricks-uc"):
+        if value == "databricks" or value.startswith(("databricks://", "databricks-uc")):
             return value
         if parsed.scheme in ("http", "https") and parsed.hostname:
             return value.rstrip("/")

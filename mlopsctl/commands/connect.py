@@ -13,7 +13,7 @@ from mlopsctl.commands._common import JsonOpt, app_context
 app = typer.Typer(
     no_args_is_help=True,
     help="Create/update the Airflow connections the pipelines use (Databricks).",
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 
@@ -21,12 +21,12 @@ app = typer.Typer(
 def connect_databricks(
     ctx: typer.Context,
     conn_id: Annotated[
-        str, typer.Option("--conn-id", help="Airflow connection id the DAGs use. \\[env: MLOPSCTL_DATABRICKS_CONN_ID]",
+        str, typer.Option("--conn-id", help="Airflow connection id the DAGs use. [env: MLOPSCTL_DATABRICKS_CONN_ID]",
                           envvar="MLOPSCTL_DATABRICKS_CONN_ID", show_envvar=False)
     ] = "databricks_default",
     profile: Annotated[
         str | None,
-        typer.Option("--profile", help="~/.databrickscfg profile. \\[env: DATABRICKS_CONFIG_PROFILE]",
+        typer.Option("--profile", help="~/.databrickscfg profile. [env: DATABRICKS_CONFIG_PROFILE]",
                      show_default=False),
     ] = None,
     dry_run: Annotated[
@@ -44,7 +44,7 @@ def connect_databricks(
     OAuth M2M (DATABRICKS_CLIENT_ID / DATABRICKS_CLIENT_SECRET), or a ~/.databrickscfg profile. The
     token is sent to Airflow only; it is never printed or stored by mlopsctl.
 
-    Example: [bold]DATABRICKS_HOST=https://adb-123.azuredatabricks.net DATABRICKS_TOKEN=... mlopsctl connect databricks[/bold]
+    Example: DATABRICKS_HOST=https://adb-123.azuredatabricks.net DATABRICKS_TOKEN=... mlopsctl connect databricks
     """
     from mlopsctl import databricks as dbx
 
@@ -61,7 +61,7 @@ def connect_databricks(
         if app_ctx.json_mode:
             console.json(result)
             return
-        console.print(f"Would write Airflow connection [bold]{conn_id}[/bold] (dry run, nothing written):")
+        console.print(f"Would write Airflow connection {conn_id} (dry run, nothing written):")
         console.print(json.dumps(shown, indent=2), markup=False, soft_wrap=True)
         return
     airflow_url = app_ctx.settings.airflow_url
@@ -115,7 +115,7 @@ def connect_status(
     connection's workspace is checked with your local Databricks credentials when they point at the
     same host.
 
-    Example: [bold]mlopsctl connect status --json[/bold]
+    Example: mlopsctl connect status --json
     """
     from mlopsctl import databricks as dbx
     from mlopsctl.errors import MlopsctlError

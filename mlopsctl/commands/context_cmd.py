@@ -6,20 +6,30 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from mlopsctl import contexts
 from mlopsctl.commands._common import JsonOpt, app_context
 from mlopsctl.errors import ConfigError, InputError
 
+
+class _LazyModule:
+    """`mlopsctl.contexts` pulls in pydantic-settings: import it on first use, not at CLI start."""
+
+    def __getattr__(self, name: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module("mlopsctl.contexts"), name)
+
+
+contexts = _LazyModule()
+
 app = typer.Typer(
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     help=(
         "Named targets: Airflow URL + auth kind + MLflow URI, kept in contexts.toml in the user config dir "
-        "(\\[env: MLOPSCTL_CONFIG_DIR]). Select one with `--context NAME`, MLOPSCTL_CONTEXT or `context use`. "
+        "([env: MLOPSCTL_CONFIG_DIR]). Select one with `--context NAME`, MLOPSCTL_CONTEXT or `context use`. "
         "Secrets never go in the file.\n\n"
         "Example: mlopsctl context add astro --airflow-url https://ORG.astronomer.run/DEPLOYMENT "
         "--auth token --token-env ASTRO_API_TOKEN"
@@ -85,6 +95,8 @@ def add(
 
     Example: mlopsctl context add prod --airflow-url https://airflow.example.com --auth password --username ops --use
     """
+    from pydantic import ValidationError
+
     app_ctx = app_context(ctx, json_output)
     contexts.validate_name(name)
     if auth not in ("password", "token", "none"):

@@ -22,7 +22,7 @@ def param_defaults(params: dict[str, Any]) -> dict[str, Any]:
 def dags(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """List the bundled pipelines: params with defaults, paused state, last run and import errors.
 
-    Example: [bold]mlopsctl dags[/bold]   ·   [bold]mlopsctl dags --json[/bold]
+    Example: mlopsctl dags   ·   mlopsctl dags --json
     """
     from mlopsctl.pipelines import PIPELINES
     from mlopsctl.render import dags_table, fmt_time

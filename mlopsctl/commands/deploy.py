@@ -14,7 +14,7 @@ from mlopsctl.commands._common import JsonOpt, app_context
 app = typer.Typer(
     no_args_is_help=True,
     help="Deploy job files to Databricks and DAGs to an Airflow DAGs folder.",
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 JOBS_PATH_VARIABLE = "MLOPSCTL_DATABRICKS_JOBS_PATH"
@@ -38,7 +38,7 @@ def deploy_jobs(
     to: Annotated[
         str,
         typer.Option("--to", help="Workspace folder (/Workspace/...) or UC volume (/Volumes/cat/schema/vol/...); "
-                                  "a versioned sub-folder is created in it. \\[env: MLOPSCTL_DATABRICKS_UPLOAD_ROOT]",
+                                  "a versioned sub-folder is created in it. [env: MLOPSCTL_DATABRICKS_UPLOAD_ROOT]",
                      envvar="MLOPSCTL_DATABRICKS_UPLOAD_ROOT", show_envvar=False),
     ] = DEFAULT_UPLOAD_ROOT,
     src: Annotated[
@@ -50,7 +50,7 @@ def deploy_jobs(
                                                       "hash>).", show_default=False)
     ] = None,
     profile: Annotated[
-        str | None, typer.Option("--profile", help="~/.databrickscfg profile. \\[env: DATABRICKS_CONFIG_PROFILE]",
+        str | None, typer.Option("--profile", help="~/.databrickscfg profile. [env: DATABRICKS_CONFIG_PROFILE]",
                                     show_default=False)
     ] = None,
     set_variable: Annotated[
@@ -64,7 +64,7 @@ def deploy_jobs(
     The version folder is derived from the files' content, so re-deploying unchanged jobs reuses the
     same path and running DAG runs never see files change under them.
 
-    Example: [bold]mlopsctl deploy jobs --to /Volumes/main/mlops/jobs --set-variable[/bold]
+    Example: mlopsctl deploy jobs --to /Volumes/main/mlops/jobs --set-variable
     """
     from mlopsctl import __version__
     from mlopsctl import databricks as dbx
@@ -137,7 +137,7 @@ def deploy_dags(
     """Copy dags/ (and spark_jobs/) into a DAGs folder that Airflow reads; files are replaced atomically,
     nothing is deleted.
 
-    Example: [bold]mlopsctl deploy dags --to /mnt/airflow/dags[/bold]
+    Example: mlopsctl deploy dags --to /mnt/airflow/dags
     """
     from mlopsctl.errors import ConfigError
 

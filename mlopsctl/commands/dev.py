@@ -14,7 +14,7 @@ from mlopsctl.errors import InputError
 
 app = typer.Typer(
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     help="The embedded local stack: real Airflow 3 (api-server, scheduler, dag-processor, triggerer) and an "
     "MLflow server on 127.0.0.1, state under <project>/.mlopsctl. No Docker.",
 )
@@ -27,7 +27,7 @@ AirflowPortOpt = Annotated[
         "--airflow-port",
         min=1,
         max=65535,
-        help="Airflow api-server port. \\[env: MLOPSCTL_AIRFLOW_PORT]",
+        help="Airflow api-server port. [env: MLOPSCTL_AIRFLOW_PORT]",
         show_default=False,
     ),
 ]
@@ -37,7 +37,7 @@ MlflowPortOpt = Annotated[
         "--mlflow-port",
         min=1,
         max=65535,
-        help="MLflow server port. \\[env: MLOPSCTL_MLFLOW_PORT]",
+        help="MLflow server port. [env: MLOPSCTL_MLFLOW_PORT]",
         show_default=False,
     ),
 ]
@@ -124,7 +124,7 @@ def start(
         typer.Option(
             "--timeout",
             min=1,
-            help="Seconds to wait for health. \\[env: MLOPSCTL_START_TIMEOUT]",
+            help="Seconds to wait for health. [env: MLOPSCTL_START_TIMEOUT]",
             show_default=False,
         ),
     ] = None,
@@ -134,7 +134,7 @@ def start(
 
     Idempotent: an already running stack is left alone; a crashed component is started again.
 
-    Example: [bold]mlopsctl dev start[/bold]   (then open http://127.0.0.1:8080, user admin)
+    Example: mlopsctl dev start   (then open http://127.0.0.1:8080, user admin)
     """
     from mlopsctl.devenv.health import last_line
     from mlopsctl.devenv.manager import start_stack
@@ -181,7 +181,7 @@ def stop(
 
     Safe after a crash: stale PID files are cleaned up and never used to kill an unrelated process.
 
-    Example: [bold]mlopsctl dev stop[/bold]
+    Example: mlopsctl dev stop
     """
     from mlopsctl.devenv.manager import stop_stack
 
@@ -217,7 +217,7 @@ def status(
 
     Exit code 0 when every component is running and healthy, 11 (STACK) otherwise.
 
-    Example: [bold]mlopsctl dev status --json[/bold]
+    Example: mlopsctl dev status --json
     """
     from mlopsctl.devenv.manager import read_password, stack_status
     from mlopsctl.errors import ExitCode
@@ -330,7 +330,7 @@ def logs(
 ) -> None:
     """Print the last lines of a component's log (stdout+stderr), optionally following it.
 
-    Example: [bold]mlopsctl dev logs scheduler -f -n 100[/bold]
+    Example: mlopsctl dev logs scheduler -f -n 100
     """
     import sys
 

@@ -45,9 +45,9 @@ def grid_search(
 ) -> None:
     """Grid-search a random forest over max_depth × n_estimators; print a leaderboard and a heatmap.
 
-    Example: [bold]mlopsctl grid-search --max-depth 3,5 --n-estimators 10,20 --cv 2[/bold]
+    Example: mlopsctl grid-search --max-depth 3,5 --n-estimators 10,20 --cv 2
 
-    On Spark: [bold]mlopsctl grid-search --spark --json[/bold]
+    On Spark: mlopsctl grid-search --spark --json
     """
     from mlopsctl.pipelines import get_pipeline, grid_conf, register_value
 

@@ -72,7 +72,7 @@ def init(
 
     The conflicting files are listed; --force overwrites them.
 
-    Example: [bold]mlopsctl init my-project[/bold]   ·   [bold]mlopsctl init . --force[/bold]
+    Example: mlopsctl init my-project   ·   mlopsctl init . --force
     """
     from mlopsctl.scaffold import init_project
 

@@ -27,9 +27,9 @@ def logs(
 ) -> None:
     """Print task logs of a run from the Airflow REST API.
 
-    Example: [bold]mlopsctl logs mlopsctl__20261124T030405Z__a1b2c3 --task train_model[/bold]
+    Example: mlopsctl logs mlopsctl__20261124T030405Z__a1b2c3 --task train_model
 
-    Follow a running task: [bold]mlopsctl logs RUN_ID -t train_model -f[/bold]
+    Follow a running task: mlopsctl logs RUN_ID -t train_model -f
     """
     from rich.markup import escape
 

@@ -18,8 +18,8 @@ from mlopsctl.errors import DagError, InputError, MlopsctlError, NotFoundError, 
 
 app = typer.Typer(
     no_args_is_help=True,
-    rich_markup_mode="rich",
-    help="Trigger a pipeline run and follow it to the end.\n\nExample: [bold]mlopsctl run build-model --max-depth 80 --n-estimators 100[/bold]",
+    rich_markup_mode=None,
+    help="Trigger a pipeline run and follow it to the end.\n\nExample: mlopsctl run build-model --max-depth 80 --n-estimators 100",
 )
 
 LOG_TAIL_LINES = 30
@@ -34,7 +34,7 @@ TestSizeOpt = Annotated[float, typer.Option("--test-size", help="Held-out fracti
 RandomStateOpt = Annotated[int, typer.Option("--random-state", help="Random seed (>= 0).")]
 RegisterOpt = Annotated[
     str | None,
-    typer.Option("--register", help="Register the model under this name \\[default: mlopsctl-random-forest].",
+    typer.Option("--register", help="Register the model under this name [default: mlopsctl-random-forest].",
                  show_default=False),
 ]
 NoRegisterOpt = Annotated[bool, typer.Option("--no-register", help="Do not register the model.")]
@@ -321,11 +321,11 @@ def build_model(
     auto_unpause: AutoUnpauseOpt = True,
     json_output: JsonOpt = False,
 ) -> None:
-    """Train one random forest: trigger [bold]build_model[/bold], follow it, print its MLflow metrics.
+    """Train one random forest: trigger build_model, follow it, print its MLflow metrics.
 
-    Example: [bold]mlopsctl run build-model --max-depth 80 --n-estimators 100[/bold]
+    Example: mlopsctl run build-model --max-depth 80 --n-estimators 100
 
-    Own data: [bold]mlopsctl run build-model --data data.csv --target price --json[/bold]
+    Own data: mlopsctl run build-model --data data.csv --target price --json
     """
     from mlopsctl.pipelines import build_model_conf, get_pipeline, register_value
 

@@ -55,9 +55,9 @@ def status(
 ) -> None:
     """Show recent runs of the pipelines, or one run's tasks, conf and MLflow metrics.
 
-    Example: [bold]mlopsctl status[/bold]   ·   [bold]mlopsctl status -p grid-search -n 5[/bold]
+    Example: mlopsctl status   ·   mlopsctl status -p grid-search -n 5
 
-    Reattach: [bold]mlopsctl status mlopsctl__20261124T030405Z__a1b2c3 --wait[/bold]
+    Reattach: mlopsctl status mlopsctl__20261124T030405Z__a1b2c3 --wait
     """
     from mlopsctl.commands.run import check_timeout
 
