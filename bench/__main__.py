@@ -11,6 +11,7 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -50,8 +51,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally below: every server started is stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     runs = args.runs or (1 if args.quick else 5)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE_DIR))

@@ -163,6 +163,9 @@ def run_cmd(
         kill_group(proc)
         out, err = proc.communicate()
         raise NotMeasured(f"`{_short(argv)}` timed out after {timeout:.0f} s") from None
+    except BaseException:  # interrupted (SIGTERM/Ctrl-C): take the child's process group down too
+        kill_group(proc)
+        raise
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -189,6 +189,8 @@ def run(ctx: BenchContext) -> list[Row]:
                 durs = [d["duration_s"] for d in per[key] if d.get("duration_s")]
                 if durs:
                     notes.append(f"Airflow run duration {Stats(durs).median:.1f} s")
+            if s.n < 5:
+                notes.append(f"{s.n} run(s) to fit the time budget")
             row.note = "; ".join(notes)
             rows.append(row)
     ctx.shared["grid"] = {"grid": GRID, "cv": CV, "cores": cores, "sizes": extra}

@@ -112,6 +112,17 @@ class LocalStack:
             pids += [p.pid for p in tree_of(rec)]
         return pids
 
+    def memory_by_component(self) -> dict[str, tuple[float, float, int]]:
+        """component -> (RSS MB, PSS MB, processes)."""
+        from mlopsctl.devenv.process import read_pid_file, tree_of
+
+        out: dict[str, tuple[float, float, int]] = {}
+        for comp in COMPONENTS:
+            rec = read_pid_file(self.state / "pids" / f"{comp}.pid")
+            if rec is not None:
+                out[comp] = tree_memory([p.pid for p in tree_of(rec)])
+        return out
+
     def memory(self) -> tuple[float, float, int]:
         """(RSS MB, PSS MB, processes) of the whole stack."""
         pids = self.pids()

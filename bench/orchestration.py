@@ -109,11 +109,8 @@ def dags_test_once(st: LocalStack) -> float:
     env.update({"NO_COLOR": "1", "PYTHONWARNINGS": "ignore"})
     res = run_cmd([str(VENV_BIN / "airflow"), "dags", "test", "build_model", "-c", json.dumps(CONF)],
                   env=env, timeout=900, check=False)
-    if res.returncode != 0:
+    if res.returncode != 0:  # it exits non-zero when the DagRun fails
         raise NotMeasured(f"airflow dags test exited {res.returncode}: {(res.stderr or res.stdout)[-300:]}")
-    out = res.stdout + res.stderr
-    if "failed" in out.lower() and "state=success" not in out.lower() and "success" not in out.lower():
-        raise NotMeasured(f"airflow dags test did not succeed: {out[-300:]}")
     return res.wall
 
 

@@ -105,6 +105,7 @@ def run(ctx: BenchContext) -> list[Row]:
     try:
         cluster.start_master(None if ctx.quick else 7077)
         for workers in (1, 2):
+            ctx.check_budget(f"the {workers}-worker run")
             cluster.add_worker(cores=1)
             for i in range(runs):
                 log(f"scaleout: {workers} worker(s), run {i + 1}/{runs}")
@@ -112,10 +113,24 @@ def run(ctx: BenchContext) -> list[Row]:
                 walls[workers].append(w)
                 if s is not None:
                     searches[workers].append(s)
+    except NotMeasured as exc:
+        if not walls[1]:
+            raise
+        why = str(exc)
+    else:
+        why = ""
     finally:
         cluster.stop()
 
     rows: list[Row] = []
+    if not walls[2]:  # the 1-worker figure stands alone
+        s1 = Stats(walls[1])
+        rows.append(Row(NAME, f"{NAME}.w1", f"1 worker: grid wall, {n:,} rows", stats=s1.as_dict()))
+        rows += [Row(NAME, f"{NAME}.{k}", w, reason=why or "2-worker run not done")
+                 for k, w in (("w2", "2 workers: grid wall"), ("speedup", "speed-up 1 -> 2 workers"),
+                              ("efficiency", "scaling efficiency 1 -> 2 workers"),
+                              ("predict16", f"on paper: {PREDICT_WORKERS}-worker cluster"))]
+        return rows
     s1, s2 = Stats(walls[1]), Stats(walls[2])
     note_runs = (f"{runs} run: minutes each on one core; no separate warm-up (the grid benchmark's Spark runs"
                  " just before warmed the caches)")

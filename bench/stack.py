@@ -93,6 +93,7 @@ def run(ctx: BenchContext) -> list[Row]:
     rss: list[float] = []
     pss: list[float] = []
     procs: list[int] = []
+    by_comp: dict[str, tuple[float, float, int]] = {}
     try:
         for i in range(n["cold"]):
             if st.running:
@@ -108,6 +109,7 @@ def run(ctx: BenchContext) -> list[Row]:
             warm.append(st.start())
             time.sleep(SETTLE)
             r, p, k = st.memory()
+            by_comp = st.memory_by_component()
             rss.append(r)
             pss.append(p)
             procs.append(k)
@@ -137,7 +139,8 @@ def run(ctx: BenchContext) -> list[Row]:
     r_rss.target = "<= 1.5 GB (1536 MB)"
     if rss:
         r_rss.verdict = "met" if Stats(rss).median <= 1536 else "missed"
-        r_rss.note = f"{max(procs)} processes"
+        r_rss.note = f"{max(procs)} processes; last run by component (RSS/PSS MB): " + ", ".join(
+            f"{c} {v[0]:.0f}/{v[1]:.0f}" for c, v in by_comp.items())
         if sa_rss:
             r_rss.peer = f"{Stats(rss).median / Stats(sa_rss).median:.2f}x standalone"
     r_pss = row("mlopsctl_pss", "stack PSS (shared pages split)", pss, "MB", "mlopsctl")
@@ -163,7 +166,9 @@ def run(ctx: BenchContext) -> list[Row]:
     rows += [r_cold, r_warm, r_rss, r_pss, *sa_rows, r_sa_rss, r_sa_pss]
     ctx.shared["stack"] = {"cold": cold, "warm": warm, "rss_mb": rss, "pss_mb": pss,
                            "standalone_cold": sa_cold, "standalone_warm": sa_warm,
-                           "standalone_rss_mb": sa_rss, "standalone_pss_mb": sa_pss}
+                           "standalone_rss_mb": sa_rss, "standalone_pss_mb": sa_pss,
+                           "by_component_mb": {c: {"rss": v[0], "pss": v[1], "processes": v[2]}
+                                               for c, v in by_comp.items()}}
     return rows
 
 

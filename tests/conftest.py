@@ -20,7 +20,7 @@ atexit.register(shutil.rmtree, _CONFIG_DIR, ignore_errors=True)
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
-        if key.startswith("MLOPSCTL_") or key.startswith("DATABRICKS_"):
+        if key.startswith(("MLOPSCTL_", "DATABRICKS_")):
             monkeypatch.delenv(key, raising=False)
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
@@ -41,3 +41,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # The real local stack (Airflow 3 + MLflow), started once per test session: see tests/fixtures/stack.py.
 pytest_plugins = ["tests.fixtures.stack"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the load test last: it stresses the shared session stack, which is then restarted."""
+    items.sort(key=lambda item: item.get_closest_marker("load") is not None)

@@ -27,11 +27,20 @@ if _REUSE:
 
 @pytest.fixture
 def stack_healthy(local_stack) -> Iterator[object]:
-    """For fault tests that stop or kill a component: afterwards, bring the whole stack back to healthy
-    with the same code as `mlopsctl dev start` (it restarts only what is not running)."""
+    """For tests that stop, kill or overload a component: afterwards, bring the whole stack back to healthy
+    with the code of `mlopsctl dev start` (it restarts only what is not running). A component that is
+    running but unhealthy (e.g. a scheduler hung after a crash) is stopped first, so it gets restarted."""
     try:
         yield local_stack
     finally:
-        from mlopsctl.devenv.manager import start_stack
+        from mlopsctl.devenv.manager import stack_status, start_stack
+        from mlopsctl.devenv.process import read_pid_file, terminate
+        from mlopsctl.devenv.stack import StackLayout
 
+        layout = StackLayout.from_settings(local_stack.settings)
+        for comp in stack_status(local_stack.settings).components:
+            if comp.running and comp.health == "unhealthy":
+                record = read_pid_file(layout.pid_file(comp.name))
+                if record is not None:
+                    terminate([record], grace=20.0)
         start_stack(local_stack.settings)
