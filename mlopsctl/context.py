@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from mlopsctl.console import Console
 from mlopsctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlopsctl.airflow.client import AirflowClient
+    from mlopsctl.console import Console
     from mlopsctl.settings import Settings
 
 
@@ -47,6 +47,8 @@ class AppContext:
 
     @cached_property
     def console(self) -> Console:
+        from mlopsctl.console import Console
+
         return Console(json_mode=self.json_mode, quiet=self.quiet)
 
     def set_json(self, value: bool) -> None:

@@ -6,11 +6,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from mlopsctl.commands._common import JsonOpt, app_context
 from mlopsctl.errors import DagError, InputError
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported on use (rich is not loaded at CLI start)."""
+    from rich.markup import escape as _escape
+
+    return _escape(text)
 
 
 def check(
@@ -54,6 +59,8 @@ def check(
     if json_output:
         app.console.json(report.to_dict(strict))
     else:
+        from rich.table import Table
+
         table = Table("FILE", "PARSE (s)", "DAGS", "PROBLEMS", box=None)
         for f in report.files:
             table.add_row(

@@ -6,11 +6,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from mlopsctl.commands._common import JsonOpt, app_context
 from mlopsctl.errors import ConfigError, InputError
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported on use (rich is not loaded at CLI start)."""
+    from rich.markup import escape as _escape
+
+    return _escape(text)
 
 
 class _LazyModule:
@@ -176,6 +181,8 @@ def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     if not rows:
         app_ctx.console.info("No contexts yet. Add one: mlopsctl context add NAME --airflow-url URL")
         return
+    from rich.table import Table
+
     table = Table("", "NAME", "AIRFLOW URL", "AUTH", "MLFLOW", "DESCRIPTION", box=None)
     for r in rows:
         table.add_row(
@@ -237,6 +244,8 @@ def show(
     if json_output:
         app_ctx.console.json(data)
         return
+    from rich.table import Table
+
     table = Table(show_header=False, box=None)
     for key in (
         "name",

@@ -6,9 +6,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from mlopsctl.commands._common import JsonOpt, app_context
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported on use (rich is not loaded at CLI start)."""
+    from rich.markup import escape as _escape
+
+    return _escape(text)
+
 
 _LABELS = (
     ("created", "Created", "green"),
