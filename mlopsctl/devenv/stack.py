@@ -39,6 +39,8 @@ HEARTBEAT_KEYS: dict[str, str] = {
 ADMIN_USER = "admin"
 STACK_MARKER = "_MLOPSCTL_STACK"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+# Airflow plugin folder of the embedded stack (SQLite write serialisation + busy timeout; see the module)
+AIRFLOW_PLUGINS_DIR = Path(__file__).resolve().parent / "airflow_plugins"
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,9 @@ def airflow_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(layout.passwords_file),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{layout.airflow_db}",
+            # SQLite under concurrent writers: see airflow_plugins/mlopsctl_sqlite.py
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(AIRFLOW_PLUGINS_DIR),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mlopsctl_sqlite.CONNECT_ARGS",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(layout.airflow_home / "logs"),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(settings.airflow_port),
