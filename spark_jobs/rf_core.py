@@ -739,4 +739,22 @@ def spark_session(app_name: str) -> Any:
 
     spark = SparkSession.builder.appName(app_name).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    ship_module_to_executors(spark)
     return spark
+
+
+def ship_module_to_executors(spark: Any) -> bool:
+    """Make `rf_core` importable on the executors when spark-submit did not ship it.
+
+    Locally (and in Airflow's local backend) `--py-files` ships it. A Databricks `spark_python_task` runs the
+    main file with its folder on the driver's path only, so executors unpickling a function that uses rf_core
+    (grid_search_spark) would fail with ModuleNotFoundError; `addPyFile` ships this file to them."""
+    sc = spark.sparkContext
+    if sc.master.startswith("local") or "rf_core.py" in (sc.getConf().get("spark.submit.pyFiles") or ""):
+        return False
+    try:
+        sc.addPyFile(__file__)
+    except Exception as exc:  # noqa: BLE001 -- already shipped under another path: fine, say so and go on
+        print(f"rf_core: not shipped to executors ({exc})", file=sys.stderr, flush=True)
+        return False
+    return True

@@ -96,17 +96,5 @@ def assert_clean_error(res: subprocess.CompletedProcess) -> None:
 
 
 def stack_processes(stack: Any) -> list[Any]:
-    """Every live process of the stack: each component's process tree (session/group, as `dev stop` sees
-    it) plus anything carrying the stack's env marker. (The marker alone misses processes that rewrite
-    their environ block with setproctitle, e.g. the api-server and the LocalExecutor workers.)"""
-    from mlopsctl.devenv.process import read_pid_file, tree_of
-    from mlopsctl.devenv.stack import COMPONENTS, StackLayout
-
-    layout = StackLayout.from_settings(stack.settings)
-    found = {p.pid: p for p in stack.processes()}
-    for name in COMPONENTS:
-        record = read_pid_file(layout.pid_file(name))
-        if record is not None:
-            for proc in tree_of(record):
-                found.setdefault(proc.pid, proc)
-    return list(found.values())
+    """Every live process of the stack (see `LocalStack.processes`)."""
+    return stack.processes()

@@ -179,3 +179,39 @@ def test_stale_running_runs_of_a_retried_task_are_closed(mlflow_uri: str) -> Non
     assert closed.info.status == "FAILED"
     assert closed.data.tags["mlopsctl.error"] == "superseded by a retry of the Airflow task"
     assert client.get_run(other.info.run_id).info.status == "RUNNING"
+
+
+class _Conf:
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.values.get(key, default)
+
+
+class _Context:
+    """Just the SparkContext surface `ship_module_to_executors` reads (no cluster is reachable here)."""
+
+    def __init__(self, master: str, conf: dict[str, str]) -> None:
+        self.master, self._conf, self.added = master, _Conf(conf), []
+
+    def getConf(self) -> _Conf:
+        return self._conf
+
+    def addPyFile(self, path: str) -> None:
+        self.added.append(path)
+
+
+class _Session:
+    def __init__(self, sc: _Context) -> None:
+        self.sparkContext = sc
+
+
+def test_rf_core_is_shipped_only_to_executors_that_lack_it() -> None:
+    local = _Context("local[2]", {})
+    assert rf_core.ship_module_to_executors(_Session(local)) is False and local.added == []
+    submitted = _Context("spark://127.0.0.1:7077", {"spark.submit.pyFiles": "file:/jobs/rf_core.py"})
+    assert rf_core.ship_module_to_executors(_Session(submitted)) is False and submitted.added == []
+    databricks = _Context("spark://10.0.0.1:7077", {})  # a spark_python_task: nothing shipped
+    assert rf_core.ship_module_to_executors(_Session(databricks)) is True
+    assert databricks.added == [rf_core.__file__]
