@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     context: str | None = Field(default=None, description="Named Airflow/MLflow target from `mlopsctl context`.")
 
     # --- Airflow -------------------------------------------------------------------------------
-    airflow_url: str = Field(default="http://127.0.0.1:8080", description="Airflow base URL (api-server).")
+    airflow_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Airflow base URL (api-server). Default: the local stack, http://127.0.0.1:<airflow_port>.",
+    )
     airflow_auth: AuthKind = Field(default="password", description="password (JWT via /auth/token), token, none.")
     airflow_username: str = Field(default="admin", description="Airflow user for password auth.")
     airflow_password: SecretStr | None = Field(
@@ -60,7 +63,9 @@ class Settings(BaseSettings):
 
     # --- MLflow --------------------------------------------------------------------------------
     mlflow_tracking_uri: str = Field(
-        default="http://127.0.0.1:5000", description="MLflow tracking URI (http(s)://... or `databricks`)."
+        default="http://127.0.0.1:5000",
+        description="MLflow tracking URI (http(s)://... or `databricks`). Default: the local stack, "
+        "http://127.0.0.1:<mlflow_port>.",
     )
     mlflow_ui_url: str | None = Field(default=None, description="Base URL for MLflow UI links (default: tracking URI).")
 
@@ -109,6 +114,11 @@ class Settings(BaseSettings):
             self.state_dir = self.project_dir / ".mlopsctl"
         else:
             self.state_dir = self.state_dir.expanduser().resolve()
+        # Not given anywhere (flag, env, .env, context): the targets are the embedded stack, on its ports.
+        if "airflow_url" not in self.model_fields_set:
+            self.airflow_url = self.local_airflow_url
+        if "mlflow_tracking_uri" not in self.model_fields_set:
+            self.mlflow_tracking_uri = self.local_mlflow_url
         return self
 
     # --- derived -------------------------------------------------------------------------------

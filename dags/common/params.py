@@ -38,6 +38,7 @@ _COMMON: dict[str, dict[str, Any]] = {
         "default": 42,
         "type": "integer",
         "minimum": 0,
+        "maximum": 4294967295,  # numpy's seed range (2**32 - 1); the CLI checks the same bound locally
         "title": "Random seed",
         "description": "Seed of the held-out split, the CV folds and the random forest.",
     },

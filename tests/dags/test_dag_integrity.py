@@ -21,7 +21,7 @@ COMMON = {
     "data": ({"type": ["null", "string"]}, None),
     "target": ({"type": "string"}, "target"),
     "test_size": ({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, 0.2),
-    "random_state": ({"type": "integer", "minimum": 0}, 42),
+    "random_state": ({"type": "integer", "minimum": 0, "maximum": 2**32 - 1}, 42),
     "register_model": ({"type": ["null", "string"]}, "mlopsctl-random-forest"),
 }
 CONTRACT = {
@@ -84,6 +84,8 @@ def test_params_match_the_contract(dagbag, dag_id: str) -> None:
         ("build_model", {"test_size": 1}),
         ("build_model", {"test_size": 0}),
         ("build_model", {"random_state": -1}),
+        ("build_model", {"random_state": 2**32}),
+        ("grid_search", {"random_state": 2**32}),
         ("grid_search", {"max_depth": []}),
         ("grid_search", {"max_depth": [80, 80]}),
         ("grid_search", {"n_estimators": [0, 5]}),

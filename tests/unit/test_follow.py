@@ -84,7 +84,7 @@ def test_steady_run_polls_with_growing_intervals_then_returns_success() -> None:
     res = follow_run(client, "build_model", "r1", console=console, clock=clock, sleep=clock.sleep, live=False)
     assert res.succeeded and res.run.state == "success"
     assert [t.state for t in res.tasks] == ["success", "success"]
-    assert clock.sleeps[0] == 1.0 and clock.sleeps[-1] == 5.0
+    assert clock.sleeps[0] == 1.0 and clock.sleeps[-1] == 2.0  # a short run: polls at most 2 s apart
     assert all(a <= b for a, b in itertools.pairwise(clock.sleeps))  # nothing changed: pure backoff
     assert res.polls == 11 and res.requests == 22
     assert out.getvalue() == ""  # progress goes to stderr only
@@ -102,9 +102,20 @@ def test_a_state_change_resets_the_interval() -> None:
     clock = FakeClock()
     console, _, _ = _console()
     follow_run(client, "d", "r", console=console, clock=clock, sleep=clock.sleep, live=False)
-    assert clock.sleeps[:6] == [1.0, 1.5, 2.25, 3.375, 5.0, 5.0]
+    assert clock.sleeps[:6] == [1.0, 1.5, 2.0, 2.0, 2.0, 2.0]
     assert clock.sleeps[6] == 1.0  # the 7th poll saw a change: look again soon
     assert clock.sleeps[7] == 1.5
+
+
+def test_a_long_run_backs_off_to_five_seconds_after_the_first_two_minutes() -> None:
+    client = ScriptedClient([("running", {"p": "running"})] * 200 + [("success", {"p": "success"})])
+    clock = FakeClock()
+    res = follow_run(client, "d", "r", console=None, clock=clock, sleep=clock.sleep)
+    assert res.succeeded
+    fast = [s for s, t in zip(clock.sleeps, itertools.accumulate([0.0, *clock.sleeps])) if t < 120]
+    slow = [s for s, t in zip(clock.sleeps, itertools.accumulate([0.0, *clock.sleeps])) if t >= 120]
+    assert max(fast) == 2.0 and fast.count(2.0) > 50  # the end of a short run is seen within 2 s
+    assert slow and set(slow[2:]) == {5.0}  # then 5 s apart: cheap on a long run
 
 
 def test_json_mode_prints_nothing_and_reads_tasks_only_at_the_end() -> None:

@@ -27,6 +27,18 @@ def test_defaults(project: Path) -> None:
     assert s.state == project.resolve() / ".mlopsctl"
 
 
+def test_moving_the_local_stack_moves_the_default_targets(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_AIRFLOW_PORT", "18480")
+    write_dotenv(project, mlflow_port="18481")
+    s = load_settings()
+    assert (s.airflow_url, s.mlflow_tracking_uri) == ("http://127.0.0.1:18480", "http://127.0.0.1:18481")
+    # an explicit target still wins over the local ports
+    monkeypatch.setenv("MLOPSCTL_AIRFLOW_URL", "https://airflow.example.com")
+    s = load_settings(mlflow_tracking_uri="databricks")
+    assert (s.airflow_url, s.mlflow_tracking_uri) == ("https://airflow.example.com", "databricks")
+    assert (s.local_airflow_url, s.local_mlflow_url) == ("http://127.0.0.1:18480", "http://127.0.0.1:18481")
+
+
 def test_dotenv_beats_default(project: Path) -> None:
     write_dotenv(project, airflow_url="http://dotenv.example:8080", airflow_port="18080")
     s = load_settings()
