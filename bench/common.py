@@ -241,14 +241,9 @@ def tree_memory(root_pids: Iterable[int]) -> tuple[float, float, int]:
         procs[p.pid] = p
         for c in p.children(recursive=True):
             procs[c.pid] = c
-    rss = pss = 0
-    for p in procs.values():
-        try:
-            info = p.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
+    from mlopsctl.devenv.process import memory_bytes
+
+    rss, pss = memory_bytes(procs.values())
     return rss / 2**20, pss / 2**20, len(procs)
 
 

@@ -113,15 +113,14 @@ class LocalStack:
         return pids
 
     def memory_by_component(self) -> dict[str, tuple[float, float, int]]:
-        """component -> (RSS MB, PSS MB, processes)."""
-        from mlopsctl.devenv.process import read_pid_file, tree_of
+        """component -> (RSS MB, PSS MB, processes), as `mlopsctl dev status` counts them."""
+        from mlopsctl.devenv.manager import stack_status
 
-        out: dict[str, tuple[float, float, int]] = {}
-        for comp in COMPONENTS:
-            rec = read_pid_file(self.state / "pids" / f"{comp}.pid")
-            if rec is not None:
-                out[comp] = tree_memory([p.pid for p in tree_of(rec)])
-        return out
+        return {
+            c.name: (c.rss_bytes / 2**20, c.pss_bytes / 2**20, c.processes)
+            for c in stack_status(self.settings(), probe=False).components
+            if c.running
+        }
 
     def memory(self) -> tuple[float, float, int]:
         """(RSS MB, PSS MB, processes) of the whole stack."""

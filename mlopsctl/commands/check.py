@@ -7,15 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mlopsctl.commands._common import JsonOpt, app_context
+from mlopsctl.commands._common import JsonOpt, app_context, escape
 from mlopsctl.errors import DagError, InputError
-
-
-def escape(text: str) -> str:
-    """rich's markup escape, imported on use (rich is not loaded at CLI start)."""
-    from rich.markup import escape as _escape
-
-    return _escape(text)
 
 
 def check(

@@ -7,15 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mlopsctl.commands._common import JsonOpt, app_context
-
-
-def escape(text: str) -> str:
-    """rich's markup escape, imported on use (rich is not loaded at CLI start)."""
-    from rich.markup import escape as _escape
-
-    return _escape(text)
-
+from mlopsctl.commands._common import JsonOpt, app_context, escape
 
 _LABELS = (
     ("created", "Created", "green"),

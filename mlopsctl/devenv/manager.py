@@ -21,11 +21,10 @@ from mlopsctl.devenv.process import (
     PidRecord,
     kill_all,
     marked_processes,
+    memory_bytes,
     process_of,
-    pss_bytes,
     read_pid_file,
     remove_pid_file,
-    rss_bytes,
     spawn,
     tail,
     terminate,
@@ -300,6 +299,7 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
             )
             continue
         procs = tree_of(rec)  # type: ignore[arg-type]
+        rss, pss = memory_bytes(procs)
         if not probe:
             h = "unknown"
         elif name == "mlflow":
@@ -315,11 +315,11 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
                 True,
                 ports[name],
                 h,
-                rss_bytes(procs),
+                rss,
                 len(procs),
                 rec.started_at if rec else None,
                 str(layout.log_file(name)),
-                pss_bytes=pss_bytes(procs),
+                pss_bytes=pss,
             )
         )
     return StackStatus(layout.state, airflow_url, mlflow_url, layout.passwords_file, states)

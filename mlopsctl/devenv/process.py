@@ -231,28 +231,20 @@ def kill_all(procs: list[psutil.Process], grace: float = 5.0) -> list[psutil.Pro
     return still
 
 
-def rss_bytes(procs: Iterable[psutil.Process]) -> int:
+def memory_bytes(procs: Iterable[psutil.Process]) -> tuple[int, int]:
+    """(RSS, PSS) summed over the processes, in one read per process. PSS (Linux) splits shared pages between
+    the processes sharing them; RSS counts the copy-on-write pages of forked workers once per worker. PSS is
+    0 where unavailable."""
     ps = _psutil()
-    total = 0
+    rss = pss = 0
     for proc in procs:
         try:
-            total += proc.memory_info().rss
-        except (ps.NoSuchProcess, ps.AccessDenied):
-            continue
-    return total
-
-
-def pss_bytes(procs: Iterable[psutil.Process]) -> int:
-    """Proportional set size (shared pages split between the processes sharing them; Linux). RSS counts the
-    copy-on-write pages of forked workers once per worker; PSS does not. 0 where unavailable."""
-    ps = _psutil()
-    total = 0
-    for proc in procs:
-        try:
-            total += getattr(proc.memory_full_info(), "pss", 0)
+            info = proc.memory_full_info()
         except (ps.NoSuchProcess, ps.AccessDenied, OSError):
             continue
-    return total
+        rss += info.rss
+        pss += getattr(info, "pss", 0)
+    return rss, pss
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
