@@ -4,8 +4,8 @@ table (Parquet) of one Airflow run to <work-dir>/<dag-id>/<run key>/features.par
 Bad data (missing file, unsupported format, no rows, missing/non-numeric target, no usable feature)
 exits with code 3 and one ``mlopsctl-error:`` line, so Airflow fails the task without retrying.
 
-Example (bare, outside Airflow):
-    spark-submit --master 'local[2]' --py-files spark_jobs/rf_core.py spark_jobs/preprocess_data.py \\
+Example (bare, outside Airflow, as a Spark Connect client; or under spark-submit):
+    SPARK_REMOTE=sc://127.0.0.1:15002 python spark_jobs/preprocess_data.py \\
         --dag-id build_model --run-id manual_1 --work-dir /tmp/work --target target
 """
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(line, flush=True)
             print(f"features table written to {output} in {time.monotonic() - started:.1f}s", flush=True)
         finally:
-            spark.stop()
+            rf_core.release_session(spark)
 
     rf_core.run_main(body)
 

@@ -1,10 +1,13 @@
 """Shared, Airflow-free core of the mlopsctl pipelines: data loading/validation, the random-forest
 model, k-fold grid evaluation, metrics, and MLflow logging.
 
-Used by every job in this folder (shipped to Spark executors with ``--py-files rf_core.py``).
-Nothing here imports Airflow. Heavy libraries (pyspark, sklearn, pandas, mlflow, matplotlib)
-are imported inside the functions that need them, so executors unpickling
-:func:`evaluate_fold` only pay for what they use.
+Used by every job in this folder. The Python workers of the Spark grid import it too: a Spark Connect
+session receives it with ``addArtifacts`` (see `ship_module_to_workers`), ``spark-submit`` with
+``--py-files``, and a Databricks task from the jobs' wheel.
+Nothing here imports Airflow. Only the Spark Connect API is used (no SparkContext or RDD), so the
+jobs run unchanged as Connect clients, under ``spark-submit`` and as Databricks tasks. Heavy
+libraries (pyspark, sklearn, pandas, mlflow, matplotlib) are imported inside the functions that need
+them, so Python workers running :func:`evaluate_task_batches` only pay for what they use.
 
 Data handling (deterministic, documented in the README):
 
@@ -272,6 +275,19 @@ def load_features(path: str) -> tuple[Any, Any]:
     return split_xy(pdf)
 
 
+def read_features(spark: Any, path: str) -> tuple[Any, Any]:
+    """The features table read through Spark (any path the cluster can read) -> (X, y), source row order."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        pdf = spark.read.parquet(path).toPandas()
+    except AnalysisException as exc:
+        if exc.getCondition() == "PATH_NOT_FOUND":
+            raise DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?") from None
+        raise
+    return split_xy(pdf)
+
+
 def split_xy(pdf: Any) -> tuple[Any, Any]:
     if ROW_ID_COL in pdf.columns:
         pdf = pdf.sort_values(ROW_ID_COL, kind="mergesort").drop(columns=[ROW_ID_COL])
@@ -407,6 +423,34 @@ def run_grid_joblib(
         for (d, n, k) in grid_tasks(points, folds)
     )
     return aggregate(points, results)
+
+
+#: One (grid point, fold) fit, as `evaluate_task_batches` returns it to Spark.
+FOLD_RESULT_SCHEMA = "max_depth long, n_estimators long, fold long, rmse double, r2 double, error string"
+TASK_COL = "__task__"
+
+
+def evaluate_task_batches(
+    batches: Iterable[Any], tasks: Sequence[tuple[int, int, int]], cv: int, random_state: int
+) -> Iterable[Any]:
+    """The ``mapInPandas`` function of the Spark grid: one partition holds one task id, joined to every
+    training row (``TASK_COL``, ``ROW_ID_COL``, the features and ``TARGET_COL``), as Arrow batches.
+
+    It rebuilds the training frame in its original row order, recomputes the same folds the driver would
+    (``fold_indices`` is deterministic), and fits each task's (max_depth, n_estimators, fold) with
+    `evaluate_fold`, which records errors instead of raising, so one failed point spares the others.
+    """
+    import pandas as pd
+
+    frames = list(batches)
+    if not frames:
+        return
+    rows = pd.concat(frames, ignore_index=True)
+    for task_id, part in rows.groupby(TASK_COL, sort=True):
+        X, y = split_xy(part.drop(columns=[TASK_COL]))
+        folds = fold_indices(len(X), cv, random_state)
+        d, n, k = tasks[int(task_id)]
+        yield pd.DataFrame([evaluate_fold(X, y, d, n, k, folds[k][0], folds[k][1], random_state)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -734,27 +778,60 @@ def run_main(fn: Callable[[], Any]) -> None:
 
 
 def spark_session(app_name: str) -> Any:
-    """The job's SparkSession (master and confs come from spark-submit)."""
+    """The job's SparkSession, the one way every job gets it.
+
+    With ``SPARK_REMOTE`` set (``sc://host:port``), a Spark Connect client of that server; otherwise the
+    classic ``getOrCreate()`` (under ``spark-submit``, or a Databricks task's own session). The jobs use
+    only the Spark Connect API (DataFrames, SQL, ``mapInPandas``), so the same file runs under both.
+    """
     from pyspark.sql import SparkSession
 
-    spark = SparkSession.builder.appName(app_name).getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    ship_module_to_executors(spark)
+    remote = os.environ.get("SPARK_REMOTE")
+    builder = SparkSession.builder.appName(app_name)
+    spark = builder.remote(remote).getOrCreate() if remote else builder.getOrCreate()
+    if remote:
+        ship_module_to_workers(spark)
+    print(f"spark: {engine_name(spark)}", flush=True)
     return spark
 
 
-def ship_module_to_executors(spark: Any) -> bool:
-    """Make `rf_core` importable on the executors when spark-submit did not ship it.
+def is_connect(spark: Any) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
 
-    Locally (and in Airflow's local backend) `--py-files` ships it. A Databricks `spark_python_task` runs the
-    main file with its folder on the driver's path only, so executors unpickling a function that uses rf_core
-    (grid_search_spark) would fail with ModuleNotFoundError; `addPyFile` ships this file to them."""
-    sc = spark.sparkContext
-    if sc.master.startswith("local") or "rf_core.py" in (sc.getConf().get("spark.submit.pyFiles") or ""):
-        return False
+
+def engine_name(spark: Any) -> str:
+    """``spark-connect(sc://host:port)`` or ``spark(<master>)``, for logs and MLflow tags (no credentials)."""
+    remote = os.environ.get("SPARK_REMOTE")
+    if is_connect(spark) and remote:
+        return f"spark-connect({remote.split(';', 1)[0]})"  # `;token=...` parameters are never shown
     try:
-        sc.addPyFile(__file__)
-    except Exception as exc:  # noqa: BLE001 -- already shipped under another path: fine, say so and go on
-        print(f"rf_core: not shipped to executors ({exc})", file=sys.stderr, flush=True)
+        master = spark.conf.get("spark.master")
+    except Exception:  # noqa: BLE001 - a server that hides its master (Databricks serverless)
+        master = "connect" if is_connect(spark) else "unknown"
+    return f"spark({master})"
+
+
+def ship_module_to_workers(spark: Any) -> bool:
+    """Make this module importable by the Python workers of a Spark Connect session.
+
+    `evaluate_task_batches` runs inside ``mapInPandas`` on the workers and is pickled by reference to
+    ``rf_core``. Where the jobs are installed as a package (the wheel on Databricks), the workers import it
+    from there; where they run from a folder, Connect's ``addArtifacts(pyfile=True)`` puts this file on the
+    session's worker path. Under classic ``spark-submit``, ``--py-files`` does the same.
+    """
+    import sysconfig
+
+    here = Path(__file__).resolve()
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    if any(here.is_relative_to(p) for p in installed):
         return False
+    spark.addArtifacts(str(here), pyfile=True)
     return True
+
+
+def release_session(spark: Any) -> None:
+    """End the job's use of the session: on Databricks the session belongs to the compute and is left alone;
+    elsewhere ``stop()`` ends a classic application or releases the Connect session on the server."""
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return
+    spark.stop()

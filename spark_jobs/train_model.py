@@ -2,8 +2,8 @@
 Airflow run, evaluate it on a held-out split (rmse, mae, r2), log everything to MLflow
 (experiment <prefix>/<dag-id>, one run with role=single) and register the model.
 
-Example (bare, outside Airflow; after preprocess_data for the same --run-id):
-    spark-submit --master 'local[2]' --py-files spark_jobs/rf_core.py spark_jobs/train_model.py \\
+Example (bare, outside Airflow; after preprocess_data for the same --run-id; or under spark-submit):
+    SPARK_REMOTE=sc://127.0.0.1:15002 python spark_jobs/train_model.py \\
         --dag-id build_model --run-id manual_1 --work-dir /tmp/work --max-depth 80 --n-estimators 100 \\
         --tracking-uri http://127.0.0.1:5000 --register-model mlopsctl-random-forest
 """
@@ -32,14 +32,6 @@ def run(X: Any, y: Any, *, max_depth: int, n_estimators: int, test_size: float, 
     model = rf_core.train_model(X_train, y_train, max_depth, n_estimators, random_state, n_jobs=-1)
     metrics = rf_core.evaluate_model(model, X_test, y_test)
     return TrainResult(model, metrics, X_train, len(X_train), len(X_test))
-
-
-def load_features_spark(spark: Any, path: str) -> tuple[Any, Any]:
-    from pathlib import Path
-
-    if not Path(path).exists():
-        raise rf_core.DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?")
-    return rf_core.split_xy(spark.read.parquet(path).toPandas())
 
 
 def log_single_run(args: Any, result: TrainResult, engine: str) -> tuple[str, tuple[str | None, str | None]]:
@@ -89,10 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         spark = rf_core.spark_session(f"mlopsctl-train-{args.dag_id}")
         try:
-            engine = f"spark({spark.sparkContext.master})"
-            X, y = load_features_spark(spark, rf_core.features_path(args.work_dir, args.dag_id, args.run_id))
+            engine = rf_core.engine_name(spark)
+            X, y = rf_core.read_features(spark, rf_core.features_path(args.work_dir, args.dag_id, args.run_id))
         finally:
-            spark.stop()
+            rf_core.release_session(spark)
         print(f"training RandomForestRegressor(max_depth={args.max_depth}, n_estimators={args.n_estimators}) "
               f"on {len(X)} rows x {X.shape[1]} features", flush=True)
         result = run(X, y, max_depth=args.max_depth, n_estimators=args.n_estimators,

@@ -1,8 +1,9 @@
-"""A session-scoped local SparkSession (local[2], UI off, bound to 127.0.0.1) and the jobs on sys.path."""
+"""The Spark job tests run their jobs as Spark Connect clients of a session-scoped local Connect server
+(local[2], UI off, every port on 127.0.0.1), so any classic-only call (SparkContext, RDD, addPyFile...)
+fails the suite. The jobs are put on sys.path as the task runs them: by plain module name."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.spark_connect import SparkConnectServer
+
 JOBS_DIR = Path(__file__).resolve().parents[2] / "spark_jobs"
-# The jobs import each other by plain name (as under spark-submit). dags/ holds DAG files with the same
+# The jobs import each other by plain name (as when the task runs them). dags/ holds DAG files with the same
 # names (grid_search.py ...), so put spark_jobs/ first and drop any same-named module loaded from elsewhere.
 sys.path[:] = [str(JOBS_DIR), *(p for p in sys.path if p != str(JOBS_DIR))]
 for _name in ("rf_core", "preprocess_data", "train_model", "grid_search", "grid_search_spark"):
@@ -21,29 +24,24 @@ for _name in ("rf_core", "preprocess_data", "train_model", "grid_search", "grid_
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    import logging
+def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkConnectServer]:
+    server = SparkConnectServer(tmp_path_factory.mktemp("spark-connect"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
-    from pyspark.sql import SparkSession
 
-    # py4j logs "Closing down clientserver connection" at interpreter exit, after pytest closed its streams
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+@pytest.fixture(scope="session")
+def spark(connect_server: SparkConnectServer) -> Iterator[Any]:
+    """A Connect session the way a job gets it: `rf_core.spark_session` with SPARK_REMOTE set."""
+    import rf_core
 
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("mlopsctl-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.log.level", "WARN")
-        .getOrCreate()
-    )
-    # executors import rf_core when they unpickle the grid evaluation function
-    session.sparkContext.addPyFile(str(JOBS_DIR / "rf_core.py"))
+    with pytest.MonkeyPatch.context() as mp:  # set for the session's creation only: other tests must not see it
+        mp.setenv("SPARK_REMOTE", connect_server.url)
+        session = rf_core.spark_session("mlopsctl-tests")
+    assert rf_core.is_connect(session)
     try:
         yield session
     finally:

@@ -11,6 +11,8 @@ import pytest
 import rf_core
 import train_model
 
+JOBS_DIR = Path(rf_core.__file__).resolve().parent
+
 SMALL = {"max_depths": [3, 8], "n_estimators": [5, 15], "cv": 2, "test_size": 0.2, "random_state": 7}
 
 
@@ -181,37 +183,26 @@ def test_stale_running_runs_of_a_retried_task_are_closed(mlflow_uri: str) -> Non
     assert client.get_run(other.info.run_id).info.status == "RUNNING"
 
 
-class _Conf:
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
+def test_spark_fixture_is_a_connect_client_without_a_spark_context(spark) -> None:
+    from pyspark.errors import PySparkAttributeError
 
-    def get(self, key: str, default: str | None = None) -> str | None:
-        return self.values.get(key, default)
-
-
-class _Context:
-    """Just the SparkContext surface `ship_module_to_executors` reads (no cluster is reachable here)."""
-
-    def __init__(self, master: str, conf: dict[str, str]) -> None:
-        self.master, self._conf, self.added = master, _Conf(conf), []
-
-    def getConf(self) -> _Conf:
-        return self._conf
-
-    def addPyFile(self, path: str) -> None:
-        self.added.append(path)
+    assert rf_core.is_connect(spark)
+    with pytest.raises(PySparkAttributeError):
+        spark.sparkContext  # noqa: B018 - Databricks serverless and standard access mode refuse it too
 
 
-class _Session:
-    def __init__(self, sc: _Context) -> None:
-        self.sparkContext = sc
+def test_session_honours_spark_remote_and_names_the_engine(connect_server, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SPARK_REMOTE", f"{connect_server.url}/;user_id=tests")
+    session = rf_core.spark_session("mlopsctl-engine-test")
+    assert session.range(5).count() == 5
+    engine = rf_core.engine_name(session)
+    assert engine == f"spark-connect({connect_server.url}/)"
+    assert f"spark: {engine}" in capsys.readouterr().out
 
 
-def test_rf_core_is_shipped_only_to_executors_that_lack_it() -> None:
-    local = _Context("local[2]", {})
-    assert rf_core.ship_module_to_executors(_Session(local)) is False and local.added == []
-    submitted = _Context("spark://127.0.0.1:7077", {"spark.submit.pyFiles": "file:/jobs/rf_core.py"})
-    assert rf_core.ship_module_to_executors(_Session(submitted)) is False and submitted.added == []
-    databricks = _Context("spark://10.0.0.1:7077", {})  # a spark_python_task: nothing shipped
-    assert rf_core.ship_module_to_executors(_Session(databricks)) is True
-    assert databricks.added == [rf_core.__file__]
+def test_rf_core_is_shipped_to_connect_workers_only_from_a_folder(spark, monkeypatch) -> None:
+    import sysconfig
+
+    assert rf_core.ship_module_to_workers(spark) is True  # run from spark_jobs/: added as a session artifact
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(JOBS_DIR), "platlib": str(JOBS_DIR)})
+    assert rf_core.ship_module_to_workers(spark) is False  # installed (the Databricks wheel): nothing to ship
