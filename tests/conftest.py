@@ -40,7 +40,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # The real local stack (Airflow 3 + MLflow), started once per test session: see tests/fixtures/stack.py.
-pytest_plugins = ["tests.fixtures.stack"]
+# A real local Spark Connect server, also once per session: see tests/fixtures/spark_connect.py.
+pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.spark_connect"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

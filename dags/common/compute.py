@@ -2,12 +2,17 @@
 
 Backends (``MLOPSCTL_COMPUTE``):
 
-* ``local`` (default): the task runs ``spark-submit --master $MLOPSCTL_SPARK_MASTER`` (default
-  ``local[*]``, Spark UI off, driver bound to 127.0.0.1) from the worker, with the spark-submit of
-  the pyspark installed next to Airflow; the job's output is streamed into the task log.
-* a Spark master URL (``spark://host:7077``, ``yarn``, ``k8s://...``): the same, against that master.
+* ``local`` (default): the task runs the job from the worker, its output streamed into the task log:
+  - with ``MLOPSCTL_SPARK_REMOTE`` set (``sc://host:port``; ``mlopsctl dev start`` sets it to the
+    embedded stack's Spark Connect server), as a plain Python process that is a Spark Connect client of
+    that server: no JVM per task;
+  - without it (an image without the embedded stack), with ``spark-submit --master
+    $MLOPSCTL_SPARK_MASTER`` (default ``local[*]``, Spark UI off, driver bound to 127.0.0.1).
+* a Spark master URL (``spark://host:7077``, ``yarn``, ``k8s://...``): ``spark-submit`` against that master.
 * ``databricks``: the task is whatever ``common.databricks_backend.make_databricks_task`` returns
-  (owned by the Databricks side; imported lazily, only for this backend).
+  (imported lazily, only for this backend).
+
+The jobs use only the Spark Connect API, so the same job file runs in every one of these ways.
 
 Seam for the Databricks backend (what this module calls; implemented in
 ``dags/common/databricks_backend.py``)::
@@ -23,7 +28,8 @@ Exit code 3 of a job means "bad data / nothing to retry".
 
 The backend kind (local-ish vs databricks) decides which operator a DAG file builds, so it is read
 when the DAG is parsed (``dev start`` / the Dockerfile set ``MLOPSCTL_COMPUTE`` on every Airflow
-component); everything else (master URL, tracking URI, work dir, jobs dir) is read at task run time.
+component); everything else (Connect URL, master URL, tracking URI, work dir, jobs dir) is read at task
+run time.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import collections
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -67,6 +74,13 @@ def spark_master() -> str:
     if backend == "local":
         return os.environ.get("MLOPSCTL_SPARK_MASTER") or "local[*]"
     return backend
+
+
+def spark_remote() -> str | None:
+    """The Spark Connect server the local backend's jobs are clients of (``sc://host:port``), if any."""
+    if compute_backend() != "local":
+        return None
+    return (os.environ.get("MLOPSCTL_SPARK_REMOTE") or "").strip() or None
 
 
 def work_dir() -> str:
@@ -154,7 +168,7 @@ def model_arguments() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# local backend: spark-submit (or python) as a child process of the task
+# local backend: a Spark Connect client, spark-submit, or plain python, as a child process of the task
 # ----------------------------------------------------------------------------------------------
 def spark_home() -> str:
     spec = importlib.util.find_spec("pyspark")
@@ -171,11 +185,14 @@ def _is_loopback_master(master: str) -> bool:
 
 
 def job_argv(job: str, arguments: Sequence[str], *, spark: bool, master: str | None = None,
-             jobs_dir: Path | None = None) -> list[str]:
-    """The argv (a list, never a shell string) that runs one job."""
+             remote: str | None = None, jobs_dir: Path | None = None) -> list[str]:
+    """The argv (a list, never a shell string) that runs one job.
+
+    A job that needs no Spark, or one that is a Spark Connect client of ``remote`` (see `job_env`), is a
+    plain Python process; otherwise it is spark-submitted to ``master``."""
     jobs_dir = jobs_dir or spark_jobs_dir()
     script = jobs_dir / job
-    if not spark:
+    if not spark or remote:
         return [sys.executable, str(script), *arguments]
     master = master or spark_master()
     argv = [str(Path(spark_home()) / "bin" / "spark-submit"), "--master", master,
@@ -188,8 +205,13 @@ def job_argv(job: str, arguments: Sequence[str], *, spark: bool, master: str | N
     return [*argv, str(script), *arguments]
 
 
-def job_env(master: str | None = None) -> dict[str, str]:
+def job_env(master: str | None = None, remote: str | None = None) -> dict[str, str]:
+    """The job's environment: ``SPARK_REMOTE`` makes `rf_core.spark_session` a Connect client of ``remote``;
+    without it the job gets the classic session spark-submit built."""
     env = dict(os.environ)
+    env.pop("SPARK_REMOTE", None)
+    if remote:
+        env["SPARK_REMOTE"] = remote
     env["SPARK_HOME"] = spark_home()
     env["PYSPARK_PYTHON"] = sys.executable
     env["PYSPARK_DRIVER_PYTHON"] = sys.executable
@@ -199,6 +221,24 @@ def job_env(master: str | None = None) -> dict[str, str]:
     if _is_loopback_master(master or spark_master()):
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
     return env
+
+
+def connect_server_down(remote: str, timeout: float = 3.0) -> str | None:
+    """Why the Spark Connect server at ``remote`` cannot serve the job (its port does not accept a
+    connection), naming where its log is when it is the embedded stack's server; None when it answers."""
+    parsed = urlparse(remote.split(";", 1)[0].replace("sc://", "http://", 1))
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 15002
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return None
+    except OSError as exc:
+        reason = f"the Spark Connect server {host}:{port} is not reachable ({exc.strerror or exc})"
+    state_dir = os.environ.get("MLOPSCTL_STATE_DIR")
+    if state_dir:
+        log = Path(state_dir) / "logs" / "spark.log"
+        reason += (f". It is the embedded stack's Spark server: its log is {log} (`mlopsctl dev logs spark`); "
+                   "`mlopsctl dev start` brings it back, and Airflow's retry then runs this task again")
+    return reason
 
 
 def failure_summary(lines: Sequence[str], limit: int = 12) -> str:
@@ -211,7 +251,8 @@ def failure_summary(lines: Sequence[str], limit: int = 12) -> str:
 
 
 class LocalJobOperator(BaseOperator):
-    """Run one spark_jobs/ file with spark-submit (``spark=True``) or the worker's Python (``spark=False``).
+    """Run one spark_jobs/ file: as a Spark Connect client of ``MLOPSCTL_SPARK_REMOTE`` or with spark-submit
+    (``spark=True``), or with the worker's Python (``spark=False``).
 
     Output is streamed into the task log. Exit 3 (bad data) fails the task without retries; any
     other non-zero exit fails it with the job's last error lines (and Airflow retries it).
@@ -236,10 +277,14 @@ class LocalJobOperator(BaseOperator):
                 "set MLOPSCTL_COMPUTE on the dag-processor too and let it re-parse the DAGs"
             )
         master = spark_master()
+        remote = spark_remote() if self.spark else None
         jobs_dir = spark_jobs_dir()
         if not (jobs_dir / self.job).is_file():
             raise AirflowFailException(f"job file {jobs_dir / self.job} not found (MLOPSCTL_SPARK_JOBS_DIR={jobs_dir})")
-        argv = job_argv(self.job, [str(a) for a in self.arguments], spark=self.spark, master=master, jobs_dir=jobs_dir)
+        if remote and (down := connect_server_down(remote)):
+            raise AirflowException(f"{self.job} not started: {down}")
+        argv = job_argv(self.job, [str(a) for a in self.arguments], spark=self.spark, master=master, remote=remote,
+                        jobs_dir=jobs_dir)
         self.log.info("running %s", " ".join(argv))
         tail: collections.deque[str] = collections.deque(maxlen=400)
         self._proc = subprocess.Popen(
@@ -247,7 +292,7 @@ class LocalJobOperator(BaseOperator):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=job_env(master),
+            env=job_env(master, remote),
             text=True,
             encoding="utf-8",
             errors="replace",
@@ -260,9 +305,12 @@ class LocalJobOperator(BaseOperator):
             tail.append(line)
             self.log.info("%s", line)
         rc = self._proc.wait()
+        engine = (f"spark-connect({remote.split(';', 1)[0]})" if remote else f"spark({master})") if self.spark else "python"
         if rc == 0:
-            return {"job": self.job, "engine": f"spark({master})" if self.spark else "python", "returncode": 0}
+            return {"job": self.job, "engine": engine, "returncode": 0}
         summary = failure_summary(list(tail))
+        if remote and rc != EXIT_NO_RETRY and (down := connect_server_down(remote)):
+            summary = f"{down}\n{summary}"
         message = f"{self.job} failed (exit {rc}): {summary}"
         if rc == EXIT_NO_RETRY:
             raise AirflowFailException(message)

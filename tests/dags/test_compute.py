@@ -153,3 +153,42 @@ def test_failure_summary_prefers_the_jobs_own_error() -> None:
     lines = ["26/11/24 INFO SparkContext: x", "mlopsctl-error: boom", "mlopsctl-error: boom", "tail"]
     assert compute.failure_summary(lines) == "boom"
     assert compute.failure_summary(["26/11/24 03:00 WARN Utils: y", "Traceback", "ValueError: z"]) == "Traceback\nValueError: z"
+
+
+def test_connect_client_argv_and_env(jobs_dir: Path, monkeypatch) -> None:
+    remote = "sc://127.0.0.1:15999"
+    argv = compute.job_argv("echo_args.py", ["--x", "1"], spark=True, master="local[2]", remote=remote, jobs_dir=jobs_dir)
+    assert argv == [sys.executable, str(jobs_dir / "echo_args.py"), "--x", "1"]  # no spark-submit, no JVM of its own
+    assert compute.job_env("local[2]", remote)["SPARK_REMOTE"] == remote
+    monkeypatch.setenv("SPARK_REMOTE", "sc://somewhere-else:1")
+    assert "SPARK_REMOTE" not in compute.job_env("local[2]")  # spark-submit: the classic session, whatever leaked in
+
+
+def test_spark_remote_applies_to_the_local_backend_only(monkeypatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_SPARK_REMOTE", "sc://127.0.0.1:15002")
+    monkeypatch.setenv("MLOPSCTL_COMPUTE", "local")
+    assert compute.spark_remote() == "sc://127.0.0.1:15002"
+    monkeypatch.setenv("MLOPSCTL_COMPUTE", "yarn")
+    assert compute.spark_remote() is None
+    monkeypatch.setenv("MLOPSCTL_COMPUTE", "local")
+    monkeypatch.setenv("MLOPSCTL_SPARK_REMOTE", " ")
+    assert compute.spark_remote() is None
+
+
+def test_connect_server_down_fails_before_the_job_and_is_retryable(jobs_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from tests.fixtures.stack import free_port
+
+    port = free_port()
+    monkeypatch.setenv("MLOPSCTL_SPARK_REMOTE", f"sc://127.0.0.1:{port}")
+    monkeypatch.setenv("MLOPSCTL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("ARGV_OUT", str(tmp_path / "argv.json"))
+    op = compute.LocalJobOperator(task_id="t", job="echo_args.py", arguments=[], spark=True)
+    with pytest.raises(AirflowException) as err:
+        op.execute({})
+    assert not isinstance(err.value, AirflowFailException)  # Airflow retries once `dev start` brought it back
+    message = str(err.value)
+    assert f"Spark Connect server 127.0.0.1:{port} is not reachable" in message
+    assert str(tmp_path / "state" / "logs" / "spark.log") in message and "mlopsctl dev start" in message
+    assert not (tmp_path / "argv.json").exists()  # the job never started

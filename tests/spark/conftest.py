@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.spark_connect import SparkConnectServer
+from tests.fixtures.spark_connect import SparkConnectServer  # noqa: F401 - the `connect_server` fixture's type
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "spark_jobs"
 # The jobs import each other by plain name (as when the task runs them). dags/ holds DAG files with the same
@@ -21,16 +21,6 @@ for _name in ("rf_core", "preprocess_data", "train_model", "grid_search", "grid_
     _mod = sys.modules.get(_name)
     if _mod is not None and Path(getattr(_mod, "__file__", None) or "").resolve().parent != JOBS_DIR:
         del sys.modules[_name]
-
-
-@pytest.fixture(scope="session")
-def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkConnectServer]:
-    server = SparkConnectServer(tmp_path_factory.mktemp("spark-connect"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
