@@ -2,7 +2,9 @@
 # mlopsctl's pipelines on the official Airflow 3 image: the three DAGs + their Spark jobs + the
 # runtime libraries the tasks import. Build: docker build -t mlopsctl-airflow:0.1.0 .
 # Compute defaults to Databricks (no Spark/Java in the image). For the local / spark:// backend
-# build with --build-arg INSTALL_SPARK=true (adds a headless JRE and pyspark, ~700 MB).
+# build with --build-arg INSTALL_SPARK=true (adds a headless JRE and pyspark with its Spark Connect
+# client, ~700 MB). Tasks are then Spark Connect clients of MLOPSCTL_SPARK_REMOTE (sc://host:15002, a
+# Connect server in front of your cluster) when it is set, and spark-submit to MLOPSCTL_SPARK_MASTER when not.
 FROM apache/airflow:3.3.2-python3.11
 
 ARG AIRFLOW_VERSION=3.3.2
@@ -40,7 +42,7 @@ RUN pip install --no-cache-dir \
         "pyarrow==25.0.1" \
         "matplotlib==3.11.2" \
     && if [ "${INSTALL_SPARK}" = "true" ]; then \
-        pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "pyspark==${PYSPARK_VERSION}"; \
+        pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "pyspark[connect]==${PYSPARK_VERSION}"; \
     fi \
     && mkdir -p /opt/airflow/work
 
