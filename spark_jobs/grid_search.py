@@ -39,7 +39,9 @@ def search(
     return results, X_train, X_test, y_train, y_test
 
 
-def search_and_log(args: argparse.Namespace, X: Any, y: Any, engine: str, search_fn: SearchFn) -> rf_core.GridOutcome:
+def search_and_log(
+    args: argparse.Namespace, X: Any, y: Any, engine: str, search_fn: SearchFn, rows_dropped: int | None = None
+) -> rf_core.GridOutcome:
     """The body shared by grid_search and grid_search_spark: search, print, log to MLflow."""
     started = time.monotonic()
     results, X_train, X_test, y_train, y_test = search(
@@ -67,6 +69,7 @@ def search_and_log(args: argparse.Namespace, X: Any, y: Any, engine: str, search
                        "max_depth_grid": ",".join(map(str, args.max_depth)),
                        "n_estimators_grid": ",".join(map(str, args.n_estimators))},
         refit=refit, X_sample=X_train, register_as=args.register_model,
+        extra_metrics={} if rows_dropped is None else {"n_rows_dropped": rows_dropped},
     )
     b = outcome.best
     print(f"best: max_depth={b.max_depth} n_estimators={b.n_estimators} cv_rmse={b.cv_rmse_mean:.4f}; held-out "
@@ -87,9 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        X, y = rf_core.load_features(rf_core.features_path(args.work_dir, args.dag_id, args.run_id))
+        features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
+        X, y = rf_core.load_features(features)
         search_and_log(args, X, y, joblib_engine(),
-                       lambda X_, y_, pts, cv, rs: rf_core.run_grid_joblib(X_, y_, pts, cv, rs, n_jobs=-1))
+                       lambda X_, y_, pts, cv, rs: rf_core.run_grid_joblib(X_, y_, pts, cv, rs, n_jobs=-1),
+                       rf_core.read_rows_dropped(features))
 
     rf_core.run_main(body)
 

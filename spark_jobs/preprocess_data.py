@@ -16,11 +16,12 @@ import time
 import rf_core
 
 
-def run(spark, data: str | None, target: str, output: str) -> rf_core.PrepareReport:
-    """Load + validate + clean + write; returns what was done (for the task log)."""
-    raw = rf_core.load_source(spark, data)
+def run(spark, data: str | None, target: str, output: str, na_values=None) -> rf_core.PrepareReport:
+    """Load + validate + clean + write the features table and its row counts; returns what was done."""
+    raw = rf_core.load_source(spark, data, na_values)
     features, report = rf_core.prepare_features(raw, target)
     rf_core.write_features(features, output)
+    rf_core.write_prepare_report(spark, report, output)
     return report
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         spark = rf_core.spark_session(f"mlopsctl-preprocess-{args.dag_id}")
         try:
             print(f"source: {args.data or 'scikit-learn bundled diabetes data'}; target: {args.target!r}", flush=True)
-            report = run(spark, args.data, args.target, output)
+            report = run(spark, args.data, args.target, output, args.na_values)
             for line in report.lines():
                 print(line, flush=True)
             print(f"features table written to {output} in {time.monotonic() - started:.1f}s", flush=True)

@@ -12,13 +12,20 @@ them, so Python workers running :func:`evaluate_task_batches` only pay for what 
 Data handling (deterministic, documented in the README):
 
 * Source: ``data`` empty/None -> scikit-learn's bundled diabetes data (442 x 10, target ``target``);
-  otherwise a ``.csv`` file (header row, types inferred), a ``.parquet``/``.pq`` file, a
+  otherwise a ``.csv`` file (header row; see "Missing values in CSV" below), a ``.parquet``/``.pq`` file, a
   directory of Parquet files, or (when no such path exists) a table of the Spark catalog
   (``catalog.schema.table`` on Databricks).
 * Validation (fails fast, :class:`DataError`): missing path, unsupported extension, no rows,
   target column missing (the columns found are listed), non-numeric target, target all-null,
   no usable feature column left.
-* Rows whose target is null are dropped. Feature columns that are entirely null are dropped.
+* Missing values in CSV: a field that is empty or, once surrounding blanks are trimmed, equals one of
+  ``NA_VALUES`` (pandas' default list: ``NA``, ``N/A``, ``NaN``, ``nan``, ``null``, ``NULL``, ``None``,
+  ``#N/A``, ``<NA>``, ``n/a``, ...) is missing; ``--na-values`` replaces that list (empty fields stay
+  missing). Every CSV column is read as text, then a column is numeric when each of its non-missing
+  values casts to a number, and text otherwise. Parquet and tables keep their own types and nulls.
+* Rows whose target is null are dropped; how many is written beside the features table
+  (`write_prepare_report`) and logged by the training and grid jobs as the MLflow metric
+  ``n_rows_dropped``. Feature columns that are entirely null are dropped.
 * Numeric features: cast to double; NaN/null replaced with the column's exact median.
 * Non-numeric features (strings, booleans, dates): ordinal-encoded by the sorted order of their
   distinct string values (0, 1, 2, ...); null -> -1.
@@ -95,7 +102,21 @@ def sanitize_columns(names: Sequence[str], reserved: Iterable[str] = (TARGET_COL
 # ----------------------------------------------------------------------------------------------
 # loading + preparing (Spark)
 # ----------------------------------------------------------------------------------------------
-def load_source(spark: Any, data: str | None) -> Any:
+#: Tokens read as missing in CSV sources: pandas' default ``na_values`` (``pandas._libs.parsers.STR_NA_VALUES``),
+#: so a file reads here as it does in a notebook. R writes ``NA``, databases ``NULL``, Excel ``#N/A``.
+NA_VALUES: tuple[str, ...] = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+
+
+def na_values_arg(text: str) -> tuple[str, ...] | None:
+    """argparse type of --na-values: comma-separated tokens; empty = the default `NA_VALUES`."""
+    tokens = tuple(t.strip() for t in text.split(",") if t.strip())
+    return tokens or None
+
+
+def load_source(spark: Any, data: str | None, na_values: Sequence[str] | None = None) -> Any:
     """Read the raw source into a Spark DataFrame (see the module docstring for what is accepted)."""
     if not data:
         from sklearn.datasets import load_diabetes
@@ -116,15 +137,32 @@ def load_source(spark: Any, data: str | None) -> Any:
     if path.stat().st_size == 0:
         raise DataError(f"data file is empty: {data}")
     if suffix == ".csv":
-        return (
-            spark.read.option("header", True)
-            .option("inferSchema", True)
-            .option("mode", "PERMISSIVE")
-            .csv(str(path.resolve()))
-        )
+        raw = spark.read.option("header", True).option("inferSchema", False).csv(str(path.resolve()))
+        return type_csv_columns(raw, NA_VALUES if na_values is None else na_values)
     if suffix in (".parquet", ".pq"):
         return spark.read.parquet(str(path.resolve()))
     raise DataError(f"unsupported data format {suffix or '(no extension)'!r} for {data}: use a .csv or .parquet file")
+
+
+def type_csv_columns(df: Any, na_values: Sequence[str]) -> Any:
+    """CSV columns read as text -> missing-value tokens become null, and a column becomes double when every
+    value left casts to a number (one aggregation pass over the data decides every column)."""
+    from pyspark.sql import functions as F
+
+    tokens = sorted({"", *na_values})
+    names = list(df.columns)
+    if not names:
+        return df
+    cleaned = df.select(*[
+        F.when(F.trim(F.col(_quoted(c))).isin(tokens), F.lit(None)).otherwise(F.col(_quoted(c))).alias(c) for c in names
+    ])
+    as_number = {c: F.expr(f"try_cast({_quoted(c)} AS DOUBLE)") for c in names}
+    text = cleaned.agg(*[
+        F.count_if(F.col(_quoted(c)).isNotNull() & as_number[c].isNull()).alias(f"t{i}") for i, c in enumerate(names)
+    ]).collect()[0]
+    return cleaned.select(*[
+        (as_number[c] if text[f"t{i}"] == 0 else F.col(_quoted(c))).alias(c) for i, c in enumerate(names)
+    ])
 
 
 def _quoted(name: str) -> str:
@@ -255,6 +293,34 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
     selects.append(F.col(TARGET_COL))
     report.features = new_names
     return df.select(*selects), report
+
+
+def prepare_report_path(features: str) -> str:
+    """Where preprocess_data leaves its row counts for the jobs after it: beside the features table."""
+    return str(Path(features).with_name("prepare_report.parquet"))
+
+
+def write_prepare_report(spark: Any, report: PrepareReport, features: str) -> None:
+    """The row counts of `prepare_features`, written through Spark (any path the cluster can write)."""
+    row = [(report.rows_in, report.rows_out, report.dropped_null_target)]
+    frame = spark.createDataFrame(row, "rows_in long, rows_out long, n_rows_dropped long")
+    frame.coalesce(1).write.mode("overwrite").parquet(prepare_report_path(features))
+
+
+def read_rows_dropped(features: str, spark: Any | None = None) -> int | None:
+    """``n_rows_dropped`` of this run's preprocess_data (through Spark if given, else pandas); None if absent."""
+    path = prepare_report_path(features)
+    try:
+        if spark is not None:
+            rows = spark.read.parquet(path).collect()
+            return int(rows[0]["n_rows_dropped"]) if rows else None
+        import pandas as pd
+
+        if not Path(path).exists():
+            return None
+        return int(pd.read_parquet(path)["n_rows_dropped"].iloc[0])
+    except Exception:  # noqa: BLE001 - a features table written without a report: nothing to log
+        return None
 
 
 def write_features(df: Any, path: str) -> None:
@@ -640,6 +706,7 @@ def log_grid(
     refit: Callable[[PointResult], tuple[Any, dict[str, float]]],
     X_sample: Any,
     register_as: str | None,
+    extra_metrics: dict[str, float] | None = None,
 ) -> GridOutcome:
     """One parent run + one child per grid point; best point refit (``refit``) and logged on the parent."""
     import mlflow
@@ -675,7 +742,7 @@ def log_grid(
         model, holdout = refit(best)
         mlflow.set_tag("mlopsctl.best_child_run_id", best_child)
         mlflow.log_params({"best_max_depth": best.max_depth, "best_n_estimators": best.n_estimators})
-        mlflow.log_metrics({"best_cv_rmse": best.cv_rmse_mean, **holdout})
+        mlflow.log_metrics({"best_cv_rmse": best.cv_rmse_mean, **holdout, **(extra_metrics or {})})
         mlflow.log_figure(heatmap_figure(results), "heatmap.png")
         registered = log_model(
             model,
@@ -752,6 +819,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--work-dir", required=True, help="where features tables live")
     p.add_argument("--data", type=optional_str, default=None, help="CSV/Parquet path; empty = bundled diabetes data")
     p.add_argument("--target", default="target")
+    p.add_argument("--na-values", type=na_values_arg, default=None,
+                   help="comma-separated tokens read as missing in CSV sources; empty = the default NA_VALUES")
     p.add_argument("--tracking-uri", type=optional_str, default=None)
     p.add_argument("--registry-uri", type=optional_str, default=None)
     p.add_argument("--experiment-prefix", default="/mlopsctl")

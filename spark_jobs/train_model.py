@@ -34,7 +34,9 @@ def run(X: Any, y: Any, *, max_depth: int, n_estimators: int, test_size: float, 
     return TrainResult(model, metrics, X_train, len(X_train), len(X_test))
 
 
-def log_single_run(args: Any, result: TrainResult, engine: str) -> tuple[str, tuple[str | None, str | None]]:
+def log_single_run(
+    args: Any, result: TrainResult, engine: str, rows_dropped: int | None = None
+) -> tuple[str, tuple[str | None, str | None]]:
     import mlflow
 
     exp_id = rf_core.setup_mlflow(
@@ -58,7 +60,7 @@ def log_single_run(args: Any, result: TrainResult, engine: str) -> tuple[str, tu
                 "n_test": result.n_test,
             }
         )
-        mlflow.log_metrics(result.metrics)
+        mlflow.log_metrics(result.metrics | ({} if rows_dropped is None else {"n_rows_dropped": rows_dropped}))
         registered = rf_core.log_model(
             result.model,
             result.X_train,
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         spark = rf_core.spark_session(f"mlopsctl-train-{args.dag_id}")
         try:
             engine = rf_core.engine_name(spark)
-            X, y = rf_core.read_features(spark, rf_core.features_path(args.work_dir, args.dag_id, args.run_id))
+            features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
+            X, y = rf_core.read_features(spark, features)
+            rows_dropped = rf_core.read_rows_dropped(features, spark)
         finally:
             rf_core.release_session(spark)
         print(f"training RandomForestRegressor(max_depth={args.max_depth}, n_estimators={args.n_estimators}) "
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run(X, y, max_depth=args.max_depth, n_estimators=args.n_estimators,
                      test_size=args.test_size, random_state=args.random_state)
         print("held-out metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()), flush=True)
-        run_id, (name, version) = log_single_run(args, result, engine)
+        run_id, (name, version) = log_single_run(args, result, engine, rows_dropped)
         print(f"mlflow run {run_id} logged" + (f"; registered {name} version {version}" if name else ""), flush=True)
         print(f"done in {time.monotonic() - started:.1f}s", flush=True)
 

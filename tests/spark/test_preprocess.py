@@ -157,3 +157,75 @@ def test_catalog_table_name_is_read_as_a_table(spark) -> None:
     assert report.rows_out == 3 and pdf["x"].tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(rf_core.DataError, match="data file not found: no_such_table"):
         rf_core.load_source(spark, "no_such_table")
+
+
+def test_csv_missing_value_tokens_are_null_like_in_pandas(spark, tmp_path: Path) -> None:
+    import pandas as pd
+
+    csv = tmp_path / "r_export.csv"
+    csv.write_text(
+        "height,country,weight\n"
+        "1.5,NA,60\n"  # NA in a text column: missing there too
+        "NA,FR,NA\n"  # NA target: row dropped
+        "1.7, NULL ,70\n"
+        "N/A,DE,80\n"
+        "1.9,FR,nan\n"  # dropped
+        "null,None,90\n"
+        "2.0,#N/A,100\n"
+    )
+    expected = pd.read_csv(csv, skipinitialspace=True)  # the notebook's reading of the same file
+    assert expected["weight"].dtype == "float64" and int(expected["weight"].isna().sum()) == 2
+    pdf, report = _features(spark, str(csv), target="weight")
+    assert report.rows_in == 7 and report.rows_out == 5 and report.dropped_null_target == 2
+    assert pdf[rf_core.TARGET_COL].tolist() == expected["weight"].dropna().tolist()
+    # height: numeric once the tokens are null; median of the kept rows' heights (1.5, 1.7, 2.0) imputes the rest
+    assert pdf["height"].tolist() == [1.5, 1.7, 1.7, 1.7, 2.0]
+    assert report.imputed_columns == {"height": 1.7}
+    # country stays text (DE/FR are not numbers); every token reads as missing -> -1; the rows kept hold DE only
+    assert report.encoded_columns == {"country": 1}
+    assert pdf["country"].tolist() == [-1.0, -1.0, 0.0, -1.0, -1.0]
+
+
+def test_custom_na_values_replace_the_default_list(spark, tmp_path: Path) -> None:
+    csv = tmp_path / "custom.csv"
+    csv.write_text("code,x,y\nNA,1,10\n?,2,20\nUS,-,30\nNA,4,?\n")
+    with pytest.raises(rf_core.DataError, match="target column 'y' is not numeric \\(values such as '\\?'"):
+        _features(spark, str(csv), target="y")  # by default '?' is a value
+    pdf, report = rf_core.prepare_features(rf_core.load_source(spark, str(csv), ("?", "-")), "y")
+    pdf = pdf.toPandas().sort_values(rf_core.ROW_ID_COL)
+    assert report.rows_out == 3 and report.dropped_null_target == 1  # '?' is missing now
+    # 'NA' is a value now: the code column's categories are NA and US ('?' is missing)
+    assert report.encoded_columns == {"code": 2}
+    assert pdf["code"].tolist() == [0.0, -1.0, 1.0]
+    assert pdf["x"].tolist() == [1.0, 2.0, 1.5]  # '-' is missing: median of 1 and 2
+
+
+def test_column_names_as_they_come(spark, tmp_path: Path) -> None:
+    csv = tmp_path / "names.csv"
+    csv.write_text(
+        "price (USD),size.m2,rooms/floor,a b,a_b,a.b,price\n"
+        "1,10,2,5,6,7,100\n2,20,3,6,7,8,200\n3,30,4,7,8,9,300\n4,40,5,8,9,10,400\n5,50,6,9,10,11,500\n"
+    )
+    df, report = rf_core.prepare_features(rf_core.load_source(spark, str(csv)), "price")
+    assert report.features == ["price__USD_", "size_m2", "rooms_floor", "a_b", "a_b_2", "a_b_3"]
+    pdf = df.toPandas().sort_values(rf_core.ROW_ID_COL)
+    assert pdf["a_b_3"].tolist() == [7.0, 8.0, 9.0, 10.0, 11.0]  # 'a.b' is a column, not a struct field
+    X, y = rf_core.split_xy(pdf)
+    model = rf_core.train_model(X, y, max_depth=3, n_estimators=5, random_state=0)
+    assert list(model.feature_names_in_) == report.features
+
+
+def test_prepare_report_travels_to_the_next_jobs(spark, tmp_path: Path) -> None:
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,t\n1,1\n2,NA\n3,3\n4,4\n5,\n")
+    out = rf_core.features_path(str(tmp_path / "work"), "build_model", "manual__r")
+    report = preprocess_data.run(spark, str(csv), "t", out)
+    assert report.dropped_null_target == 2
+    assert rf_core.read_rows_dropped(out, spark) == 2
+    assert rf_core.read_rows_dropped(out) == 2  # the grid job without Spark reads it with pandas
+    assert rf_core.read_rows_dropped(str(tmp_path / "elsewhere" / "features.parquet")) is None
+
+
+def test_na_values_arg() -> None:
+    assert rf_core.na_values_arg("?, -,,n.a.") == ("?", "-", "n.a.")
+    assert rf_core.na_values_arg("") is None
