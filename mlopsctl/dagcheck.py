@@ -657,7 +657,8 @@ def _check_file(bag: Any, filepath: str, folder: Path, max_parse_seconds: float)
     rel = os.path.relpath(filepath, folder)
     accesses: list[tuple[str, str]] = []
     errors_before = set(bag.import_errors)
-    with _record_parse_time_access(accesses):
+    # what the file prints while parsed goes to stderr: stdout carries the report (--json)
+    with _record_parse_time_access(accesses), contextlib.redirect_stdout(sys.stderr):
         started = time.perf_counter()
         dags = bag.process_file(filepath, only_if_updated=False, safe_mode=True)
         elapsed = time.perf_counter() - started
