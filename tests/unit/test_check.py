@@ -47,7 +47,7 @@ EXPECTED = {
     "param_no_schema.py": {"param_without_schema"},
     "parse_time_variable.py": {"parse_time_io"},
     "parse_time_connection.py": {"parse_time_io"},
-    "slow_parse.py": set(),  # only the slow_parse warning (see test_slow_parse_*)
+    "slow_parse.py": set(),  # only warnings: slow_parse, and its sleep as top-level code (test_slow_parse_*)
 }
 
 
@@ -155,7 +155,10 @@ def test_problem_details(broken_report) -> None:
 def test_slow_parse_is_a_warning(broken_report) -> None:
     _proc, report, _home = broken_report
     slow = [p for f in report["files"] if f["file"] == "slow_parse.py" for p in f["problems"]]
-    assert [(p["kind"], p["severity"]) for p in slow] == [("slow_parse", "warning")]
+    assert sorted((p["kind"], p["severity"], p["rule"]) for p in slow) == [
+        ("slow_parse", "warning", None),
+        ("top_level_code", "warning", "sleep"),
+    ]
     assert next(f["parse_seconds"] for f in report["files"] if f["file"] == "slow_parse.py") >= 0.5
 
 
@@ -168,7 +171,7 @@ def test_slow_parse_fails_only_with_strict(tmp_path: Path) -> None:
     target = str(BROKEN / "slow_parse.py")
     relaxed = run_check(target, "--max-parse-seconds", "0.1", home=tmp_path)
     assert relaxed.returncode == 0, relaxed.stderr
-    assert "slow_parse" in relaxed.stdout and "1 warning(s)" in relaxed.stderr
+    assert "slow_parse" in relaxed.stdout and "2 warning(s)" in relaxed.stderr
     strict = run_check(target, "--max-parse-seconds", "0.1", "--strict", home=tmp_path)
     assert strict.returncode == ExitCode.DAG_ERROR
 
