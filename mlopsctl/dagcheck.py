@@ -420,6 +420,15 @@ def _import_aliases(tree: ast.Module) -> dict[str, str]:
     return aliases
 
 
+def _is_main_guard(test: ast.expr) -> bool:
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
+    )
+
+
 @dataclass
 class ParseTimeRead:
     kind: str  # Variable | Connection
@@ -486,7 +495,8 @@ class _ParseTimeScan:
     @staticmethod
     def _own_nodes(body: list[ast.stmt]) -> Iterator[ast.AST]:
         """Every node of `body` that runs with it: not the bodies of nested functions and lambdas (their
-        decorators and default values do run) nor annotations."""
+        decorators and default values do run), annotations, nor an `if __name__ == "__main__":` block
+        (the dag-processor imports the file under another name)."""
         stack: list[ast.AST] = list(reversed(body))
         while stack:
             node = stack.pop()
@@ -501,6 +511,8 @@ class _ParseTimeScan:
                 children = [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]
             elif isinstance(node, ast.AnnAssign):
                 children = [node.target, node.value] if node.value else []
+            elif isinstance(node, ast.If) and _is_main_guard(node.test):
+                children = list(node.orelse)
             else:
                 children = list(ast.iter_child_nodes(node))
             stack.extend(reversed(children))

@@ -396,6 +396,12 @@ def test_top_level_scan_resolves_imports_and_scopes() -> None:
     assert _scan(called.replace("X = make()", "X = make")) == set()
     assert _scan("import os\nA = os.environ['HOME']\nB = os.getenv('X')\nC = os.environ.get('Y')\n") == set()
     assert _scan("def broken(:\n") == set()  # a syntax error is the import's to report
+    # `dag.test()` under a main guard runs only when the file is the script, never at parse
+    main = "if __name__ == '__main__':\n    print('testing')\nelse:\n    print('parsed')\n"
+    assert _scan(main) == {(4, "print")}
+    # a function building a DAG runs at parse even when nothing in the file calls it by name
+    factory = "import time\nfrom airflow.sdk import DAG\ndef build(i):\n    with DAG(f'd{i}', start_date=time.time()):\n        pass\n"
+    assert _scan(factory) == {(4, "clock")}
 
 
 def test_top_level_scan_gives_variable_and_connection_read_lines() -> None:
