@@ -191,7 +191,7 @@ def test_bundled_dags_pass(tmp_path: Path) -> None:
     unexpected = [p for p in report["problems"] if p["kind"] != "slow_parse"]
     assert proc.returncode == 0 and unexpected == [], json.dumps(unexpected, indent=2)
     found = {d for f in report["files"] for d in f["dag_ids"]}
-    assert found == {"build_model", "grid_search", "grid_search_spark"}
+    assert {"build_model", "grid_search", "grid_search_spark"} <= found
     assert {"build_model.py", "common/compute.py", "common/databricks_backend.py"} <= {
         f["file"] for f in report["files"]
     }
