@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlopsctl.commands._common import JsonOpt, app_context, escape
 from mlopsctl.errors import DagError, InputError
+
+if TYPE_CHECKING:
+    from mlopsctl.dagcheck import CheckReport, Problem
 
 
 def check(
@@ -23,12 +27,19 @@ def check(
             "--max-parse-seconds", min=0.0, help="Flag DAG files whose parse takes longer than this."
         ),
     ] = 2.0,
-    strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings (slow parse) too.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Fail on warnings too (top-level code, moved Airflow imports, slow parse)."
+        ),
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Parse the DAGs in-process, like the dag-processor would, and report import errors, cycles, missing
     tags/retries, Params without a schema, Variable/Connection reads at parse time and each file's parse
-    time. Exits 12 when it finds a problem. Needs the `local` extra (apache-airflow).
+    time; run ruff's Airflow 3 migration rules (AIR3xx: what to write instead, with file:line) and flag
+    code that runs at every parse outside a task (clock, randomness, print, file/network I/O,
+    subprocesses). Exits 12 on an error (or on a warning with --strict). Needs the `local` extra.
 
     Example: mlopsctl check  (or: mlopsctl check dags/build_model.py --json)
     """
@@ -63,12 +74,8 @@ def check(
                 str(len(f.problems)) if f.problems else "ok",
             )
         app.console.print(table)
-        for p in report.problems:
-            where = f"{p.file}" + (f" [{p.dag_id}]" if p.dag_id else "")
-            colour = "red" if p.severity == "error" else "yellow"
-            app.console.print(
-                f"[{colour}]{p.severity}[/{colour}] {p.kind}: {escape(where)}: {escape(p.message)}"
-            )
+        for line in problem_lines(report):
+            app.console.print(line)
     problems = report.problems
     if report.failed(strict):
         errors = sum(p.severity == "error" for p in problems)
@@ -79,3 +86,29 @@ def check(
     dag_count = sum(len(f.dag_ids) for f in report.files)
     suffix = f", {len(problems)} warning(s)" if problems else ""
     app.console.success(f"{dag_count} DAG(s) in {len(report.files)} file(s) parsed without errors{suffix}.")
+
+
+def _problem_line(p: Problem, prefix: str = "") -> str:
+    colour = "red" if p.severity == "error" else "yellow"
+    label = p.kind + (f" {p.rule}" if p.rule else "")
+    where = p.file + (f":{p.line}" if p.line else "") + (f" [{p.dag_id}]" if p.dag_id else "")
+    message = p.message.removeprefix(f"line {p.line}: ") if p.line else p.message
+    text = f"{prefix}[{colour}]{p.severity}[/{colour}] {escape(label)}: {escape(where)}: {escape(message)}"
+    return text + (f"\n{' ' * len(prefix)}    [dim]->[/dim] {escape(p.fix)}" if p.fix else "")
+
+
+def problem_lines(report: CheckReport) -> list[str]:
+    """One entry per problem, by file and line; the AIR3xx findings that cause a file's import error are
+    listed under it (as its cause) instead of beside it."""
+    lines = [_problem_line(p) for p in report.problems_outside_files]
+    for f in report.files:
+        causes = [p for p in f.problems if p.explains_import_error]
+        for p in sorted(f.problems, key=lambda p: p.line or 0):
+            if p.explains_import_error:
+                continue
+            if p.kind == "import_error" and causes:
+                lines.append(_problem_line(replace(p, fix=None)))
+                lines.extend(_problem_line(c, prefix="    caused by: ") for c in causes)
+            else:
+                lines.append(_problem_line(p))
+    return lines

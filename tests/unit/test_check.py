@@ -1,4 +1,5 @@
-"""`mlopsctl check`: finds each kind of problem in tests/fixtures/broken_dags, passes on clean DAGs.
+"""`mlopsctl check`: finds each kind of problem in tests/fixtures/broken_dags and tests/fixtures/check_dags
+(Airflow 2 -> 3 migration, code that runs at every parse), passes on clean DAGs.
 
 The CLI runs in a subprocess: parsing imports Airflow, which fixes AIRFLOW_HOME for the process's life,
 so the test process stays free of it (and each run proves `check` needs no configured Airflow).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,12 +17,25 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl.dagcheck import KINDS, CheckReport, FileReport, Problem, short_error
+from mlopsctl.dagcheck import (
+    KINDS,
+    TOP_LEVEL_RULES,
+    CheckReport,
+    FileReport,
+    Problem,
+    link_import_errors,
+    ruff_bin,
+    ruff_fix_text,
+    ruff_problems,
+    scan_parse_time_code,
+    short_error,
+)
 from mlopsctl.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
 BROKEN = REPO / "tests" / "fixtures" / "broken_dags"
 GOOD = REPO / "tests" / "fixtures" / "good_dags"
+MIGRATION = REPO / "tests" / "fixtures" / "check_dags"
 
 # fixture file -> the error kinds `check` must report for it (and no other error kind)
 EXPECTED = {
@@ -32,7 +47,7 @@ EXPECTED = {
     "param_no_schema.py": {"param_without_schema"},
     "parse_time_variable.py": {"parse_time_io"},
     "parse_time_connection.py": {"parse_time_io"},
-    "slow_parse.py": set(),  # only the slow_parse warning (see test_slow_parse_*)
+    "slow_parse.py": set(),  # only warnings: slow_parse, and its sleep as top-level code (test_slow_parse_*)
 }
 
 
@@ -71,10 +86,21 @@ def broken_report(
     return proc, json.loads(proc.stdout), home
 
 
+# check_dags fixture file -> the problem kinds `check` reports for it (errors and warnings)
+MIGRATION_EXPECTED = {
+    "airflow2_style.py": {"import_error", "airflow3_removed", "airflow3_deprecated", "top_level_code"},
+    "moved_imports.py": {"airflow3_deprecated", "airflow_lint"},
+    "top_level_code.py": {"top_level_code"},
+    "deferred_code.py": set(),
+}
+
+
 def test_every_fixture_is_covered() -> None:
     assert {p.name for p in BROKEN.glob("*.py")} | {"syntax_error.py"} == set(EXPECTED)
-    covered = set().union(*EXPECTED.values()) | {"slow_parse", "no_dag_files"}
-    assert covered == set(KINDS)  # each kind of problem has a fixture
+    assert {p.name for p in MIGRATION.glob("*.py")} == set(MIGRATION_EXPECTED)
+    covered = set().union(*EXPECTED.values(), *MIGRATION_EXPECTED.values())
+    # slow_parse, no_dag_files and ruff_unavailable have tests of their own below
+    assert covered | {"slow_parse", "no_dag_files", "ruff_unavailable"} == set(KINDS)
 
 
 def test_broken_dags_fail_with_dag_error_exit_code(broken_report) -> None:
@@ -91,7 +117,7 @@ def test_each_kind_is_found(broken_report, filename: str) -> None:
     assert filename in files, f"{filename} was not parsed: {sorted(files)}"
     got = {p["kind"] for p in files[filename]["problems"] if p["severity"] == "error"}
     assert got == EXPECTED[filename]
-    assert files[filename]["parse_seconds"] >= 0
+    assert {p["file"] for p in files[filename]["problems"]} <= {filename}
 
 
 def test_problem_details(broken_report) -> None:
@@ -112,6 +138,12 @@ def test_problem_details(broken_report) -> None:
     assert "'depth'" in messages("param_no_schema.py", "param_without_schema")
     assert "'typed'" not in messages("param_no_schema.py", "param_without_schema")
     assert "Variable.get('mlopsctl_threshold')" in messages("parse_time_variable.py", "parse_time_io")
+    # the read's line comes from the file's syntax tree
+    read_at = [
+        p["line"] for p in by_file["parse_time_variable.py"]["problems"] if p["kind"] == "parse_time_io"
+    ]
+    assert read_at == [_line_of(BROKEN / "parse_time_variable.py", 'Variable.get("mlopsctl_threshold"')]
+    assert by_file["import_error.py"]["problems"][0]["line"] == lineno
     # the read is reported once, not also as an import error caused by the check itself
     assert "ParseTimeAccessError" not in json.dumps(by_file["parse_time_variable.py"])
     # a swallowed failure is still a parse-time read
@@ -123,7 +155,10 @@ def test_problem_details(broken_report) -> None:
 def test_slow_parse_is_a_warning(broken_report) -> None:
     _proc, report, _home = broken_report
     slow = [p for f in report["files"] if f["file"] == "slow_parse.py" for p in f["problems"]]
-    assert [(p["kind"], p["severity"]) for p in slow] == [("slow_parse", "warning")]
+    assert sorted((p["kind"], p["severity"], p["rule"]) for p in slow) == [
+        ("slow_parse", "warning", None),
+        ("top_level_code", "warning", "sleep"),
+    ]
     assert next(f["parse_seconds"] for f in report["files"] if f["file"] == "slow_parse.py") >= 0.5
 
 
@@ -136,7 +171,7 @@ def test_slow_parse_fails_only_with_strict(tmp_path: Path) -> None:
     target = str(BROKEN / "slow_parse.py")
     relaxed = run_check(target, "--max-parse-seconds", "0.1", home=tmp_path)
     assert relaxed.returncode == 0, relaxed.stderr
-    assert "slow_parse" in relaxed.stdout and "1 warning(s)" in relaxed.stderr
+    assert "slow_parse" in relaxed.stdout and "2 warning(s)" in relaxed.stderr
     strict = run_check(target, "--max-parse-seconds", "0.1", "--strict", home=tmp_path)
     assert strict.returncode == ExitCode.DAG_ERROR
 
@@ -150,15 +185,16 @@ def test_clean_dags_pass_and_helpers_import(tmp_path: Path) -> None:
 
 
 def test_bundled_dags_pass(tmp_path: Path) -> None:
-    dags = REPO / "dags"
-    if not any(p.suffix == ".py" and "dag" in p.read_text() for p in dags.glob("*.py")):
-        pytest.skip("the bundled DAGs are not written yet")
-    proc = run_check(str(dags), "--json", home=tmp_path)
+    proc = run_check(str(REPO / "dags"), "--json", home=tmp_path)
     report = json.loads(proc.stdout)
-    errors = [p for p in report["problems"] if p["severity"] == "error"]
-    assert proc.returncode == 0 and errors == [], json.dumps(errors, indent=2)
+    # no error, no ruff finding, no top-level code: only a slow parse on a loaded machine may show up
+    unexpected = [p for p in report["problems"] if p["kind"] != "slow_parse"]
+    assert proc.returncode == 0 and unexpected == [], json.dumps(unexpected, indent=2)
     found = {d for f in report["files"] for d in f["dag_ids"]}
     assert {"build_model", "grid_search", "grid_search_spark"} <= found
+    assert {"build_model.py", "common/compute.py", "common/databricks_backend.py"} <= {
+        f["file"] for f in report["files"]
+    }
 
 
 def test_empty_folder_is_a_problem(tmp_path: Path) -> None:
@@ -205,3 +241,256 @@ def test_report_fails_on_errors_and_on_warnings_only_when_strict() -> None:
         files=[FileReport("b.py", 0.1, [], [Problem("cycle", "b.py", "cycle")])],
     )
     assert broken.failed() and broken.problems[0].severity == "error"
+
+
+# --- Airflow 2 -> 3 migration (ruff's AIR rules) and code that runs at every parse ------------------
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if text in ln)
+
+
+def _expected_top_level(path: Path) -> set[tuple[int, str]]:
+    """The `# expect: <rule>` markers of a fixture file: (line, rule)."""
+    found = set()
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        marker = re.search(r"# expect: (\w+)", line)
+        if marker:
+            found.add((i, marker.group(1)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def migration_report(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    home = tmp_path_factory.mktemp("check-migration-home")
+    folder = tmp_path_factory.mktemp("migration") / "dags"
+    shutil.copytree(MIGRATION, folder)
+    proc = run_check(str(folder), "--json", "--max-parse-seconds", "60", home=home)
+    return proc, json.loads(proc.stdout)
+
+
+def _problems(report: dict, filename: str) -> list[dict]:
+    return next(f["problems"] for f in report["files"] if f["file"] == filename)
+
+
+def test_migration_fixtures_report_their_kinds(migration_report) -> None:
+    proc, report = migration_report
+    assert proc.returncode == ExitCode.DAG_ERROR and report["ok"] is False  # airflow2_style.py fails
+    for filename, kinds in MIGRATION_EXPECTED.items():
+        assert {p["kind"] for p in _problems(report, filename)} == kinds, filename
+    # what the DAG files print while parsed goes to stderr: stdout is the JSON report
+    assert "building the DAG for nightly_" in proc.stderr
+
+
+def test_airflow2_dag_says_what_replaces_schedule_interval(migration_report) -> None:
+    _proc, report = migration_report
+    problems = _problems(report, "airflow2_style.py")
+    src = MIGRATION / "airflow2_style.py"
+    (air301,) = [p for p in problems if p["rule"] == "AIR301"]
+    assert air301["line"] == _line_of(src, "schedule_interval=None")
+    assert air301["severity"] == "error" and air301["kind"] == "airflow3_removed"
+    assert "`schedule_interval` is removed in Airflow 3.0" in air301["message"]
+    assert "`schedule_interval` -> `schedule`" in air301["fix"]
+    # the import error is that removed argument: the finding explains it, and the error carries the fix
+    (error,) = [p for p in problems if p["kind"] == "import_error"]
+    assert "unexpected keyword argument 'schedule_interval'" in error["message"]
+    assert air301["explains_import_error"] is True
+    assert error["fix"].startswith(f"AIR301 line {air301['line']}: Use `schedule` instead")
+    # the moved `from airflow import DAG` still works: a warning, with the new import
+    (air311,) = [p for p in problems if p["rule"] == "AIR311"]
+    assert air311["severity"] == "warning" and air311["explains_import_error"] is False
+    assert "add `from airflow.sdk import DAG`" in air311["fix"]
+    # the run id computed from the clock at module level, and the print
+    top = {(p["line"], p["rule"]) for p in problems if p["kind"] == "top_level_code"}
+    assert top == _expected_top_level(src)
+    clock = next(p for p in problems if p["rule"] == "clock")
+    assert clock["severity"] == "warning" and clock["message"].startswith(
+        "`datetime.now()` runs at every parse"
+    )
+
+
+def test_airflow2_dag_plain_output(tmp_path: Path) -> None:
+    proc = run_check(str(MIGRATION / "airflow2_style.py"), "--max-parse-seconds", "60", home=tmp_path)
+    assert proc.returncode == ExitCode.DAG_ERROR and "Traceback" not in proc.stderr
+    out = proc.stdout
+    air301_line = _line_of(MIGRATION / "airflow2_style.py", "schedule_interval=None")
+    clock_line = _line_of(MIGRATION / "airflow2_style.py", "datetime.now()")
+    error_at = out.index("error import_error: airflow2_style.py:")
+    cause_at = out.index(f"caused by: error airflow3_removed AIR301: airflow2_style.py:{air301_line}:")
+    assert error_at < cause_at  # listed under the import error it explains
+    assert "-> Use `schedule` instead (`schedule_interval` -> `schedule`)" in out
+    assert out.count("AIR301") == 1  # not repeated beside the error
+    assert (
+        f"warning top_level_code clock: airflow2_style.py:{clock_line}: `datetime.now()` runs at every parse"
+        in out
+    )
+
+
+def test_warnings_alone_pass_and_fail_with_strict(migration_report, tmp_path: Path) -> None:
+    _proc, report = migration_report
+    assert {p["severity"] for p in _problems(report, "moved_imports.py")} == {"warning"}
+    assert {p["severity"] for p in _problems(report, "top_level_code.py")} == {"warning"}
+    target = str(MIGRATION / "moved_imports.py")
+    relaxed = run_check(target, "--json", "--max-parse-seconds", "60", home=tmp_path)
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert json.loads(relaxed.stdout)["ok"] is True and "4 warning(s)" in relaxed.stderr
+    strict = run_check(target, "--strict", "--max-parse-seconds", "60", home=tmp_path)
+    assert strict.returncode == ExitCode.DAG_ERROR
+    assert "warning airflow3_deprecated AIR312: moved_imports.py:" in strict.stdout
+
+
+def test_json_shape_of_a_finding(migration_report) -> None:
+    _proc, report = migration_report
+    keys = {"kind", "file", "message", "dag_id", "severity", "line", "rule", "fix", "explains_import_error"}
+    for f in report["files"]:
+        assert set(f) == {"file", "parse_seconds", "dag_ids", "problems"}
+        for p in f["problems"]:
+            assert set(p) == keys and p["file"] == f["file"]
+    assert report["problems"] == [p for f in report["files"] for p in f["problems"]]
+    top = next(p for p in _problems(report, "top_level_code.py") if p["rule"] == "network")
+    assert top["fix"] == TOP_LEVEL_RULES["network"][1] and isinstance(top["line"], int)
+
+
+def test_top_level_code_end_to_end(migration_report) -> None:
+    _proc, report = migration_report
+    for name in ("top_level_code.py", "deferred_code.py"):
+        got = {(p["line"], p["rule"]) for p in _problems(report, name) if p["kind"] == "top_level_code"}
+        assert got == _expected_top_level(MIGRATION / name), name
+    dags = {d for f in report["files"] for d in f["dag_ids"]}
+    assert {"top_level_code", "top_level_classic", "deferred_code", "deferred_classic"} <= dags
+
+
+@pytest.mark.parametrize("rule", sorted(TOP_LEVEL_RULES))
+def test_each_top_level_rule_positive_and_negative(rule: str) -> None:
+    positive = MIGRATION / "top_level_code.py"
+    expected = {line for line, r in _expected_top_level(positive) if r == rule}
+    assert expected, f"no `# expect: {rule}` line in {positive.name}"
+    found, _reads = scan_parse_time_code(positive.read_text(), positive.name)
+    assert {p.line for p in found if p.rule == rule} == expected
+    # the same calls inside tasks, callables, lambdas and methods are not flagged
+    negative = MIGRATION / "deferred_code.py"
+    deferred, _reads = scan_parse_time_code(negative.read_text(), negative.name)
+    assert [p for p in deferred if p.rule == rule] == []
+
+
+def _scan(source: str) -> set[tuple[int, str]]:
+    found, _reads = scan_parse_time_code(source, "x.py")
+    return {(p.line, p.rule or "") for p in found}
+
+
+def test_top_level_scan_resolves_imports_and_scopes() -> None:
+    assert _scan("import datetime\nX = datetime.datetime.now()\n") == {(2, "clock")}
+    assert _scan("from time import time as now\nX = now()\n") == {(2, "clock")}
+    assert _scan("import numpy as np\nX = np.random.rand(3)\nY = np.random.default_rng(1)\n") == {
+        (2, "random")
+    }
+    assert _scan("import pandas as pd\nDF = pd.read_csv('x.csv')\n") == {(2, "file_io")}
+    assert _scan("import requests\nR = requests.get('http://127.0.0.1:9')\n") == {(2, "network")}
+    # a default value and a decorator argument run when the def runs; the body does not
+    assert _scan("import time\ndef f(t=time.time()):\n    return time.time()\n") == {(2, "clock")}
+    # a plain function runs at parse time only when parse-time code calls it
+    called = "import uuid\ndef make():\n    return uuid.uuid4()\nX = make()\n"
+    assert _scan(called) == {(3, "random")}
+    assert _scan(called.replace("X = make()", "X = make")) == set()
+    assert _scan("import os\nA = os.environ['HOME']\nB = os.getenv('X')\nC = os.environ.get('Y')\n") == set()
+    assert _scan("def broken(:\n") == set()  # a syntax error is the import's to report
+    # `dag.test()` under a main guard runs only when the file is the script, never at parse
+    main = "if __name__ == '__main__':\n    print('testing')\nelse:\n    print('parsed')\n"
+    assert _scan(main) == {(4, "print")}
+    # a function building a DAG runs at parse even when nothing in the file calls it by name
+    factory = "import time\nfrom airflow.sdk import DAG\ndef build(i):\n    with DAG(f'd{i}', start_date=time.time()):\n        pass\n"
+    assert _scan(factory) == {(4, "clock")}
+
+
+def test_top_level_scan_gives_variable_and_connection_read_lines() -> None:
+    source = (
+        "from airflow.sdk import Variable, BaseHook\n"
+        "A = Variable.get('threshold', default='1')\n"
+        "B = BaseHook.get_connection(conn_id='db')\n"
+        "def later():\n    return Variable.get('inside')\n"
+    )
+    _found, reads = scan_parse_time_code(source, "x.py")
+    assert [(r.kind, r.key, r.line) for r in reads] == [("Variable", "threshold", 2), ("Connection", "db", 3)]
+
+
+def test_ruff_fix_text_shows_the_replacement() -> None:
+    lines = ["from airflow import DAG\n", "with DAG('x', schedule_interval=None):\n"]
+    rename = {
+        "message": "Use `schedule` instead",
+        "edits": [
+            {
+                "content": "schedule",
+                "location": {"row": 2, "column": 15},
+                "end_location": {"row": 2, "column": 32},
+            }
+        ],
+    }
+    assert ruff_fix_text(rename, lines) == "Use `schedule` instead (`schedule_interval` -> `schedule`)"
+    move = {
+        "message": None,
+        "edits": [
+            {"content": "", "location": {"row": 1, "column": 1}, "end_location": {"row": 2, "column": 1}},
+            {
+                "content": "from airflow.sdk import DAG\n",
+                "location": {"row": 3, "column": 1},
+                "end_location": {"row": 3, "column": 1},
+            },
+        ],
+    }
+    assert ruff_fix_text(move, lines) == "remove `from airflow import DAG`; add `from airflow.sdk import DAG`"
+    assert ruff_fix_text(None, lines) is None
+
+
+def test_import_error_is_linked_to_the_removed_name_it_names() -> None:
+    error = Problem(
+        "import_error",
+        "a.py",
+        "line 3: ImportError: cannot import name 'days_ago' from 'airflow.utils.dates'",
+        line=3,
+    )
+    cause = Problem(
+        "airflow3_removed",
+        "a.py",
+        "`airflow.utils.dates.days_ago` is removed in Airflow 3.0",
+        line=9,
+        rule="AIR301",
+        fix="Use `pendulum.today('UTC').add(days=-N, ...)` instead",
+    )
+    moved = Problem(
+        "airflow3_deprecated",
+        "a.py",
+        "`airflow.DAG` is removed in Airflow 3.0; It still works",
+        line=3,
+        rule="AIR311",
+    )
+    other_file = Problem(
+        "airflow3_removed", "b.py", "`airflow.utils.dates.days_ago` is removed", line=3, rule="AIR301"
+    )
+    problems = [error, cause, moved, other_file]
+    link_import_errors(problems)
+    assert [p.explains_import_error for p in problems] == [False, True, False, False]
+    assert error.fix == "AIR301 line 9: Use `pendulum.today('UTC').add(days=-N, ...)` instead"
+
+
+def test_ruff_missing_or_failing_is_a_warning(tmp_path: Path) -> None:
+    (missing,) = ruff_problems(MIGRATION, MIGRATION, None)
+    assert (missing.kind, missing.severity) == ("ruff_unavailable", "warning")
+    assert "AIR3xx" in missing.message and missing.fix == "pip install 'mlopsctl[local]'"
+    failing = tmp_path / "ruff"
+    failing.write_text("#!/bin/sh\necho 'ruff: cannot read config' >&2\nexit 2\n")
+    failing.chmod(0o755)
+    (failed,) = ruff_problems(MIGRATION, MIGRATION, str(failing))
+    assert failed.kind == "ruff_unavailable" and "cannot read config" in failed.message
+
+
+def test_ruff_is_found_and_reports_relative_paths() -> None:
+    binary = ruff_bin()
+    assert binary is not None and Path(binary).is_file()
+    found = ruff_problems(MIGRATION / "moved_imports.py", MIGRATION, binary)
+    assert {(p.file, p.rule, p.severity) for p in found} == {
+        ("moved_imports.py", "AIR002", "warning"),
+        ("moved_imports.py", "AIR311", "warning"),
+        ("moved_imports.py", "AIR312", "warning"),
+    }
