@@ -140,6 +140,33 @@ def test_flag_names_and_unknown_params() -> None:
         build_model_conf(cv=3)
 
 
+@pytest.mark.parametrize(("command", "kind"), [(("run", "build-model"), "single"), (("grid-search",), "grid")])
+def test_flag_defaults_and_advertised_ranges_are_the_schemas(command: tuple[str, ...], kind: str) -> None:
+    """What --help promises (defaults, "(lo..hi)" ranges, the default model name) is the DAG's schema."""
+    import re
+
+    import typer
+
+    from mlopsctl.cli import app
+
+    cmd = typer.main.get_command(app)
+    for name in command:
+        cmd = cmd.commands[name]
+    options = {opt: p for p in cmd.params for opt in p.opts}
+    for param, schema in param_schemas(kind).items():
+        option = options[flag_for(param)]
+        if param == "register_model":
+            assert option.default is None and f"[default: {schema['default']}]" in option.help
+            continue
+        default = schema["default"]
+        assert option.default == (",".join(map(str, default)) if isinstance(default, list) else default), param
+        bounds = schema.get("items", schema)
+        if "minimum" in bounds:
+            advertised = re.search(r"\((?:each )?(\d+)\.\.(\d+)\)", option.help)
+            assert advertised, (param, option.help)
+            assert tuple(map(int, advertised.groups())) == (bounds["minimum"], bounds["maximum"]), param
+
+
 def test_data_checks(tmp_path: Path) -> None:
     csv = tmp_path / "d.csv"
     csv.write_text("a,target\n1,2\n")
