@@ -33,12 +33,12 @@ def check(
 
     Example: mlopsctl check  (or: mlopsctl check dags/build_model.py --json)
     """
+    require_local_extra("check", "airflow")  # found, not imported: dagcheck sets AIRFLOW_HOME first
     app = app_context(ctx, json_output)
     if path is None:
         path = app.settings.project_dir / "dags"
     if not path.exists():
         raise InputError(f"{path} does not exist.", hint="Give the DAG folder or file: mlopsctl check PATH")
-    require_local_extra("check", "airflow")  # not imported here: dagcheck sets AIRFLOW_HOME first
     from mlopsctl.dagcheck import check_dags
 
     app.console.status_line(f"Parsing DAGs in {escape(str(path))} ...")
