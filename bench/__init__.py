@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench import gridsearch, orchestration, scaleout, stack, startup, waiting
+from bench import gridsearch, install, orchestration, scaleout, stack, startup, waiting
 
 # Run order: the stack is started once by `stack` and reused by the ones after it (stopped before
-# `scaleout`, which wants the CPUs to itself).
-BENCHMARKS = [startup, stack, orchestration, gridsearch, waiting, scaleout]
+# `scaleout`, which wants the CPUs to itself; `install` builds throwaway venvs, last).
+BENCHMARKS = [startup, stack, orchestration, gridsearch, waiting, scaleout, install]

@@ -298,7 +298,7 @@ def airflow_healthy(base_url: str) -> bool:
 def fmt(x: float | None, unit: str = "s") -> str:
     if x is None:
         return "-"
-    if unit in ("MB",):
+    if unit in ("MB", "count"):
         return f"{x:,.0f}"
     if unit == "%":
         return f"{x:.1f}%"

@@ -1,11 +1,16 @@
-"""The bundled pipelines (name -> dag_id) and local validation mirroring the DAG Params contract.
+"""The bundled pipelines (name -> dag_id) and local validation against the DAGs' own Params schemas.
 
-Everything here is pure: it judges user input before any request is sent, and raises
-`InputError` (exit USAGE) with a message that names the offending flag.
+The schemas are read from dags/common/params.json (the copy bundled with this installation, see
+:mod:`mlopsctl.paths`), the file the DAGs build their `Param`s from, and applied with `jsonschema`, the
+library Airflow's `Param` validates with. Everything here is pure: it judges user input before any request
+is sent, and raises `InputError` (exit USAGE) with a message that names the offending flag.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import math
 import os
 import re
@@ -17,23 +22,15 @@ from typing import Any, Literal
 
 from mlopsctl.errors import InputError
 
-MAX_DEPTH_RANGE = (1, 1000)
-N_ESTIMATORS_RANGE = (1, 5000)
-CV_RANGE = (2, 20)
-RANDOM_STATE_MAX = 2**32 - 1
-DEFAULT_REGISTERED_MODEL = "mlopsctl-random-forest"
-DEFAULT_GRID_MAX_DEPTH = (80, 90, 100, 110)
-DEFAULT_GRID_N_ESTIMATORS = (100, 200, 300)
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")
-DEFAULT_GRID_MAX_DEPTH_TEXT = ",".join(map(str, DEFAULT_GRID_MAX_DEPTH))
-DEFAULT_GRID_N_ESTIMATORS_TEXT = ",".join(map(str, DEFAULT_GRID_N_ESTIMATORS))
+ParamKind = Literal["single", "grid"]
 
 
 @dataclass(frozen=True)
 class Pipeline:
     name: str  # CLI name, e.g. build-model
     dag_id: str  # Airflow dag_id, e.g. build_model
-    kind: Literal["single", "grid"]
+    kind: ParamKind  # which Params it takes (the keys of params.json)
     key_metric: str  # metric shown by `status` (on the single run / the grid parent)
     summary: str
 
@@ -84,25 +81,106 @@ def new_dag_run_id(now: datetime | None = None) -> str:
     return f"mlopsctl__{now.astimezone(UTC):%Y%m%dT%H%M%SZ}__{secrets.token_hex(3)}"
 
 
-# --- validation ----------------------------------------------------------------------------------
 
 
-def check_int(value: Any, flag: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{flag} must be an integer, got {value!r}.")
-    if value < lo or (hi is not None and value > hi):
-        rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise InputError(f"{flag} must be {rng}, got {value}.")
-    return value
+
+# --- the Params contract ---------------------------------------------------------------------------
+
+
+def params_file() -> Path:
+    from mlopsctl.paths import bundled_dags_dir
+
+    return bundled_dags_dir() / "common" / "params.json"
+
+
+@functools.cache
+def param_schemas(kind: ParamKind) -> dict[str, dict[str, Any]]:
+    """A pipeline kind's DAG Params, name -> JSON schema (with its default): the kind's own, then the common."""
+    data = json.loads(params_file().read_text(encoding="utf-8"))
+    return {**data[kind], **data["common"]}
+
+
+def default_registered_model() -> str:
+    return param_schemas("single")["register_model"]["default"]
+
+
+_FLAG_NAMES = {"register_model": "--register"}
+
+
+def flag_for(param: str) -> str:
+    """The CLI flag that sets a Param: max_depth -> --max-depth."""
+    return _FLAG_NAMES.get(param, "--" + param.replace("_", "-"))
+
+
+_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "array": "a list"}
+
+
+def _bounds(schema: dict[str, Any]) -> str:
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if lo is not None and hi is not None:
+        return f"between {lo} and {hi}"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
+
+
+def _message(error: Any, schemas: dict[str, dict[str, Any]], texts: dict[str, str]) -> str:
+    """One sentence naming the flag, for a jsonschema error on the conf object (path[0] is the Param)."""
+    param = error.path[0]
+    flag = flag_for(param)
+    value, schema, keyword = error.instance, error.schema, error.validator
+    item = len(error.path) > 1  # one element of a grid list
+    in_text = f" in {texts[param]!r}" if param in texts else ""
+    if keyword in ("minimum", "maximum"):
+        if item:
+            return f"{flag}: {value} is out of range; values must be {_bounds(schema)}."
+        return f"{flag} must be {_bounds(schema)}, got {value}."
+    if keyword in ("exclusiveMinimum", "exclusiveMaximum"):
+        lo, hi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        return f"{flag} must be strictly between {lo} and {hi}, got {value}."
+    if keyword in ("minLength", "pattern"):
+        return f"{flag} must not be empty or blank."
+    if keyword == "minItems":
+        example = ",".join(map(str, schemas[param]["default"]))
+        return f"{flag} needs at least one value, e.g. {flag} {example}."
+    if keyword == "uniqueItems":
+        dup = next(v for i, v in enumerate(value) if v in value[:i])
+        return f"{flag}: {dup} appears more than once{in_text}; grid values must be unique."
+    if keyword == "type":
+        expected = schema["type"] if isinstance(schema["type"], str) else schema["type"][-1]
+        kind = _TYPE_NAMES.get(expected, expected)
+        if item:
+            return f"{flag}: {value!r} is not {kind}{in_text}."
+        return f"{flag} must be {kind}, got {value!r}."
+    return f"{flag}: {error.message}."
+
+
+def validate_conf(kind: ParamKind, conf: dict[str, Any], texts: dict[str, str] | None = None) -> None:
+    """Judge `conf` with the DAG's own schemas, as Airflow's `Param.resolve` does at trigger time.
+
+    The first failing Param (in the DAG's order) becomes an InputError naming its flag; `texts` holds the
+    typed text of list flags, quoted in the message.
+    """
+    from jsonschema import FormatChecker
+    from jsonschema.validators import validator_for
+
+    schemas = param_schemas(kind)
+    for name, value in conf.items():
+        if isinstance(value, float) and math.isnan(value):  # JSON has no NaN; the schema cannot say so
+            raise InputError(f"{flag_for(name)} must be a number, got nan.")
+    document = {"type": "object", "properties": schemas}
+    validator = validator_for(document)(document, format_checker=FormatChecker())
+    order = list(schemas)
+    errors = sorted(validator.iter_errors(conf), key=lambda e: order.index(e.path[0]) if e.path else -1)
+    if errors:
+        raise InputError(_message(errors[0], schemas, texts or {}))
 
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
-def parse_int_list(text: str, flag: str, lo: int, hi: int) -> list[int]:
-    """Parse a grid list like '80,90,100': integers in [lo, hi], no empties, no duplicates."""
+def parse_int_list(text: str, flag: str) -> list[int]:
+    """Parse a grid list like '80,90,100' into integers (ranges and uniqueness are the schema's to judge)."""
     if text is None or not str(text).strip():
-        raise InputError(f"{flag} needs at least one value, e.g. {flag} {lo},{min(hi, lo * 10)}.")
+        return []
     values: list[int] = []
     for i, raw in enumerate(str(text).split(",")):
         item = raw.strip()
@@ -113,21 +191,8 @@ def parse_int_list(text: str, flag: str, lo: int, hi: int) -> list[int]:
             )
         if not _INT_RE.match(item):
             raise InputError(f"{flag}: {item!r} is not an integer (in {text!r}).")
-        value = int(item)
-        if value < lo or value > hi:
-            raise InputError(f"{flag}: {value} is out of range; values must be between {lo} and {hi}.")
-        if value in values:
-            raise InputError(f"{flag}: {value} appears more than once in {text!r}; grid values must be unique.")
-        values.append(value)
+        values.append(int(item))
     return values
-
-
-def check_test_size(value: Any, flag: str = "--test-size") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise InputError(f"{flag} must be a number, got {value!r}.")
-    if not 0 < value < 1:
-        raise InputError(f"{flag} must be strictly between 0 and 1, got {value}.")
-    return float(value)
 
 
 def _is_remote(path: str) -> bool:
@@ -163,83 +228,46 @@ def check_data(data: str | None, flag: str = "--data") -> str | None:
     return str(path.resolve())
 
 
-def check_target(target: str, flag: str = "--target") -> str:
-    if not isinstance(target, str) or not target.strip():
-        raise InputError(f"{flag} must be a non-empty column name.")
-    return target
-
-
 def register_value(register: str | None, no_register: bool) -> str | None:
+    """--register NAME / --no-register -> the register_model Param (the schema's default name if neither)."""
     if no_register and register:
         raise InputError("--register and --no-register are mutually exclusive.")
     if no_register:
         return None
     if register is None:
-        return DEFAULT_REGISTERED_MODEL
+        return default_registered_model()
     register = register.strip()
     if not register:
         raise InputError("--register needs a model name (use --no-register to skip registration).")
     return register
 
 
-def _common_conf(
-    *, data: str | None, target: str, test_size: float, random_state: int, register: str | None
-) -> dict[str, Any]:
-    return {
-        "data": check_data(data),
-        "target": check_target(target),
-        "test_size": check_test_size(test_size),
-        # numpy/scikit-learn seeds must fit in 32 bits: a larger one would only fail later, in the job
-        "random_state": check_int(random_state, "--random-state", 0, RANDOM_STATE_MAX),
-        "register_model": register,
-    }
-
-
-def build_model_conf(
-    *,
-    max_depth: int = 80,
-    n_estimators: int = 100,
-    data: str | None = None,
-    target: str = "target",
-    test_size: float = 0.2,
-    random_state: int = 42,
-    register: str | None = DEFAULT_REGISTERED_MODEL,
-) -> dict[str, Any]:
-    """The build_model conf, validated like the DAG's Params (InputError names the bad flag)."""
-    conf = {
-        "max_depth": check_int(max_depth, "--max-depth", *MAX_DEPTH_RANGE),
-        "n_estimators": check_int(n_estimators, "--n-estimators", *N_ESTIMATORS_RANGE),
-    }
-    conf.update(
-        _common_conf(data=data, target=target, test_size=test_size, random_state=random_state, register=register)
-    )
+def _conf(kind: ParamKind, values: dict[str, Any]) -> dict[str, Any]:
+    """The DAG's defaults updated with `values` (a list flag may be given as its typed text), validated."""
+    schemas = param_schemas(kind)
+    if "register" in values:
+        values["register_model"] = values.pop("register")
+    unknown = set(values) - set(schemas)
+    if unknown:
+        raise TypeError(f"unknown {kind} Params: {', '.join(sorted(unknown))}")
+    conf = {name: copy.deepcopy(schema["default"]) for name, schema in schemas.items()}
+    texts: dict[str, str] = {}
+    for name, value in values.items():
+        if schemas[name].get("type") == "array" and isinstance(value, str):
+            texts[name] = value
+            value = parse_int_list(value, flag_for(name))
+        conf[name] = value
+    validate_conf(kind, conf, texts)
+    conf["data"] = check_data(conf["data"])
     return conf
 
 
-def grid_conf(
-    *,
-    max_depth: str | list[int] = DEFAULT_GRID_MAX_DEPTH_TEXT,
-    n_estimators: str | list[int] = DEFAULT_GRID_N_ESTIMATORS_TEXT,
-    cv: int = 3,
-    data: str | None = None,
-    target: str = "target",
-    test_size: float = 0.2,
-    random_state: int = 42,
-    register: str | None = DEFAULT_REGISTERED_MODEL,
-) -> dict[str, Any]:
-    """The grid_search / grid_search_spark conf, validated like the DAG's Params."""
+def build_model_conf(**values: Any) -> dict[str, Any]:
+    """The build_model conf: the DAG's defaults, overridden by `values` (Param names; `register` for
+    register_model), validated like the DAG's Params (InputError names the bad flag)."""
+    return _conf("single", values)
 
-    def _list(value: str | list[int], flag: str, rng: tuple[int, int]) -> list[int]:
-        if isinstance(value, str):
-            return parse_int_list(value, flag, *rng)
-        return parse_int_list(",".join(str(v) for v in value), flag, *rng)
 
-    conf: dict[str, Any] = {
-        "max_depth": _list(max_depth, "--max-depth", MAX_DEPTH_RANGE),
-        "n_estimators": _list(n_estimators, "--n-estimators", N_ESTIMATORS_RANGE),
-        "cv": check_int(cv, "--cv", *CV_RANGE),
-    }
-    conf.update(
-        _common_conf(data=data, target=target, test_size=test_size, random_state=random_state, register=register)
-    )
-    return conf
+def grid_conf(**values: Any) -> dict[str, Any]:
+    """The grid_search / grid_search_spark conf; a grid flag may be given as its text ('80,90,100')."""
+    return _conf("grid", values)

@@ -1,1 +1,2 @@
-"""Shared pieces of the mlopsctl DAGs: the compute backend (compute.py) and the Params (params.py)."""
+"""Shared pieces of the mlopsctl DAGs: the compute backend (compute.py) and the Params (params.json, wrapped
+in Airflow Params by params.py)."""

@@ -1,105 +1,23 @@
-"""The DAG Params of the mlopsctl pipelines, as JSON schemas (so Airflow rejects bad conf with HTTP 400).
+"""The DAG Params of the mlopsctl pipelines, read from params.json (so Airflow rejects bad conf with HTTP 400).
 
-`SCHEMAS` is plain data (no Airflow import) so tests and tools can compare it with the contract;
-`build_model_params()` / `grid_params()` wrap it in `airflow.sdk.Param` for the DAG files.
+params.json is the one statement of the contract: the CLI validates a run's conf against the same file
+before sending it. `SCHEMAS` is that data per dag_id (no Airflow import), and `build_model_params()` /
+`grid_params()` wrap it in `airflow.sdk.Param` for the DAG files.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
-DEFAULT_REGISTERED_MODEL = "mlopsctl-random-forest"
+PARAMS_FILE = Path(__file__).with_name("params.json")
+_DATA: dict[str, Any] = json.loads(PARAMS_FILE.read_text(encoding="utf-8"))
 
-_COMMON: dict[str, dict[str, Any]] = {
-    "data": {
-        "default": None,
-        "type": ["null", "string"],
-        "title": "Data",
-        "description": "CSV or Parquet path (or a directory of Parquet files) readable by the Spark driver; "
-        "null = scikit-learn's bundled diabetes data.",
-    },
-    "target": {
-        "default": "target",
-        "type": "string",
-        "minLength": 1,
-        "title": "Target column",
-        "description": "Name of the numeric column to predict.",
-    },
-    "test_size": {
-        "default": 0.2,
-        "type": "number",
-        "exclusiveMinimum": 0,
-        "exclusiveMaximum": 1,
-        "title": "Held-out fraction",
-        "description": "Fraction of rows held out to compute rmse/mae/r2.",
-    },
-    "random_state": {
-        "default": 42,
-        "type": "integer",
-        "minimum": 0,
-        "maximum": 4294967295,  # numpy's seed range (2**32 - 1); the CLI checks the same bound locally
-        "title": "Random seed",
-        "description": "Seed of the held-out split, the CV folds and the random forest.",
-    },
-    "register_model": {
-        "default": DEFAULT_REGISTERED_MODEL,
-        "type": ["null", "string"],
-        "title": "Registered model name",
-        "description": "MLflow registered model to add a version to; null or empty = do not register.",
-    },
-}
-
-BUILD_MODEL: dict[str, dict[str, Any]] = {
-    "max_depth": {
-        "default": 80,
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 1000,
-        "title": "max_depth",
-        "description": "Maximum depth of each tree of the RandomForestRegressor.",
-    },
-    "n_estimators": {
-        "default": 100,
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 5000,
-        "title": "n_estimators",
-        "description": "Number of trees of the RandomForestRegressor.",
-    },
-    **_COMMON,
-}
-
-GRID: dict[str, dict[str, Any]] = {
-    "max_depth": {
-        "default": [80, 90, 100, 110],
-        "type": "array",
-        "items": {"type": "integer", "minimum": 1, "maximum": 1000},
-        "minItems": 1,
-        "uniqueItems": True,
-        "title": "max_depth grid",
-        "description": "Values of max_depth to try.",
-    },
-    "n_estimators": {
-        "default": [100, 200, 300],
-        "type": "array",
-        "items": {"type": "integer", "minimum": 1, "maximum": 5000},
-        "minItems": 1,
-        "uniqueItems": True,
-        "title": "n_estimators grid",
-        "description": "Values of n_estimators to try.",
-    },
-    "cv": {
-        "default": 3,
-        "type": "integer",
-        "minimum": 2,
-        "maximum": 20,
-        "title": "CV folds",
-        "description": "Number of k-fold cross-validation folds.",
-    },
-    **_COMMON,
-}
-
+# a pipeline's Params: its kind's, then the common ones
+BUILD_MODEL: dict[str, dict[str, Any]] = {**_DATA["single"], **_DATA["common"]}
+GRID: dict[str, dict[str, Any]] = {**_DATA["grid"], **_DATA["common"]}
 SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
     "build_model": BUILD_MODEL,
     "grid_search": GRID,

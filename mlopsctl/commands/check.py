@@ -10,6 +10,7 @@ import typer
 
 from mlopsctl.commands._common import JsonOpt, app_context, escape
 from mlopsctl.errors import DagError, InputError
+from mlopsctl.extras import require_local_extra
 
 if TYPE_CHECKING:
     from mlopsctl.dagcheck import CheckReport, Problem
@@ -43,18 +44,12 @@ def check(
 
     Example: mlopsctl check  (or: mlopsctl check dags/build_model.py --json)
     """
+    require_local_extra("check", "airflow")  # found, not imported: dagcheck sets AIRFLOW_HOME first
     app = app_context(ctx, json_output)
     if path is None:
         path = app.settings.project_dir / "dags"
     if not path.exists():
         raise InputError(f"{path} does not exist.", hint="Give the DAG folder or file: mlopsctl check PATH")
-    import importlib.util
-
-    if importlib.util.find_spec("airflow") is None:  # not imported here: dagcheck sets AIRFLOW_HOME first
-        raise DagError(
-            "`check` parses DAGs with Airflow itself, and apache-airflow is not installed.",
-            hint="Install the local extra: pip install 'mlopsctl[local]'",
-        )
     from mlopsctl.dagcheck import check_dags
 
     app.console.status_line(f"Parsing DAGs in {escape(str(path))} ...")

@@ -11,6 +11,7 @@ import typer
 from mlopsctl.commands._common import JsonOpt, app_context
 from mlopsctl.context import AppContext
 from mlopsctl.errors import InputError
+from mlopsctl.extras import require_local_extra
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -136,6 +137,7 @@ def start(
 
     Example: mlopsctl dev start   (then open http://127.0.0.1:8080, user admin)
     """
+    require_local_extra("dev start")
     from mlopsctl.devenv.health import last_line
     from mlopsctl.devenv.manager import start_stack
 
@@ -183,6 +185,7 @@ def stop(
 
     Example: mlopsctl dev stop
     """
+    require_local_extra("dev stop")
     from mlopsctl.devenv.manager import stop_stack
 
     actx = app_context(ctx, json_output)
@@ -219,6 +222,7 @@ def status(
 
     Example: mlopsctl dev status --json
     """
+    require_local_extra("dev status")
     from mlopsctl.devenv.manager import read_password, stack_status
     from mlopsctl.errors import ExitCode
 
@@ -332,6 +336,7 @@ def logs(
 
     Example: mlopsctl dev logs scheduler -f -n 100
     """
+    require_local_extra("dev logs")
     import sys
 
     from mlopsctl.devenv.manager import log_file

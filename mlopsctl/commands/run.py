@@ -31,7 +31,7 @@ DataOpt = Annotated[
 ]
 TargetOpt = Annotated[str, typer.Option("--target", help="Target column in --data.")]
 TestSizeOpt = Annotated[float, typer.Option("--test-size", help="Held-out fraction, strictly between 0 and 1.")]
-RandomStateOpt = Annotated[int, typer.Option("--random-state", help="Random seed (>= 0).")]
+RandomStateOpt = Annotated[int, typer.Option("--random-state", help="Random seed (0..4294967295).")]
 RegisterOpt = Annotated[
     str | None,
     typer.Option("--register", help="Register the model under this name [default: mlopsctl-random-forest].",

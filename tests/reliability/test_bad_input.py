@@ -58,7 +58,7 @@ LOCAL_CASES: list[tuple[str, dict[str, str], list[str], ExitCode, str]] = [
      r"Error: --random-state must be between 0 and 4294967295, got -1\."),
     ("random-state above 2**32-1", {}, ["run", "build-model", "--random-state", "4294967296"], U,
      r"Error: --random-state must be between 0 and 4294967295, got 4294967296\."),
-    ("target empty", {}, ["run", "build-model", "--target", ""], U, r"Error: --target must be a non-empty column name\."),
+    ("target empty", {}, ["run", "build-model", "--target", ""], U, r"Error: --target must not be empty or blank\."),
     ("grid cv too small", {}, ["grid-search", "--cv", "1"], U, r"Error: --cv must be between 2 and 20, got 1\."),
     ("grid cv too large", {}, ["grid-search", "--cv", "21"], U, r"Error: --cv must be between 2 and 20, got 21\."),
     # --- grid lists --------------------------------------------------------------------------------

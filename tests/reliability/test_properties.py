@@ -22,17 +22,25 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mlopsctl.errors import ExitCode, InputError
-from mlopsctl.pipelines import (
-    CV_RANGE,
-    MAX_DEPTH_RANGE,
-    N_ESTIMATORS_RANGE,
-    check_int,
-    check_test_size,
-    parse_int_list,
-)
+from mlopsctl.pipelines import build_model_conf, grid_conf, param_schemas
+
+
+def _range(kind: str, name: str) -> tuple[int, int]:
+    """A Param's integer bounds from the DAG schema (a grid Param's per-point bounds)."""
+    schema = param_schemas(kind)[name]
+    schema = schema.get("items", schema)
+    return schema["minimum"], schema["maximum"]
+
+
+MAX_DEPTH_RANGE = _range("single", "max_depth")
+N_ESTIMATORS_RANGE = _range("single", "n_estimators")
+CV_RANGE = _range("grid", "cv")
+assert (MAX_DEPTH_RANGE, N_ESTIMATORS_RANGE, CV_RANGE) == ((1, 1000), (1, 5000), (2, 20))
+assert _range("grid", "max_depth") == MAX_DEPTH_RANGE and _range("grid", "n_estimators") == N_ESTIMATORS_RANGE
 
 REPO = Path(__file__).resolve().parents[2]
 SPARK_JOBS = REPO / "spark_jobs"
+PURE = settings(deadline=None)  # the first example imports jsonschema
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # --- strategies ----------------------------------------------------------------------------------------
@@ -58,50 +66,55 @@ def _unique_ints(lo: int, hi: int) -> st.SearchStrategy[list[int]]:
 # --- validation properties -----------------------------------------------------------------------------
 
 
+@PURE
 @given(st.integers(-10**30, 10**30))
-def test_check_int_accepts_exactly_the_range(value: int) -> None:
+def test_max_depth_accepts_exactly_the_range(value: int) -> None:
     lo, hi = MAX_DEPTH_RANGE
     if lo <= value <= hi:
-        assert check_int(value, "--max-depth", lo, hi) == value
+        assert build_model_conf(max_depth=value)["max_depth"] == value
     else:
-        with pytest.raises(InputError, match=r"--max-depth must be between 1 and 1000"):
-            check_int(value, "--max-depth", lo, hi)
+        with pytest.raises(InputError, match=rf"^--max-depth must be between 1 and 1000, got {value}\.$"):
+            build_model_conf(max_depth=value)
 
 
+@PURE
 @given(st.floats(allow_nan=True, allow_infinity=True))
-def test_check_test_size_accepts_exactly_the_open_unit_interval(value: float) -> None:
+def test_test_size_accepts_exactly_the_open_unit_interval(value: float) -> None:
     if value == value and 0 < value < 1:  # noqa: PLR0124 - NaN check
-        assert check_test_size(value) == value
+        assert build_model_conf(test_size=value)["test_size"] == value
     else:
         with pytest.raises(InputError, match=r"--test-size must be"):
-            check_test_size(value)
+            build_model_conf(test_size=value)
 
 
+@PURE
 @given(_unique_ints(*N_ESTIMATORS_RANGE), st.sampled_from([",", ", ", " ,", " , "]))
 def test_grid_list_round_trips(values: list[int], sep: str) -> None:
-    assert parse_int_list(sep.join(map(str, values)), "--n-estimators", *N_ESTIMATORS_RANGE) == values
+    assert grid_conf(n_estimators=sep.join(map(str, values)))["n_estimators"] == values
 
 
+@PURE
 @given(_unique_ints(*MAX_DEPTH_RANGE), st.data())
 def test_grid_list_with_a_duplicate_is_rejected_naming_the_value(values: list[int], data: st.DataObject) -> None:
     dup = data.draw(st.sampled_from(values))
     pos = data.draw(st.integers(0, len(values)))
     items = values[:pos] + [dup] + values[pos:]
     with pytest.raises(InputError, match=rf"--max-depth: {dup} appears more than once"):
-        parse_int_list(",".join(map(str, items)), "--max-depth", *MAX_DEPTH_RANGE)
+        grid_conf(max_depth=",".join(map(str, items)))
 
 
+@PURE
 @given(st.lists(st.text(max_size=6), min_size=1, max_size=5))
 def test_grid_list_of_arbitrary_text_is_either_valid_or_an_input_error(items: list[str]) -> None:
     text = ",".join(items)
     try:
-        values = parse_int_list(text, "--cv-grid", *CV_RANGE)
+        values = grid_conf(max_depth=text)["max_depth"]
     except InputError as exc:
         assert exc.exit_code == ExitCode.USAGE
-        assert "--cv-grid" in exc.message
+        assert exc.message.startswith("--max-depth")
         return
     assert len(values) == len(set(values)) == len(items)
-    assert all(CV_RANGE[0] <= v <= CV_RANGE[1] for v in values)
+    assert all(MAX_DEPTH_RANGE[0] <= v <= MAX_DEPTH_RANGE[1] for v in values)
     assert values == [int(i.strip()) for i in items]
 
 

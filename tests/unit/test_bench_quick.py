@@ -31,7 +31,7 @@ def _expected_rows() -> list[tuple[str, str]]:
 def test_expected_rows_cover_every_issue_item() -> None:
     keys = {k for k, _ in _expected_rows()}
     prefixes = {k.split(".")[0] for k in keys}
-    assert prefixes == {"startup", "stack", "orchestration", "grid", "waiting", "scaleout"}
+    assert prefixes == {"startup", "stack", "orchestration", "grid", "waiting", "scaleout", "install"}
     assert len(keys) == len(_expected_rows()), "row keys must be unique"
 
 

@@ -202,6 +202,7 @@ def test_init_with_the_real_bundle_copies_it(tmp_path: Path, capsys: pytest.Capt
             assert (tmp_path / "proj" / rel).read_bytes() == (src / rel.split("/", 1)[1]).read_bytes()
         if not bundled:
             assert f"{name}/" in data["skipped"]
+    assert "dags/common/params.json" in data["created"]  # the Params contract ships with the DAGs
 
 
 # --- the scaffolded DAG integrity test really catches problems -------------------------------------

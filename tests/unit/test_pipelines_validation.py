@@ -1,4 +1,4 @@
-"""Local validation mirrors the DAG Params contract; bad input exits USAGE and sends no request."""
+"""Local validation applies the DAG Params contract; bad input exits USAGE and sends no request."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import pytest
 
 from mlopsctl.errors import ExitCode, InputError
 from mlopsctl.pipelines import (
-    DEFAULT_REGISTERED_MODEL,
     PIPELINES,
     build_model_conf,
     check_data,
+    default_registered_model,
+    flag_for,
     get_pipeline,
     grid_conf,
     new_dag_run_id,
-    parse_int_list,
+    param_schemas,
     register_value,
 )
 
@@ -34,7 +35,7 @@ def test_registry_matches_the_contract() -> None:
 def test_default_build_conf_equals_the_dag_defaults() -> None:
     assert build_model_conf() == {
         "max_depth": 80, "n_estimators": 100, "data": None, "target": "target", "test_size": 0.2,
-        "random_state": 42, "register_model": DEFAULT_REGISTERED_MODEL,
+        "random_state": 42, "register_model": "mlopsctl-random-forest",
     }
 
 
@@ -46,8 +47,8 @@ def test_default_grid_conf_equals_the_dag_defaults() -> None:
 @pytest.mark.parametrize(
     "text, expected", [("80,90,100", [80, 90, 100]), (" 3 , 5 ", [3, 5]), ("1", [1]), ("1000", [1000])]
 )
-def test_parse_int_list_ok(text: str, expected: list[int]) -> None:
-    assert parse_int_list(text, "--max-depth", 1, 1000) == expected
+def test_grid_list_text_ok(text: str, expected: list[int]) -> None:
+    assert grid_conf(max_depth=text)["max_depth"] == expected
 
 
 @pytest.mark.parametrize(
@@ -66,9 +67,9 @@ def test_parse_int_list_ok(text: str, expected: list[int]) -> None:
         ("-3", "-3 is out of range"),
     ],
 )
-def test_parse_int_list_rejects(text: str, needle: str) -> None:
+def test_grid_list_text_rejects(text: str, needle: str) -> None:
     with pytest.raises(InputError) as info:
-        parse_int_list(text, "--max-depth", 1, 1000)
+        grid_conf(max_depth=text)
     assert needle in info.value.message and "--max-depth" in info.value.message
 
 
@@ -83,7 +84,10 @@ def test_parse_int_list_rejects(text: str, needle: str) -> None:
         ({"test_size": 1.0}, "--test-size"),
         ({"test_size": float("nan")}, "--test-size"),
         ({"random_state": -1}, "--random-state"),
+        ({"random_state": 2**32}, "--random-state"),
+        ({"max_depth": True}, "--max-depth"),
         ({"target": " "}, "--target"),
+        ({"target": ""}, "--target"),
         ({"data": "/definitely/not/here.csv"}, "--data"),
     ],
 )
@@ -102,6 +106,65 @@ def test_grid_conf_rejects_naming_the_flag(kwargs: dict, flag: str) -> None:
     with pytest.raises(InputError) as info:
         grid_conf(**kwargs)
     assert flag in info.value.message
+
+
+def test_messages_name_the_flag_and_the_schema_bounds() -> None:
+    cases = [
+        (build_model_conf, {"max_depth": 0}, "--max-depth must be between 1 and 1000, got 0."),
+        (build_model_conf, {"test_size": 1.0}, "--test-size must be strictly between 0 and 1, got 1.0."),
+        (build_model_conf, {"test_size": float("nan")}, "--test-size must be a number, got nan."),
+        (build_model_conf, {"max_depth": "5"}, "--max-depth must be an integer, got '5'."),
+        (build_model_conf, {"target": "  "}, "--target must not be empty or blank."),
+        (grid_conf, {"n_estimators": [10, 5001]}, "--n-estimators: 5001 is out of range; values must be between 1 and 5000."),
+        (grid_conf, {"max_depth": []}, "--max-depth needs at least one value, e.g. --max-depth 80,90,100,110."),
+        (grid_conf, {"max_depth": "3,5,3"}, "--max-depth: 3 appears more than once in '3,5,3'; grid values must be unique."),
+        (grid_conf, {"max_depth": [3, 5, 3]}, "--max-depth: 3 appears more than once; grid values must be unique."),
+    ]
+    for build, kwargs, message in cases:
+        with pytest.raises(InputError) as info:
+            build(**kwargs)
+        assert info.value.message == message, kwargs
+
+
+def test_the_first_bad_param_in_dag_order_is_reported() -> None:
+    with pytest.raises(InputError, match=r"^--max-depth must be") as info:
+        build_model_conf(random_state=-1, test_size=2.0, max_depth=0)
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+def test_flag_names_and_unknown_params() -> None:
+    assert [flag_for(p) for p in param_schemas("grid")] == [
+        "--max-depth", "--n-estimators", "--cv", "--data", "--target", "--test-size", "--random-state", "--register",
+    ]
+    with pytest.raises(TypeError, match="unknown single Params: cv"):
+        build_model_conf(cv=3)
+
+
+@pytest.mark.parametrize(("command", "kind"), [(("run", "build-model"), "single"), (("grid-search",), "grid")])
+def test_flag_defaults_and_advertised_ranges_are_the_schemas(command: tuple[str, ...], kind: str) -> None:
+    """What --help promises (defaults, "(lo..hi)" ranges, the default model name) is the DAG's schema."""
+    import re
+
+    import typer
+
+    from mlopsctl.cli import app
+
+    cmd = typer.main.get_command(app)
+    for name in command:
+        cmd = cmd.commands[name]
+    options = {opt: p for p in cmd.params for opt in p.opts}
+    for param, schema in param_schemas(kind).items():
+        option = options[flag_for(param)]
+        if param == "register_model":
+            assert option.default is None and f"[default: {schema['default']}]" in option.help
+            continue
+        default = schema["default"]
+        assert option.default == (",".join(map(str, default)) if isinstance(default, list) else default), param
+        bounds = schema.get("items", schema)
+        if "minimum" in bounds:
+            advertised = re.search(r"\((?:each )?(\d+)\.\.(\d+)\)", option.help)
+            assert advertised, (param, option.help)
+            assert tuple(map(int, advertised.groups())) == (bounds["minimum"], bounds["maximum"]), param
 
 
 def test_data_checks(tmp_path: Path) -> None:
@@ -125,7 +188,7 @@ def test_data_checks(tmp_path: Path) -> None:
 
 
 def test_register_flags() -> None:
-    assert register_value(None, False) == DEFAULT_REGISTERED_MODEL
+    assert register_value(None, False) == default_registered_model() == "mlopsctl-random-forest"
     assert register_value("m", False) == "m"
     assert register_value(None, True) is None
     with pytest.raises(InputError, match="mutually exclusive"):
