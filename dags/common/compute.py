@@ -156,6 +156,7 @@ def common_arguments() -> list[str]:
         "--experiment-prefix", "{{ mlopsctl.experiment_prefix }}",
         "--data", "{{ params.data if params.data is not none else '' }}",
         "--target", "{{ params.target }}",
+        "--na-values", "{{ params.na_values | join(',') if params.na_values else '' }}",
     ]
 
 
