@@ -638,6 +638,23 @@ class AirflowClient:
         )
         return LogChunk.model_validate(resp.json())
 
+    def read_log(
+        self, dag_id: str, dag_run_id: str, task_id: str, try_number: int, *, map_index: int = -1,
+        max_pages: int = 100,
+    ) -> list[str]:
+        """The whole log of one task try as text lines, following continuation tokens."""
+        lines: list[str] = []
+        token = None
+        for _ in range(max_pages):
+            chunk = self.task_log(dag_id, dag_run_id, task_id, try_number, map_index=map_index,
+                                  continuation_token=token)
+            new = chunk.lines()
+            lines.extend(new)
+            if not chunk.continuation_token or chunk.continuation_token == token or not new:
+                break
+            token = chunk.continuation_token
+        return lines
+
     def xcom(self, dag_id: str, dag_run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = (
             f"{API}/dags/{_quote(dag_id)}/dagRuns/{_quote(dag_run_id)}/taskInstances/{_quote(task_id)}"

@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from mlopsctl.commands._common import JsonOpt, app_context
-from mlopsctl.commands.run import (
+from mlopsctl.commands._common import (
     AutoUnpauseOpt,
     DataOpt,
+    JsonOpt,
     NoRegisterOpt,
     NoWaitOpt,
     RandomStateOpt,
@@ -17,6 +17,7 @@ from mlopsctl.commands.run import (
     TargetOpt,
     TestSizeOpt,
     TimeoutOpt,
+    app_context,
     check_timeout,
     launch,
 )

@@ -46,6 +46,9 @@ class FakeAirflow:
             if request.method == "PATCH":
                 self.paused[dag_id] = json.loads(request.content)["is_paused"]
             return httpx.Response(200, json={"dag_id": dag_id, "is_paused": self.paused[dag_id]})
+        if len(parts) == 3 and parts[2] == "details":
+            return httpx.Response(200, json={"dag_id": dag_id, "is_paused": self.paused[dag_id], "params": {},
+                                             "fileloc": f"/p/dags/{dag_id}.py", "relative_fileloc": f"{dag_id}.py"})
         if len(parts) == 3 and parts[2] == "dagRuns":
             if request.method == "POST":
                 body = json.loads(request.content)
@@ -95,8 +98,8 @@ class FakeAirflow:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch, project: Path):
-    import mlopsctl.commands.run as run_mod
     from mlopsctl.airflow.client import AirflowClient
+    from mlopsctl.context import AppContext
 
     airflow = FakeAirflow()
     mlflow = FakeMlflow([BUILD, *GRID])
@@ -109,12 +112,12 @@ def fakes(monkeypatch: pytest.MonkeyPatch, project: Path):
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    def tracking_for(actx):
+    def tracking(actx):
         return Tracking(actx.settings.mlflow_tracking_uri,
                         transport=httpx.MockTransport(refuse if state["mlflow_down"] else mlflow))
 
     monkeypatch.setattr(AirflowClient, "from_settings", classmethod(from_settings))
-    monkeypatch.setattr(run_mod, "tracking_for", tracking_for)
+    monkeypatch.setattr(AppContext, "tracking", tracking)
     monkeypatch.setattr("time.sleep", lambda s: None)
     monkeypatch.setattr("mlopsctl.pipelines.new_dag_run_id", lambda: RID)
     return airflow, mlflow, state
@@ -235,3 +238,31 @@ def test_timeout_exits_timeout_and_says_how_to_reattach(fakes, capsys) -> None:
     code, _, err = cli(capsys, "run", "build-model", "--timeout", "1e-9")
     assert code == ExitCode.TIMEOUT and f"mlopsctl status {RID} --wait" in err and "keeps going" in err
     assert airflow.runs[RID]["polls"] >= 1
+
+
+def test_import_errors_are_matched_to_the_dags_own_file_exactly() -> None:
+    from mlopsctl.airflow.models import Dag, ImportError_, import_errors_of
+
+    errors = [ImportError_(filename=f, bundle_name="dags-folder")
+              for f in ("grid_search_spark.py", "grid_search.py", "old/grid_search.py", "my_grid_search.py")]
+    loaded = Dag(dag_id="grid_search", relative_fileloc="grid_search.py", fileloc="/p/dags/grid_search.py",
+                 bundle_name="dags-folder")
+    assert [e.filename for e in import_errors_of(errors, "grid_search", loaded)] == ["grid_search.py"]
+    # not loaded: its file is <dag_id>.py, in any folder of the bundle, and nothing that merely contains the id
+    assert [e.filename for e in import_errors_of(errors, "grid_search")] == ["grid_search.py", "old/grid_search.py"]
+    assert import_errors_of(errors, "build_model") == []
+    other_bundle = loaded.model_copy(update={"bundle_name": "other"})
+    assert import_errors_of(errors, "grid_search", other_bundle) == []
+
+
+def test_a_broken_dag_file_is_not_blamed_on_a_dag_whose_id_is_its_prefix(fakes, capsys) -> None:
+    airflow, _, _ = fakes
+    del airflow.paused["grid_search"]  # grid_search is not loaded, and only grid_search_spark.py is broken
+    airflow.import_errors = [{"filename": "grid_search_spark.py", "stack_trace": "SyntaxError: bad"}]
+    code, _, err = cli(capsys, "grid-search")
+    assert code == ExitCode.NOT_FOUND and "not loaded" in err and "grid_search_spark.py" not in err
+    code, out, err = cli(capsys, "dags", "--json")
+    assert code == 0, err
+    rows = {r["dag_id"]: r for r in json.loads(out)["pipelines"]}
+    assert rows["grid_search"]["import_errors"] == [] and rows["build_model"]["import_errors"] == []
+    assert [e["filename"] for e in rows["grid_search_spark"]["import_errors"]] == ["grid_search_spark.py"]
