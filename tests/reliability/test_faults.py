@@ -189,7 +189,7 @@ def test_lost_trigger_response_then_expired_token_lose_nothing(local_stack) -> N
         def sleep(seconds: float) -> None:
             polls[0] += 1
             if polls[0] == 2:
-                client._token = "an.expired.token"  # what a token past its 24 h looks like to Airflow
+                client._auth.token = "an.expired.token"  # what a token past its 24 h looks like to Airflow
             time.sleep(seconds)
 
         result = follow_run(client, "build_model", run_id, sleep=sleep)

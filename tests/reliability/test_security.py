@@ -161,7 +161,7 @@ def _secrets(local_stack, weird_run) -> dict[str, str]:
     found["admin password"] = local_stack.password
     with local_stack.client() as client:
         client.check_auth()
-        found["JWT"] = client._token  # what the CLI-side client holds in memory only
+        found["JWT"] = client._auth.token  # what the CLI-side client holds in memory only
     return found
 
 
