@@ -69,7 +69,8 @@ class AppContext:
 
         settings = self.settings
         verify: bool | str = str(settings.ca_bundle) if settings.ca_bundle else settings.verify_tls
-        return Tracking(settings.mlflow_tracking_uri, timeout=min(settings.request_timeout, 15.0), verify=verify)
+        return Tracking(settings.mlflow_tracking_uri, experiment_prefix=settings.mlflow_experiment_prefix,
+                        timeout=min(settings.request_timeout, 15.0), verify=verify)
 
     def runs(self, reporter: Reporter | None = None) -> RunsService:
         """The runs service on this context's Airflow and MLflow, sending notices to `reporter`."""

@@ -1,4 +1,4 @@
-"""Bad-input matrix (issue 8, part 1): one table, each case with the exact message, the documented exit
+"""Bad-input matrix: one table, each case with the exact message, the documented exit
 code, no traceback, and -- when the input can be judged locally -- not one request sent.
 
 "No request sent" is proven twice: the Airflow and MLflow URLs point at a port nobody listens on (a request

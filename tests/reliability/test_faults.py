@@ -1,4 +1,4 @@
-"""Faults (issue 8, part 2): each ends with nothing lost -- the run finishes or fails clearly, Airflow holds
+"""Faults: each ends with nothing lost -- the run finishes or fails clearly, Airflow holds
 exactly the runs it should (no duplicate), MLflow exactly the runs it should.
 
 Faults are injected at the transport (an httpx transport that forwards to the real Airflow and then drops

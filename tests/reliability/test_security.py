@@ -1,4 +1,4 @@
-"""Security (issue 8, part 4), on the real local stack.
+"""Security, on the real local stack.
 
 - every listening socket of every stack process (components, LocalExecutor workers, task supervisors,
   spark-submit JVMs) is on the loopback interface -- sampled while a pipeline runs;

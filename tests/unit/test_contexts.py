@@ -13,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from mlopsctl import contexts
+from mlopsctl import targets
 from mlopsctl.cli import app
 from mlopsctl.context import AppContext
 from mlopsctl.errors import ConfigError, ExitCode
@@ -61,9 +61,9 @@ def fake_keyring(monkeypatch: pytest.MonkeyPatch) -> FakeKeyring:
 
 
 def add(name: str, **kw: object) -> None:
-    cfg = contexts.load()
-    cfg.contexts[name] = contexts.Context(**kw)
-    contexts.save(cfg)
+    cfg = targets.load()
+    cfg.contexts[name] = targets.Context(**kw)
+    targets.save(cfg)
 
 
 @dataclass
@@ -101,15 +101,15 @@ def invoke(capsys: pytest.CaptureFixture[str]):
 
 def test_config_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    assert contexts.contexts_path() == Path.home() / ".config" / "mlopsctl" / "contexts.toml"
+    assert targets.contexts_path() == Path.home() / ".config" / "mlopsctl" / "contexts.toml"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert contexts.contexts_path() == tmp_path / "xdg" / "mlopsctl" / "contexts.toml"
+    assert targets.contexts_path() == tmp_path / "xdg" / "mlopsctl" / "contexts.toml"
     monkeypatch.setenv("MLOPSCTL_CONFIG_DIR", str(tmp_path / "explicit"))
-    assert contexts.contexts_path() == tmp_path / "explicit" / "contexts.toml"
+    assert targets.contexts_path() == tmp_path / "explicit" / "contexts.toml"
 
 
 def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
-    assert contexts.load().contexts == {}  # missing file = no contexts
+    assert targets.load().contexts == {}  # missing file = no contexts
     add(
         "prod",
         airflow_url="https://af.example.com/",
@@ -118,10 +118,10 @@ def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
         mlflow_tracking_uri="databricks",
         description='quote " and \\ backslash',
     )
-    cfg = contexts.load()
+    cfg = targets.load()
     cfg.current = "prod"
-    path = contexts.save(cfg)
-    again = contexts.load()
+    path = targets.save(cfg)
+    again = targets.load()
     assert again.current == "prod"
     prod = again.contexts["prod"]
     assert prod.airflow_url == "https://af.example.com"
@@ -134,30 +134,30 @@ def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
 def test_a_secret_in_the_file_is_refused(cfg_dir: Path) -> None:
     cfg_dir.mkdir()
     (cfg_dir / "contexts.toml").write_text(
-        '[contexts.prod]\nairflow_url = "https://x.example"\ntoken = "abc"\n'
+        '[targets.prod]\nairflow_url = "https://x.example"\ntoken = "abc"\n'
     )
     with pytest.raises(ConfigError, match="secrets never go in this file"):
-        contexts.load()
+        targets.load()
 
 
 def test_bad_toml_is_a_config_error(cfg_dir: Path) -> None:
     cfg_dir.mkdir()
-    (cfg_dir / "contexts.toml").write_text("[contexts.prod\n")
+    (cfg_dir / "contexts.toml").write_text("[targets.prod\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        contexts.load()
+        targets.load()
 
 
 @pytest.mark.parametrize("url", ["ftp://x.example", "x.example", "https://user:pw@x.example"])
 def test_bad_airflow_url_rejected(url: str) -> None:
     with pytest.raises(ValueError):
-        contexts.Context(airflow_url=url)
+        targets.Context(airflow_url=url)
 
 
 def test_insecure_transport_flag() -> None:
-    assert contexts.Context(airflow_url="http://10.1.2.3:8080").insecure_transport
-    assert not contexts.Context(airflow_url="http://127.0.0.1:8080").insecure_transport
-    assert not contexts.Context(airflow_url="https://af.example.com").insecure_transport
-    assert not contexts.Context(airflow_url="http://10.1.2.3:8080", auth="none").insecure_transport
+    assert targets.Context(airflow_url="http://10.1.2.3:8080").insecure_transport
+    assert not targets.Context(airflow_url="http://127.0.0.1:8080").insecure_transport
+    assert not targets.Context(airflow_url="https://af.example.com").insecure_transport
+    assert not targets.Context(airflow_url="http://10.1.2.3:8080", auth="none").insecure_transport
 
 
 # --- settings precedence -----------------------------------------------------------------------------
@@ -213,9 +213,9 @@ def test_current_context_applies_and_explicit_choice_wins(
 ) -> None:
     add("a", airflow_url="https://a.example", auth="none")
     add("b", airflow_url="https://b.example", auth="none")
-    cfg = contexts.load()
+    cfg = targets.load()
     cfg.current = "a"
-    contexts.save(cfg)
+    targets.save(cfg)
     assert load_settings().airflow_url == "https://a.example"
     monkeypatch.setenv("MLOPSCTL_CONTEXT", "b")
     assert load_settings().airflow_url == "https://b.example"
@@ -378,13 +378,13 @@ def test_cli_add_list_use_show_remove(
     )
     r = invoke("context", "show")
     assert "super-secret-token-value" not in r.output and "****" in r.stdout
-    assert "super-secret-token-value" not in contexts.contexts_path().read_text()
+    assert "super-secret-token-value" not in targets.contexts_path().read_text()
 
     r = invoke("context", "use", "local")
-    assert r.exit_code == 0 and contexts.load().current == "local"
+    assert r.exit_code == 0 and targets.load().current == "local"
     r = invoke("context", "remove", "local")
     assert r.exit_code == 0
-    cfg = contexts.load()
+    cfg = targets.load()
     assert cfg.current is None and list(cfg.contexts) == ["astro"]
 
 
@@ -402,9 +402,9 @@ def test_cli_add_refuses_duplicates_unless_forced(invoke, cfg_dir: Path, project
     )
     r = invoke("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none")
     assert r.exit_code == ExitCode.CONFIG
-    assert contexts.load().contexts["p"].airflow_url == "https://a.example"
+    assert targets.load().contexts["p"].airflow_url == "https://a.example"
     r = invoke("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none", "--force")
-    assert r.exit_code == 0 and contexts.load().contexts["p"].airflow_url == "https://b.example"
+    assert r.exit_code == 0 and targets.load().contexts["p"].airflow_url == "https://b.example"
 
 
 @pytest.mark.parametrize(
@@ -425,7 +425,7 @@ def test_cli_add_rejects_bad_input(
     code, _out, err = run_main(capsys, "context", "add", *args)
     assert code in (ExitCode.USAGE, ExitCode.CONFIG)
     assert "Error:" in err and "Traceback" not in err
-    assert contexts.load().contexts == {}
+    assert targets.load().contexts == {}
 
 
 def test_cli_add_warns_on_plain_http_to_remote_host(invoke, cfg_dir: Path, project: Path) -> None:
@@ -456,7 +456,7 @@ def test_cli_use_unknown_and_unset(invoke, cfg_dir: Path, project: Path) -> None
     assert r.exit_code == ExitCode.CONFIG
     assert invoke("context", "use", "a").exit_code == 0
     assert invoke("context", "use", "--unset").exit_code == 0
-    assert contexts.load().current is None
+    assert targets.load().current is None
     assert invoke("context", "use").exit_code == ExitCode.USAGE
 
 
@@ -465,7 +465,7 @@ def test_cli_set_secret_into_keyring(invoke, cfg_dir: Path, project: Path, fake_
     r = runner.invoke(app, ["context", "set-secret", "astro"], input="kr-token\n")
     assert r.exit_code == 0, r.output
     assert fake_keyring.store[("mlopsctl", "astro:token")] == "kr-token"
-    assert "kr-token" not in contexts.contexts_path().read_text()
+    assert "kr-token" not in targets.contexts_path().read_text()
     assert load_settings(context="astro").airflow_token.get_secret_value() == "kr-token"
     assert invoke("context", "remove", "astro").exit_code == 0
     assert fake_keyring.store == {}  # removing the context removes its stored secret
@@ -475,3 +475,15 @@ def test_cli_set_secret_without_keyring(invoke, cfg_dir: Path, project: Path, no
     add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
     r = invoke("context", "set-secret", "astro")
     assert r.exit_code == ExitCode.CONFIG
+
+
+def test_cli_show_follows_the_context_named_in_dotenv(invoke, cfg_dir: Path, project: Path, no_keyring: None) -> None:
+    add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
+    add("local", airflow_url="http://127.0.0.1:8080")
+    cfg = targets.load()
+    cfg.current = "astro"
+    targets.save(cfg)
+    (project / ".env").write_text("MLOPSCTL_CONTEXT=local\n")
+    r = invoke("context", "show", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["name"] == "local"
