@@ -166,8 +166,8 @@ def test_lost_trigger_response_then_expired_token_lose_nothing(local_stack) -> N
     exactly one Airflow run with that id. Mid-follow the cached token goes bad -> refreshed silently. The
     run succeeds and MLflow holds exactly one run for it, with the conf's params."""
     from mlopsctl.airflow.client import AirflowClient
-    from mlopsctl.runs import follow_run
     from mlopsctl.pipelines import build_model_conf, new_dag_run_id
+    from mlopsctl.runs import follow_run
 
     transport = LoseFirstTriggerResponse()
     client = AirflowClient(local_stack.airflow_url, username="admin", password=local_stack.password,
