@@ -124,17 +124,39 @@ class FollowStats(BaseModel):
     wall_s: float | None = None
 
 
-class RunResult(BaseModel):
-    """One pipeline run as the commands print it (tables, or `to_json()` with --json)."""
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class RunRow(BaseModel):
+    """A run of a pipeline: what every run-shaped output starts with (times in ISO 8601)."""
 
     pipeline: str
     dag_id: str
     dag_run_id: str
     state: str
-    queued_at: str | None = None
     start_date: str | None = None
     end_date: str | None = None
     duration_s: float | None = None
+
+    @classmethod
+    def fields_of(cls, pipeline: Pipeline, run: DagRun, now: datetime | None = None) -> dict[str, Any]:
+        """The RunRow fields of an Airflow run (`now`: the duration of a run still going)."""
+        return {
+            "pipeline": pipeline.name,
+            "dag_id": pipeline.dag_id,
+            "dag_run_id": run.dag_run_id,
+            "state": run.state,
+            "start_date": _iso(run.start_date),
+            "end_date": _iso(run.end_date),
+            "duration_s": run_duration(run.start_date, run.end_date, None if run.finished else now),
+        }
+
+
+class RunResult(RunRow):
+    """One pipeline run as the commands print it (tables, or `to_json()` with --json)."""
+
+    queued_at: str | None = None
     conf: dict[str, Any] | None = None
     tasks: list[TaskRow] = Field(default_factory=list)
     links: Links
@@ -176,15 +198,8 @@ class Triggered(BaseModel):
     links: dict[str, str]
 
 
-class RecentRun(BaseModel):
-    pipeline: str
-    dag_id: str
-    dag_run_id: str
-    state: str
+class RecentRun(RunRow):
     run_type: str | None = None
-    start_date: str | None = None
-    end_date: str | None = None
-    duration_s: float | None = None
     metric: str
     metric_value: float | None = None
     mlflow_run_id: str | None = None
@@ -193,10 +208,6 @@ class RecentRun(BaseModel):
 class RecentRuns(BaseModel):
     runs: list[RecentRun]
     warnings: list[str] = Field(default_factory=list)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 # --- following --------------------------------------------------------------------------------------
@@ -454,14 +465,8 @@ class RunsService:
         if tasks is None:
             tasks = task_order(self.airflow.task_instances(pipeline.dag_id, run.dag_run_id))
         result = RunResult(
-            pipeline=pipeline.name,
-            dag_id=pipeline.dag_id,
-            dag_run_id=run.dag_run_id,
-            state=run.state,
+            **RunRow.fields_of(pipeline, run),
             queued_at=_iso(run.queued_at),
-            start_date=_iso(run.start_date),
-            end_date=_iso(run.end_date),
-            duration_s=run_duration(run.start_date, run.end_date),
             conf=run.conf,
             tasks=[
                 TaskRow(task_id=t.task_id, map_index=t.map_index, state=t.state, try_number=t.try_number,
@@ -544,14 +549,8 @@ class RunsService:
                 for r in runs:
                     m = key.get(r.dag_run_id)
                     row = RecentRun(
-                        pipeline=p.name,
-                        dag_id=p.dag_id,
-                        dag_run_id=r.dag_run_id,
-                        state=r.state,
+                        **RunRow.fields_of(p, r, now),
                         run_type=r.run_type,
-                        start_date=_iso(r.start_date),
-                        end_date=_iso(r.end_date),
-                        duration_s=run_duration(r.start_date, r.end_date, None if r.finished else now),
                         metric=p.key_metric,
                         metric_value=m.metrics.get(p.key_metric) if m else None,
                         mlflow_run_id=m.run_id if m else None,

@@ -226,17 +226,7 @@ class AirflowClient:
         base = min(self.backoff_max, self.backoff * (2 ** (state.attempt_number - 1)))
         return base * random.uniform(0.5, 1.0)
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Any = None,
-        json: Any = None,
-        headers: dict[str, str] | None = None,
-        idempotent: bool,
-        with_auth: bool,
-    ) -> httpx.Response:
+    def _send(self, method: str, path: str, *, idempotent: bool, with_auth: bool, **request: Any) -> httpx.Response:
         """One request with retries: idempotent ones on transport errors, 5xx and 429; others only when
         nothing was sent. Returns the last response, raises the last transport error."""
 
@@ -261,27 +251,24 @@ class AirflowClient:
             retry_error_callback=lambda state: state.outcome.result(),  # the last response, or raise
         )
         auth = httpx.USE_CLIENT_DEFAULT if with_auth else None
-        return retrying(self.http.request, method, path, params=params, json=json, headers=headers, auth=auth)
+        return retrying(self.http.request, method, path, auth=auth, **request)
 
     def _request(
         self,
         method: str,
         path: str,
         *,
-        params: Any = None,
-        json: Any = None,
-        headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
         with_auth: bool = True,
         what: str | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
         secrets_: tuple[str, ...] = (),
+        **request: Any,  # params, json, headers: as httpx.Client.request takes them
     ) -> httpx.Response:
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "DELETE", "PUT")
         try:
-            resp = self._send(method, path, params=params, json=json, headers=headers, idempotent=idempotent,
-                              with_auth=with_auth)
+            resp = self._send(method, path, idempotent=idempotent, with_auth=with_auth, **request)
         except httpx.TransportError as exc:
             raise unreachable(exc, self.base_url, self.timeout, local=self.local_hint) from None
         except LoginUnavailable as exc:

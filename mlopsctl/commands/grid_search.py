@@ -6,21 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlopsctl.commands._common import (
-    AutoUnpauseOpt,
-    DataOpt,
-    JsonOpt,
-    NoRegisterOpt,
-    NoWaitOpt,
-    RandomStateOpt,
-    RegisterOpt,
-    TargetOpt,
-    TestSizeOpt,
-    TimeoutOpt,
-    app_context,
-    check_timeout,
-    launch,
-)
+from mlopsctl.commands import _common as opts
 
 
 def grid_search(
@@ -33,16 +19,16 @@ def grid_search(
         str, typer.Option("--n-estimators", help="Comma-separated n_estimators values (each 1..5000).", metavar="LIST")
     ] = "100,200,300",
     cv: Annotated[int, typer.Option("--cv", help="Cross-validation folds (2..20).")] = 3,
-    data: DataOpt = None,
-    target: TargetOpt = "target",
-    test_size: TestSizeOpt = 0.2,
-    random_state: RandomStateOpt = 42,
-    register: RegisterOpt = None,
-    no_register: NoRegisterOpt = False,
-    no_wait: NoWaitOpt = False,
-    timeout: TimeoutOpt = None,
-    auto_unpause: AutoUnpauseOpt = True,
-    json_output: JsonOpt = False,
+    data: opts.DataOpt = None,
+    target: opts.TargetOpt = "target",
+    test_size: opts.TestSizeOpt = 0.2,
+    random_state: opts.RandomStateOpt = 42,
+    register: opts.RegisterOpt = None,
+    no_register: opts.NoRegisterOpt = False,
+    no_wait: opts.NoWaitOpt = False,
+    timeout: opts.TimeoutOpt = None,
+    auto_unpause: opts.AutoUnpauseOpt = True,
+    json_output: opts.JsonOpt = False,
 ) -> None:
     """Grid-search a random forest over max_depth × n_estimators; print a leaderboard and a heatmap.
 
@@ -62,7 +48,7 @@ def grid_search(
         random_state=random_state,
         register=register_value(register, no_register),
     )
-    check_timeout(timeout)
-    actx = app_context(ctx, json_output)
+    opts.check_timeout(timeout)
+    actx = opts.app_context(ctx, json_output)
     pipeline = get_pipeline("grid-search-spark" if spark else "grid-search")
-    launch(actx, pipeline, conf, wait=not no_wait, timeout=timeout, auto_unpause=auto_unpause)
+    opts.launch(actx, pipeline, conf, wait=not no_wait, timeout=timeout, auto_unpause=auto_unpause)

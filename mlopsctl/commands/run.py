@@ -6,21 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlopsctl.commands._common import (
-    AutoUnpauseOpt,
-    DataOpt,
-    JsonOpt,
-    NoRegisterOpt,
-    NoWaitOpt,
-    RandomStateOpt,
-    RegisterOpt,
-    TargetOpt,
-    TestSizeOpt,
-    TimeoutOpt,
-    app_context,
-    check_timeout,
-    launch,
-)
+from mlopsctl.commands import _common as opts
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -34,16 +20,16 @@ def build_model(
     ctx: typer.Context,
     max_depth: Annotated[int, typer.Option("--max-depth", help="Maximum tree depth (1..1000).")] = 80,
     n_estimators: Annotated[int, typer.Option("--n-estimators", help="Number of trees (1..5000).")] = 100,
-    data: DataOpt = None,
-    target: TargetOpt = "target",
-    test_size: TestSizeOpt = 0.2,
-    random_state: RandomStateOpt = 42,
-    register: RegisterOpt = None,
-    no_register: NoRegisterOpt = False,
-    no_wait: NoWaitOpt = False,
-    timeout: TimeoutOpt = None,
-    auto_unpause: AutoUnpauseOpt = True,
-    json_output: JsonOpt = False,
+    data: opts.DataOpt = None,
+    target: opts.TargetOpt = "target",
+    test_size: opts.TestSizeOpt = 0.2,
+    random_state: opts.RandomStateOpt = 42,
+    register: opts.RegisterOpt = None,
+    no_register: opts.NoRegisterOpt = False,
+    no_wait: opts.NoWaitOpt = False,
+    timeout: opts.TimeoutOpt = None,
+    auto_unpause: opts.AutoUnpauseOpt = True,
+    json_output: opts.JsonOpt = False,
 ) -> None:
     """Train one random forest: trigger build_model, follow it, print its MLflow metrics.
 
@@ -62,6 +48,6 @@ def build_model(
         random_state=random_state,
         register=register_value(register, no_register),
     )
-    check_timeout(timeout)
-    actx = app_context(ctx, json_output)
-    launch(actx, get_pipeline("build-model"), conf, wait=not no_wait, timeout=timeout, auto_unpause=auto_unpause)
+    opts.check_timeout(timeout)
+    actx = opts.app_context(ctx, json_output)
+    opts.launch(actx, get_pipeline("build-model"), conf, wait=not no_wait, timeout=timeout, auto_unpause=auto_unpause)

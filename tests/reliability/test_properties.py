@@ -111,16 +111,14 @@ def test_grid_list_of_arbitrary_text_is_either_valid_or_an_input_error(items: li
 @pytest.fixture
 def captured_launch(monkeypatch: pytest.MonkeyPatch, project: Path) -> list[dict[str, Any]]:
     """Replace the trigger/follow flow by a recorder of the (pipeline, conf) the command built."""
-    import mlopsctl.commands.grid_search as grid_cmd
-    import mlopsctl.commands.run as run_cmd
+    import mlopsctl.commands._common as commands_common
 
     seen: list[dict[str, Any]] = []
 
     def launch(actx, pipeline, conf, **kwargs):
         seen.append({"dag_id": pipeline.dag_id, "conf": conf})
 
-    monkeypatch.setattr(run_cmd, "launch", launch)
-    monkeypatch.setattr(grid_cmd, "launch", launch)
+    monkeypatch.setattr(commands_common, "launch", launch)  # what `run build-model` and `grid-search` call
     return seen
 
 
