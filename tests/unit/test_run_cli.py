@@ -178,3 +178,23 @@ def test_a_broken_dag_file_is_not_blamed_on_a_dag_whose_id_is_its_prefix(fakes, 
     rows = {r["dag_id"]: r for r in json.loads(out)["pipelines"]}
     assert rows["grid_search"]["import_errors"] == [] and rows["build_model"]["import_errors"] == []
     assert [e["filename"] for e in rows["grid_search_spark"]["import_errors"]] == ["grid_search_spark.py"]
+
+
+def test_a_preflight_check_stops_the_run_before_anything_is_triggered(fakes) -> None:
+    from mlopsctl.context import AppContext
+    from mlopsctl.errors import StackError
+    from mlopsctl.pipelines import get_pipeline
+
+    airflow, _, _ = fakes
+    seen: list[str] = []
+
+    def spark_is_down(pipeline) -> None:
+        seen.append(pipeline.dag_id)
+        raise StackError("The Spark Connect server is down.")
+
+    service = AppContext().runs()
+    service.preflight_checks = (spark_is_down,)
+    with pytest.raises(StackError):
+        service.trigger(get_pipeline("build-model"), {"max_depth": 3})
+    assert seen == ["build_model"]
+    assert not [r for r in airflow.requests if r.method == "POST" and r.url.path.endswith("/dagRuns")]
