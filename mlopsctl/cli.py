@@ -82,7 +82,7 @@ def root(
         "airflow_url": airflow_url,
         "mlflow_tracking_uri": mlflow_uri,
     }
-    ctx.obj = AppContext(overrides=overrides, debug=debug, quiet=quiet)
+    ctx.obj = AppContext(overrides=overrides, quiet=quiet)
 
 
 app.command("init")(init.init)
@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from mlopsctl.console import Console
 
-        Console().error(exc.message, exc.hint)
+        if exc.exit_code == ExitCode.INTERRUPTED:  # Ctrl-C while waiting: a notice, the run keeps going
+            Console().interrupted(exc.message, exc.hint)
+        else:
+            Console().error(exc.message, exc.hint)
         sys.exit(int(exc.exit_code))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

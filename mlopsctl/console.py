@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+import time
+from typing import Any, Self
 
 from rich.console import Console as RichConsole
 from rich.markup import escape
@@ -55,8 +56,79 @@ class Console:
     def warn(self, message: str) -> None:
         self.err.print(f"[yellow]Warning:[/yellow] {escape(message)}")
 
+    def interrupted(self, message: str, hint: str | None = None) -> None:
+        text = f"\n[yellow]{escape(message)}[/yellow]"
+        if hint:
+            text += f"\n{escape(hint)}"
+        self.err.print(text, soft_wrap=True)
+
     def error(self, message: str, hint: str | None = None) -> None:
         text = f"[bold red]Error:[/bold red] {escape(message)}"
         if hint:
             text += f"\n[dim]Hint:[/dim] {escape(hint)}"
         self.err.print(text, soft_wrap=True)
+
+
+class RunProgress:
+    """What the user sees while a run is triggered and followed (a `mlopsctl.runs.Reporter` and the
+    `on_update` callback of `mlopsctl.runs.follow_run`).
+
+    Interactive: a live table of task states and elapsed time on stderr. Otherwise one plain line per
+    state change. In --json mode only warnings (stdout stays one JSON document). Use it as a context
+    manager around the follow so the live display is stopped on any exit."""
+
+    def __init__(self, console: Console, dag_id: str = "", dag_run_id: str = "", *, live: bool | None = None):
+        self.console = console
+        self.dag_id = dag_id
+        self.dag_run_id = dag_run_id
+        self.live = console.interactive if live is None else live
+        self._live: Any = None
+        self._elapsed_at: tuple[float, float] = (0.0, time.monotonic())
+        self._run: Any = None
+        self._tasks: list[Any] = []
+        self._last_run_state: str | None = None
+        self._last_states: dict[tuple[str, int], str | None] = {}
+
+    @property
+    def tasks_each_poll(self) -> bool:
+        """Task states are only shown outside --json mode: there, tasks are read once at the end."""
+        return not self.console.json_mode
+
+    # --- Reporter -------------------------------------------------------------------------------
+    def info(self, message: str) -> None:
+        self.console.info(escape(message))
+
+    def warn(self, message: str) -> None:
+        self.console.warn(message)
+
+    # --- following ------------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        if self.live and not self.console.json_mode:
+            from rich.live import Live
+
+            self._live = Live(self, console=self.console.err, refresh_per_second=2, transient=False)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def __rich__(self) -> Any:  # the live display (elapsed ticks between polls)
+        from mlopsctl.render import follow_table
+
+        elapsed, at = self._elapsed_at
+        return follow_table(self.dag_id, self.dag_run_id, self._run, self._tasks, elapsed + time.monotonic() - at)
+
+    def __call__(self, run: Any, tasks: list[Any], elapsed: float) -> None:
+        self._run, self._tasks, self._elapsed_at = run, tasks, (elapsed, time.monotonic())
+        if self._live is not None:
+            self._live.refresh()
+        elif not self.console.json_mode:
+            from mlopsctl.render import follow_changes
+
+            for line in follow_changes(run, tasks, self._last_run_state, self._last_states, elapsed):
+                self.console.status_line(escape(line))
+        self._last_run_state = run.state
+        self._last_states = {(t.task_id, t.map_index): t.state for t in tasks}

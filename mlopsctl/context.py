@@ -11,7 +11,9 @@ from mlopsctl.errors import ConfigError
 if TYPE_CHECKING:
     from mlopsctl.airflow.client import AirflowClient
     from mlopsctl.console import Console
+    from mlopsctl.runs import Reporter, RunsService
     from mlopsctl.settings import Settings
+    from mlopsctl.tracking import Tracking
 
 
 def _format_validation_error(exc) -> str:  # pydantic.ValidationError
@@ -27,7 +29,6 @@ def _format_validation_error(exc) -> str:  # pydantic.ValidationError
 @dataclass
 class AppContext:
     overrides: dict[str, Any] = field(default_factory=dict)
-    debug: bool = False
     quiet: bool = False
     json_mode: bool = False
 
@@ -61,3 +62,18 @@ class AppContext:
         from mlopsctl.airflow.client import AirflowClient
 
         return AirflowClient.from_settings(self.settings)
+
+    def tracking(self) -> Tracking:
+        """A fresh MLflow reader (the caller closes it)."""
+        from mlopsctl.tracking import Tracking
+
+        settings = self.settings
+        verify: bool | str = str(settings.ca_bundle) if settings.ca_bundle else settings.verify_tls
+        return Tracking(settings.mlflow_tracking_uri, experiment_prefix=settings.mlflow_experiment_prefix,
+                        timeout=min(settings.request_timeout, 15.0), verify=verify)
+
+    def runs(self, reporter: Reporter | None = None) -> RunsService:
+        """The runs service on this context's Airflow and MLflow, sending notices to `reporter`."""
+        from mlopsctl.runs import RunsService
+
+        return RunsService(self.airflow, self.settings, tracking=self.tracking, reporter=reporter)

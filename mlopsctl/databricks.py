@@ -253,19 +253,19 @@ def validate_target(target: str) -> str:
 def _with_throttle_retries(call: Any, *, attempts: int = 6, max_sleep: float = 10.0) -> Any:
     """Run `call()` again on 429/503. databricks-sdk does not retry `workspace.upload` (a multipart POST:
     its retry loop is disabled for non-seekable bodies), so a throttled upload would fail outright."""
-    import time
-
     from databricks.sdk.errors import DatabricksError
+    from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except DatabricksError as exc:
-            retry_after = getattr(exc, "retry_after_secs", None)
-            if retry_after is None or attempt == attempts:  # set by the SDK for 429 and 503 only
-                raise
-            time.sleep(min(max_sleep, float(retry_after or attempt)))
-    return None  # pragma: no cover - the loop returns or raises
+    def throttled(exc: BaseException) -> bool:  # the SDK sets retry_after_secs for 429 and 503 only
+        return isinstance(exc, DatabricksError) and getattr(exc, "retry_after_secs", None) is not None
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return min(max_sleep, float(getattr(exc, "retry_after_secs", None) or state.attempt_number))
+
+    retrying = Retrying(stop=stop_after_attempt(attempts), retry=retry_if_exception(throttled), wait=wait,
+                        reraise=True)
+    return retrying(call)
 
 
 def upload_jobs(client: WorkspaceClient, src: Path, target: str, version: str) -> tuple[str, list[str]]:

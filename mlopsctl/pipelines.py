@@ -177,6 +177,14 @@ def validate_conf(kind: ParamKind, conf: dict[str, Any], texts: dict[str, str] |
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
+def parse_token_list(text: str, flag: str) -> list[str]:
+    """'NA, ?,-' -> ['NA', '?', '-'] (blanks around a token dropped); an empty list is an InputError."""
+    tokens = [t.strip() for t in text.split(",") if t.strip()]
+    if not tokens:
+        raise InputError(f"{flag} needs at least one token, e.g. {flag} 'NA,?'.")
+    return tokens
+
+
 def parse_int_list(text: str, flag: str) -> list[int]:
     """Parse a grid list like '80,90,100' into integers (ranges and uniqueness are the schema's to judge)."""
     if text is None or not str(text).strip():
@@ -253,9 +261,14 @@ def _conf(kind: ParamKind, values: dict[str, Any]) -> dict[str, Any]:
     conf = {name: copy.deepcopy(schema["default"]) for name, schema in schemas.items()}
     texts: dict[str, str] = {}
     for name, value in values.items():
-        if schemas[name].get("type") == "array" and isinstance(value, str):
+        schema = schemas[name]
+        types = [schema.get("type")] if isinstance(schema.get("type"), str) else schema.get("type", [])
+        if "array" in types and isinstance(value, str):
             texts[name] = value
-            value = parse_int_list(value, flag_for(name))
+            if schema.get("items", {}).get("type") == "integer":
+                value = parse_int_list(value, flag_for(name))
+            else:
+                value = parse_token_list(value, flag_for(name))
         conf[name] = value
     validate_conf(kind, conf, texts)
     conf["data"] = check_data(conf["data"])

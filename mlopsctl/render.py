@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from mlopsctl.airflow.models import run_duration
+
 STATE_STYLE = {
     "success": "green",
     "failed": "bold red",
@@ -70,15 +72,6 @@ def fmt_time(value: datetime | str | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def run_duration(start: datetime | None, end: datetime | None, now: datetime | None = None) -> float | None:
-    if start is None:
-        return None
-    end = end or now
-    if end is None:
-        return None
-    return max(0.0, (end - start).total_seconds())
-
-
 # --- live follow ------------------------------------------------------------------------------------
 
 
@@ -103,6 +96,31 @@ def follow_table(dag_id: str, dag_run_id: str, run: Any, tasks: Iterable[Any], e
     if not rows:
         table.add_row("(waiting for the scheduler)", state_text(state if run is not None else None), "", "")
     return Group(head, table)
+
+
+def fmt_elapsed(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def follow_changes(
+    run: Any, tasks: Iterable[Any], last_run_state: str | None, last_states: dict[tuple[str, int], str | None],
+    elapsed: float,
+) -> list[str]:
+    """Plain progress lines for what changed since the last poll: the run's state, then each task's."""
+    stamp = fmt_elapsed(elapsed)
+    lines = []
+    if run.state != last_run_state:
+        lines.append(f"[{stamp}] run {run.dag_run_id}: {run.state}")
+    for t in tasks:
+        key = (t.task_id, t.map_index)
+        if key not in last_states or last_states[key] != t.state:
+            if t.state is None and key not in last_states:
+                continue  # not yet scheduled: say nothing until it moves
+            name = t.task_id if t.map_index < 0 else f"{t.task_id}[{t.map_index}]"
+            tries = f" (try {t.try_number})" if t.try_number and t.try_number > 1 else ""
+            lines.append(f"[{stamp}]   {name}: {t.state or 'none'}{tries}")
+    return lines
 
 
 def tasks_table(tasks: Iterable[dict[str, Any]]) -> Table:
@@ -275,35 +293,3 @@ def dags_table(rows: list[dict[str, Any]]) -> Table:
             last_txt.append(f"\n{fmt_time(last.get('start_date'))}", style="dim")
         table.add_row(escape(r["pipeline"]), escape(r["dag_id"]), paused, last_txt, escape(params))
     return table
-
-
-# --- logs -------------------------------------------------------------------------------------------
-
-
-def log_lines(content: list[Any] | str) -> list[str]:
-    """Airflow 3 structured log events -> text lines.
-
-    `print()` output (logger task.stdout) stays as is, other events get `[level]`, an exception's
-    `error_detail` adds `ExcType: message` lines, and the `::group::`/`::endgroup::` markers are dropped.
-    """
-    if isinstance(content, str):
-        return content.splitlines()
-    out: list[str] = []
-    for ev in content:
-        if not isinstance(ev, dict):
-            out.append(str(ev))
-            continue
-        event = str(ev.get("event", ""))
-        if event == "::endgroup::":
-            continue
-        if event.startswith("::group::"):
-            event = event.removeprefix("::group::")
-            if not event or event.startswith("Log message source"):
-                continue
-        level = ev.get("level")
-        prefix = f"[{level}] " if level and ev.get("logger") != "task.stdout" else ""
-        out.extend(f"{prefix}{line}" if i == 0 else line for i, line in enumerate(event.splitlines() or [""]))
-        for err in ev.get("error_detail") or []:
-            if isinstance(err, dict) and err.get("exc_type"):
-                out.append(f"  {err['exc_type']}: {err.get('exc_value', '')}")
-    return out

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ):
         """flag > env > .env > named context (`mlopsctl context`) > default."""
-        from mlopsctl.contexts import ContextSettingsSource
+        from mlopsctl.targets import ContextSettingsSource
 
         return (init_settings, env_settings, dotenv_settings, ContextSettingsSource(settings_cls), file_secret_settings)
 
@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         "http://127.0.0.1:<mlflow_port>.",
     )
     mlflow_ui_url: str | None = Field(default=None, description="Base URL for MLflow UI links (default: tracking URI).")
+    mlflow_experiment_prefix: str = Field(
+        default="/mlopsctl", min_length=1, description="MLflow experiment prefix: experiments are <prefix>/<dag_id>."
+    )
 
     # --- embedded local stack ------------------------------------------------------------------
     airflow_port: int = Field(default=8080, ge=1, le=65535, description="Local Airflow api-server port.")

@@ -160,11 +160,7 @@ class Tracking:
         verify: bool | str = True,
     ) -> None:
         self.tracking_uri = tracking_uri.rstrip("/")
-        self.prefix = (
-            experiment_prefix
-            or os.environ.get("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX")
-            or DEFAULT_EXPERIMENT_PREFIX
-        ).rstrip("/")
+        self.prefix = (experiment_prefix or DEFAULT_EXPERIMENT_PREFIX).rstrip("/")
         self.timeout = timeout
         self._transport = transport
         self._verify = verify

@@ -6,7 +6,9 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -37,6 +39,34 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLOPSCTL_PROJECT_DIR", str(tmp_path))
     return tmp_path
+
+
+class CliResult(NamedTuple):
+    """What one `mlopsctl` invocation left: its exit code and what it printed (unpacks as a 3-tuple)."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run `mlopsctl ARGS...` in-process through main() (the real error -> exit code mapping), output captured."""
+
+    def run(*args: str) -> CliResult:
+        from mlopsctl.cli import main
+
+        capsys.readouterr()  # only this invocation's output
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return CliResult(int(exc.value.code or 0), out, err)
+
+    return run
 
 
 # The real local stack (Airflow 3 + MLflow), started once per test session: see tests/fixtures/stack.py.

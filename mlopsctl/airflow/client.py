@@ -1,20 +1,16 @@
 """Airflow REST API v2 client (httpx). Typed pydantic models in and out; never prints.
 
-Behaviour in one place:
-
-* Auth: ``password`` fetches a JWT with ``POST /auth/token`` and fetches a new one once when a request
-  answers 401 (tokens expire silently); ``token`` sends a static bearer token; ``none`` sends nothing.
-* Retries with exponential backoff + jitter (``Retry-After`` honoured) on connect errors, timeouts, 5xx
-  and 429 for idempotent requests (GET, the pause PATCH, DELETE). A trigger is made idempotent by a
-  client-chosen ``dag_run_id``: it is retried too, and a 409 for that id returns the existing run, so a
-  lost response never creates a second run. Other POSTs are retried only when the connection could not be
-  opened (nothing was sent).
-* Errors map to :mod:`mlopsctl.errors` types with one message and a hint; secrets never appear in them.
+* Auth: :class:`mlopsctl.airflow.auth.BearerAuth` (JWT login and one refresh on 401, or a static token).
+* Retries (tenacity) with exponential backoff + jitter, honouring ``Retry-After``, on connect errors,
+  timeouts, 5xx and 429 for idempotent requests (GET, the pause PATCH, DELETE). A trigger is made
+  idempotent by a client-chosen ``dag_run_id``: it is retried too, and a 409 for that id returns the
+  existing run, so a lost response never creates a second run. Other POSTs are retried only when the
+  connection could not be opened (nothing was sent).
+* Errors map to :mod:`mlopsctl.errors` types (:mod:`mlopsctl.airflow.errors`); secrets never appear in them.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import random
 import secrets
@@ -27,7 +23,10 @@ from typing import Any, Self
 from urllib.parse import quote, urlparse
 
 import httpx
+from tenacity import RetryCallState, Retrying, stop_after_attempt
 
+from mlopsctl.airflow.auth import BearerAuth, LoginUnavailable
+from mlopsctl.airflow.errors import http_error, public_url, retry_after, unreachable
 from mlopsctl.airflow.models import (
     Connection,
     Dag,
@@ -39,16 +38,7 @@ from mlopsctl.airflow.models import (
     TaskInstance,
     Variable,
 )
-from mlopsctl.errors import (
-    AuthError,
-    ConfigError,
-    ConflictError,
-    MlopsctlError,
-    NotFoundError,
-    RejectedError,
-    ServerError,
-    UnreachableError,
-)
+from mlopsctl.errors import ConfigError, ConflictError, MlopsctlError, NotFoundError
 
 API = "/api/v2"
 PAGE_LIMIT = 100  # Airflow's default [api] maximum_page_limit
@@ -96,66 +86,6 @@ def read_local_password(state_dir: Path, username: str) -> str:
     return value
 
 
-def _public_url(url: str) -> str:
-    """The URL without any user:password@ part, for messages."""
-    parsed = urlparse(url)
-    if parsed.username is None and parsed.password is None:
-        return url.rstrip("/")
-    netloc = parsed.hostname or ""
-    if parsed.port:
-        netloc += f":{parsed.port}"
-    return parsed._replace(netloc=netloc).geturl().rstrip("/")
-
-
-def _detail(resp: httpx.Response) -> Any:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text.strip()[:500] or resp.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return body["detail"]
-    return body
-
-
-def _detail_text(detail: Any) -> str:
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, list):  # FastAPI validation errors: summarise loc + msg, never echo `input`
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-                msg = item.get("msg", "invalid")
-                parts.append(f"{loc}: {msg}" if loc else str(msg))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    if isinstance(detail, dict):
-        for key in ("message", "reason", "detail"):
-            if isinstance(detail.get(key), str):
-                return detail[key]
-    return json.dumps(detail, default=str)[:500]
-
-
-def _retry_after(resp: httpx.Response | None) -> float | None:
-    if resp is None:
-        return None
-    value = resp.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _quote(value: str) -> str:
     return quote(value, safe="")
 
@@ -199,8 +129,6 @@ class AirflowClient:
         self.auth = auth
         self.username = username
         self._password = password
-        self._static_token = token if auth == "token" else None
-        self._token: str | None = self._static_token
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.verify = verify
@@ -208,6 +136,12 @@ class AirflowClient:
         self.backoff_max = backoff_max
         self.local_hint = is_local_url(base_url) if local_hint is None else local_hint
         self._transport = transport
+        self._auth = (
+            None
+            if auth == "none"
+            else BearerAuth(self.base_url, token=token if auth == "token" else None, username=username,
+                            password=password if auth == "password" else None, local=self.local_hint)
+        )
         self._client: httpx.Client | None = None
         self._sleep: Callable[[float], None] = time.sleep
 
@@ -224,7 +158,7 @@ class AirflowClient:
                 password = read_local_password(settings.state, settings.airflow_username)
             else:
                 raise ConfigError(
-                    f"No Airflow password is set for {_public_url(settings.airflow_url)}.",
+                    f"No Airflow password is set for {public_url(settings.airflow_url)}.",
                     hint="Set MLOPSCTL_AIRFLOW_PASSWORD, or MLOPSCTL_AIRFLOW_AUTH=token with MLOPSCTL_AIRFLOW_TOKEN.",
                 )
         verify: bool | str = str(settings.ca_bundle) if settings.ca_bundle else settings.verify_tls
@@ -241,7 +175,7 @@ class AirflowClient:
         )
 
     def __repr__(self) -> str:
-        return f"AirflowClient(base_url={_public_url(self.base_url)!r}, auth={self.auth!r}, username={self.username!r})"
+        return f"AirflowClient(base_url={public_url(self.base_url)!r}, auth={self.auth!r}, username={self.username!r})"
 
     def __enter__(self) -> Self:
         return self
@@ -263,7 +197,9 @@ class AirflowClient:
                 verify = ssl.create_default_context(cafile=self.verify)
             else:
                 verify = self.verify
-            kwargs: dict[str, Any] = {"base_url": self.base_url, "timeout": self.timeout, "verify": verify}
+            kwargs: dict[str, Any] = {
+                "base_url": self.base_url, "timeout": self.timeout, "verify": verify, "auth": self._auth,
+            }
             if self._transport is not None:
                 kwargs["transport"] = self._transport
             kwargs["headers"] = {"Accept": "application/json", "User-Agent": "mlopsctl"}
@@ -271,219 +207,81 @@ class AirflowClient:
         return self._client
 
     # --- core request machinery -----------------------------------------------------------------
-    def _scrub(self, text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-        for secret in (self._password, self._token, self._static_token, *extra_secrets):
-            if secret and len(secret) >= 3:
-                text = text.replace(secret, "***")
-        return text
+    def _secrets(self, extra: tuple[str, ...] = ()) -> tuple[str | None, ...]:
+        token = self._auth.token if self._auth is not None else None
+        return (self._password, token, *extra)
 
-    def _delay(self, attempt: int, resp: httpx.Response | None) -> float:
-        after = _retry_after(resp)
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when the server asks for it (capped), else exponential backoff with jitter."""
+        outcome = state.outcome
+        resp = None
+        if outcome is not None:
+            if not outcome.failed:
+                resp = outcome.result()
+            elif isinstance(outcome.exception(), LoginUnavailable):
+                resp = outcome.exception().response
+        after = retry_after(resp)
         if after is not None:
             return min(after, MAX_RETRY_AFTER)
-        base = min(self.backoff_max, self.backoff * (2 ** (attempt - 1)))
+        base = min(self.backoff_max, self.backoff * (2 ** (state.attempt_number - 1)))
         return base * random.uniform(0.5, 1.0)
 
-    def _unreachable(self, exc: httpx.TransportError) -> UnreachableError:
-        url = _public_url(self.base_url)
-        if isinstance(exc, httpx.TimeoutException):
-            reason = f"timed out after {self.timeout:g} s"
-        elif isinstance(exc, httpx.ConnectError):
-            text = str(exc).lower()
-            if "refused" in text:
-                reason = "connection refused"
-            elif (
-                "name or service" in text or "nodename" in text or "getaddrinfo" in text or "resolve" in text
-            ):
-                reason = "host name not found"
-            else:
-                reason = "cannot connect"
-        else:
-            reason = type(exc).__name__
-        if self.local_hint:
-            return UnreachableError(
-                f"Airflow is not reachable at {url} — run `mlopsctl dev start`.",
-                hint=f"{reason.capitalize()}. `mlopsctl dev status` shows the local stack; "
-                "or point MLOPSCTL_AIRFLOW_URL at another Airflow.",
-            )
-        return UnreachableError(
-            f"Airflow is not reachable at {url} ({reason}).",
-            hint="Check MLOPSCTL_AIRFLOW_URL / --airflow-url or the active context (`mlopsctl context`), "
-            "and your network/VPN.",
-        )
+    def _send(self, method: str, path: str, *, idempotent: bool, with_auth: bool, **request: Any) -> httpx.Response:
+        """One request with retries: idempotent ones on transport errors, 5xx and 429; others only when
+        nothing was sent. Returns the last response, raises the last transport error."""
 
-    def _fetch_token(self) -> str:
-        assert self.auth == "password"
-        resp = self._send_with_retries(
-            "POST",
-            "/auth/token",
-            json={"username": self.username, "password": self._password},
-            retry_status=True,
-            retry_transport="all",
-            with_auth=False,
-        )
-        if resp.status_code in (200, 201):
-            try:
-                token = resp.json()["access_token"]
-            except (ValueError, KeyError, TypeError):
-                raise ServerError(
-                    f"Airflow at {_public_url(self.base_url)} answered /auth/token without an access_token.",
-                    hint="Is MLOPSCTL_AIRFLOW_URL the Airflow api-server?",
-                ) from None
-            return str(token)
-        if resp.status_code in (401, 403):
-            raise AuthError(
-                f"Airflow at {_public_url(self.base_url)} rejected the password for user {self.username!r}.",
-                hint=(
-                    "The local stack's password is in .mlopsctl/airflow/passwords.json (`mlopsctl dev start` writes it)."
-                    if self.local_hint
-                    else "Check MLOPSCTL_AIRFLOW_USERNAME / MLOPSCTL_AIRFLOW_PASSWORD."
-                ),
-            )
-        if resp.status_code == 404:
-            raise AuthError(
-                f"Airflow at {_public_url(self.base_url)} has no /auth/token endpoint (password login not supported).",
-                hint="Use a static token: MLOPSCTL_AIRFLOW_AUTH=token and MLOPSCTL_AIRFLOW_TOKEN.",
-            )
-        raise self._error(resp, "POST", "/auth/token")
+        def should_retry(state: RetryCallState) -> bool:
+            outcome = state.outcome
+            if outcome is None:
+                return False
+            if outcome.failed:
+                exc = outcome.exception()
+                if isinstance(exc, LoginUnavailable):
+                    return _retryable_status(exc.response)
+                return isinstance(exc, httpx.TransportError) and (
+                    idempotent or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                )
+            return idempotent and _retryable_status(outcome.result())
 
-    def _send_with_retries(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Any = None,
-        json: Any = None,
-        headers: dict[str, str] | None = None,
-        retry_status: bool,
-        retry_transport: str,  # "all" (idempotent) | "connect" (only when nothing was sent)
-        with_auth: bool,
-    ) -> httpx.Response:
-        attempt = 0
-        refreshed = False
-        while True:
-            req_headers = dict(headers or {})
-            if with_auth and self.auth != "none":
-                if self._token is None:
-                    self._token = self._fetch_token()
-                req_headers["Authorization"] = f"Bearer {self._token}"
-            resp: httpx.Response | None = None
-            try:
-                resp = self.http.request(method, path, params=params, json=json, headers=req_headers)
-            except httpx.TransportError as exc:
-                nothing_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-                if attempt < self.retries and (retry_transport == "all" or nothing_sent):
-                    attempt += 1
-                    self._sleep(self._delay(attempt, None))
-                    continue
-                raise self._unreachable(exc) from None
-            if with_auth and self.auth == "password" and not refreshed and _token_rejected(resp):
-                refreshed = True  # expired (or re-keyed) JWT: fetch a new one, once
-                self._token = None
-                continue
-            if (
-                retry_status
-                and (resp.status_code >= 500 or resp.status_code == 429)
-                and attempt < self.retries
-            ):
-                attempt += 1
-                self._sleep(self._delay(attempt, resp))
-                continue
-            return resp
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=self._wait,
+            retry=should_retry,
+            sleep=lambda seconds: self._sleep(seconds),
+            retry_error_callback=lambda state: state.outcome.result(),  # the last response, or raise
+        )
+        auth = httpx.USE_CLIENT_DEFAULT if with_auth else None
+        return retrying(self.http.request, method, path, auth=auth, **request)
 
     def _request(
         self,
         method: str,
         path: str,
         *,
-        params: Any = None,
-        json: Any = None,
-        headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
         with_auth: bool = True,
         what: str | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
         secrets_: tuple[str, ...] = (),
+        **request: Any,  # params, json, headers: as httpx.Client.request takes them
     ) -> httpx.Response:
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "DELETE", "PUT")
-        resp = self._send_with_retries(
-            method,
-            path,
-            params=params,
-            json=json,
-            headers=headers,
-            retry_status=idempotent,
-            retry_transport="all" if idempotent else "connect",
-            with_auth=with_auth,
-        )
+        try:
+            resp = self._send(method, path, idempotent=idempotent, with_auth=with_auth, **request)
+        except httpx.TransportError as exc:
+            raise unreachable(exc, self.base_url, self.timeout, local=self.local_hint) from None
+        except LoginUnavailable as exc:
+            raise self._error(exc.response, "POST", "/auth/token") from None
         if resp.status_code in ok:
             return resp
         raise self._error(resp, method, path, what=what, secrets_=secrets_)
 
     def _error(
-        self,
-        resp: httpx.Response,
-        method: str,
-        path: str,
-        *,
-        what: str | None = None,
-        secrets_: tuple[str, ...] = (),
+        self, resp: httpx.Response, method: str, path: str, *, what: str | None = None, secrets_: tuple[str, ...] = ()
     ) -> MlopsctlError:
-        status = resp.status_code
-        detail = self._scrub(_detail_text(_detail(resp)), secrets_)
-        url = _public_url(self.base_url)
-        if status == 400:
-            return RejectedError(
-                detail or f"Airflow rejected {method} {path} (400).", hint="Fix the request and retry."
-            )
-        if status == 401:
-            if self.auth == "token":
-                hint = "The token is invalid or expired: set a fresh MLOPSCTL_AIRFLOW_TOKEN."
-            elif self.auth == "none":
-                hint = "This Airflow needs credentials: set MLOPSCTL_AIRFLOW_AUTH=password or token."
-            else:
-                hint = "Check MLOPSCTL_AIRFLOW_USERNAME / MLOPSCTL_AIRFLOW_PASSWORD."
-            return AuthError(
-                f"Airflow at {url} refused the credentials ({detail or 'not authenticated'}).", hint=hint
-            )
-        if status == 403 and "jwt" in detail.lower():
-            return AuthError(
-                f"Airflow at {url} rejected the bearer token ({detail}).",
-                hint="The token is invalid or expired: set a fresh MLOPSCTL_AIRFLOW_TOKEN."
-                if self.auth == "token"
-                else "Check MLOPSCTL_AIRFLOW_USERNAME / MLOPSCTL_AIRFLOW_PASSWORD.",
-            )
-        if status == 403:
-            return AuthError(
-                f"Airflow at {url} denied {method} {path}: {detail or 'forbidden'}.",
-                hint=f"The user {self.username!r} lacks the permission; ask an Airflow admin."
-                if self.auth == "password"
-                else "The token lacks the permission for this action.",
-            )
-        if status == 404:
-            message = f"{what} not found." if what else f"Not found: {method} {path}."
-            return NotFoundError(
-                message if not detail else f"{message} Airflow says: {detail}", hint=_hint_404(what)
-            )
-        if status == 409:
-            return ConflictError(detail or f"Conflict: {method} {path}.", hint="It already exists.")
-        if status == 422:
-            return RejectedError(
-                f"Airflow rejected the request to {path}: {detail}.",
-                hint="This usually means a client/server version mismatch; re-run with --debug and report it.",
-            )
-        if status == 429:
-            return ServerError(
-                f"Airflow at {url} is rate limiting requests (429).", hint="Wait and try again."
-            )
-        if status >= 500:
-            return ServerError(
-                f"Airflow at {url} failed with {status} on {method} {path}"
-                + (f": {detail}" if detail else "."),
-                hint="Check the api-server log (`mlopsctl dev logs api-server` for the local stack) and retry.",
-            )
-        return RejectedError(f"Airflow answered {status} to {method} {path}: {detail}.")
+        return http_error(resp, method, path, base_url=self.base_url, auth=self.auth, username=self.username,
+                          what=what, secrets=self._secrets(secrets_))
 
     def _get_json(self, path: str, *, params: Any = None, what: str | None = None) -> Any:
         return self._request("GET", path, params=params, what=what).json()
@@ -638,6 +436,23 @@ class AirflowClient:
         )
         return LogChunk.model_validate(resp.json())
 
+    def read_log(
+        self, dag_id: str, dag_run_id: str, task_id: str, try_number: int, *, map_index: int = -1,
+        max_pages: int = 100,
+    ) -> list[str]:
+        """The whole log of one task try as text lines, following continuation tokens."""
+        lines: list[str] = []
+        token = None
+        for _ in range(max_pages):
+            chunk = self.task_log(dag_id, dag_run_id, task_id, try_number, map_index=map_index,
+                                  continuation_token=token)
+            new = chunk.lines()
+            lines.extend(new)
+            if not chunk.continuation_token or chunk.continuation_token == token or not new:
+                break
+            token = chunk.continuation_token
+        return lines
+
     def xcom(self, dag_id: str, dag_run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = (
             f"{API}/dags/{_quote(dag_id)}/dagRuns/{_quote(dag_run_id)}/taskInstances/{_quote(task_id)}"
@@ -715,18 +530,5 @@ class AirflowClient:
         )
 
 
-def _token_rejected(resp: httpx.Response) -> bool:
-    """401, or the 403 "Invalid JWT token" Airflow answers when its JWT key changed (e.g. a re-created stack)."""
-    if resp.status_code == 401:
-        return True
-    return resp.status_code == 403 and "jwt" in resp.text.lower()
-
-
-def _hint_404(what: str | None) -> str:
-    if what and what.startswith("DAG"):
-        return "List the DAGs with `mlopsctl dags`; a new DAG file appears after the dag-processor parses it."
-    if what and what.startswith("Run"):
-        return "List recent runs with `mlopsctl status`."
-    if what and what.startswith("Connection"):
-        return "Create it with `mlopsctl connect`."
-    return "Check the name/id and the Airflow URL."
+def _retryable_status(resp: httpx.Response) -> bool:
+    return resp.status_code >= 500 or resp.status_code == 429

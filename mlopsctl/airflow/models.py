@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
-FAILED_TI_STATES = frozenset({"failed", "upstream_failed"})
 
 
 class _Model(BaseModel):
@@ -47,6 +47,8 @@ class Dag(_Model):
     tags: list[dict[str, Any]] = Field(default_factory=list)
     description: str | None = None
     fileloc: str | None = None
+    relative_fileloc: str | None = None
+    bundle_name: str | None = None
     has_import_errors: bool | None = None
 
 
@@ -61,6 +63,37 @@ class ImportError_(_Model):
     bundle_name: str | None = None
     stack_trace: str | None = None
     timestamp: datetime | None = None
+
+
+def import_errors_of(errors: list[ImportError_], dag_id: str, dag: Dag | None = None) -> list[ImportError_]:
+    """The import errors of one DAG's own file, matched exactly, never by substring (a broken
+    grid_search_spark.py is not grid_search's).
+
+    Airflow records an import error under the file's path relative to its bundle (the DAG's
+    `relative_fileloc`); older servers give absolute paths (the DAG's `fileloc`). A DAG that is not
+    loaded has neither: its file is then `<dag_id>.py`, the one-DAG-per-file layout of the bundled DAGs."""
+    own = {f for f in (dag.relative_fileloc, dag.fileloc) if f} if dag is not None else set()
+    out = []
+    for e in errors:
+        if not e.filename:
+            continue
+        if own:
+            mine = e.filename in own and (not dag.bundle_name or not e.bundle_name or e.bundle_name == dag.bundle_name)
+        else:
+            mine = PurePath(e.filename).name == f"{dag_id}.py"
+        if mine:
+            out.append(e)
+    return out
+
+
+def run_duration(start: datetime | None, end: datetime | None, now: datetime | None = None) -> float | None:
+    """Seconds from start to end (or to `now` while it runs); None before it starts."""
+    if start is None:
+        return None
+    end = end or now
+    if end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
 
 
 class DagRun(_Model):
@@ -100,17 +133,31 @@ class LogChunk(_Model):
     continuation_token: str | None = None
 
     def lines(self) -> list[str]:
+        """The page as text lines.
+
+        `print()` output (logger task.stdout) stays as is, other events get `[level]`, an exception's
+        `error_detail` adds `ExcType: message` lines, and the `::group::`/`::endgroup::` markers are dropped.
+        """
         if isinstance(self.content, str):
             return self.content.splitlines()
-        out = []
+        out: list[str] = []
         for ev in self.content:
-            if isinstance(ev, dict):
-                event = ev.get("event", "")
-                level = ev.get("level")
-                prefix = f"[{level}] " if level and ev.get("logger") != "task.stdout" else ""
-                out.append(f"{prefix}{event}")
-            else:
+            if not isinstance(ev, dict):
                 out.append(str(ev))
+                continue
+            event = str(ev.get("event", ""))
+            if event == "::endgroup::":
+                continue
+            if event.startswith("::group::"):
+                event = event.removeprefix("::group::")
+                if not event or event.startswith("Log message source"):
+                    continue
+            level = ev.get("level")
+            prefix = f"[{level}] " if level and ev.get("logger") != "task.stdout" else ""
+            out.extend(f"{prefix}{line}" if i == 0 else line for i, line in enumerate(event.splitlines() or [""]))
+            for err in ev.get("error_detail") or []:
+                if isinstance(err, dict) and err.get("exc_type"):
+                    out.append(f"  {err['exc_type']}: {err.get('exc_value', '')}")
         return out
 
 

@@ -12,15 +12,15 @@ from mlopsctl.errors import ConfigError, InputError
 
 
 class _LazyModule:
-    """`mlopsctl.contexts` pulls in pydantic-settings: import it on first use, not at CLI start."""
+    """`mlopsctl.targets` pulls in pydantic-settings: import it on first use, not at CLI start."""
 
     def __getattr__(self, name: str) -> Any:
         import importlib
 
-        return getattr(importlib.import_module("mlopsctl.contexts"), name)
+        return getattr(importlib.import_module("mlopsctl.targets"), name)
 
 
-contexts = _LazyModule()
+targets = _LazyModule()
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -35,15 +35,15 @@ app = typer.Typer(
 )
 
 
-def _describe(name: str, ctx: contexts.Context, current: str | None) -> dict[str, Any]:
+def _describe(name: str, ctx: targets.Context, current: str | None) -> dict[str, Any]:
     """A printable view of a context: secret *sources* and whether they are set, never the values."""
     data: dict[str, Any] = {"name": name, "current": name == current, **ctx.model_dump()}
     if ctx.auth == "token":
-        source = contexts.token_source(name, ctx)
+        source = targets.token_source(name, ctx)
         data["token"] = "****" if source else None
         data["token_source"] = source
     elif ctx.auth == "password":
-        source = contexts.password_source(name, ctx)
+        source = targets.password_source(name, ctx)
         data["password"] = "****" if source else None
         data["password_source"] = source
     return data
@@ -96,14 +96,14 @@ def add(
     from pydantic import ValidationError
 
     app_ctx = app_context(ctx, json_output)
-    contexts.validate_name(name)
+    targets.validate_name(name)
     if auth not in ("password", "token", "none"):
         raise InputError(f"--auth must be password, token or none, got {auth!r}.")
     if ca_bundle is not None:
         ca_bundle = ca_bundle.expanduser().resolve()
         if not ca_bundle.is_file():
             raise InputError(f"CA bundle {ca_bundle} does not exist.")
-    if auth == "token" and not token_env and not contexts.keyring_available():
+    if auth == "token" and not token_env and not targets.keyring_available():
         raise InputError(
             "--auth token needs --token-env VAR (the env var that will hold the token).",
             hint="e.g. --token-env ASTRO_API_TOKEN, then `export ASTRO_API_TOKEN=...` before running mlopsctl.",
@@ -116,7 +116,7 @@ def add(
         except ValueError as exc:
             raise InputError(f"--mlflow-uri {exc}.") from None
     try:
-        new = contexts.Context(
+        new = targets.Context(
             airflow_url=airflow_url,
             auth=auth,
             username=username,
@@ -127,14 +127,14 @@ def add(
             description=description,
         )
     except ValidationError as exc:
-        raise InputError(contexts._first_error(exc) + ".") from None
-    cfg = contexts.load()
+        raise InputError(targets._first_error(exc) + ".") from None
+    cfg = targets.load()
     if name in cfg.contexts and not force:
         raise ConfigError(f"Context {name!r} already exists.", hint="Use --force to replace it.")
     cfg.contexts[name] = new
     if use:
         cfg.current = name
-    path = contexts.save(cfg)
+    path = targets.save(cfg)
     if new.insecure_transport:
         app_ctx.console.warn(
             f"{new.airflow_url} is plain HTTP: credentials would cross the network unencrypted."
@@ -156,7 +156,7 @@ def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     Example: mlopsctl context list --json
     """
     app_ctx = app_context(ctx, json_output)
-    cfg = contexts.load()
+    cfg = targets.load()
     rows = [
         {
             "name": n,
@@ -204,16 +204,16 @@ def use(
     app_ctx = app_context(ctx)
     if (name is None) == (not unset):
         raise InputError("Give a context NAME or --unset (not both).")
-    cfg = contexts.load()
+    cfg = targets.load()
     if unset:
         cfg.current = None
-        contexts.save(cfg)
+        targets.save(cfg)
         app_ctx.console.success("No current context (env, .env and defaults apply).")
         return
     assert name is not None
-    contexts.get(name, cfg)
+    targets.get(name, cfg)
     cfg.current = name
-    contexts.save(cfg)
+    targets.save(cfg)
     app_ctx.console.success(f"Current context: {escape(name)}")
 
 
@@ -228,12 +228,12 @@ def show(
     Example: mlopsctl context show prod
     """
     app_ctx = app_context(ctx, json_output)
-    cfg = contexts.load()
+    cfg = targets.load()
     if name is None:
-        name = contexts.active_name(app_ctx.overrides.get("context") or _env_context())
+        name = targets.active_name(app_ctx.settings.context)
         if not name:
             raise ConfigError("No context selected.", hint="Give a NAME, or run `mlopsctl context use NAME`.")
-    data = _describe(name, contexts.get(name, cfg), cfg.current)
+    data = _describe(name, targets.get(name, cfg), cfg.current)
     if json_output:
         app_ctx.console.json(data)
         return
@@ -268,12 +268,6 @@ def show(
         app_ctx.console.warn(f"No token available: export {var}=... before using this context.")
 
 
-def _env_context() -> str | None:
-    import os
-
-    return os.environ.get("MLOPSCTL_CONTEXT")
-
-
 @app.command("remove")
 def remove(
     ctx: typer.Context,
@@ -284,13 +278,13 @@ def remove(
     Example: mlopsctl context remove staging
     """
     app_ctx = app_context(ctx)
-    cfg = contexts.load()
-    old = contexts.get(name, cfg)
+    cfg = targets.load()
+    old = targets.get(name, cfg)
     del cfg.contexts[name]
     if cfg.current == name:
         cfg.current = None
-    contexts.save(cfg)
-    contexts.keyring_delete(name, old.username)
+    targets.save(cfg)
+    targets.keyring_delete(name, old.username)
     app_ctx.console.success(f"Removed context {escape(name)}")
 
 
@@ -305,10 +299,10 @@ def set_secret(
     Example: mlopsctl context set-secret astro
     """
     app_ctx = app_context(ctx)
-    target = contexts.get(name)
+    target = targets.get(name)
     if target.auth == "none":
         raise InputError(f"Context {name!r} uses auth=none: there is no secret to store.")
-    if not contexts.keyring_available():
+    if not targets.keyring_available():
         raise ConfigError(
             "The OS keyring is not available (the optional `keyring` package is not installed).",
             hint="`pip install keyring`, or export the secret in an env var (token_env / MLOPSCTL_AIRFLOW_PASSWORD).",
@@ -317,5 +311,5 @@ def set_secret(
     secret = typer.prompt(f"{kind.capitalize()} for {name}", hide_input=True)
     if not secret:
         raise InputError(f"Empty {kind}.")
-    contexts.keyring_set(name, kind, secret, target.username)
+    targets.keyring_set(name, kind, secret, target.username)
     app_ctx.console.success(f"Stored the {kind} for {escape(name)} in the OS keyring.")

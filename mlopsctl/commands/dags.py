@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -24,6 +23,7 @@ def dags(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 
     Example: mlopsctl dags   ·   mlopsctl dags --json
     """
+    from mlopsctl.airflow.models import import_errors_of
     from mlopsctl.pipelines import PIPELINES
     from mlopsctl.render import dags_table, fmt_time
 
@@ -49,11 +49,10 @@ def dags(ctx: typer.Context, json_output: JsonOpt = False) -> None:
                 if runs else None
             )
         except NotFoundError:
+            d = None
             row.update(is_paused=None, params={}, last_run=None)
         row["import_errors"] = [
-            {"filename": e.filename, "stack_trace": e.stack_trace}
-            for e in errors
-            if e.filename and (Path(e.filename).stem == p.dag_id or p.dag_id in e.filename)
+            {"filename": e.filename, "stack_trace": e.stack_trace} for e in import_errors_of(errors, p.dag_id, d)
         ]
         rows.append(row)
     if console.json_mode:

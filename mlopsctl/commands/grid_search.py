@@ -6,20 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlopsctl.commands._common import JsonOpt, app_context
-from mlopsctl.commands.run import (
-    AutoUnpauseOpt,
-    DataOpt,
-    NoRegisterOpt,
-    NoWaitOpt,
-    RandomStateOpt,
-    RegisterOpt,
-    TargetOpt,
-    TestSizeOpt,
-    TimeoutOpt,
-    check_timeout,
-    launch,
-)
+from mlopsctl.commands import _common as opts
 
 
 def grid_search(
@@ -32,16 +19,17 @@ def grid_search(
         str, typer.Option("--n-estimators", help="Comma-separated n_estimators values (each 1..5000).", metavar="LIST")
     ] = "100,200,300",
     cv: Annotated[int, typer.Option("--cv", help="Cross-validation folds (2..20).")] = 3,
-    data: DataOpt = None,
-    target: TargetOpt = "target",
-    test_size: TestSizeOpt = 0.2,
-    random_state: RandomStateOpt = 42,
-    register: RegisterOpt = None,
-    no_register: NoRegisterOpt = False,
-    no_wait: NoWaitOpt = False,
-    timeout: TimeoutOpt = None,
-    auto_unpause: AutoUnpauseOpt = True,
-    json_output: JsonOpt = False,
+    data: opts.DataOpt = None,
+    target: opts.TargetOpt = "target",
+    na_values: opts.NaValuesOpt = None,
+    test_size: opts.TestSizeOpt = 0.2,
+    random_state: opts.RandomStateOpt = 42,
+    register: opts.RegisterOpt = None,
+    no_register: opts.NoRegisterOpt = False,
+    no_wait: opts.NoWaitOpt = False,
+    timeout: opts.TimeoutOpt = None,
+    auto_unpause: opts.AutoUnpauseOpt = True,
+    json_output: opts.JsonOpt = False,
 ) -> None:
     """Grid-search a random forest over max_depth × n_estimators; print a leaderboard and a heatmap.
 
@@ -57,11 +45,12 @@ def grid_search(
         cv=cv,
         data=data,
         target=target,
+        na_values=na_values,
         test_size=test_size,
         random_state=random_state,
         register=register_value(register, no_register),
     )
-    check_timeout(timeout)
-    actx = app_context(ctx, json_output)
+    opts.check_timeout(timeout)
+    actx = opts.app_context(ctx, json_output)
     pipeline = get_pipeline("grid-search-spark" if spark else "grid-search")
-    launch(actx, pipeline, conf, wait=not no_wait, timeout=timeout, auto_unpause=auto_unpause)
+    opts.launch(actx, pipeline, conf, wait=not no_wait, timeout=timeout, auto_unpause=auto_unpause)

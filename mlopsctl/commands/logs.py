@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from mlopsctl.commands._common import app_context
-from mlopsctl.commands.status import PipelineOpt, locate_run
+from mlopsctl.commands.status import PipelineOpt, scope
 from mlopsctl.errors import InputError, NotFoundError
 
 FOLLOW_INTERVAL = 2.0
@@ -33,13 +33,13 @@ def logs(
     """
     from rich.markup import escape
 
-    from mlopsctl.follow import task_order
+    from mlopsctl.runs import task_order
 
     if try_number is not None and try_number < 1:
         raise InputError(f"--try must be >= 1, got {try_number}.")
     actx = app_context(ctx)
     console = actx.console
-    p, run = locate_run(actx, run_id, pipeline)
+    p, run = actx.runs().locate(run_id, scope(pipeline))
     client = actx.airflow
     tasks = task_order(client.task_instances(p.dag_id, run.dag_run_id))
     if task is not None:
@@ -62,7 +62,7 @@ def logs(
         console.info(f"[bold]── {escape(label)} · try {tries} · {t.state or 'none'} ──[/bold]")
         printed = 0
         while True:
-            lines = _read(client, p.dag_id, run.dag_run_id, t, tries)
+            lines = client.read_log(p.dag_id, run.dag_run_id, t.task_id, tries, map_index=t.map_index)
             for line in lines[printed:]:
                 console.print(escape(line), soft_wrap=True)
             printed = max(printed, len(lines))
@@ -70,12 +70,6 @@ def logs(
                 break
             time.sleep(FOLLOW_INTERVAL)
             t = _refresh(client, p.dag_id, run.dag_run_id, t)
-
-
-def _read(client: Any, dag_id: str, run_id: str, t: Any, tries: int) -> list[str]:
-    from mlopsctl.commands.run import read_log
-
-    return read_log(client, dag_id, run_id, t.task_id, tries, map_index=t.map_index)
 
 
 def _refresh(client: Any, dag_id: str, run_id: str, t: Any) -> Any:

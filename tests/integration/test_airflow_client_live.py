@@ -169,8 +169,8 @@ def test_variable_set_twice_updates(client: AirflowClient) -> None:
 
 def test_stale_token_is_refreshed_against_the_real_server(client: AirflowClient, tiny_dag: str) -> None:
     client.get_dag(tiny_dag)  # holds a valid token now
-    client._token = (
+    client._auth.token = (
         "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJ4In0.invalid-signature"  # what an expired/re-keyed JWT looks like
     )
     assert client.get_dag(tiny_dag).dag_id == tiny_dag
-    assert client._token and client._token.count(".") == 2 and "invalid-signature" not in client._token
+    assert client._auth.token and client._auth.token.count(".") == 2 and "invalid-signature" not in client._auth.token

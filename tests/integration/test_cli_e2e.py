@@ -261,3 +261,36 @@ def test_dags_lists_the_pipelines(local_stack) -> None:
     assert all(r["loaded"] for r in rows.values())
     assert rows["build-model"]["params"]["max_depth"] == 80
     assert rows["grid-search"]["params"]["n_estimators"] == [100, 200, 300]
+
+
+def _import_error_files(stack) -> list[str]:
+    with stack.client() as client:
+        return [e.filename or "" for e in client.import_errors()]
+
+
+def _wait_until(what: str, predicate, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
+def test_a_broken_file_named_after_a_dag_is_not_that_dags_import_error(local_stack) -> None:
+    """grid_search_spark.py vs grid_search: a broken file whose name starts with a loaded DAG's id is listed
+    as an import error of its own, not of that DAG."""
+    broken = local_stack.dags_dir / "build_model_broken.py"
+    broken.write_text("from airflow.sdk import dag\n\nthis is not python\n", encoding="utf-8")
+    try:
+        _wait_until("the dag-processor to record the import error",
+                    lambda: any(f.endswith("build_model_broken.py") for f in _import_error_files(local_stack)))
+        res = cli(local_stack, "dags", "--json")
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        assert any(e["filename"].endswith("build_model_broken.py") for e in doc["import_errors"])
+        rows = {r["dag_id"]: r for r in doc["pipelines"]}
+        assert rows["build_model"]["loaded"] and rows["build_model"]["import_errors"] == []
+        assert all(r["import_errors"] == [] for r in rows.values()), rows
+    finally:
+        broken.unlink(missing_ok=True)
+    _wait_until("the import error to be cleared",
+                lambda: not any(f.endswith("build_model_broken.py") for f in _import_error_files(local_stack)))

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlopsctl import contexts
+from mlopsctl import targets
 from mlopsctl.airflow.client import AirflowClient
 from mlopsctl.errors import AuthError, ExitCode
 from mlopsctl.settings import load_settings
@@ -35,23 +35,13 @@ def cfg_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def add_context(name: str, **fields: object) -> None:
-    cfg = contexts.load()
-    cfg.contexts[name] = contexts.Context(**fields)
-    contexts.save(cfg)
+    cfg = targets.load()
+    cfg.contexts[name] = targets.Context(**fields)
+    targets.save(cfg)
 
 
 def dag_ids(client: AirflowClient) -> set[str]:
     return {d.dag_id for d in client.list_dags()}
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from mlopsctl.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def mint_token(stack: LocalStack) -> str:
@@ -62,7 +52,7 @@ def mint_token(stack: LocalStack) -> str:
     return resp.json()["access_token"]
 
 
-def test_password_auth_through_a_context(local_stack: LocalStack, cfg_dir: Path, monkeypatch, capsys) -> None:
+def test_password_auth_through_a_context(local_stack: LocalStack, cfg_dir: Path, monkeypatch, cli) -> None:
     add_context(
         "local",
         airflow_url=local_stack.airflow_url,
@@ -77,25 +67,25 @@ def test_password_auth_through_a_context(local_stack: LocalStack, cfg_dir: Path,
         assert PIPELINE_DAGS <= dag_ids(client)
 
     # the whole CLI path: --context picks the target, the password comes from the environment
-    code, out, err = run_cli(capsys, "--context", "local", "dags", "--json")
+    code, out, err = cli("--context", "local", "dags", "--json")
     assert code == 0, err
     assert PIPELINE_DAGS <= loaded(json.loads(out))
 
     monkeypatch.setenv("MLOPSCTL_AIRFLOW_PASSWORD", "wrong-password")
     with AirflowClient.from_settings(load_settings(context="local")) as client, pytest.raises(AuthError):
         client.list_dags()
-    code, _out, err = run_cli(capsys, "--context", "local", "dags", "--json")
+    code, _out, err = cli("--context", "local", "dags", "--json")
     assert code == ExitCode.AUTH and "wrong-password" not in err
 
 
 def test_bearer_token_from_the_env_var_the_context_names(
-    local_stack: LocalStack, cfg_dir: Path, monkeypatch, capsys
+    local_stack: LocalStack, cfg_dir: Path, monkeypatch, cli
 ) -> None:
     token = mint_token(local_stack)
     add_context("tok", airflow_url=local_stack.airflow_url, auth="token", token_env="LIVE_AIRFLOW_TOKEN")
-    cfg = contexts.load()
+    cfg = targets.load()
     cfg.current = "tok"  # selected by `context use`, not by a flag
-    contexts.save(cfg)
+    targets.save(cfg)
     monkeypatch.setenv("LIVE_AIRFLOW_TOKEN", token)
     monkeypatch.delenv("MLOPSCTL_AIRFLOW_PASSWORD", raising=False)
     settings = load_settings()
@@ -103,16 +93,16 @@ def test_bearer_token_from_the_env_var_the_context_names(
     with AirflowClient.from_settings(settings) as client:
         assert PIPELINE_DAGS <= dag_ids(client)
 
-    code, out, err = run_cli(capsys, "dags", "--json")
+    code, out, err = cli("dags", "--json")
     assert code == 0, err
     assert token not in out + err
 
-    code, out, _err = run_cli(capsys, "context", "show", "--json")
+    code, out, _err = cli("context", "show", "--json")
     shown = json.loads(out)
     assert shown["token"] == "****" and shown["token_source"] == "$LIVE_AIRFLOW_TOKEN" and token not in out
 
     monkeypatch.setenv("LIVE_AIRFLOW_TOKEN", token[:-6] + "AAAAAA")  # tampered signature
-    code, _out, err = run_cli(capsys, "dags", "--json")
+    code, _out, err = cli("dags", "--json")
     assert code == ExitCode.AUTH
 
 
@@ -154,7 +144,7 @@ def all_admins_api(local_stack: LocalStack) -> Iterator[str]:
 
 
 def test_none_auth_against_an_all_admins_airflow(
-    all_admins_api: str, local_stack: LocalStack, cfg_dir: Path, capsys
+    all_admins_api: str, local_stack: LocalStack, cfg_dir: Path, cli
 ) -> None:
     # the main stack wants a login; the all-admins server answers without one
     assert httpx.get(f"{local_stack.airflow_url}/api/v2/dags", timeout=30).status_code == 401
@@ -163,7 +153,7 @@ def test_none_auth_against_an_all_admins_airflow(
     assert settings.airflow_auth == "none" and settings.airflow_password is None
     with AirflowClient.from_settings(settings) as client:
         assert PIPELINE_DAGS <= dag_ids(client)
-    code, out, err = run_cli(capsys, "--context", "open", "dags", "--json")
+    code, out, err = cli("--context", "open", "dags", "--json")
     assert code == 0, err
     assert PIPELINE_DAGS <= loaded(json.loads(out))
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlopsctl.cli import main
 from mlopsctl.devenv.manager import stack_status, start_stack
 from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
 from mlopsctl.devenv.stack import COMPONENTS, StackLayout
@@ -28,25 +27,6 @@ from mlopsctl.errors import ExitCode, StackError
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings
 
 pytestmark = pytest.mark.integration
-
-
-class Cli:
-    """Runs `mlopsctl` through main() (the real error -> exit code mapping), capturing its output."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]):
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-        out = self.capsys.readouterr()
-        return int(exc.value.code or 0), out.out, out.err
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
 
 
 def _pids(stack: LocalStack) -> dict[str, int]:
@@ -93,7 +73,7 @@ def test_components_listen_only_on_loopback(local_stack: LocalStack) -> None:
     assert all(c.laddr.ip == "127.0.0.1" for c in listening), [(c.pid, c.laddr) for c in listening]
 
 
-def test_start_twice_is_a_no_op(local_stack: LocalStack, cli_env: dict[str, str], cli: Cli) -> None:
+def test_start_twice_is_a_no_op(local_stack: LocalStack, cli_env: dict[str, str], cli) -> None:
     before = _pids(local_stack)
     result = start_stack(local_stack.settings)
     assert result.already_running and result.started == []
@@ -108,7 +88,7 @@ def test_start_twice_is_a_no_op(local_stack: LocalStack, cli_env: dict[str, str]
 
 
 def test_status_json_reports_every_component(
-    local_stack: LocalStack, cli_env: dict[str, str], cli: Cli
+    local_stack: LocalStack, cli_env: dict[str, str], cli
 ) -> None:
     code, out, err = cli("dev", "status", "--json")
     assert code == 0, err
@@ -131,13 +111,13 @@ def test_status_json_reports_every_component(
     assert json.loads(out)["password"] == local_stack.password
 
 
-def test_logs_prints_a_component_log(local_stack: LocalStack, cli_env: dict[str, str], cli: Cli) -> None:
+def test_logs_prints_a_component_log(local_stack: LocalStack, cli_env: dict[str, str], cli) -> None:
     code, out, err = cli("dev", "logs", "scheduler", "-n", "5")
     assert code == 0, err
     assert 0 < len(out.splitlines()) <= 5
 
 
-def test_port_in_use_is_refused_before_spawning(local_stack: LocalStack, tmp_path: Path, cli: Cli) -> None:
+def test_port_in_use_is_refused_before_spawning(local_stack: LocalStack, tmp_path: Path, cli) -> None:
     # Airflow's port is taken by the running session stack
     project = make_project(tmp_path / "other")
     taken = stack_settings(project, local_stack.settings.airflow_port, free_port())
@@ -188,7 +168,7 @@ def test_start_after_kill_9_restarts_only_the_dead_component(local_stack: LocalS
 
 
 def test_stop_leaves_nothing_and_ignores_a_reused_pid(
-    local_stack: LocalStack, cli_env: dict[str, str], cli: Cli
+    local_stack: LocalStack, cli_env: dict[str, str], cli
 ) -> None:
     layout = StackLayout(local_stack.state_dir)
     assert local_stack.processes()

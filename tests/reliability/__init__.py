@@ -1,1 +1,1 @@
-"""Reliability and security suite (issue 8): bad input, faults, load, secrets, property tests."""
+"""Reliability and security suite: bad input, faults, load, secrets, property tests."""

@@ -1,4 +1,4 @@
-"""Faults (issue 8, part 2): each ends with nothing lost -- the run finishes or fails clearly, Airflow holds
+"""Faults: each ends with nothing lost -- the run finishes or fails clearly, Airflow holds
 exactly the runs it should (no duplicate), MLflow exactly the runs it should.
 
 Faults are injected at the transport (an httpx transport that forwards to the real Airflow and then drops
@@ -113,7 +113,7 @@ class _Flaky:
 
 
 def test_follow_survives_an_outage_and_gives_up_after_the_grace() -> None:
-    from mlopsctl.follow import follow_run
+    from mlopsctl.runs import follow_run
 
     clock = [0.0]
     source = _Flaky(failures=5)
@@ -166,8 +166,8 @@ def test_lost_trigger_response_then_expired_token_lose_nothing(local_stack) -> N
     exactly one Airflow run with that id. Mid-follow the cached token goes bad -> refreshed silently. The
     run succeeds and MLflow holds exactly one run for it, with the conf's params."""
     from mlopsctl.airflow.client import AirflowClient
-    from mlopsctl.follow import follow_run
     from mlopsctl.pipelines import build_model_conf, new_dag_run_id
+    from mlopsctl.runs import follow_run
 
     transport = LoseFirstTriggerResponse()
     client = AirflowClient(local_stack.airflow_url, username="admin", password=local_stack.password,
@@ -189,7 +189,7 @@ def test_lost_trigger_response_then_expired_token_lose_nothing(local_stack) -> N
         def sleep(seconds: float) -> None:
             polls[0] += 1
             if polls[0] == 2:
-                client._token = "an.expired.token"  # what a token past its 24 h looks like to Airflow
+                client._auth.token = "an.expired.token"  # what a token past its 24 h looks like to Airflow
             time.sleep(seconds)
 
         result = follow_run(client, "build_model", run_id, sleep=sleep)
@@ -279,7 +279,6 @@ def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
     """MLflow is stopped before train_model logs: the job's MLflow client retries (the warnings are in the
     task log), MLflow comes back, the run succeeds with exactly one MLflow run. Then a read with MLflow
     unreachable still prints the Airflow result, with a warning."""
-    from mlopsctl.commands.run import read_log
     from mlopsctl.devenv.manager import start_stack
 
     res = cli("run", "build-model", *SMALL, "--no-wait", "--json", stack=local_stack)
@@ -298,7 +297,7 @@ def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
             return False
         try:
             with local_stack.client() as client:
-                text = "\n".join(read_log(client, "build_model", run_id, "train_model", 1))
+                text = "\n".join(client.read_log("build_model", run_id, "train_model", 1))
         except MlopsctlError:  # the log may not be served yet
             return False
         return outage_line in text
@@ -310,7 +309,7 @@ def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
     assert_clean_error(res)
     with local_stack.client() as client:
         tis = {t.task_id: t for t in client.task_instances("build_model", run_id)}
-        log = "\n".join(read_log(client, "build_model", run_id, "train_model", 1))
+        log = "\n".join(client.read_log("build_model", run_id, "train_model", 1))
     assert outage_line in log, log[-3000:]  # one clear line while MLflow's client retries silently
     assert len(airflow_runs(local_stack, "build_model", run_id)) == 1
     runs = [r for r in mlflow_runs(local_stack, "build_model", run_id)]

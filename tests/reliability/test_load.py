@@ -1,4 +1,4 @@
-"""Load (issue 8, part 3): 20 `run build-model` CLI calls at once (one thread each, each following its own
+"""Load: 20 `run build-model` CLI calls at once (one thread each, each following its own
 run), plus `status` polled meanwhile, on the embedded stack.
 
 Asserts that all 20 complete, Airflow holds exactly 20 new runs (no duplicate), MLflow exactly 20 runs,

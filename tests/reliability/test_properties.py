@@ -124,37 +124,27 @@ def test_grid_list_of_arbitrary_text_is_either_valid_or_an_input_error(items: li
 @pytest.fixture
 def captured_launch(monkeypatch: pytest.MonkeyPatch, project: Path) -> list[dict[str, Any]]:
     """Replace the trigger/follow flow by a recorder of the (pipeline, conf) the command built."""
-    import mlopsctl.commands.grid_search as grid_cmd
-    import mlopsctl.commands.run as run_cmd
+    import mlopsctl.commands._common as commands_common
 
     seen: list[dict[str, Any]] = []
 
     def launch(actx, pipeline, conf, **kwargs):
         seen.append({"dag_id": pipeline.dag_id, "conf": conf})
 
-    monkeypatch.setattr(run_cmd, "launch", launch)
-    monkeypatch.setattr(grid_cmd, "launch", launch)
+    monkeypatch.setattr(commands_common, "launch", launch)  # what `run build-model` and `grid-search` call
     return seen
 
 
-def _invoke(argv: list[str]) -> int:
-    from mlopsctl.cli import main
-
-    try:
-        main(["--airflow-url", "http://127.0.0.1:9", *argv])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+DEAD = ("--airflow-url", "http://127.0.0.1:9")  # no request is sent: launch is captured
 
 
 @SETTINGS
 @given(text=st.text(max_size=12))
 def test_any_max_depth_text_is_accepted_in_range_or_rejected_as_usage(
-    text: str, captured_launch: list, capsys: pytest.CaptureFixture
+    text: str, captured_launch: list, cli
 ) -> None:
     captured_launch.clear()
-    code = _invoke(["run", "build-model", f"--max-depth={text}"])
-    err = capsys.readouterr().err
+    code, _, err = cli(*DEAD, "run", "build-model", f"--max-depth={text}")
     assert "Traceback" not in err
     if code == 0:
         assert captured_launch[-1]["conf"]["max_depth"] == int(text)
@@ -168,11 +158,10 @@ def test_any_max_depth_text_is_accepted_in_range_or_rejected_as_usage(
 @SETTINGS
 @given(text=st.text(max_size=20))
 def test_any_grid_text_is_accepted_as_a_unique_in_range_list_or_rejected_as_usage(
-    text: str, captured_launch: list, capsys: pytest.CaptureFixture
+    text: str, captured_launch: list, cli
 ) -> None:
     captured_launch.clear()
-    code = _invoke(["grid-search", f"--n-estimators={text}"])
-    err = capsys.readouterr().err
+    code, _, err = cli(*DEAD, "grid-search", f"--n-estimators={text}")
     assert "Traceback" not in err
     if code == 0:
         values = captured_launch[-1]["conf"]["n_estimators"]
@@ -294,7 +283,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data files")
 
 
-def _build_round_trip(dags, data_dir: Path, captured: list, capsys, *, max_depth: int = 80,
+def _build_round_trip(dags, data_dir: Path, captured: list, cli, *, max_depth: int = 80,
                       n_estimators: int = 100, test_size: float = 0.2, random_state: int = 42, target: str = "target",
                       register: str | None = None, name: str | None = None) -> None:
     argv = ["run", "build-model", f"--max-depth={max_depth}", f"--n-estimators={n_estimators}",
@@ -306,8 +295,8 @@ def _build_round_trip(dags, data_dir: Path, captured: list, capsys, *, max_depth
         path.write_text("x,target\n1,2\n")
         argv.append(f"--data={path}")
     captured.clear()
-    code = _invoke(argv)
-    assert code == 0, capsys.readouterr().err
+    code, _, err = cli(*DEAD, *argv)
+    assert code == 0, err
     conf = captured[-1]["conf"]
     assert conf["max_depth"] == max_depth and conf["n_estimators"] == n_estimators
     assert conf["target"] == target and conf["test_size"] == test_size and conf["random_state"] == random_state
@@ -332,11 +321,11 @@ def _build_round_trip(dags, data_dir: Path, captured: list, capsys, *, max_depth
     name=st.one_of(st.none(), file_name),
 )
 def test_build_model_cli_to_job_round_trip(
-    dags, data_dir: Path, captured_launch: list, capsys, max_depth, n_estimators, test_size, random_state, target,
+    dags, data_dir: Path, captured_launch: list, cli, max_depth, n_estimators, test_size, random_state, target,
     register, name,
 ) -> None:
     assume(register is None or register.strip())
-    _build_round_trip(dags, data_dir, captured_launch, capsys, max_depth=max_depth, n_estimators=n_estimators,
+    _build_round_trip(dags, data_dir, captured_launch, cli, max_depth=max_depth, n_estimators=n_estimators,
                       test_size=test_size, random_state=random_state, target=target, register=register, name=name)
 
 
@@ -346,10 +335,10 @@ NASTY = ["a b", "it's", 'say "hi"', "x;rm -rf /", "$(touch /tmp/pwned)", "`id`",
 
 
 @pytest.mark.parametrize("text", NASTY)
-def test_nasty_strings_reach_the_job_unchanged(dags, data_dir: Path, captured_launch: list, capsys, text: str) -> None:
+def test_nasty_strings_reach_the_job_unchanged(dags, data_dir: Path, captured_launch: list, cli, text: str) -> None:
     """Target, registered-model name and data path with quotes, `;`, `$(...)`, leading dashes: verbatim."""
     name = text.replace("/", "_").replace("\n", "_")
-    _build_round_trip(dags, data_dir, captured_launch, capsys, target=text, register=text, name=name)
+    _build_round_trip(dags, data_dir, captured_launch, cli, target=text, register=text, name=name)
 
 
 @SETTINGS
@@ -362,7 +351,7 @@ def test_nasty_strings_reach_the_job_unchanged(dags, data_dir: Path, captured_la
     random_state=st.integers(0, 2**32 - 1),
 )
 def test_grid_cli_to_job_round_trip(
-    dags, captured_launch: list, capsys, dag_id, max_depth, n_estimators, cv, target, random_state
+    dags, captured_launch: list, cli, dag_id, max_depth, n_estimators, cv, target, random_state
 ) -> None:
     argv = ["grid-search", f"--max-depth={','.join(map(str, max_depth))}",
             f"--n-estimators={','.join(map(str, n_estimators))}", f"--cv={cv}", f"--target={target}",
@@ -370,7 +359,8 @@ def test_grid_cli_to_job_round_trip(
     if dag_id == "grid_search_spark":
         argv.append("--spark")
     captured_launch.clear()
-    assert _invoke(argv) == 0, capsys.readouterr().err
+    code, _, err = cli(*DEAD, *argv)
+    assert code == 0, err
     conf = captured_launch[-1]["conf"]
     assert captured_launch[-1]["dag_id"] == dag_id
     ns = job_namespace(dags, dag_id, dag_id, conf)

@@ -1,4 +1,4 @@
-"""Security (issue 8, part 4), on the real local stack.
+"""Security, on the real local stack.
 
 - every listening socket of every stack process (components, LocalExecutor workers, task supervisors,
   spark-submit JVMs) is on the loopback interface -- sampled while a pipeline runs;
@@ -161,7 +161,7 @@ def _secrets(local_stack, weird_run) -> dict[str, str]:
     found["admin password"] = local_stack.password
     with local_stack.client() as client:
         client.check_auth()
-        found["JWT"] = client._token  # what the CLI-side client holds in memory only
+        found["JWT"] = client._auth.token  # what the CLI-side client holds in memory only
     return found
 
 
@@ -183,11 +183,10 @@ def test_no_secret_in_output_logs_mlflow_or_files(local_stack, weird_run) -> Non
         for what, value in hidden.items():
             assert value not in res.stdout and value not in res.stderr, f"{what} printed by {res.args}"
     # 2. the Airflow task logs, as the REST API serves them
-    from mlopsctl.commands.run import read_log
 
     with local_stack.client() as client:
         for ti in client.task_instances("build_model", weird_run["run_id"]):
-            text = "\n".join(read_log(client, "build_model", weird_run["run_id"], ti.task_id, max(ti.try_number, 1)))
+            text = "\n".join(client.read_log("build_model", weird_run["run_id"], ti.task_id, max(ti.try_number, 1)))
             assert text, ti.task_id
             for what, value in hidden.items():
                 assert value not in text, f"{what} in the log of {ti.task_id}"

@@ -224,6 +224,16 @@ def test_get_retries_on_503_429_and_connect_error_then_succeeds() -> None:
     assert 0 < sleeps[0] <= 0.5 and 0 < sleeps[2] <= 2.0  # exponential backoff with jitter
 
 
+def test_login_answering_503_is_retried_then_the_request_goes_through() -> None:
+    tokens = flaky(httpx.Response(503, headers={"Retry-After": "3"}), httpx.Response(201, json={"access_token": "jwt-x"}))
+    rec = Recorder({("POST", "/auth/token"): tokens,
+                    ("GET", "/api/v2/dags"): lambda r: httpx.Response(200, json=dags_page("a"))})
+    client, sleeps = make_client(rec)
+    assert [d.dag_id for d in client.list_dags()] == ["a"]
+    assert len(rec.calls("POST", "/auth/token")) == 2 and sleeps == [3.0]
+    assert rec.calls("GET", "/api/v2/dags")[0].headers["Authorization"] == "Bearer jwt-x"
+
+
 def test_retries_exhausted_on_5xx_raise_server_error() -> None:
     rec = Recorder({("GET", "/api/v2/dags/d"): lambda r: httpx.Response(502, text="bad gateway")})
     client, sleeps = make_client(rec, retries=2)

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from mlopsctl.airflow.client import AirflowClient
-from mlopsctl.cli import main
 from mlopsctl.errors import ExitCode
 from tests.fixtures.databricks_server import (
     DatabricksTestServer,
@@ -77,15 +76,8 @@ def dbx_env(monkeypatch: pytest.MonkeyPatch, databricks_server: DatabricksTestSe
     return databricks_server
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
-
-
-def test_connect_creates_then_updates_the_connection(project, airflow, dbx_env, capsys) -> None:
-    code, out, err = run_cli(capsys, "connect", "databricks", "--insecure")
+def test_connect_creates_then_updates_the_connection(project, airflow, dbx_env, cli) -> None:
+    code, out, err = cli("connect", "databricks", "--insecure")
     assert code == 0, err
     assert "Created Airflow connection databricks_default" in err
     assert dbx_env.user in out
@@ -95,7 +87,7 @@ def test_connect_creates_then_updates_the_connection(project, airflow, dbx_env, 
     assert stored["password"] == dbx_env.token and stored["login"] == ""
     assert isinstance(stored["extra"], str)
 
-    code, out, err = run_cli(capsys, "connect", "databricks", "--insecure", "--json")
+    code, out, err = cli("connect", "databricks", "--insecure", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["action"] == "updated"
@@ -105,52 +97,52 @@ def test_connect_creates_then_updates_the_connection(project, airflow, dbx_env, 
     assert dbx_env.token not in out + err
 
 
-def test_custom_conn_id(project, airflow, dbx_env, capsys) -> None:
-    code, _, err = run_cli(capsys, "connect", "databricks", "--insecure", "--conn-id", "dbx_prod")
+def test_custom_conn_id(project, airflow, dbx_env, cli) -> None:
+    code, _, err = cli("connect", "databricks", "--insecure", "--conn-id", "dbx_prod")
     assert code == 0, err
     assert set(airflow.conns) == {"dbx_prod"}
 
 
-def test_dry_run_writes_nothing_and_masks_the_token(project, airflow, dbx_env, capsys) -> None:
-    code, out, err = run_cli(capsys, "connect", "databricks", "--insecure", "--dry-run")
+def test_dry_run_writes_nothing_and_masks_the_token(project, airflow, dbx_env, cli) -> None:
+    code, out, err = cli("connect", "databricks", "--insecure", "--dry-run")
     assert code == 0, err
     assert airflow.calls == []
     assert "***" in out and '"conn_type": "databricks"' in out
     assert dbx_env.token not in out + err
-    code, out, _ = run_cli(capsys, "connect", "databricks", "--insecure", "--dry-run", "--json")
+    code, out, _ = cli("connect", "databricks", "--insecure", "--dry-run", "--json")
     assert json.loads(out)["action"] == "none"
 
 
-def test_plain_http_without_insecure_is_refused(project, airflow, dbx_env, capsys) -> None:
-    code, _, err = run_cli(capsys, "connect", "databricks")
+def test_plain_http_without_insecure_is_refused(project, airflow, dbx_env, cli) -> None:
+    code, _, err = cli("connect", "databricks")
     assert code == ExitCode.CONFIG
     assert "plain HTTP" in err and "--insecure" in err
     assert airflow.calls == []
 
 
-def test_missing_credentials_message(project, airflow, capsys) -> None:
-    code, _, err = run_cli(capsys, "connect", "databricks")
+def test_missing_credentials_message(project, airflow, cli) -> None:
+    code, _, err = cli("connect", "databricks")
     assert code == ExitCode.CONFIG
     assert "DATABRICKS_TOKEN" in err and "DATABRICKS_CLIENT_ID" in err and ".databrickscfg" in err
     assert "Traceback" not in err
 
 
 def test_wrong_token_is_exit_auth_without_traceback_or_token(project, airflow, monkeypatch, databricks_server,  # noqa: F811
-                                                             capsys) -> None:
+                                                             cli) -> None:
     monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
     monkeypatch.setenv("DATABRICKS_TOKEN", "dapiNOTTHERIGHTONE")
-    code, out, err = run_cli(capsys, "connect", "databricks", "--insecure")
+    code, out, err = cli("connect", "databricks", "--insecure")
     assert code == ExitCode.AUTH
     assert "Invalid access token" in err and "Traceback" not in err
     assert "dapiNOTTHERIGHTONE" not in out + err
     assert airflow.calls == []
 
 
-def test_connect_status_checks_matching_host(project, airflow, dbx_env, capsys) -> None:
-    code, out, _ = run_cli(capsys, "connect", "status")
+def test_connect_status_checks_matching_host(project, airflow, dbx_env, cli) -> None:
+    code, out, _ = cli("connect", "status")
     assert code == 0 and "No Databricks connections" in out
-    run_cli(capsys, "connect", "databricks", "--insecure")
-    code, out, err = run_cli(capsys, "connect", "status", "--json")
+    cli("connect", "databricks", "--insecure")
+    code, out, err = cli("connect", "status", "--json")
     assert code == 0, err
     doc = json.loads(out)
     [row] = doc["connections"]
@@ -160,11 +152,11 @@ def test_connect_status_checks_matching_host(project, airflow, dbx_env, capsys) 
     assert doc["local_credentials"]["user_name"] == dbx_env.user
 
 
-def test_deploy_jobs_uploads_versioned_and_sets_variable(project: Path, airflow, dbx_env, capsys) -> None:
+def test_deploy_jobs_uploads_versioned_and_sets_variable(project: Path, airflow, dbx_env, cli) -> None:
     jobs = project / "spark_jobs"
     jobs.mkdir()
     (jobs / "train_model.py").write_text("print('train')\n")
-    code, out, err = run_cli(capsys, "deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json",
+    code, out, err = cli("deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json",
                              "--set-variable")
     assert code == 0, err
     doc = json.loads(out)
@@ -173,19 +165,19 @@ def test_deploy_jobs_uploads_versioned_and_sets_variable(project: Path, airflow,
     assert dbx_env.workspace_path(doc["files"][0]).read_text() == "print('train')\n"
     assert airflow.variables == {"MLOPSCTL_DATABRICKS_JOBS_PATH": doc["path"]}
     # Same content -> same version; changed content -> a new one.
-    _, out2, _ = run_cli(capsys, "deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json")
+    _, out2, _ = cli("deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json")
     assert json.loads(out2)["path"] == doc["path"]
     (jobs / "train_model.py").write_text("print('v2')\n")
-    _, out3, _ = run_cli(capsys, "deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json")
+    _, out3, _ = cli("deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json")
     assert json.loads(out3)["path"] != doc["path"]
 
 
-def test_deploy_jobs_bad_target(project, dbx_env, capsys) -> None:
-    code, _, err = run_cli(capsys, "deploy", "jobs", "--to", "dbfs:/jobs")
+def test_deploy_jobs_bad_target(project, dbx_env, cli) -> None:
+    code, _, err = cli("deploy", "jobs", "--to", "dbfs:/jobs")
     assert code == ExitCode.CONFIG and "/Volumes" in err
 
 
-def test_deploy_dags_copies_and_summarises(project: Path, capsys) -> None:
+def test_deploy_dags_copies_and_summarises(project: Path, cli) -> None:
     (project / "dags" / "common").mkdir(parents=True)
     (project / "dags" / "build_model.py").write_text("# dag\n")
     (project / "dags" / "common" / "compute.py").write_text("# compute\n")
@@ -194,7 +186,7 @@ def test_deploy_dags_copies_and_summarises(project: Path, capsys) -> None:
     (project / "spark_jobs").mkdir()
     (project / "spark_jobs" / "train_model.py").write_text("# job\n")
     target = project / "mnt" / "dags"
-    code, out, err = run_cli(capsys, "deploy", "dags", "--to", str(target), "--json")
+    code, out, err = cli("deploy", "dags", "--to", str(target), "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert sorted(doc["dags"]["added"]) == ["build_model.py", "common/compute.py"]
@@ -203,6 +195,6 @@ def test_deploy_dags_copies_and_summarises(project: Path, capsys) -> None:
     assert (project / "mnt" / "spark_jobs" / "train_model.py").is_file()
     assert not (target / "__pycache__").exists()
     (project / "dags" / "build_model.py").write_text("# dag v2\n")
-    code, out, err = run_cli(capsys, "deploy", "dags", "--to", str(target))
+    code, out, err = cli("deploy", "dags", "--to", str(target))
     assert code == 0
     assert "1 updated, 1 unchanged" in err and "updated  build_model.py" in out

@@ -6,14 +6,13 @@ import json
 import stat
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from mlopsctl import contexts
+from mlopsctl import targets
 from mlopsctl.cli import app
 from mlopsctl.context import AppContext
 from mlopsctl.errors import ConfigError, ExitCode
@@ -61,39 +60,9 @@ def fake_keyring(monkeypatch: pytest.MonkeyPatch) -> FakeKeyring:
 
 
 def add(name: str, **kw: object) -> None:
-    cfg = contexts.load()
-    cfg.contexts[name] = contexts.Context(**kw)
-    contexts.save(cfg)
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The real entry point (errors mapped to exit codes), output captured."""
-    from mlopsctl.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
-
-
-@pytest.fixture
-def invoke(capsys: pytest.CaptureFixture[str]):
-    def _invoke(*args: str) -> Result:
-        return Result(*run_main(capsys, *args))
-
-    return _invoke
+    cfg = targets.load()
+    cfg.contexts[name] = targets.Context(**kw)
+    targets.save(cfg)
 
 
 # --- file ------------------------------------------------------------------------------------------
@@ -101,15 +70,15 @@ def invoke(capsys: pytest.CaptureFixture[str]):
 
 def test_config_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    assert contexts.contexts_path() == Path.home() / ".config" / "mlopsctl" / "contexts.toml"
+    assert targets.contexts_path() == Path.home() / ".config" / "mlopsctl" / "contexts.toml"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert contexts.contexts_path() == tmp_path / "xdg" / "mlopsctl" / "contexts.toml"
+    assert targets.contexts_path() == tmp_path / "xdg" / "mlopsctl" / "contexts.toml"
     monkeypatch.setenv("MLOPSCTL_CONFIG_DIR", str(tmp_path / "explicit"))
-    assert contexts.contexts_path() == tmp_path / "explicit" / "contexts.toml"
+    assert targets.contexts_path() == tmp_path / "explicit" / "contexts.toml"
 
 
 def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
-    assert contexts.load().contexts == {}  # missing file = no contexts
+    assert targets.load().contexts == {}  # missing file = no contexts
     add(
         "prod",
         airflow_url="https://af.example.com/",
@@ -118,10 +87,10 @@ def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
         mlflow_tracking_uri="databricks",
         description='quote " and \\ backslash',
     )
-    cfg = contexts.load()
+    cfg = targets.load()
     cfg.current = "prod"
-    path = contexts.save(cfg)
-    again = contexts.load()
+    path = targets.save(cfg)
+    again = targets.load()
     assert again.current == "prod"
     prod = again.contexts["prod"]
     assert prod.airflow_url == "https://af.example.com"
@@ -134,30 +103,30 @@ def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
 def test_a_secret_in_the_file_is_refused(cfg_dir: Path) -> None:
     cfg_dir.mkdir()
     (cfg_dir / "contexts.toml").write_text(
-        '[contexts.prod]\nairflow_url = "https://x.example"\ntoken = "abc"\n'
+        '[targets.prod]\nairflow_url = "https://x.example"\ntoken = "abc"\n'
     )
     with pytest.raises(ConfigError, match="secrets never go in this file"):
-        contexts.load()
+        targets.load()
 
 
 def test_bad_toml_is_a_config_error(cfg_dir: Path) -> None:
     cfg_dir.mkdir()
-    (cfg_dir / "contexts.toml").write_text("[contexts.prod\n")
+    (cfg_dir / "contexts.toml").write_text("[targets.prod\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        contexts.load()
+        targets.load()
 
 
 @pytest.mark.parametrize("url", ["ftp://x.example", "x.example", "https://user:pw@x.example"])
 def test_bad_airflow_url_rejected(url: str) -> None:
     with pytest.raises(ValueError):
-        contexts.Context(airflow_url=url)
+        targets.Context(airflow_url=url)
 
 
 def test_insecure_transport_flag() -> None:
-    assert contexts.Context(airflow_url="http://10.1.2.3:8080").insecure_transport
-    assert not contexts.Context(airflow_url="http://127.0.0.1:8080").insecure_transport
-    assert not contexts.Context(airflow_url="https://af.example.com").insecure_transport
-    assert not contexts.Context(airflow_url="http://10.1.2.3:8080", auth="none").insecure_transport
+    assert targets.Context(airflow_url="http://10.1.2.3:8080").insecure_transport
+    assert not targets.Context(airflow_url="http://127.0.0.1:8080").insecure_transport
+    assert not targets.Context(airflow_url="https://af.example.com").insecure_transport
+    assert not targets.Context(airflow_url="http://10.1.2.3:8080", auth="none").insecure_transport
 
 
 # --- settings precedence -----------------------------------------------------------------------------
@@ -213,9 +182,9 @@ def test_current_context_applies_and_explicit_choice_wins(
 ) -> None:
     add("a", airflow_url="https://a.example", auth="none")
     add("b", airflow_url="https://b.example", auth="none")
-    cfg = contexts.load()
+    cfg = targets.load()
     cfg.current = "a"
-    contexts.save(cfg)
+    targets.save(cfg)
     assert load_settings().airflow_url == "https://a.example"
     monkeypatch.setenv("MLOPSCTL_CONTEXT", "b")
     assert load_settings().airflow_url == "https://b.example"
@@ -239,10 +208,10 @@ def test_unknown_context_lists_known_ones(cfg_dir: Path, project: Path) -> None:
 
 
 def test_unknown_context_cli_exit_code(
-    cfg_dir: Path, project: Path, capsys: pytest.CaptureFixture[str]
+    cfg_dir: Path, project: Path, cli
 ) -> None:
     add("prod", airflow_url="https://p.example")
-    code, _out, err = run_main(capsys, "--context", "nope", "context", "show")
+    code, _out, err = cli("--context", "nope", "context", "show")
     assert code == ExitCode.CONFIG
     assert "Unknown context 'nope' (known: prod)" in err
     assert "Traceback" not in err
@@ -339,9 +308,9 @@ def test_token_context_sends_bearer_token(
 
 
 def test_cli_add_list_use_show_remove(
-    invoke, cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch, no_keyring: None
+    cli, cfg_dir: Path, project: Path, monkeypatch: pytest.MonkeyPatch, no_keyring: None
 ) -> None:
-    r = invoke(
+    r = cli(
         "context",
         "add",
         "astro",
@@ -356,10 +325,10 @@ def test_cli_add_list_use_show_remove(
         "--use",
     )
     assert r.exit_code == 0, r.output
-    r = invoke("context", "add", "local", "--airflow-url", "http://127.0.0.1:8080", "--auth", "password")
+    r = cli("context", "add", "local", "--airflow-url", "http://127.0.0.1:8080", "--auth", "password")
     assert r.exit_code == 0, r.output
 
-    r = invoke("context", "list", "--json")
+    r = cli("context", "list", "--json")
     data = json.loads(r.stdout)
     assert data["current"] == "astro"
     assert [(c["name"], c["current"], c["auth"]) for c in data["contexts"]] == [
@@ -367,44 +336,44 @@ def test_cli_add_list_use_show_remove(
         ("local", False, "password"),
     ]
 
-    r = invoke("context", "list")
+    r = cli("context", "list")
     assert r.exit_code == 0 and "https://astro.example/d1" in r.stdout
 
     monkeypatch.setenv("ASTRO_API_TOKEN", "super-secret-token-value")
-    r = invoke("context", "show", "--json")
+    r = cli("context", "show", "--json")
     shown = json.loads(r.stdout)
     assert (
         shown["name"] == "astro" and shown["token"] == "****" and shown["token_source"] == "$ASTRO_API_TOKEN"
     )
-    r = invoke("context", "show")
+    r = cli("context", "show")
     assert "super-secret-token-value" not in r.output and "****" in r.stdout
-    assert "super-secret-token-value" not in contexts.contexts_path().read_text()
+    assert "super-secret-token-value" not in targets.contexts_path().read_text()
 
-    r = invoke("context", "use", "local")
-    assert r.exit_code == 0 and contexts.load().current == "local"
-    r = invoke("context", "remove", "local")
+    r = cli("context", "use", "local")
+    assert r.exit_code == 0 and targets.load().current == "local"
+    r = cli("context", "remove", "local")
     assert r.exit_code == 0
-    cfg = contexts.load()
+    cfg = targets.load()
     assert cfg.current is None and list(cfg.contexts) == ["astro"]
 
 
-def test_cli_show_reports_missing_token(invoke, cfg_dir: Path, project: Path, no_keyring: None) -> None:
+def test_cli_show_reports_missing_token(cli, cfg_dir: Path, project: Path, no_keyring: None) -> None:
     add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
-    r = invoke("context", "show", "astro", "--json")
+    r = cli("context", "show", "astro", "--json")
     assert json.loads(r.stdout)["token"] is None
-    r = invoke("context", "show", "astro")
+    r = cli("context", "show", "astro")
     assert "export ASTRO_API_TOKEN=" in r.stderr
 
 
-def test_cli_add_refuses_duplicates_unless_forced(invoke, cfg_dir: Path, project: Path) -> None:
+def test_cli_add_refuses_duplicates_unless_forced(cli, cfg_dir: Path, project: Path) -> None:
     assert (
-        invoke("context", "add", "p", "--airflow-url", "https://a.example", "--auth", "none").exit_code == 0
+        cli("context", "add", "p", "--airflow-url", "https://a.example", "--auth", "none").exit_code == 0
     )
-    r = invoke("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none")
+    r = cli("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none")
     assert r.exit_code == ExitCode.CONFIG
-    assert contexts.load().contexts["p"].airflow_url == "https://a.example"
-    r = invoke("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none", "--force")
-    assert r.exit_code == 0 and contexts.load().contexts["p"].airflow_url == "https://b.example"
+    assert targets.load().contexts["p"].airflow_url == "https://a.example"
+    r = cli("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none", "--force")
+    assert r.exit_code == 0 and targets.load().contexts["p"].airflow_url == "https://b.example"
 
 
 @pytest.mark.parametrize(
@@ -420,58 +389,70 @@ def test_cli_add_refuses_duplicates_unless_forced(invoke, cfg_dir: Path, project
     ],
 )
 def test_cli_add_rejects_bad_input(
-    cfg_dir: Path, project: Path, no_keyring: None, capsys, args: list[str]
+    cfg_dir: Path, project: Path, no_keyring: None, cli, args: list[str]
 ) -> None:
-    code, _out, err = run_main(capsys, "context", "add", *args)
+    code, _out, err = cli("context", "add", *args)
     assert code in (ExitCode.USAGE, ExitCode.CONFIG)
     assert "Error:" in err and "Traceback" not in err
-    assert contexts.load().contexts == {}
+    assert targets.load().contexts == {}
 
 
-def test_cli_add_warns_on_plain_http_to_remote_host(invoke, cfg_dir: Path, project: Path) -> None:
-    r = invoke("context", "add", "lan", "--airflow-url", "http://10.0.0.5:8080", "--username", "bob")
+def test_cli_add_warns_on_plain_http_to_remote_host(cli, cfg_dir: Path, project: Path) -> None:
+    r = cli("context", "add", "lan", "--airflow-url", "http://10.0.0.5:8080", "--username", "bob")
     assert r.exit_code == 0
     assert "plain HTTP" in r.stderr
 
 
-def test_cli_insecure_and_ca_bundle(invoke, cfg_dir: Path, project: Path, tmp_path: Path) -> None:
+def test_cli_insecure_and_ca_bundle(cli, cfg_dir: Path, project: Path, tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     assert (
-        invoke(
+        cli(
             "context", "add", "corp", "--airflow-url", "https://corp.example", "--ca-bundle", str(ca)
         ).exit_code
         == 0
     )
-    r = invoke("context", "add", "lab", "--airflow-url", "https://lab.example", "--insecure")
+    r = cli("context", "add", "lab", "--airflow-url", "https://lab.example", "--insecure")
     assert r.exit_code == 0 and "verification is off" in r.stderr
     s = load_settings(context="corp")
     assert s.verify_tls is True and s.ca_bundle == ca.resolve()
     assert load_settings(context="lab").verify_tls is False
 
 
-def test_cli_use_unknown_and_unset(invoke, cfg_dir: Path, project: Path) -> None:
+def test_cli_use_unknown_and_unset(cli, cfg_dir: Path, project: Path) -> None:
     add("a", airflow_url="https://a.example")
-    r = invoke("context", "use", "zzz")
+    r = cli("context", "use", "zzz")
     assert r.exit_code == ExitCode.CONFIG
-    assert invoke("context", "use", "a").exit_code == 0
-    assert invoke("context", "use", "--unset").exit_code == 0
-    assert contexts.load().current is None
-    assert invoke("context", "use").exit_code == ExitCode.USAGE
+    assert cli("context", "use", "a").exit_code == 0
+    assert cli("context", "use", "--unset").exit_code == 0
+    assert targets.load().current is None
+    assert cli("context", "use").exit_code == ExitCode.USAGE
 
 
-def test_cli_set_secret_into_keyring(invoke, cfg_dir: Path, project: Path, fake_keyring: FakeKeyring) -> None:
+def test_cli_set_secret_into_keyring(cli, cfg_dir: Path, project: Path, fake_keyring: FakeKeyring) -> None:
     add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
     r = runner.invoke(app, ["context", "set-secret", "astro"], input="kr-token\n")
     assert r.exit_code == 0, r.output
     assert fake_keyring.store[("mlopsctl", "astro:token")] == "kr-token"
-    assert "kr-token" not in contexts.contexts_path().read_text()
+    assert "kr-token" not in targets.contexts_path().read_text()
     assert load_settings(context="astro").airflow_token.get_secret_value() == "kr-token"
-    assert invoke("context", "remove", "astro").exit_code == 0
+    assert cli("context", "remove", "astro").exit_code == 0
     assert fake_keyring.store == {}  # removing the context removes its stored secret
 
 
-def test_cli_set_secret_without_keyring(invoke, cfg_dir: Path, project: Path, no_keyring: None) -> None:
+def test_cli_set_secret_without_keyring(cli, cfg_dir: Path, project: Path, no_keyring: None) -> None:
     add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
-    r = invoke("context", "set-secret", "astro")
+    r = cli("context", "set-secret", "astro")
     assert r.exit_code == ExitCode.CONFIG
+
+
+def test_cli_show_follows_the_context_named_in_dotenv(cli, cfg_dir: Path, project: Path, no_keyring: None) -> None:
+    add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
+    add("local", airflow_url="http://127.0.0.1:8080")
+    cfg = targets.load()
+    cfg.current = "astro"
+    targets.save(cfg)
+    (project / ".env").write_text("MLOPSCTL_CONTEXT=local\n")
+    r = cli("context", "show", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["name"] == "local"

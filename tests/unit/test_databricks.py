@@ -10,10 +10,8 @@ import pytest
 
 from mlopsctl import databricks as dbx
 from mlopsctl.errors import AuthError, ConfigError, ExitCode, NotFoundError, UnreachableError
-from tests.fixtures.databricks_server import (
-    databricks_server,  # noqa: F401 - fixture
-    free_port,
-)
+from tests.fixtures.databricks_server import databricks_server  # noqa: F401 - fixture
+from tests.fixtures.stack import free_port
 
 
 def _cfg(**kw):

@@ -15,7 +15,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlopsctl.cli import main
 from mlopsctl.devenv import health as hc
 from mlopsctl.devenv import manager
 from mlopsctl.devenv.process import (
@@ -45,22 +44,11 @@ from mlopsctl.devenv.stack import (
 from mlopsctl.errors import ConfigError, ExitCode, StackError
 from mlopsctl.paths import bundled_dags_dir, bundled_spark_jobs_dir
 from mlopsctl.settings import Settings
+from tests.fixtures.stack import free_port
 
 
 def settings_for(project: Path, **kw) -> Settings:
     return Settings(_env_file=None, project_dir=project, **kw)
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-        out = capsys.readouterr()
-        return int(exc.value.code or 0), out.out, out.err
-
-    return run
 
 
 @pytest.fixture
@@ -333,7 +321,7 @@ def _fake_specs(tmp_path: Path, codes: dict[str, str]):
 
 
 def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = settings_for(tmp_path / "p", airflow_port=free_port(), mlflow_port=free_port())
+    s = settings_for(tmp_path / "p", airflow_port=(port := free_port()), mlflow_port=free_port({port}))
     monkeypatch.setattr(
         manager,
         "component_specs",
@@ -357,7 +345,7 @@ def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: 
 def test_start_times_out_naming_the_unhealthy_component(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    s = settings_for(tmp_path / "p", airflow_port=free_port(), mlflow_port=free_port())
+    s = settings_for(tmp_path / "p", airflow_port=(port := free_port()), mlflow_port=free_port({port}))
     monkeypatch.setattr(manager, "component_specs", _fake_specs(tmp_path, {}))
     monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
     monkeypatch.setattr(manager, "_POLL", 0.1)
@@ -366,12 +354,6 @@ def test_start_times_out_naming_the_unhealthy_component(
     assert "was not healthy after" in exc.value.message and exc.value.message.startswith("api-server")
     assert "MLOPSCTL_START_TIMEOUT" in exc.value.hint
     assert marked_processes(STACK_MARKER, str(s.state)) == []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------ DAG parse report
@@ -481,7 +463,7 @@ def test_start_cli_reports_import_errors_and_login(
 
 
 def test_start_refuses_other_ports_while_running(tmp_path: Path, procs: list) -> None:
-    s = settings_for(tmp_path, airflow_port=free_port(), mlflow_port=free_port())
+    s = settings_for(tmp_path, airflow_port=(port := free_port()), mlflow_port=free_port({port}))
     layout = StackLayout.from_settings(s)
     layout.ensure()
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

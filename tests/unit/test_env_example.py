@@ -14,11 +14,10 @@ EXAMPLE = REPO / ".env.example"
 ASSIGN = re.compile(r"^#?\s*(MLOPSCTL_[A-Z0-9_]+)=(.*)$")
 # an env read in code: os.environ.get("X"), os.getenv("X"), os.environ["X"], typer envvar="X"
 ENV_READ = re.compile(r"""(?:environ\.get\(|getenv\(|environ\[|envvar=)\s*["'](MLOPSCTL_[A-Z0-9_]+)["']""")
-# Runtime env the DAG tasks read (cross-team contract), documented even before the code reading it exists.
-CONTRACT_RUNTIME = {
+# Env only the DAG tasks read (set in Airflow's environment): documented even where no code here reads it.
+DAG_RUNTIME_ONLY = {
     "MLOPSCTL_SPARK_JOBS_DIR",
     "MLOPSCTL_WORK_DIR",
-    "MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX",
     "MLOPSCTL_REGISTRY_URI",
 }
 SECRET_FIELDS = {"airflow_password", "airflow_token"}
@@ -52,12 +51,12 @@ def test_every_settings_field_is_documented() -> None:
 
 
 def test_every_env_var_read_in_code_is_documented() -> None:
-    missing = (names_read_in_code() | CONTRACT_RUNTIME) - set(entries())
+    missing = (names_read_in_code() | DAG_RUNTIME_ONLY) - set(entries())
     assert not missing, f"add to .env.example: {sorted(missing)}"
 
 
 def test_nothing_documented_that_is_not_read() -> None:
-    known = settings_names() | names_read_in_code() | CONTRACT_RUNTIME
+    known = settings_names() | names_read_in_code() | DAG_RUNTIME_ONLY
     stale = set(entries()) - known
     assert not stale, f"in .env.example but read nowhere: {sorted(stale)}"
 
@@ -87,12 +86,12 @@ def test_placeholders_are_valid_settings(tmp_path: Path, monkeypatch: pytest.Mon
     """Uncommenting every entry gives a .env that Settings accept (the named context exists here)."""
     cfg = tmp_path / "cfg"
     monkeypatch.setenv("MLOPSCTL_CONFIG_DIR", str(cfg))
-    from mlopsctl import contexts
+    from mlopsctl import targets
 
     values = entries()
-    contexts.save(
-        contexts.ContextFile(
-            contexts={values["MLOPSCTL_CONTEXT"]: contexts.Context(airflow_url="https://airflow.example.com")}
+    targets.save(
+        targets.ContextFile(
+            contexts={values["MLOPSCTL_CONTEXT"]: targets.Context(airflow_url="https://airflow.example.com")}
         )
     )
     fields = settings_names()

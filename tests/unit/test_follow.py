@@ -1,4 +1,4 @@
-"""The follow loop: backoff, timeout, Ctrl-C, output modes (fake client object, fake clock)."""
+"""The follow loop and its progress display: backoff, timeout, Ctrl-C, output modes (fake client, fake clock)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from mlopsctl.airflow.models import DagRun, TaskInstance
-from mlopsctl.console import Console
+from mlopsctl.console import Console, RunProgress
 from mlopsctl.errors import ExitCode, WaitTimeoutError
-from mlopsctl.follow import FollowInterrupted, backoff_intervals, follow_run
+from mlopsctl.runs import FollowInterrupted, backoff_intervals, follow_run
 
 T0 = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 
@@ -68,6 +68,15 @@ def _console(json_mode: bool = False) -> tuple[Console, io.StringIO, io.StringIO
     return c, out, err
 
 
+def follow(client, dag_id: str, run_id: str, *, console: Console | None = None, live: bool = False, **kwargs):
+    """follow_run reporting to the progress display a command would use (none: silent)."""
+    if console is None:
+        return follow_run(client, dag_id, run_id, **kwargs)
+    with RunProgress(console, dag_id, run_id, live=live) as progress:
+        return follow_run(client, dag_id, run_id, on_update=progress, reporter=progress,
+                          tasks_each_poll=progress.tasks_each_poll, **kwargs)
+
+
 def test_backoff_grows_from_one_to_five_seconds() -> None:
     gen = backoff_intervals()
     seq = [next(gen) for _ in range(8)]
@@ -81,7 +90,7 @@ def test_steady_run_polls_with_growing_intervals_then_returns_success() -> None:
     client = ScriptedClient([running] * 10 + [("success", {"preprocess_data": "success", "train_model": "success"})])
     clock = FakeClock()
     console, out, err = _console()
-    res = follow_run(client, "build_model", "r1", console=console, clock=clock, sleep=clock.sleep, live=False)
+    res = follow(client, "build_model", "r1", console=console, clock=clock, sleep=clock.sleep)
     assert res.succeeded and res.run.state == "success"
     assert [t.state for t in res.tasks] == ["success", "success"]
     assert clock.sleeps[0] == 1.0 and clock.sleeps[-1] == 2.0  # a short run: polls at most 2 s apart
@@ -101,7 +110,7 @@ def test_a_state_change_resets_the_interval() -> None:
     client = ScriptedClient([a] * 6 + [b] * 3 + [("success", {"p": "success", "t": "success"})])
     clock = FakeClock()
     console, _, _ = _console()
-    follow_run(client, "d", "r", console=console, clock=clock, sleep=clock.sleep, live=False)
+    follow(client, "d", "r", console=console, clock=clock, sleep=clock.sleep)
     assert clock.sleeps[:6] == [1.0, 1.5, 2.0, 2.0, 2.0, 2.0]
     assert clock.sleeps[6] == 1.0  # the 7th poll saw a change: look again soon
     assert clock.sleeps[7] == 1.5
@@ -110,7 +119,7 @@ def test_a_state_change_resets_the_interval() -> None:
 def test_a_long_run_backs_off_to_five_seconds_after_the_first_two_minutes() -> None:
     client = ScriptedClient([("running", {"p": "running"})] * 200 + [("success", {"p": "success"})])
     clock = FakeClock()
-    res = follow_run(client, "d", "r", console=None, clock=clock, sleep=clock.sleep)
+    res = follow(client, "d", "r", console=None, clock=clock, sleep=clock.sleep)
     assert res.succeeded
     fast = [s for s, t in zip(clock.sleeps, itertools.accumulate([0.0, *clock.sleeps])) if t < 120]
     slow = [s for s, t in zip(clock.sleeps, itertools.accumulate([0.0, *clock.sleeps])) if t >= 120]
@@ -122,7 +131,7 @@ def test_json_mode_prints_nothing_and_reads_tasks_only_at_the_end() -> None:
     client = ScriptedClient([("queued", {})] * 3 + [("failed", {"p": "failed"})])
     clock = FakeClock()
     console, out, err = _console(json_mode=True)
-    res = follow_run(client, "d", "r", console=console, clock=clock, sleep=clock.sleep)
+    res = follow(client, "d", "r", console=console, clock=clock, sleep=clock.sleep)
     assert res.run.state == "failed" and not res.succeeded
     assert client.calls.count("task_instances") == 1 and client.calls[-1] == "task_instances"
     assert out.getvalue() == "" and err.getvalue() == ""
@@ -132,7 +141,7 @@ def test_timeout_raises_wait_timeout_with_reattach_hint_and_does_not_oversleep()
     client = ScriptedClient([("running", {"p": "running"})])
     clock = FakeClock()
     with pytest.raises(WaitTimeoutError) as info:
-        follow_run(client, "d", "r42", console=None, timeout=7.0, clock=clock, sleep=clock.sleep)
+        follow(client, "d", "r42", console=None, timeout=7.0, clock=clock, sleep=clock.sleep)
     assert info.value.exit_code == ExitCode.TIMEOUT
     assert "keeps going" in info.value.message
     assert "mlopsctl status r42 --wait" in (info.value.hint or "")
@@ -143,7 +152,7 @@ def test_ctrl_c_raises_follow_interrupted_without_cancelling() -> None:
     client = ScriptedClient([("running", {"p": "running"})], interrupt_at=3)
     clock = FakeClock()
     with pytest.raises(FollowInterrupted) as info:
-        follow_run(client, "d", "r7", console=None, clock=clock, sleep=clock.sleep)
+        follow(client, "d", "r7", console=None, clock=clock, sleep=clock.sleep)
     assert info.value.exit_code == ExitCode.INTERRUPTED == 130
     assert "mlopsctl status r7 --wait" in (info.value.hint or "")
     assert set(client.calls) <= {"get_run", "task_instances"}  # never a PATCH/DELETE: only reads
@@ -153,7 +162,7 @@ def test_live_display_renders_task_table_to_stderr() -> None:
     client = ScriptedClient([("running", {"preprocess_data": "running"}), ("success", {"preprocess_data": "success"})])
     clock = FakeClock()
     console, out, err = _console()
-    follow_run(client, "build_model", "r1", console=console, clock=clock, sleep=clock.sleep, live=True)
+    follow(client, "build_model", "r1", console=console, clock=clock, sleep=clock.sleep, live=True)
     text = err.getvalue()
     assert "preprocess_data" in text and "success" in text and "build_model" in text
     assert out.getvalue() == ""

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from mlopsctl import paths
-from mlopsctl.cli import main
 from mlopsctl.errors import ExitCode
 
 GOOD_DAG = """
@@ -28,13 +27,6 @@ def good_dag():
 
 good_dag()
 """
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.fixture
@@ -78,10 +70,10 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_init_scaffolds_a_new_project(
-    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, cli
 ) -> None:
     target = tmp_path / "proj"
-    code, out, err = run_cli(capsys, "init", str(target))
+    code, out, err = cli("init", str(target))
     assert code == 0, err
     assert files_under(target) == EXPECTED  # no __pycache__ copied
     assert (target / "dags" / "build_model.py").read_text() == "# build_model DAG\n"
@@ -94,25 +86,25 @@ def test_init_scaffolds_a_new_project(
 
 
 def test_second_run_is_safe_and_changes_nothing(
-    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, cli
 ) -> None:
     target = tmp_path / "proj"
-    assert run_cli(capsys, "init", str(target))[0] == 0
+    assert cli("init", str(target))[0] == 0
     before = snapshot(target)
-    code, out, err = run_cli(capsys, "init", str(target))
+    code, out, err = cli("init", str(target))
     assert code == 0, err
     assert "already initialised" in out and "nothing changed" in out
     assert snapshot(target) == before
 
 
 def test_refuses_to_overwrite_and_writes_nothing(
-    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, cli
 ) -> None:
     target = tmp_path / "proj"
     (target / "dags").mkdir(parents=True)
     (target / "dags" / "build_model.py").write_text("# my own edits\n")
     (target / ".env.example").write_text("MINE=1\n")
-    code, _out, err = run_cli(capsys, "init", str(target))
+    code, _out, err = cli("init", str(target))
     assert code == ExitCode.USAGE == 2
     assert "dags/build_model.py" in err and ".env.example" in err and "--force" in err
     assert "Traceback" not in err
@@ -121,13 +113,13 @@ def test_refuses_to_overwrite_and_writes_nothing(
 
 
 def test_force_overwrites_conflicts_and_keeps_other_files(
-    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, cli
 ) -> None:
     target = tmp_path / "proj"
     (target / "dags").mkdir(parents=True)
     (target / "dags" / "build_model.py").write_text("# my own edits\n")
     (target / "dags" / "extra_dag.py").write_text("# not ours\n")
-    code, out, err = run_cli(capsys, "init", str(target), "--force", "--json")
+    code, out, err = cli("init", str(target), "--force", "--json")
     assert code == 0, err
     data = json.loads(out)
     assert data["overwritten"] == ["dags/build_model.py"]
@@ -138,57 +130,57 @@ def test_force_overwrites_conflicts_and_keeps_other_files(
 
 
 def test_existing_gitignore_gets_missing_lines_once(
-    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, cli
 ) -> None:
     target = tmp_path / "proj"
     target.mkdir()
     (target / ".gitignore").write_text("node_modules\n/.env")  # .env already ignored, no trailing newline
-    code, out, _ = run_cli(capsys, "init", str(target), "--json")
+    code, out, _ = cli("init", str(target), "--json")
     assert code == 0
     assert json.loads(out)["updated"] == [".gitignore"]
     lines = (target / ".gitignore").read_text().splitlines()
     assert lines[:2] == ["node_modules", "/.env"]
     assert lines.count(".mlopsctl/") == 1 and ".env" not in lines  # only the missing line was added
-    code, out, _ = run_cli(capsys, "init", str(target), "--json")
+    code, out, _ = cli("init", str(target), "--json")
     assert json.loads(out)["already_initialised"] is True
     assert (target / ".gitignore").read_text().splitlines() == lines
 
 
 def test_missing_env_example_is_skipped_with_a_warning(
-    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, cli
 ) -> None:
     (bundle / "env.example").unlink()
     target = tmp_path / "proj"
-    code, _out, err = run_cli(capsys, "init", str(target))
+    code, _out, err = cli("init", str(target))
     assert code == 0
     assert ".env.example is not bundled" in err
     assert files_under(target) == EXPECTED - {".env.example"}
 
 
 def test_default_directory_is_project_dir_flag_else_cwd(
-    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert run_cli(capsys, "-C", str(tmp_path / "via_flag"), "init")[0] == 0
+    assert cli("-C", str(tmp_path / "via_flag"), "init")[0] == 0
     assert files_under(tmp_path / "via_flag") == EXPECTED
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    code, out, _ = run_cli(capsys, "init")
+    code, out, _ = cli("init")
     assert code == 0 and files_under(here) == EXPECTED
     assert "cd " not in out  # already in the project: no `cd` step
 
 
 def test_directory_that_is_a_file_is_a_usage_error(
-    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, cli
 ) -> None:
     (tmp_path / "afile").write_text("x")
-    code, _, err = run_cli(capsys, "init", str(tmp_path / "afile"))
+    code, _, err = cli("init", str(tmp_path / "afile"))
     assert code == ExitCode.USAGE and "not a directory" in err
 
 
-def test_init_with_the_real_bundle_copies_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_cli(capsys, "init", str(tmp_path / "proj"), "--json")
+def test_init_with_the_real_bundle_copies_it(tmp_path: Path, cli) -> None:
+    code, out, err = cli("init", str(tmp_path / "proj"), "--json")
     assert code == 0, err
     data = json.loads(out)
     for name, src in (("dags", paths.bundled_dags_dir()), ("spark_jobs", paths.bundled_spark_jobs_dir())):
@@ -223,11 +215,11 @@ def run_integrity_test(project: Path, tmp_path: Path) -> subprocess.CompletedPro
 
 
 def test_scaffolded_integrity_test_passes_on_good_dags_and_fails_on_bad_ones(
-    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, tmp_path: Path, cli
 ) -> None:
     pytest.importorskip("airflow")
     target = tmp_path / "proj"
-    assert run_cli(capsys, "init", str(target))[0] == 0
+    assert cli("init", str(target))[0] == 0
     for f in (target / "dags").rglob("*.py"):
         f.unlink()
     (target / "dags" / "good.py").write_text(GOOD_DAG)

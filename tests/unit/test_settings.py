@@ -129,3 +129,11 @@ def test_bad_secret_value_is_not_echoed(project: Path, monkeypatch: pytest.Monke
 def test_settings_class_reads_prefix_only(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_URL", "http://unprefixed.example:8080")
     assert Settings().airflow_url == "http://127.0.0.1:8080"
+
+
+def test_experiment_prefix_comes_from_settings_including_dotenv(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert AppContext().tracking().experiment_name("build_model") == "/mlopsctl/build_model"
+    (project / ".env").write_text("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX=/Shared/team/\n")
+    assert AppContext().tracking().experiment_name("build_model") == "/Shared/team/build_model"
+    monkeypatch.setenv("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX", "/Users/me@example.com/mlops")
+    assert AppContext().tracking().experiment_name("grid_search") == "/Users/me@example.com/mlops/grid_search"

@@ -12,7 +12,6 @@ File: `$MLOPSCTL_CONFIG_DIR/contexts.toml`, else `$XDG_CONFIG_HOME/mlopsctl/cont
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import tempfile
@@ -138,29 +137,20 @@ def load(path: Path | None = None) -> ContextFile:
         ) from None
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    raise TypeError(f"unsupported TOML value: {type(value).__name__}")
+HEADER = (
+    "# mlopsctl contexts (`mlopsctl context --help`). No secrets here: tokens come from\n"
+    "# the env var named by token_env, MLOPSCTL_AIRFLOW_PASSWORD, or the OS keyring.\n\n"
+)
 
 
 def dumps(cfg: ContextFile) -> str:
-    lines = [
-        "# mlopsctl contexts (`mlopsctl context --help`). No secrets here: tokens come from",
-        "# the env var named by token_env, MLOPSCTL_AIRFLOW_PASSWORD, or the OS keyring.",
-        "",
-    ]
+    import tomli_w
+
+    data: dict[str, Any] = {}
     if cfg.current:
-        lines += [f"current = {_toml_value(cfg.current)}", ""]
-    for name in sorted(cfg.contexts):
-        ctx = cfg.contexts[name]
-        lines.append(f"[contexts.{_toml_value(name)}]")
-        for key, value in ctx.model_dump(exclude_none=True).items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+        data["current"] = cfg.current
+    data["contexts"] = {name: cfg.contexts[name].model_dump(exclude_none=True) for name in sorted(cfg.contexts)}
+    return HEADER + tomli_w.dumps(data)
 
 
 def save(cfg: ContextFile, path: Path | None = None) -> Path:
