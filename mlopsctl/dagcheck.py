@@ -688,7 +688,8 @@ def _check_file(bag: Any, filepath: str, folder: Path, max_parse_seconds: float)
                 line=line,
             )
         )
-    for key in set(bag.import_errors) - errors_before:
+    new_errors = set(bag.import_errors) - errors_before
+    for key in new_errors:
         text = bag.import_errors.pop(key)
         if "ParseTimeAccessError" in text:
             continue  # reported above as parse_time_io
@@ -696,7 +697,9 @@ def _check_file(bag: Any, filepath: str, folder: Path, max_parse_seconds: float)
         at = re.match(r"line (\d+): ", message)
         kind = "cycle" if "AirflowDagCycleException" in text else "import_error"
         result.problems.append(Problem(kind, rel, message, line=int(at.group(1)) if at else None))
-    result.problems.extend(top_level)
+    # a DAG file's own code only: a helper module beside the DAGs (dags/common/) is not a DAG file
+    if dags or new_errors:
+        result.problems.extend(top_level)
     for dag in dags:
         result.problems.extend(_dag_problems(dag, rel))
     if elapsed > max_parse_seconds:

@@ -139,7 +139,7 @@ def _message(error: Any, schemas: dict[str, dict[str, Any]], texts: dict[str, st
     if keyword in ("minLength", "pattern"):
         return f"{flag} must not be empty or blank."
     if keyword == "minItems":
-        example = ",".join(map(str, schemas[param]["default"]))
+        example = ",".join(map(str, schemas[param]["default"] or schemas[param]["examples"][0]))
         return f"{flag} needs at least one value, e.g. {flag} {example}."
     if keyword == "uniqueItems":
         dup = next(v for i, v in enumerate(value) if v in value[:i])

@@ -20,7 +20,7 @@ PIPELINES = {"build_model": ["preprocess_data", "train_model"],
 COMMON = {
     "data": ({"type": ["null", "string"]}, None),
     "target": ({"type": "string"}, "target"),
-    "na_values": ({"type": ["null", "array"], "items": {"type": "string", "minLength": 1, "pattern": "^[^,]+$"},
+    "na_values": ({"type": ["null", "array"], "items": {"type": "string", "minLength": 1, "pattern": "^[^,]*[^,\\s][^,]*$"},
                    "minItems": 1}, None),
     "test_size": ({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}, 0.2),
     "random_state": ({"type": "integer", "minimum": 0, "maximum": 2**32 - 1}, 42),

@@ -34,7 +34,7 @@ def test_registry_matches_the_contract() -> None:
 
 def test_default_build_conf_equals_the_dag_defaults() -> None:
     assert build_model_conf() == {
-        "max_depth": 80, "n_estimators": 100, "data": None, "target": "target", "test_size": 0.2,
+        "max_depth": 80, "n_estimators": 100, "data": None, "target": "target", "na_values": None, "test_size": 0.2,
         "random_state": 42, "register_model": "mlopsctl-random-forest",
     }
 
@@ -42,6 +42,13 @@ def test_default_build_conf_equals_the_dag_defaults() -> None:
 def test_default_grid_conf_equals_the_dag_defaults() -> None:
     conf = grid_conf()
     assert conf["max_depth"] == [80, 90, 100, 110] and conf["n_estimators"] == [100, 200, 300] and conf["cv"] == 3
+
+
+def test_na_values_text_is_a_token_list() -> None:
+    assert build_model_conf(na_values="NA, ?,-")["na_values"] == ["NA", "?", "-"]
+    assert build_model_conf()["na_values"] is None
+    with pytest.raises(InputError, match="--na-values needs at least one token"):
+        build_model_conf(na_values=" , ")
 
 
 @pytest.mark.parametrize(
@@ -134,7 +141,8 @@ def test_the_first_bad_param_in_dag_order_is_reported() -> None:
 
 def test_flag_names_and_unknown_params() -> None:
     assert [flag_for(p) for p in param_schemas("grid")] == [
-        "--max-depth", "--n-estimators", "--cv", "--data", "--target", "--test-size", "--random-state", "--register",
+        "--max-depth", "--n-estimators", "--cv", "--data", "--target", "--na-values", "--test-size", "--random-state",
+        "--register",
     ]
     with pytest.raises(TypeError, match="unknown single Params: cv"):
         build_model_conf(cv=3)
