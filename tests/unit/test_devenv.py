@@ -32,6 +32,7 @@ from mlopsctl.devenv.process import (
 from mlopsctl.devenv.stack import (
     COMPONENTS,
     STACK_MARKER,
+    START_ORDER,
     ComponentSpec,
     StackLayout,
     airflow_env,
@@ -326,7 +327,7 @@ def _fake_specs(tmp_path: Path, codes: dict[str, str]):
                 dict(os.environ, **{STACK_MARKER: str(settings.state)}),
                 tmp_path,
             )
-            for name in ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
+            for name in START_ORDER
         }
 
     return specs
