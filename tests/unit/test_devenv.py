@@ -404,42 +404,35 @@ def test_port_in_use_detection() -> None:
     assert not manager.port_in_use(port)
 
 
-def test_start_refuses_a_taken_port_before_spawning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("field", "flag", "component", "env_var"),
+    [
+        ("airflow_port", "--airflow-port", "api-server", "MLOPSCTL_AIRFLOW_PORT"),
+        ("mlflow_port", "--mlflow-port", "mlflow", "MLOPSCTL_MLFLOW_PORT"),
+        ("spark_connect_port", "--spark-port", "spark", "MLOPSCTL_SPARK_CONNECT_PORT"),
+    ],
+)
+def test_start_refuses_a_taken_port_before_spawning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, field: str, flag: str, component: str, env_var: str
+) -> None:
     spawned = []
     monkeypatch.setattr(manager, "spawn", lambda *a, **k: spawned.append(a))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        s = settings_for(tmp_path, airflow_port=port, mlflow_port=port + 1 if port < 65535 else port - 1)
+        flags = {"--airflow-port": free_port(), "--mlflow-port": free_port(), "--spark-port": free_port(), flag: port}
+        fields = dict(zip(("airflow_port", "mlflow_port", "spark_connect_port"), flags.values(), strict=True))
+        assert fields[field] == port
         with pytest.raises(StackError) as exc:
-            manager.start_stack(s)
-    assert f"Port {port}" in exc.value.message and "api-server" in exc.value.message
-    assert exc.value.exit_code == ExitCode.STACK
-    assert "MLOPSCTL_AIRFLOW_PORT" in exc.value.hint
-    assert spawned == []
-
-
-def test_start_refuses_a_taken_spark_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli) -> None:
-    spawned = []
-    monkeypatch.setattr(manager, "spawn", lambda *a, **k: spawned.append(a))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = sock.getsockname()[1]
-        s = settings_for(tmp_path, airflow_port=free_port(), mlflow_port=free_port(), spark_connect_port=port)
-        with pytest.raises(StackError) as exc:
-            manager.start_stack(s)
-        assert f"Port {port}" in exc.value.message and "spark" in exc.value.message
+            manager.start_stack(settings_for(tmp_path, **fields))
+        assert f"Port {port}" in exc.value.message and component in exc.value.message
         assert exc.value.exit_code == ExitCode.STACK
-        assert "MLOPSCTL_SPARK_CONNECT_PORT" in exc.value.hint
-        # the CLI: exit 11 and the hint
-        code, _out, err = cli(
-            "-C", str(tmp_path), "dev", "start", "--airflow-port", str(free_port()), "--mlflow-port",
-            str(free_port()), "--spark-port", str(port),
-        )
+        assert env_var in exc.value.hint
+        # the same through the CLI: exit 11, the hint on stderr
+        code, _out, err = cli("-C", str(tmp_path), "dev", "start", *(f"{k}={v}" for k, v in flags.items()))
     assert code == ExitCode.STACK, err
-    assert f"Port {port}" in err and "MLOPSCTL_SPARK_CONNECT_PORT" in err
+    assert f"Port {port}" in err and env_var in err
     assert spawned == []
 
 
