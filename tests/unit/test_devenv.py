@@ -421,7 +421,8 @@ def test_start_refuses_a_taken_port_before_spawning(
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        flags = {"--airflow-port": free_port(), "--mlflow-port": free_port(), "--spark-port": free_port(), flag: port}
+        flags = {"--airflow-port": free_port(), "--mlflow-port": free_port(), "--spark-port": free_port()}
+        flags[flag] = port
         fields = dict(zip(("airflow_port", "mlflow_port", "spark_connect_port"), flags.values(), strict=True))
         assert fields[field] == port
         with pytest.raises(StackError) as exc:
