@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from mlopsctl.devenv import health as hc
 from mlopsctl.devenv.process import (
@@ -665,8 +666,6 @@ def spark_server_down(settings: Settings) -> str | None:
     """None when the Spark Connect server the DAG tasks use (`settings.spark_remote`) serves; otherwise one
     line saying why not and what to do. Cheap (PID file, one socket probe): meant to be called before a run
     is triggered. For the embedded server it also checks that this state dir's server process is alive."""
-    from urllib.parse import urlparse
-
     if not settings.spark_remote_is_local:
         parsed = urlparse(settings.spark_remote)
         host, port = parsed.hostname or "", parsed.port or CONNECT_DEFAULT_PORT
