@@ -186,6 +186,7 @@ def test_spark_server_runs_in_the_foreground_on_loopback(
     assert conf["spark.connect.grpc.binding.port"] == "18003" and spec.port == 18003
     assert conf["spark.driver.bindAddress"] == conf["spark.driver.host"] == "127.0.0.1"
     assert conf["spark.ui.enabled"] == "false"
+    assert "-Djava.net.preferIPv4Stack=true" in conf["spark.driver.extraJavaOptions"]  # listeners on 127.0.0.1
     assert conf["spark.sql.shuffle.partitions"] == "2"
     assert conf["spark.local.dir"].startswith(str(layout.spark_dir))
     assert spec.cwd == layout.spark_dir
