@@ -23,8 +23,7 @@ from bench.common import (
     run_cmd,
     tree_memory,
 )
-
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "mlflow")
+from mlopsctl.devenv.stack import COMPONENTS
 
 
 @dataclass
@@ -32,6 +31,7 @@ class LocalStack:
     state: Path
     airflow_port: int
     mlflow_port: int
+    spark_port: int
     extra_env: dict[str, str] = field(default_factory=dict)
     running: bool = False
 
@@ -50,6 +50,7 @@ class LocalStack:
                 "MLOPSCTL_STATE_DIR": str(self.state),
                 "MLOPSCTL_AIRFLOW_PORT": str(self.airflow_port),
                 "MLOPSCTL_MLFLOW_PORT": str(self.mlflow_port),
+                "MLOPSCTL_SPARK_CONNECT_PORT": str(self.spark_port),
                 "MLOPSCTL_AIRFLOW_URL": self.airflow_url,
                 "MLOPSCTL_MLFLOW_TRACKING_URI": self.mlflow_url,
                 "MLOPSCTL_START_TIMEOUT": "300",
@@ -69,7 +70,8 @@ class LocalStack:
         from mlopsctl.settings import Settings
 
         return Settings(project_dir=ROOT, state_dir=self.state, airflow_port=self.airflow_port,
-                        mlflow_port=self.mlflow_port, airflow_url=self.airflow_url,
+                        mlflow_port=self.mlflow_port, spark_connect_port=self.spark_port,
+                        airflow_url=self.airflow_url,
                         mlflow_tracking_uri=self.mlflow_url, **_settings_extra(self.extra_env))
 
     def start(self) -> float:
@@ -141,7 +143,7 @@ def _settings_extra(extra_env: dict[str, str]) -> dict[str, Any]:
 def new_stack(ctx: BenchContext, name: str = "stack") -> LocalStack:
     state = ctx.work / name / ".mlopsctl"
     state.parent.mkdir(parents=True, exist_ok=True)
-    return LocalStack(state=state, airflow_port=free_port(), mlflow_port=free_port())
+    return LocalStack(state=state, airflow_port=free_port(), mlflow_port=free_port(), spark_port=free_port())
 
 
 def shared_stack(ctx: BenchContext) -> LocalStack:

@@ -14,6 +14,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AuthKind = Literal["password", "token", "none"]
+#: Spark Connect's own default port (a sc:// URL without a port means this one)
+CONNECT_DEFAULT_PORT = 15002
 
 
 class Settings(BaseSettings):
@@ -77,12 +79,32 @@ class Settings(BaseSettings):
     mlflow_port: int = Field(default=5000, ge=1, le=65535, description="Local MLflow server port.")
     parallelism: int = Field(default=4, ge=1, le=64, description="Local Airflow task slots (AIRFLOW__CORE__PARALLELISM).")
     start_timeout: float = Field(default=180.0, gt=0, description="Seconds `dev start` waits for health.")
+    spark_connect_port: int = Field(
+        default=CONNECT_DEFAULT_PORT,
+        ge=1,
+        le=65535,
+        description="Local Spark Connect server port (gRPC, 127.0.0.1).",
+    )
+    spark_driver_memory: str = Field(
+        default="768m",
+        pattern=r"^[1-9][0-9]*[kKmMgGtT]$",
+        description="Heap of the local Spark Connect server's JVM (spark.driver.memory), e.g. 768m, 2g.",
+    )
 
     # --- compute (read by the DAGs at run time) ------------------------------------------------
     compute: str = Field(
         default="local", description="Spark backend: local, a Spark master URL (spark://host:7077), or databricks."
     )
-    spark_master: str = Field(default="local[*]", description="Master for the local backend.")
+    spark_master: str = Field(
+        default="local[*]",
+        description="Master of the local Spark Connect server (and of spark-submit where no server is set): "
+        "local[*], local[N], or spark://host:7077 to put the server in front of a standalone cluster.",
+    )
+    spark_remote: str = Field(
+        default=f"sc://127.0.0.1:{CONNECT_DEFAULT_PORT}",
+        description="Spark Connect URL the DAG tasks run their jobs on. Default: the local stack's server, "
+        "sc://127.0.0.1:<spark_connect_port>.",
+    )
 
     @field_validator("airflow_url", "mlflow_ui_url")
     @classmethod
@@ -110,6 +132,26 @@ class Settings(BaseSettings):
             return value
         raise ValueError(f"must be http(s)://host[:port], databricks, or file:/sqlite: URI, got {value!r}")
 
+    @field_validator("spark_remote")
+    @classmethod
+    def _connect_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        params = {p.split("=", 1)[0].strip().lower() for p in parsed.path.lstrip("/").split(";") if p}
+        if "token" in params:  # checked first: the messages below echo the value
+            raise ValueError(
+                "must not carry a token (the URL is passed around in plain text): "
+                "set SPARK_CONNECT_AUTHENTICATE_TOKEN in the environment instead"
+            )
+        if parsed.scheme != "sc" or not parsed.hostname:
+            raise ValueError(f"must be a Spark Connect URL sc://host:port, got {value!r}")
+        try:
+            parsed.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        if parsed.path not in ("", "/") and not parsed.path.startswith("/;"):
+            raise ValueError(f"expected sc://host:port[/;param=value...], got {value!r}")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         self.project_dir = self.project_dir.expanduser().resolve()
@@ -122,6 +164,8 @@ class Settings(BaseSettings):
             self.airflow_url = self.local_airflow_url
         if "mlflow_tracking_uri" not in self.model_fields_set:
             self.mlflow_tracking_uri = self.local_mlflow_url
+        if "spark_remote" not in self.model_fields_set:
+            self.spark_remote = self.local_spark_remote
         return self
 
     # --- derived -------------------------------------------------------------------------------
@@ -137,6 +181,17 @@ class Settings(BaseSettings):
     @property
     def local_mlflow_url(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def local_spark_remote(self) -> str:
+        return f"sc://127.0.0.1:{self.spark_connect_port}"
+
+    @property
+    def spark_remote_is_local(self) -> bool:
+        """True when the tasks' Spark Connect URL is the embedded stack's own server."""
+        parsed = urlparse(self.spark_remote)
+        port = parsed.port or CONNECT_DEFAULT_PORT
+        return parsed.hostname in ("127.0.0.1", "localhost", "::1") and port == self.spark_connect_port
 
     @property
     def mlflow_ui(self) -> str:

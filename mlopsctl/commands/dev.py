@@ -1,4 +1,5 @@
-"""`mlopsctl dev start|stop|status|logs`: the embedded local stack (Airflow 3 + MLflow on 127.0.0.1)."""
+"""`mlopsctl dev start|stop|status|logs`: the embedded local stack (Airflow 3, MLflow and a Spark Connect
+server on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ import typer
 
 from mlopsctl.commands._common import JsonOpt, app_context
 from mlopsctl.context import AppContext
+from mlopsctl.devenv.stack import COMPONENTS
 from mlopsctl.errors import InputError
 from mlopsctl.extras import require_local_extra
 
 app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    help="The embedded local stack: real Airflow 3 (api-server, scheduler, dag-processor, triggerer) and an "
-    "MLflow server on 127.0.0.1, state under <project>/.mlopsctl. No Docker.",
+    help="The embedded local stack: real Airflow 3 (api-server, scheduler, dag-processor, triggerer), an "
+    "MLflow server and a Spark Connect server (spark) on 127.0.0.1, state under <project>/.mlopsctl. "
+    "No Docker.",
 )
-
-COMPONENT_NAMES = ("api-server", "scheduler", "dag-processor", "triggerer", "mlflow")
 
 AirflowPortOpt = Annotated[
     int | None,
@@ -42,14 +43,25 @@ MlflowPortOpt = Annotated[
         show_default=False,
     ),
 ]
+SparkPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--spark-port",
+        min=1,
+        max=65535,
+        help="Spark Connect server port. [env: MLOPSCTL_SPARK_CONNECT_PORT]",
+        show_default=False,
+    ),
+]
 
 
-def _with_ports(actx: AppContext, airflow_port: int | None, mlflow_port: int | None) -> None:
-    if airflow_port is not None:
-        actx.overrides["airflow_port"] = airflow_port
-    if mlflow_port is not None:
-        actx.overrides["mlflow_port"] = mlflow_port
-    if airflow_port is not None or mlflow_port is not None:
+def _with_ports(
+    actx: AppContext, airflow_port: int | None, mlflow_port: int | None, spark_port: int | None
+) -> None:
+    given = {"airflow_port": airflow_port, "mlflow_port": mlflow_port, "spark_connect_port": spark_port}
+    given = {key: value for key, value in given.items() if value is not None}
+    if given:
+        actx.overrides.update(given)
         actx.__dict__.pop("settings", None)
 
 
@@ -120,6 +132,7 @@ def start(
     ctx: typer.Context,
     airflow_port: AirflowPortOpt = None,
     mlflow_port: MlflowPortOpt = None,
+    spark_port: SparkPortOpt = None,
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -142,7 +155,7 @@ def start(
     from mlopsctl.devenv.manager import start_stack
 
     actx = app_context(ctx, json_output)
-    _with_ports(actx, airflow_port, mlflow_port)
+    _with_ports(actx, airflow_port, mlflow_port, spark_port)
     settings = actx.settings
     with _Progress(actx) as progress:
         result = start_stack(settings, on_progress=progress, timeout=timeout)
@@ -164,6 +177,7 @@ def start(
         soft_wrap=True,
     )
     console.print(f"MLflow UI   {result.mlflow_url}", soft_wrap=True)
+    console.print(f"Spark       {result.spark_url}   (Spark Connect)", soft_wrap=True)
     n_dags = sum(len(v) for v in result.dags.values())
     console.print(f"DAGs        {n_dags} from {result.dags_folder}", soft_wrap=True)
     console.info(
@@ -211,6 +225,7 @@ def status(
     ctx: typer.Context,
     airflow_port: AirflowPortOpt = None,
     mlflow_port: MlflowPortOpt = None,
+    spark_port: SparkPortOpt = None,
     show_password: Annotated[
         bool, typer.Option("--show-password", help="Also print the local admin password.")
     ] = False,
@@ -227,7 +242,7 @@ def status(
     from mlopsctl.errors import ExitCode
 
     actx = app_context(ctx, json_output)
-    _with_ports(actx, airflow_port, mlflow_port)
+    _with_ports(actx, airflow_port, mlflow_port, spark_port)
     st = stack_status(actx.settings)
     password = read_password(actx.settings) if show_password else None
     if json_output:
@@ -269,6 +284,7 @@ def status(
                 soft_wrap=True,
             )
             actx.console.print(f"MLflow UI   {st.mlflow_url}", soft_wrap=True)
+            actx.console.print(f"Spark       {st.spark_url}   (Spark Connect)", soft_wrap=True)
         if show_password:
             actx.console.print(f"Password    {password or '(none yet: run `mlopsctl dev start`)'}")
         if not st.running:
@@ -321,7 +337,7 @@ def logs(
     component: Annotated[
         str | None,
         typer.Argument(
-            help=f"One of: {', '.join(COMPONENT_NAMES)}, db-migrate. Default: all components.",
+            help=f"One of: {', '.join(COMPONENTS)}, db-migrate. Default: all components.",
             show_default=False,
         ),
     ] = None,
@@ -343,10 +359,10 @@ def logs(
     from mlopsctl.devenv.process import tail
 
     actx = app_context(ctx)
-    valid = (*COMPONENT_NAMES, "db-migrate")
+    valid = (*COMPONENTS, "db-migrate")
     if component is not None and component not in valid:
         raise InputError(f"Unknown component {component!r}.", hint=f"Use one of: {', '.join(valid)}.")
-    names = [component] if component else list(COMPONENT_NAMES)
+    names = [component] if component else list(COMPONENTS)
     paths = {name: log_file(actx.settings, name) for name in names}
     if component and not paths[component].exists() and not follow:
         raise InputError(

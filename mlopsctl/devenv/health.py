@@ -1,11 +1,13 @@
-"""Real health of the local stack: Airflow's health JSON, MLflow's /health, and the DAG files parsed.
+"""Real health of the local stack: Airflow's health JSON, MLflow's /health, the Spark Connect server's gRPC
+endpoint, and the DAG files parsed.
 
-Plain httpx for the unauthenticated probes (they must not retry or raise: they are polled); DAG and
+Plain httpx/sockets for the unauthenticated probes (they must not retry or raise: they are polled); DAG and
 import-error listings go through `mlopsctl.airflow.client.AirflowClient`.
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +59,38 @@ def mlflow_healthy(base_url: str, *, timeout: httpx.Timeout | float = _PROBE_TIM
     except httpx.HTTPError:
         return False
     return resp.status_code == 200
+
+
+# HTTP/2 connection preface + an empty SETTINGS frame (RFC 9113, 3.4): what every gRPC client sends first
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_H2_SETTINGS = 0x4
+
+
+def grpc_serving(host: str, port: int, *, timeout: float = 2.0) -> bool:
+    """True if a gRPC (HTTP/2) server answers on host:port: it must reply to the connection preface with its
+    own SETTINGS frame. Stronger than an accepted TCP connection (the kernel accepts for a hung process too),
+    and needs no gRPC library."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(_H2_PREFACE)
+            header = b""
+            while len(header) < 9:  # frame header: length(3) type(1) flags(1) stream id(4)
+                chunk = sock.recv(9 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+    except OSError:
+        return False
+    return header[3] == _H2_SETTINGS
+
+
+def tcp_accepts(host: str, port: int, *, timeout: float = 2.0) -> bool:
+    """True if host:port accepts a TCP connection (for TLS endpoints, where grpc_serving cannot look)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def expected_dag_files(folder: Path) -> list[Path]:

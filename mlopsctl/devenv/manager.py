@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from mlopsctl.devenv import health as hc
 from mlopsctl.devenv.process import (
@@ -34,9 +35,12 @@ from mlopsctl.devenv.stack import (
     ADMIN_USER,
     AIRFLOW_COMPONENTS,
     COMPONENTS,
+    CONNECT_PORT_CONF,
     HEALTH_KEYS,
     HEARTBEAT_KEYS,
+    PORT_ENV_VARS,
     STACK_MARKER,
+    START_ORDER,
     StackLayout,
     airflow_env,
     component_specs,
@@ -48,6 +52,7 @@ from mlopsctl.devenv.stack import (
     write_migrate_stamp,
 )
 from mlopsctl.errors import StackError
+from mlopsctl.settings import CONNECT_DEFAULT_PORT
 
 if TYPE_CHECKING:
     from mlopsctl.settings import Settings
@@ -144,6 +149,7 @@ class StackStatus:
     mlflow_url: str
     passwords_file: Path
     components: list[ComponentState]
+    spark_url: str = ""
 
     @property
     def running(self) -> list[str]:
@@ -170,6 +176,7 @@ class StackStatus:
             "state_dir": str(self.state_dir),
             "airflow_url": self.airflow_url,
             "mlflow_url": self.mlflow_url,
+            "spark_url": self.spark_url,
             "username": ADMIN_USER,
             "passwords_file": str(self.passwords_file),
             "running": self.all_running,
@@ -195,6 +202,7 @@ class StartResult:
     dags_folder: Path
     dags: dict[str, list[str]] = field(default_factory=dict)
     import_errors: dict[str, str] = field(default_factory=dict)
+    spark_url: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -204,6 +212,7 @@ class StartResult:
             "migrated": self.migrated,
             "airflow_url": self.airflow_url,
             "mlflow_url": self.mlflow_url,
+            "spark_url": self.spark_url,
             "username": self.username,
             "passwords_file": str(self.passwords_file),
             "dags_folder": str(self.dags_folder),
@@ -242,17 +251,33 @@ def _ports(settings: Settings) -> dict[str, int | None]:
         "dag-processor": None,
         "triggerer": None,
         "mlflow": settings.mlflow_port,
+        "spark": settings.spark_connect_port,
     }
 
 
 def recorded_port(record: PidRecord | None) -> int | None:
-    """The --port a running component was started with (from its PID file)."""
-    if record is None or "--port" not in record.argv:
+    """The port a running component was started with (from the argv in its PID file: `--port N`, or the
+    Spark Connect server's `--conf spark.connect.grpc.binding.port=N`)."""
+    if record is None:
         return None
-    try:
-        return int(record.argv[record.argv.index("--port") + 1])
-    except (IndexError, ValueError):
-        return None
+    argv = record.argv
+    for i, arg in enumerate(argv):
+        if arg == "--port" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(CONNECT_PORT_CONF + "="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def spark_serving(port: int) -> bool:
+    """The local Spark Connect server answers gRPC on 127.0.0.1:port."""
+    return hc.grpc_serving("127.0.0.1", port)
 
 
 def _airflow_component_health(health: dict[str, Any] | None, name: str, since: float | None = None) -> str:
@@ -274,7 +299,7 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
     records = _records(layout)
     ports = _ports(settings)
     alive = {name: process_of(rec) for name, rec in records.items()}
-    for name in ("api-server", "mlflow"):  # a running stack reports the ports it really uses
+    for name in PORT_ENV_VARS:  # a running stack reports the ports it really uses
         if alive[name] is not None:
             ports[name] = recorded_port(records[name]) or ports[name]
     airflow_url = f"http://127.0.0.1:{ports['api-server']}"
@@ -283,6 +308,8 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
     if probe and alive.get("api-server") is not None:
         health = hc.airflow_health(airflow_url)
     mlflow_ok = probe and alive.get("mlflow") is not None and hc.mlflow_healthy(mlflow_url)
+    spark_port = ports["spark"] or settings.spark_connect_port
+    spark_ok = probe and alive.get("spark") is not None and spark_serving(spark_port)
     states = []
     for name in COMPONENTS:
         rec, proc = records[name], alive[name]
@@ -304,6 +331,8 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
             h = "unknown"
         elif name == "mlflow":
             h = "healthy" if mlflow_ok else "unhealthy"
+        elif name == "spark":
+            h = "healthy" if spark_ok else "unhealthy"
         elif name == "api-server":
             h = "healthy" if health is not None else "unhealthy"
         else:
@@ -322,7 +351,8 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
                 pss_bytes=pss,
             )
         )
-    return StackStatus(layout.state, airflow_url, mlflow_url, layout.passwords_file, states)
+    spark_url = f"sc://127.0.0.1:{spark_port}"
+    return StackStatus(layout.state, airflow_url, mlflow_url, layout.passwords_file, states, spark_url)
 
 
 # --------------------------------------------------------------------------------------------- start
@@ -422,6 +452,8 @@ def _wait_healthy(
                 continue
             if name == "mlflow":
                 healthy = hc.mlflow_healthy(settings.local_mlflow_url)
+            elif name == "spark":
+                healthy = spark_serving(settings.spark_connect_port)
             elif name == "api-server":
                 healthy = health is not None and hc.component_status(health, "metadatabase") == "healthy"
             else:
@@ -491,10 +523,9 @@ def start_stack(
     dag_files = hc.expected_dag_files(folder)
 
     records = _records(layout)
-    for name, env_var, port in (
-        ("api-server", "MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
-        ("mlflow", "MLOPSCTL_MLFLOW_PORT", settings.mlflow_port),
-    ):
+    wanted = _ports(settings)
+    for name, env_var in PORT_ENV_VARS.items():
+        port = wanted[name]
         actual = recorded_port(records[name]) if process_of(records[name]) is not None else None
         if actual is not None and actual != port:
             raise StackError(
@@ -512,14 +543,9 @@ def start_stack(
     for name in to_start:
         _cleanup_stale(name, records[name], layout)
 
-    ports = {
-        "api-server": ("MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
-        "mlflow": ("MLOPSCTL_MLFLOW_PORT", settings.mlflow_port),
-    }
-    for name in to_start:
-        if name in ports:
-            env_var, port = ports[name]
-            _check_port(name, port, env_var)
+    for name in PORT_ENV_VARS:
+        if name in to_start:
+            _check_port(name, wanted[name], PORT_ENV_VARS[name])  # type: ignore[arg-type]
 
     migrated = False
     if any(n in AIRFLOW_COMPONENTS for n in to_start) and migration_needed(layout):
@@ -533,8 +559,7 @@ def start_stack(
 
     started: dict[str, PidRecord] = {}
     procs: dict[str, subprocess.Popen] = {}
-    order = ["mlflow", "api-server", "scheduler", "dag-processor", "triggerer"]
-    for name in order:
+    for name in START_ORDER:
         if name not in to_start:
             continue
         proc, record = spawn(specs[name], layout.log_file(name), layout.pid_file(name))
@@ -578,6 +603,7 @@ def start_stack(
         dags_folder=folder,
         dags=report.dags_by_file,
         import_errors=report.import_errors,
+        spark_url=settings.local_spark_remote,
     )
 
 
@@ -631,3 +657,37 @@ def read_password(settings: Settings) -> str | None:
 
 def log_file(settings: Settings, component: str) -> Path:
     return StackLayout.from_settings(settings).log_file(component)
+
+
+# --------------------------------------------------------------------------------------------- Spark server
+
+
+def spark_server_down(settings: Settings) -> str | None:
+    """None when the Spark Connect server the DAG tasks use (`settings.spark_remote`) serves; otherwise one
+    line saying why not and what to do. Cheap (PID file, one socket probe): meant to be called before a run
+    is triggered. For the embedded server it also checks that this state dir's server process is alive."""
+    if not settings.spark_remote_is_local:
+        parsed = urlparse(settings.spark_remote)
+        host, port = parsed.hostname or "", parsed.port or CONNECT_DEFAULT_PORT
+        tls = "use_ssl=true" in parsed.path.lower().replace(" ", "")
+        serving = hc.tcp_accepts(host, port) if tls else hc.grpc_serving(host, port)
+        if serving:
+            return None
+        return (
+            f"The Spark Connect server at {settings.spark_remote} (MLOPSCTL_SPARK_REMOTE) does not answer."
+        )
+    layout = StackLayout.from_settings(settings)
+    log = layout.log_file("spark")
+    record = read_pid_file(layout.pid_file("spark"))
+    if record is None or process_of(record) is None:
+        return (
+            f"The local Spark Connect server is not running (state dir {layout.state}; log {log}): "
+            "start it with `mlopsctl dev start`."
+        )
+    port = recorded_port(record) or settings.spark_connect_port
+    if not spark_serving(port):
+        return (
+            f"The local Spark Connect server (pid {record.pid}) does not answer on 127.0.0.1:{port} yet "
+            f"(still starting, or hung; log {log}): check `mlopsctl dev status`."
+        )
+    return None

@@ -103,7 +103,7 @@ def process_of(record: PidRecord | None) -> psutil.Process | None:
             return None
         if record.create_time < 0:  # bare-PID file: fall back to the command line
             cmd = " ".join(proc.cmdline())
-            return proc if ("airflow" in cmd or "mlflow" in cmd) else None
+            return proc if any(word in cmd for word in ("airflow", "mlflow", "spark")) else None
         if abs(proc.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE:
             return None
         return proc

@@ -1,9 +1,10 @@
 """Lifecycle of the real local stack (`mlopsctl dev start|stop|status|logs`) on the session stack.
 
 The tests run in file order and share the one session stack to stay cheap on a 2-core CI machine: start
-twice, status, a port already taken (refused before anything is spawned), a `kill -9` of the scheduler
-(restarted alone, its orphaned workers cleaned up), then stop (nothing left) and start again (warm), so
-the stack is up again for the tests that follow.
+twice, status, a real Spark Connect client of the stack's Spark server, a port already taken (refused before
+anything is spawned), a `kill -9` of the scheduler and of the Spark server (each restarted alone, orphans
+cleaned up), then stop (nothing left) and start again (warm), so the stack is up again for the tests that
+follow.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlopsctl.devenv.manager import stack_status, start_stack
+from mlopsctl.devenv.manager import spark_server_down, stack_status, start_stack
 from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
 from mlopsctl.devenv.stack import COMPONENTS, StackLayout
 from mlopsctl.errors import ExitCode, StackError
@@ -69,6 +70,7 @@ def test_components_listen_only_on_loopback(local_stack: LocalStack) -> None:
     assert {c.laddr.port for c in listening} >= {
         local_stack.settings.airflow_port,
         local_stack.settings.mlflow_port,
+        local_stack.settings.spark_connect_port,
     }
     assert all(c.laddr.ip == "127.0.0.1" for c in listening), [(c.pid, c.laddr) for c in listening]
 
@@ -99,6 +101,8 @@ def test_status_json_reports_every_component(
     assert set(comps) == set(COMPONENTS)
     assert comps["api-server"]["port"] == local_stack.settings.airflow_port
     assert comps["mlflow"]["port"] == local_stack.settings.mlflow_port
+    assert comps["spark"]["port"] == local_stack.settings.spark_connect_port
+    assert data["spark_url"] == local_stack.spark_remote
     for c in comps.values():
         assert c["health"] == "healthy" and c["pid"] and c["rss_bytes"] > 0
     assert data["total_rss_bytes"] == sum(c["rss_bytes"] for c in comps.values())
@@ -109,6 +113,47 @@ def test_status_json_reports_every_component(
     code, out, err = cli("dev", "status", "--json", "--show-password")
     assert code == 0, err
     assert json.loads(out)["password"] == local_stack.password
+
+
+def _listening(record: PidRecord) -> list:
+    """Listening sockets of a component's whole process tree (for Spark: the JVM and its Python workers)."""
+    tree = {p.pid for p in tree_of(record)}
+    return [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in tree]
+
+
+def _connect_round_trip(url: str) -> tuple[int, str]:
+    """A real Spark Connect client: a plain count, and a mapInPandas (Python workers of the server)."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.remote(url).create()  # never an existing default session of the process
+    try:
+        count = spark.range(10).count()
+
+        def worker_python(batches):
+            import sys as worker_sys
+
+            import pandas as pd
+
+            for _ in batches:
+                yield pd.DataFrame({"python": [worker_sys.executable]})
+
+        python = spark.range(1).mapInPandas(worker_python, "python string").collect()[0]["python"]
+    finally:
+        spark.stop()
+    return count, python
+
+
+def test_spark_connect_server_serves_clients_on_loopback(local_stack: LocalStack) -> None:
+    assert spark_server_down(local_stack.settings) is None
+    count, python = _connect_round_trip(local_stack.spark_remote)
+    assert count == 10
+    assert python == sys.executable  # the Python workers run this venv (sklearn, pandas, pyarrow)
+    record = read_pid_file(StackLayout(local_stack.state_dir).pid_file("spark"))
+    assert record is not None
+    listening = _listening(record)
+    assert local_stack.settings.spark_connect_port in {c.laddr.port for c in listening}
+    assert len(listening) >= 3  # gRPC, driver RPC, block manager: all of them on loopback
+    assert all(c.laddr.ip == "127.0.0.1" for c in listening), [(c.pid, c.laddr) for c in listening]
 
 
 def test_logs_prints_a_component_log(local_stack: LocalStack, cli_env: dict[str, str], cli) -> None:
@@ -140,6 +185,16 @@ def test_port_in_use_is_refused_before_spawning(local_stack: LocalStack, tmp_pat
     assert f"Port {port}" in err and "mlflow" in err and "MLOPSCTL_MLFLOW_PORT" in err
     assert not any(layout.pid_file(n).exists() for n in COMPONENTS)
 
+    # the Spark Connect port: the session stack's own server holds it
+    spark_port = local_stack.settings.spark_connect_port
+    code, _out, err = cli(
+        "-C", str(project), "dev", "start", "--airflow-port", str(free_port()), "--mlflow-port",
+        str(free_port()), "--spark-port", str(spark_port),
+    )
+    assert code == ExitCode.STACK, err
+    assert f"Port {spark_port}" in err and "spark" in err and "MLOPSCTL_SPARK_CONNECT_PORT" in err
+    assert not any(layout.pid_file(n).exists() for n in COMPONENTS)
+
 
 def test_start_after_kill_9_restarts_only_the_dead_component(local_stack: LocalStack) -> None:
     layout = StackLayout(local_stack.state_dir)
@@ -164,6 +219,55 @@ def test_start_after_kill_9_restarts_only_the_dead_component(local_stack: LocalS
     assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], (
         "orphans remain"
     )
+    assert stack_status(local_stack.settings).all_healthy
+
+
+def test_a_dead_spark_server_is_reported_and_restarted_alone(
+    local_stack: LocalStack, cli_env: dict[str, str], cli
+) -> None:
+    layout = StackLayout(local_stack.state_dir)
+    before = _pids(local_stack)
+    record = read_pid_file(layout.pid_file("spark"))
+    assert record is not None
+    port = local_stack.settings.spark_connect_port
+    try:
+        tree = tree_of(record)
+        os.kill(record.pid, signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(record.pid)], timeout=30)
+
+        reason = spark_server_down(local_stack.settings)
+        assert reason and "not running" in reason and str(layout.log_file("spark")) in reason
+        code, out, err = cli("dev", "status", "--json")
+        assert code == ExitCode.STACK, err
+        comps = {c["component"]: c for c in json.loads(out)["components"]}
+        assert comps["spark"]["health"] == "stopped" and not comps["spark"]["running"]
+        assert all(c["health"] == "healthy" for name, c in comps.items() if name != "spark")
+
+        # something else grabbed the port meanwhile: `dev start` refuses with the STACK exit code and a hint,
+        # touching none of the running components
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            code, _out, err = cli("dev", "start")
+        assert code == ExitCode.STACK, err
+        assert f"Port {port}" in err and "spark" in err and "MLOPSCTL_SPARK_CONNECT_PORT" in err
+        others = {n: read_pid_file(layout.pid_file(n)) for n in COMPONENTS if n != "spark"}
+        assert {n: r.pid for n, r in others.items() if r} == {k: v for k, v in before.items() if k != "spark"}
+        assert all(tree_of(r) for r in others.values() if r)
+
+        code, _out, err = cli("dev", "start")
+        assert code == 0, err
+        after = _pids(local_stack)
+        assert after["spark"] != record.pid
+        assert {k: v for k, v in after.items() if k != "spark"} == {
+            k: v for k, v in before.items() if k != "spark"
+        }
+        assert not [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "orphans"
+        assert spark_server_down(local_stack.settings) is None
+        assert _connect_round_trip(local_stack.spark_remote)[0] == 10
+    finally:  # the stack is shared: whatever happened above, leave it whole
+        start_stack(local_stack.settings)
     assert stack_status(local_stack.settings).all_healthy
 
 

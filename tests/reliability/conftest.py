@@ -1,7 +1,8 @@
 """Reliability suite fixtures.
 
 `local_stack` is the session stack of tests/fixtures/stack.py. For local iteration only, an already
-running stack can be reused by setting MLOPSCTL_TEST_REUSE_STACK=<project dir>,<airflow port>,<mlflow port>
+running stack can be reused by setting
+MLOPSCTL_TEST_REUSE_STACK=<project dir>,<airflow port>,<mlflow port>[,<spark connect port, default 15002>]
 (CI never sets it: the suite then starts and stops its own stack like every other integration test).
 """
 
@@ -19,10 +20,14 @@ if _REUSE:
 
     @pytest.fixture(scope="session")
     def local_stack() -> Iterator[object]:
+        from mlopsctl.settings import CONNECT_DEFAULT_PORT
         from tests.fixtures.stack import LocalStack, stack_settings
 
-        project, airflow_port, mlflow_port = _REUSE.split(",")
-        yield LocalStack(stack_settings(Path(project), int(airflow_port), int(mlflow_port)))
+        project, airflow_port, mlflow_port, *spark = _REUSE.split(",")
+        spark_port = int(spark[0]) if spark else CONNECT_DEFAULT_PORT
+        yield LocalStack(
+            stack_settings(Path(project), int(airflow_port), int(mlflow_port), spark_connect_port=spark_port)
+        )
 
 
 @pytest.fixture

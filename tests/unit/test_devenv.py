@@ -31,6 +31,7 @@ from mlopsctl.devenv.process import (
 from mlopsctl.devenv.stack import (
     COMPONENTS,
     STACK_MARKER,
+    START_ORDER,
     ComponentSpec,
     StackLayout,
     airflow_env,
@@ -131,7 +132,8 @@ def test_dags_and_spark_jobs_fall_back_to_the_bundled_ones(tmp_path: Path) -> No
 def test_component_commands_bind_loopback_and_skip_log_servers(tmp_path: Path) -> None:
     s = settings_for(tmp_path, airflow_port=18001, mlflow_port=18002)
     specs = component_specs(s)
-    assert list(specs) == ["mlflow", "api-server", "scheduler", "dag-processor", "triggerer"]
+    assert list(specs) == ["spark", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer"]
+    assert list(specs) == list(START_ORDER) and set(specs) == set(COMPONENTS)
     api = specs["api-server"].argv
     assert api[api.index("--host") + 1] == "127.0.0.1" and api[api.index("--port") + 1] == "18001"
     assert "--skip-serve-logs" in specs["scheduler"].argv and "--skip-serve-logs" in specs["triggerer"].argv
@@ -143,9 +145,111 @@ def test_component_commands_bind_loopback_and_skip_log_servers(tmp_path: Path) -
     assert specs["mlflow"].env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
 
-def test_same_port_for_both_servers_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot share port"):
-        component_specs(settings_for(tmp_path, airflow_port=18003, mlflow_port=18003))
+def _conf(argv: list[str]) -> dict[str, str]:
+    return dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--conf")
+
+
+def test_spark_server_runs_in_the_foreground_on_loopback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPARK_REMOTE", "sc://elsewhere.example:15002")  # a client setting of the caller
+    s = settings_for(
+        tmp_path, airflow_port=18001, mlflow_port=18002, spark_connect_port=18003, spark_master="local[2]",
+        spark_driver_memory="640m",
+    )
+    layout = StackLayout.from_settings(s)
+    spec = component_specs(s, layout)["spark"]
+    argv = spec.argv
+    home = Path(spec.env["SPARK_HOME"])
+    # pyspark's own distribution: its spark-submit, its Connect server class, in the foreground (not the
+    # daemonizing sbin/start-connect-server.sh)
+    assert argv[0] == str(home / "bin" / "spark-submit") and Path(argv[0]).is_file()
+    assert list(home.glob("jars/spark-connect_*.jar"))
+    assert argv[argv.index("--class") + 1] == "org.apache.spark.sql.connect.service.SparkConnectServer"
+    assert "start-connect-server" not in " ".join(argv)
+    assert argv[argv.index("--master") + 1] == "local[2]"
+    assert argv[argv.index("--driver-memory") + 1] == "640m"
+    conf = _conf(argv)
+    assert conf["spark.connect.grpc.binding.address"] == "127.0.0.1"
+    assert conf["spark.connect.grpc.binding.port"] == "18003" and spec.port == 18003
+    assert conf["spark.driver.bindAddress"] == conf["spark.driver.host"] == "127.0.0.1"
+    assert conf["spark.ui.enabled"] == "false"
+    assert "-Djava.net.preferIPv4Stack=true" in conf["spark.driver.extraJavaOptions"]  # listeners on 127.0.0.1
+    assert conf["spark.sql.shuffle.partitions"] == "2"
+    assert conf["spark.local.dir"].startswith(str(layout.spark_dir))
+    assert spec.cwd == layout.spark_dir
+    env = spec.env
+    assert env["PYSPARK_PYTHON"] == sys.executable  # Python workers (mapInPandas) get this venv
+    assert env["SPARK_LOCAL_IP"] == "127.0.0.1" and env["SPARK_CONNECT_MODE"] == "0"
+    assert "SPARK_REMOTE" not in env
+    assert env[STACK_MARKER] == str(layout.state)
+    # the Airflow components (the tasks) are pointed at it; the master stays as the spark-submit fallback
+    aenv = airflow_env(s, layout)
+    assert aenv["MLOPSCTL_SPARK_REMOTE"] == "sc://127.0.0.1:18003"
+    assert aenv["MLOPSCTL_SPARK_MASTER"] == "local[2]"
+    # an explicit server elsewhere is what the tasks get
+    other = settings_for(tmp_path, spark_remote="sc://spark.example.com:15002")
+    assert airflow_env(other, layout)["MLOPSCTL_SPARK_REMOTE"] == "sc://spark.example.com:15002"
+
+
+@pytest.mark.parametrize(
+    ("master", "loopback", "partitions"),
+    [
+        ("local[*]", True, str(max(2, os.cpu_count() or 1))),
+        ("local[3,2]", True, "3"),
+        ("spark://127.0.0.1:7077", True, None),
+        ("spark://10.1.2.3:7077", False, None),
+    ],
+)
+def test_spark_server_in_front_of_a_cluster(
+    tmp_path: Path, master: str, loopback: bool, partitions: str | None
+) -> None:
+    s = settings_for(
+        tmp_path, airflow_port=18001, mlflow_port=18002, spark_connect_port=18003, spark_master=master
+    )
+    spec = component_specs(s)["spark"]
+    conf = _conf(spec.argv)
+    assert spec.argv[spec.argv.index("--master") + 1] == master
+    assert conf["spark.connect.grpc.binding.address"] == "127.0.0.1"  # the gRPC port is always loopback
+    # the driver binds to loopback only when its executors are on this machine
+    assert ("spark.driver.bindAddress" in conf) == loopback and ("SPARK_LOCAL_IP" in spec.env) == loopback
+    assert conf.get("spark.sql.shuffle.partitions") == partitions
+
+
+@pytest.mark.parametrize(
+    ("ports", "names"),
+    [
+        ({"airflow_port": 18003, "mlflow_port": 18003}, ("MLOPSCTL_AIRFLOW_PORT", "MLOPSCTL_MLFLOW_PORT")),
+        (
+            {"airflow_port": 18003, "spark_connect_port": 18003},
+            ("MLOPSCTL_AIRFLOW_PORT", "MLOPSCTL_SPARK_CONNECT_PORT"),
+        ),
+        (
+            {"mlflow_port": 18003, "spark_connect_port": 18003},
+            ("MLOPSCTL_MLFLOW_PORT", "MLOPSCTL_SPARK_CONNECT_PORT"),
+        ),
+    ],
+)
+def test_same_port_for_two_servers_is_a_config_error(tmp_path: Path, ports: dict, names: tuple) -> None:
+    with pytest.raises(ConfigError, match="cannot share port 18003") as exc:
+        component_specs(settings_for(tmp_path, **{"airflow_port": 18001, "mlflow_port": 18002, **ports}))
+    assert exc.value.exit_code == ExitCode.CONFIG
+    assert all(name in (exc.value.hint or "") for name in names)
+
+
+def test_spark_server_needs_java(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(ConfigError, match="Java") as exc:
+        component_specs(settings_for(tmp_path))
+    assert "JAVA_HOME" in (exc.value.hint or "")
+
+
+def test_recorded_port_of_each_server(tmp_path: Path) -> None:
+    spark = component_specs(settings_for(tmp_path, spark_connect_port=18777))["spark"]
+    assert manager.recorded_port(PidRecord("spark", 1, 0.0, spark.argv, 0.0)) == 18777
+    assert manager.recorded_port(PidRecord("mlflow", 1, 0.0, ["mlflow", "--port", "18778"], 0.0)) == 18778
+    assert manager.recorded_port(PidRecord("scheduler", 1, 0.0, ["airflow", "scheduler"], 0.0)) is None
 
 
 def test_migration_only_when_needed(tmp_path: Path) -> None:
@@ -289,19 +393,36 @@ def test_port_in_use_detection() -> None:
     assert not manager.port_in_use(port)
 
 
-def test_start_refuses_a_taken_port_before_spawning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("field", "flag", "component", "env_var"),
+    [
+        ("airflow_port", "--airflow-port", "api-server", "MLOPSCTL_AIRFLOW_PORT"),
+        ("mlflow_port", "--mlflow-port", "mlflow", "MLOPSCTL_MLFLOW_PORT"),
+        ("spark_connect_port", "--spark-port", "spark", "MLOPSCTL_SPARK_CONNECT_PORT"),
+    ],
+)
+def test_start_refuses_a_taken_port_before_spawning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, field: str, flag: str, component: str, env_var: str
+) -> None:
     spawned = []
     monkeypatch.setattr(manager, "spawn", lambda *a, **k: spawned.append(a))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        s = settings_for(tmp_path, airflow_port=port, mlflow_port=port + 1 if port < 65535 else port - 1)
+        flags = {"--airflow-port": free_port(), "--mlflow-port": free_port(), "--spark-port": free_port()}
+        flags[flag] = port
+        fields = dict(zip(("airflow_port", "mlflow_port", "spark_connect_port"), flags.values(), strict=True))
+        assert fields[field] == port
         with pytest.raises(StackError) as exc:
-            manager.start_stack(s)
-    assert f"Port {port}" in exc.value.message and "api-server" in exc.value.message
-    assert exc.value.exit_code == ExitCode.STACK
-    assert "MLOPSCTL_AIRFLOW_PORT" in exc.value.hint
+            manager.start_stack(settings_for(tmp_path, **fields))
+        assert f"Port {port}" in exc.value.message and component in exc.value.message
+        assert exc.value.exit_code == ExitCode.STACK
+        assert env_var in exc.value.hint
+        # the same through the CLI: exit 11, the hint on stderr
+        code, _out, err = cli("-C", str(tmp_path), "dev", "start", *(f"{k}={v}" for k, v in flags.items()))
+    assert code == ExitCode.STACK, err
+    assert f"Port {port}" in err and env_var in err
     assert spawned == []
 
 
@@ -314,7 +435,7 @@ def _fake_specs(tmp_path: Path, codes: dict[str, str]):
                 dict(os.environ, **{STACK_MARKER: str(settings.state)}),
                 tmp_path,
             )
-            for name in ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer")
+            for name in START_ORDER
         }
 
     return specs
@@ -354,6 +475,99 @@ def test_start_times_out_naming_the_unhealthy_component(
     assert "was not healthy after" in exc.value.message and exc.value.message.startswith("api-server")
     assert "MLOPSCTL_START_TIMEOUT" in exc.value.hint
     assert marked_processes(STACK_MARKER, str(s.state)) == []
+
+
+# ------------------------------------------------------------------------------------------ Spark probes
+
+
+class FakeServer:
+    """A TCP listener on 127.0.0.1 in a thread: `grpc` answers the HTTP/2 preface with a SETTINGS frame like a
+    gRPC server; otherwise it accepts and stays silent (a hung process)."""
+
+    def __init__(self, grpc: bool):
+        import threading
+
+        self.grpc = grpc
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.grpc:
+                conn.recv(64)
+                conn.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        self.sock.close()
+
+
+@pytest.fixture
+def servers():
+    made: list[FakeServer] = []
+    yield lambda grpc: made.append(FakeServer(grpc)) or made[-1]
+    for server in made:
+        server.close()
+
+
+def test_grpc_probe_needs_a_real_http2_answer(servers) -> None:
+    assert hc.grpc_serving("127.0.0.1", servers(True).port)
+    silent = servers(False)
+    assert not hc.grpc_serving("127.0.0.1", silent.port, timeout=0.5)  # accepts, never answers
+    assert hc.tcp_accepts("127.0.0.1", silent.port)
+    assert not hc.grpc_serving("127.0.0.1", free_port()) and not hc.tcp_accepts("127.0.0.1", free_port())
+
+
+def test_spark_server_down_says_why(tmp_path: Path, procs: list, servers) -> None:
+    server = servers(True)
+    s = settings_for(tmp_path, spark_connect_port=server.port)
+    layout = StackLayout.from_settings(s)
+    layout.ensure()
+    reason = manager.spark_server_down(s)
+    assert reason and "not running" in reason and "mlopsctl dev start" in reason
+    assert str(layout.log_file("spark")) in reason
+
+    # a live process recorded as the server, answering on its recorded port: up
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    procs.append(psutil.Process(proc.pid))
+    argv = component_specs(s, layout)["spark"].argv
+    write_pid_file(
+        layout.pid_file("spark"),
+        PidRecord("spark", proc.pid, psutil.Process(proc.pid).create_time(), argv, time.time()),
+    )
+    assert manager.spark_server_down(s) is None
+    # alive but not answering gRPC (hung, or still starting)
+    server.close()
+    reason = manager.spark_server_down(s)
+    assert reason and f"pid {proc.pid}" in reason and f"127.0.0.1:{server.port}" in reason
+    # dead
+    proc.kill()
+    proc.wait()
+    assert "not running" in (manager.spark_server_down(s) or "")
+
+
+def test_spark_server_down_probes_an_external_server(tmp_path: Path, servers) -> None:
+    server = servers(True)
+    s = settings_for(tmp_path, spark_remote=f"sc://127.0.0.1:{server.port}", spark_connect_port=free_port())
+    assert not s.spark_remote_is_local
+    assert manager.spark_server_down(s) is None  # no local server needed when the tasks use another one
+    server.close()
+    reason = manager.spark_server_down(s)
+    assert reason and f"sc://127.0.0.1:{server.port}" in reason and "MLOPSCTL_SPARK_REMOTE" in reason
 
 
 # ------------------------------------------------------------------------------------------ DAG parse report
@@ -410,17 +624,24 @@ def test_stop_when_not_running(project: Path, cli) -> None:
 
 def test_logs(project: Path, cli) -> None:
     code, _, err = cli("dev", "logs", "nosuch")
-    assert code == ExitCode.USAGE and "api-server" in err
+    assert code == ExitCode.USAGE and "api-server" in err and "spark" in err
     code, _, err = cli("dev", "logs", "scheduler")
     assert code == ExitCode.USAGE and "No log for scheduler" in err
     logs = project / ".mlopsctl" / "logs"
     logs.mkdir(parents=True)
     (logs / "scheduler.log").write_text("one\ntwo\nthree\n")
     (logs / "mlflow.log").write_text("m1\n")
+    (logs / "spark.log").write_text("s1\nSpark Connect server started at: 127.0.0.1:15002\n")
     code, out, _ = cli("dev", "logs", "scheduler", "-n", "2")
     assert code == 0 and out.splitlines() == ["two", "three"]
+    code, out, _ = cli("dev", "logs", "spark", "-n", "1")
+    assert code == 0 and out.splitlines() == ["Spark Connect server started at: 127.0.0.1:15002"]
     code, out, _ = cli("dev", "logs", "-n", "1")
-    assert code == 0 and out.splitlines() == ["scheduler | three", "mlflow | m1"]
+    assert code == 0 and out.splitlines() == [
+        "scheduler | three",
+        "mlflow | m1",
+        "spark | Spark Connect server started at: 127.0.0.1:15002",
+    ]
 
 
 def test_dev_help_has_examples(cli) -> None:

@@ -39,6 +39,34 @@ def test_moving_the_local_stack_moves_the_default_targets(project: Path, monkeyp
     assert (s.local_airflow_url, s.local_mlflow_url) == ("http://127.0.0.1:18480", "http://127.0.0.1:18481")
 
 
+def test_spark_remote_follows_the_local_connect_port_unless_set(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = load_settings()
+    assert (s.spark_connect_port, s.spark_remote, s.spark_master) == (15002, "sc://127.0.0.1:15002", "local[*]")
+    assert s.spark_remote_is_local
+    monkeypatch.setenv("MLOPSCTL_SPARK_CONNECT_PORT", "18482")
+    s = load_settings()
+    assert s.spark_remote == s.local_spark_remote == "sc://127.0.0.1:18482" and s.spark_remote_is_local
+    # an explicit server elsewhere: the tasks use it, the local port stays the local server's
+    monkeypatch.setenv("MLOPSCTL_SPARK_REMOTE", "sc://spark.example.com:15002/;use_ssl=true")
+    s = load_settings()
+    assert s.spark_remote == "sc://spark.example.com:15002/;use_ssl=true" and not s.spark_remote_is_local
+    assert s.local_spark_remote == "sc://127.0.0.1:18482"
+    # the same local server spelled differently is still the local one
+    assert load_settings(spark_remote="sc://localhost:18482").spark_remote_is_local
+
+
+def test_a_token_in_the_spark_remote_is_refused_without_echoing_it(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPSCTL_SPARK_REMOTE", "sc://spark.example.com:443/;token=s3cr3t-t0ken")
+    with pytest.raises(ConfigError) as info:
+        AppContext().settings  # noqa: B018
+    text = f"{info.value.message} {info.value.hint}"
+    assert "SPARK_CONNECT_AUTHENTICATE_TOKEN" in text and "s3cr3t-t0ken" not in text
+
+
 def test_dotenv_beats_default(project: Path) -> None:
     write_dotenv(project, airflow_url="http://dotenv.example:8080", airflow_port="18080")
     s = load_settings()
@@ -99,6 +127,13 @@ def test_secrets_are_secretstr_and_never_shown(project: Path, monkeypatch: pytes
         ("MLOPSCTL_AIRFLOW_AUTH", "kerberos", "airflow_auth"),
         ("MLOPSCTL_REQUEST_TIMEOUT", "0", "request_timeout"),
         ("MLOPSCTL_MLFLOW_TRACKING_URI", "mlflow.example", "mlflow_tracking_uri"),
+        ("MLOPSCTL_SPARK_CONNECT_PORT", "0", "spark_connect_port"),
+        ("MLOPSCTL_SPARK_DRIVER_MEMORY", "lots", "spark_driver_memory"),
+        ("MLOPSCTL_SPARK_DRIVER_MEMORY", "1.5g", "spark_driver_memory"),
+        ("MLOPSCTL_SPARK_REMOTE", "http://127.0.0.1:15002", "spark_remote"),
+        ("MLOPSCTL_SPARK_REMOTE", "sc://", "spark_remote"),
+        ("MLOPSCTL_SPARK_REMOTE", "sc://127.0.0.1:notaport", "spark_remote"),
+        ("MLOPSCTL_SPARK_REMOTE", "sc://spark.example:443/;use_ssl=true;token=abc", "spark_remote"),
     ],
 )
 def test_bad_values_are_config_errors_naming_the_env_var(
