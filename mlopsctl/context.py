@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from mlopsctl.errors import ConfigError
+from mlopsctl.errors import ConfigError, StackError
 
 if TYPE_CHECKING:
     from mlopsctl.airflow.client import AirflowClient
     from mlopsctl.console import Console
+    from mlopsctl.pipelines import Pipeline
     from mlopsctl.runs import Reporter, RunsService
     from mlopsctl.settings import Settings
     from mlopsctl.tracking import Tracking
@@ -76,4 +77,28 @@ class AppContext:
         """The runs service on this context's Airflow and MLflow, sending notices to `reporter`."""
         from mlopsctl.runs import RunsService
 
-        return RunsService(self.airflow, self.settings, tracking=self.tracking, reporter=reporter)
+        checks = (self._local_spark_serves,) if self._targets_embedded_spark() else ()
+        return RunsService(self.airflow, self.settings, tracking=self.tracking, reporter=reporter,
+                           preflight_checks=checks)
+
+    def _targets_embedded_spark(self) -> bool:
+        """Runs go to the embedded stack's Airflow, whose tasks use Spark through its Connect server."""
+        import importlib.util
+
+        settings = self.settings
+        return (
+            settings.airflow_url == settings.local_airflow_url
+            and settings.compute == "local"
+            and importlib.util.find_spec("psutil") is not None  # the `local` extra, without which no stack runs
+        )
+
+    def _local_spark_serves(self, pipeline: Pipeline) -> None:
+        from mlopsctl.devenv.manager import spark_server_down
+
+        reason = spark_server_down(self.settings)
+        if reason:
+            raise StackError(
+                f"Not triggering {pipeline.dag_id}: its tasks run their Spark jobs on the stack's Spark Connect "
+                f"server, which cannot take them. {reason}",
+                hint="`mlopsctl dev status` shows every component; `mlopsctl dev start` brings back what is down.",
+            )

@@ -243,6 +243,18 @@ def test_a_dead_spark_server_is_reported_and_restarted_alone(
         assert comps["spark"]["health"] == "stopped" and not comps["spark"]["running"]
         assert all(c["health"] == "healthy" for name, c in comps.items() if name != "spark")
 
+        # `run` says so before triggering anything
+        client = local_stack.client()
+        try:
+            runs_before = {r.dag_run_id for r in client.list_runs("build_model", limit=100)}
+            code, _out, err = cli("run", "build-model", "--no-wait")
+            assert code == ExitCode.STACK, err
+            assert "Not triggering build_model" in err and "Spark Connect server is not running" in err
+            assert "mlopsctl dev start" in err
+            assert {r.dag_run_id for r in client.list_runs("build_model", limit=100)} == runs_before
+        finally:
+            client.close()
+
         # something else grabbed the port meanwhile: `dev start` refuses with the STACK exit code and a hint,
         # touching none of the running components
         with socket.socket() as squatter:

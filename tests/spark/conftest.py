@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.spark_connect import SparkConnectServer  # noqa: F401 - the `connect_server` fixture's type
+from tests.fixtures.spark_connect import SparkConnectServer
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "spark_jobs"
 # The jobs import each other by plain name (as when the task runs them). dags/ holds DAG files with the same

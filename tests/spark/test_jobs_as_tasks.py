@@ -14,7 +14,7 @@ from tests.dags.conftest import DAGS_DIR
 if str(DAGS_DIR) not in sys.path:
     sys.path.append(str(DAGS_DIR))
 
-from common import compute  # noqa: E402
+from common import compute
 
 JOBS = Path(__file__).resolve().parents[2] / "spark_jobs"
 
