@@ -1,4 +1,4 @@
-"""3. Orchestration overhead: `mlopsctl run build-model` vs the same jobs bare (spark-submit) vs `airflow dags test`."""
+"""3. Orchestration overhead: `mlopsctl run build-model` vs an in-process floor, the same jobs bare, `airflow dags test`."""
 
 from __future__ import annotations
 
@@ -22,17 +22,21 @@ TITLE = "3. Orchestration overhead (build_model, max_depth 80, n_estimators 100,
 CONF = {"max_depth": 80, "n_estimators": 100}
 DESCRIPTION = """
 mlopsctl: `mlopsctl run build-model --max-depth 80 --n-estimators 100` on the running local stack, trigger to
-exit (Airflow scheduling, both tasks, MLflow logging + model registration, result fetch). Floor: the same two
-jobs (`spark_jobs/preprocess_data.py` then `train_model.py`, same arguments, same MLflow server) run back to
-back with `spark-submit --master local[*]`, no Airflow. In-process peer: `airflow dags test build_model -c
-'{...}'` with the stack's Airflow configuration (the DAG paused meanwhile so the scheduler stays out of it).
+exit (Airflow scheduling, both tasks, MLflow logging + model registration, result fetch). Floor: one Python
+process (`bench/peers/inprocess_build.py`) that loads the diabetes data, fits the same RandomForestRegressor and
+logs the same params, metrics and registered model to the same MLflow server, no Airflow, no Spark. Bare: the
+two jobs (`spark_jobs/preprocess_data.py` then `train_model.py`, same arguments, same MLflow server) run back to
+back the way the local backend runs them, as Spark Connect clients of the stack's Connect server, no Airflow.
+In-process peer: `airflow dags test build_model -c '{...}'` with the stack's Airflow configuration (the DAG
+paused meanwhile so the scheduler stays out of it).
 """
 
 
 def expected_rows(ctx: BenchContext) -> list[tuple[str, str]]:
     return [
         (f"{NAME}.mlopsctl", "mlopsctl run build-model (trigger to exit)"),
-        (f"{NAME}.bare", "bare spark-submit of both jobs (floor)"),
+        (f"{NAME}.floor", "in-process floor: one Python process fits and logs the same model"),
+        (f"{NAME}.bare", "both jobs bare, as Spark Connect clients (no Airflow)"),
         (f"{NAME}.dags_test", "airflow dags test build_model (in-process)"),
         (f"{NAME}.overhead", "orchestration overhead: mlopsctl - bare"),
     ]
@@ -49,7 +53,7 @@ def _jobs_dir():
 
 
 def _dag_compute():
-    """The DAGs' own local-backend helpers (dags/common/compute.py): the exact spark-submit argv and env."""
+    """The DAGs' own local-backend helpers (dags/common/compute.py): the exact argv and env of a job."""
     import sys
 
     from bench.common import ROOT
@@ -64,8 +68,18 @@ def _dag_compute():
     return compute
 
 
+def floor_once(st: LocalStack) -> float:
+    from bench.common import BENCH_DIR
+
+    res = run_cmd([str(VENV_BIN / "python"), str(BENCH_DIR / "peers" / "inprocess_build.py"),
+                   "--tracking-uri", st.mlflow_url, "--max-depth", str(CONF["max_depth"]),
+                   "--n-estimators", str(CONF["n_estimators"])], env=spark_env(), timeout=600)
+    return res.wall
+
+
 def bare_once(st: LocalStack, work, i: list[int]) -> float:
-    """preprocess_data then train_model with spark-submit, built by the DAGs' own job_argv/job_env, no Airflow."""
+    """preprocess_data then train_model as Connect clients of the stack's server, built by the DAGs' own
+    job_argv/job_env, no Airflow."""
     jobs = _jobs_dir()
     compute = _dag_compute()
     i[0] += 1
@@ -75,11 +89,12 @@ def bare_once(st: LocalStack, work, i: list[int]) -> float:
               "--data", "", "--target", "target"]
     model = ["--max-depth", str(CONF["max_depth"]), "--n-estimators", str(CONF["n_estimators"]),
              "--test-size", "0.2", "--random-state", "42", "--register-model", "mlopsctl-random-forest"]
-    env = compute.job_env("local[*]")
-    env.update(spark_env({"MLOPSCTL_MLFLOW_TRACKING_URI": st.mlflow_url}))
-    a = run_cmd(compute.job_argv("preprocess_data.py", common, spark=True, master="local[*]", jobs_dir=jobs),
+    remote = st.settings().local_spark_remote
+    env = spark_env({"MLOPSCTL_MLFLOW_TRACKING_URI": st.mlflow_url})
+    env.update({k: v for k, v in compute.job_env("local[*]", remote).items() if k in ("SPARK_REMOTE", "SPARK_HOME")})
+    a = run_cmd(compute.job_argv("preprocess_data.py", common, spark=True, remote=remote, jobs_dir=jobs),
                 env=env, timeout=600)
-    b = run_cmd(compute.job_argv("train_model.py", [*common, *model], spark=True, master="local[*]", jobs_dir=jobs),
+    b = run_cmd(compute.job_argv("train_model.py", [*common, *model], spark=True, remote=remote, jobs_dir=jobs),
                 env=env, timeout=600)
     return a.wall + b.wall
 
@@ -124,6 +139,7 @@ def run(ctx: BenchContext) -> list[Row]:
     counter = [0]
     plan = [
         ("mlopsctl", lambda: mlopsctl_once(st)),
+        ("floor", lambda: floor_once(st)),
         ("bare", lambda: bare_once(st, work, counter)),
     ]
     for key, fn in plan:
@@ -152,15 +168,19 @@ def run(ctx: BenchContext) -> list[Row]:
 
     bare = stats.get("bare")
     labels = dict(expected_rows(ctx))
-    for key in ("mlopsctl", "bare", "dags_test"):
+    floor = stats.get("floor")
+    for key in ("mlopsctl", "floor", "bare", "dags_test"):
         k = f"{NAME}.{key}"
         if key not in stats:
             rows.append(Row(NAME, k, labels[k], reason=errors.get(key, "not run")))
             continue
         s = stats[key]
         r = Row(NAME, k, labels[k], stats=s.as_dict())
-        if bare and key != "bare":
-            r.peer = f"{s.median / bare.median:.2f}x bare (+{s.median - bare.median:.1f} s)"
+        if floor and key != "floor":
+            r.peer = f"{s.median / floor.median:.2f}x floor (+{s.median - floor.median:.1f} s)"
+        if key == "mlopsctl" and floor:
+            r.target = "<= 2.0x the in-process floor"
+            r.verdict = "met" if s.median / floor.median <= 2.0 else "missed"
         if key == "dags_test" and s.n < 5:
             r.note = f"{s.n} run(s)"
         rows.append(r)

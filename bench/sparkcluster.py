@@ -1,4 +1,5 @@
-"""A Spark standalone cluster on 127.0.0.1 with pyspark's own `spark-class` (master + N one-core workers).
+"""A Spark standalone cluster on 127.0.0.1 with pyspark's own `spark-class` (master + N one-core workers), and
+the embedded stack's Spark Connect server component in front of it.
 
 Everything binds to loopback (`SPARK_LOCAL_IP`, `--host 127.0.0.1`); web UIs are on free loopback ports.
 Each daemon runs in its own process group and is stopped by group (SIGTERM, then SIGKILL).
@@ -87,16 +88,74 @@ class StandaloneCluster:
         state = self._state() or {}
         return sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE")
 
-    def submit_conf(self, cores_max: int) -> list[str]:
-        """spark-submit options for this cluster: driver on loopback, no driver UI, 1-core executors."""
-        return ["--master", self.url,
-                "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
-                "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.cores=1",
-                "--conf", f"spark.cores.max={cores_max}", "--executor-memory", "1g", "--driver-memory", "1g"]
-
     def stop(self) -> None:
         for p in [*reversed(self.workers), self.master]:
             if p is not None:
                 kill_group(p, timeout=20)
         self.workers.clear()
         self.master = None
+
+
+class ConnectServer:
+    """The stack's Spark Connect server (`mlopsctl.devenv.stack.spark_argv`, the argv `dev start` runs) with
+    `master` as its master and `cores_max` executor cores, on a free 127.0.0.1 port, in its own process group."""
+
+    def __init__(self, workdir: Path, master: str, cores_max: int) -> None:
+        from mlopsctl.devenv.stack import StackLayout
+        from mlopsctl.settings import Settings
+
+        self.settings = Settings(_env_file=None, project_dir=workdir, state_dir=workdir / ".mlopsctl",
+                                 spark_connect_port=free_port(), spark_master=master, spark_driver_memory="1g")
+        self.layout = StackLayout.from_settings(self.settings)
+        self.cores_max = cores_max
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return self.settings.local_spark_remote
+
+    def start(self) -> None:
+        from mlopsctl.devenv.health import grpc_serving
+        from mlopsctl.devenv.stack import spark_argv
+        from mlopsctl.devenv.stack import spark_env as server_env
+
+        self.layout.ensure()
+        argv = [*spark_argv(self.settings, self.layout), "--conf", f"spark.cores.max={self.cores_max}",
+                "--conf", "spark.executor.cores=1", "--conf", "spark.executor.memory=1g"]
+        log_path = self.layout.log_file("spark")
+        with open(log_path, "ab") as logf:
+            self.proc = subprocess.Popen(argv, env=server_env(self.settings, self.layout), cwd=self.layout.spark_dir,
+                                         stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        log(f"spark: Connect server {self.url} in front of {self.settings.spark_master}")
+
+        def serving() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise NotMeasured(f"Spark Connect server exited {self.proc.returncode} (log: {log_path})")
+            return grpc_serving("127.0.0.1", self.settings.spark_connect_port)
+
+        wait_until(serving, timeout=180, interval=0.5, what="Spark Connect server serving")
+        self.warm()
+
+    def warm(self) -> None:
+        """Executors up and each one's Python worker importing scikit-learn once, as on a long-lived server."""
+        from pyspark.sql import SparkSession
+
+        def load(batches):
+            import pandas as pd
+            import sklearn.ensemble  # noqa: F401 - the import the grid's fits pay once per worker
+
+            for batch in batches:
+                yield pd.DataFrame({"n": [len(batch)]})
+
+        spark = SparkSession.builder.remote(self.url).create()
+        try:
+            n = self.cores_max * 2
+            spark.range(0, n, 1, n).mapInPandas(load, "n long").collect()
+        finally:
+            spark.stop()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc, timeout=30)
+            self.proc = None

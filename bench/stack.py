@@ -25,8 +25,8 @@ from bench.localstack import new_stack
 NAME = "stack"
 TITLE = "2. Local stack start-up and memory"
 DESCRIPTION = """
-`mlopsctl dev start` returns when all four Airflow components and MLflow report healthy and the DAG files are
-parsed. Cold = fresh state dir (DB migration included); warm = existing DBs after `dev stop`. Memory: sum of
+`mlopsctl dev start` returns when all four Airflow components, MLflow and the Spark Connect server report
+healthy and the DAG files are parsed. Cold = fresh state dir (DB migration included); warm = existing DBs after `dev stop`. Memory: sum of
 RSS and of PSS over every process of the stack (psutil, process trees from the stack's PID files), 5 s after a
 warm start (idle; Airflow parallelism 4). RSS counts shared pages once per process, PSS splits them. Peer:
 `airflow standalone` (defaults except: examples off, AIRFLOW_HOME in a temp dir, API on 127.0.0.1:<free
@@ -136,14 +136,15 @@ def run(ctx: BenchContext) -> list[Row]:
     if cold and sa_cold:
         r_cold.peer = f"{Stats(cold).median / Stats(sa_cold).median:.2f}x standalone (cold)"
     r_rss = row("mlopsctl_rss", "stack RSS (all processes)", rss, "MB", "mlopsctl")
-    r_rss.target = "<= 1.5 GB (1536 MB)"
     if rss:
-        r_rss.verdict = "met" if Stats(rss).median <= 1536 else "missed"
         r_rss.note = f"{max(procs)} processes; last run by component (RSS/PSS MB): " + ", ".join(
             f"{c} {v[0]:.0f}/{v[1]:.0f}" for c, v in by_comp.items())
         if sa_rss:
             r_rss.peer = f"{Stats(rss).median / Stats(sa_rss).median:.2f}x standalone"
     r_pss = row("mlopsctl_pss", "stack PSS (shared pages split)", pss, "MB", "mlopsctl")
+    r_pss.target = "<= 1.8 GB (1843 MB), Spark server included"
+    if pss:
+        r_pss.verdict = "met" if Stats(pss).median <= 1843 else "missed"
     if pss and sa_pss:
         r_pss.peer = f"{Stats(pss).median / Stats(sa_pss).median:.2f}x standalone"
     sa_rows = []
