@@ -67,7 +67,23 @@ def user_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(stack_client: Any, user_csv: Path) -> dict[str, tuple[str, str, Any]]:
+def r_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CSV as R's write.csv leaves it: missing values written as NA, in the target and in features."""
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame.rename(columns={"target": "progression"})
+    frame = frame.astype(object)
+    frame.loc[::9, "progression"] = "NA"  # 50 rows: dropped
+    frame.loc[1::5, "bmi"] = "NA"
+    frame.loc[2::11, "s1"] = "null"
+    frame["clinic"] = ["A" if i % 2 else "NA" for i in range(len(frame))]  # text with NA in it
+    path = tmp_path_factory.mktemp("r export") / "diabetes_r.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(stack_client: Any, user_csv: Path, r_csv: Path) -> dict[str, tuple[str, str, Any]]:
     """name -> (dag_id, dag_run_id, final DagRun); everything triggered first, then awaited."""
     stamp = time.strftime("%H%M%S")
     wanted = {
@@ -77,6 +93,10 @@ def runs(stack_client: Any, user_csv: Path) -> dict[str, tuple[str, str, Any]]:
         "bad_target": ("build_model", {"target": "nope"}),
         "user_csv": ("build_model", {"data": str(user_csv), "target": "progression", "n_estimators": 5,
                                      "register_model": None}),
+        "r_csv": ("build_model", {"data": str(r_csv), "target": "progression", "n_estimators": 5,
+                                  "register_model": None}),
+        "r_csv_grid": ("grid_search", {**SMALL_GRID, "data": str(r_csv), "target": "progression",
+                                       "na_values": ["NA", "null"], "register_model": None}),
     }
     triggered = {}
     for name, (dag_id, conf) in wanted.items():
@@ -225,3 +245,23 @@ def test_bad_conf_is_rejected_by_airflow(stack_client, dag_id, conf, fragment) -
     with pytest.raises(RejectedError) as err:
         stack_client.trigger(dag_id, conf)
     assert fragment in str(err.value)
+
+
+def test_r_style_csv_with_na_tokens_trains(runs, stack_client, mlflow_client, local_stack) -> None:
+    dag_id, run_id, run = runs["r_csv"]
+    assert run.state == "success", _explain(stack_client, dag_id, run_id)
+    (mrun,) = _runs_of(mlflow_client, dag_id, run_id)
+    assert mrun.data.metrics["n_rows_dropped"] == 50  # every ninth target was NA
+    assert mrun.data.params["n_train"] == str(int((442 - 50) * 0.8))
+    assert mrun.data.tags["mlopsctl.engine"] == f"spark-connect({local_stack.settings.spark_remote})"
+    log = _log_text(stack_client, dag_id, run_id, "preprocess_data", 1)
+    assert "rows read: 442, rows kept: 392 (dropped 50 with a null target)" in log
+    assert "median-imputed: bmi=" in log and "s1=" in log
+    assert "ordinal-encoded: clinic (1 categories)" in log  # NA is missing, not a category
+
+
+def test_grid_on_r_style_csv_with_explicit_na_values(runs, stack_client, mlflow_client) -> None:
+    dag_id, run_id, run = runs["r_csv_grid"]
+    assert run.state == "success", _explain(stack_client, dag_id, run_id)
+    parent = next(r for r in _runs_of(mlflow_client, dag_id, run_id) if r.data.tags["mlopsctl.role"] == "parent")
+    assert parent.data.metrics["n_rows_dropped"] == 50
