@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -25,9 +26,17 @@ class ExitCode(IntEnum):
 
 
 class MlopsctlError(Exception):
-    """Base error: one clear message, an optional hint, an exit code."""
+    """Base error: one clear message, an optional hint, an exit code.
+
+    A subclass names its exit code in its class statement: `class XError(MlopsctlError, exit_code=...)`.
+    """
 
     exit_code: ExitCode = ExitCode.ERROR
+
+    def __init_subclass__(cls, *, exit_code: ExitCode | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
     def __init__(self, message: str, *, hint: str | None = None, exit_code: ExitCode | None = None):
         super().__init__(message)
@@ -40,53 +49,49 @@ class MlopsctlError(Exception):
         return self.message
 
 
-class InputError(MlopsctlError):
+class InputError(MlopsctlError, exit_code=ExitCode.USAGE):
     """Bad user input judged locally, before any request is sent."""
 
-    exit_code = ExitCode.USAGE
+
+class ConfigError(MlopsctlError, exit_code=ExitCode.CONFIG):
+    """Bad or missing settings, .env values or context."""
 
 
-class ConfigError(MlopsctlError):
-    exit_code = ExitCode.CONFIG
+class UnreachableError(MlopsctlError, exit_code=ExitCode.UNREACHABLE):
+    """A server did not answer: connection refused, DNS failure or timeout."""
 
 
-class UnreachableError(MlopsctlError):
-    exit_code = ExitCode.UNREACHABLE
+class AuthError(MlopsctlError, exit_code=ExitCode.AUTH):
+    """401/403: the server refused the credentials."""
 
 
-class AuthError(MlopsctlError):
-    exit_code = ExitCode.AUTH
+class NotFoundError(MlopsctlError, exit_code=ExitCode.NOT_FOUND):
+    """The named DAG, run, connection, context or pipeline does not exist."""
 
 
-class NotFoundError(MlopsctlError):
-    exit_code = ExitCode.NOT_FOUND
-
-
-class RejectedError(MlopsctlError):
+class RejectedError(MlopsctlError, exit_code=ExitCode.REJECTED):
     """400/422: the server validated the request and refused it (message carries the server's reason)."""
-
-    exit_code = ExitCode.REJECTED
 
 
 class ConflictError(RejectedError):
     """409: the resource already exists (e.g. same dag_run_id)."""
 
 
-class ServerError(MlopsctlError):
-    exit_code = ExitCode.SERVER
+class ServerError(MlopsctlError, exit_code=ExitCode.SERVER):
+    """A 5xx answer that outlasted the retries."""
 
 
-class RunFailedError(MlopsctlError):
-    exit_code = ExitCode.RUN_FAILED
+class RunFailedError(MlopsctlError, exit_code=ExitCode.RUN_FAILED):
+    """The pipeline run ended in a failed state."""
 
 
-class WaitTimeoutError(MlopsctlError):
-    exit_code = ExitCode.TIMEOUT
+class WaitTimeoutError(MlopsctlError, exit_code=ExitCode.TIMEOUT):
+    """--timeout elapsed while waiting on a run (the run keeps going)."""
 
 
-class StackError(MlopsctlError):
-    exit_code = ExitCode.STACK
+class StackError(MlopsctlError, exit_code=ExitCode.STACK):
+    """The embedded local stack failed to start or stop (port taken, component crashed)."""
 
 
-class DagError(MlopsctlError):
-    exit_code = ExitCode.DAG_ERROR
+class DagError(MlopsctlError, exit_code=ExitCode.DAG_ERROR):
+    """A DAG failed to import, or `check` found problems."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 import typer
 
 from mlopsctl.commands._common import JsonOpt, app_context
 from mlopsctl.context import AppContext
-from mlopsctl.devenv.stack import COMPONENTS
+from mlopsctl.devenv.stack import COMPONENTS, PORT_ENV_VARS
 from mlopsctl.errors import InputError
 from mlopsctl.extras import require_local_extra
 
@@ -23,36 +23,20 @@ app = typer.Typer(
     "No Docker.",
 )
 
-AirflowPortOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--airflow-port",
-        min=1,
-        max=65535,
-        help="Airflow api-server port. [env: MLOPSCTL_AIRFLOW_PORT]",
-        show_default=False,
-    ),
-]
-MlflowPortOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--mlflow-port",
-        min=1,
-        max=65535,
-        help="MLflow server port. [env: MLOPSCTL_MLFLOW_PORT]",
-        show_default=False,
-    ),
-]
-SparkPortOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--spark-port",
-        min=1,
-        max=65535,
-        help="Spark Connect server port. [env: MLOPSCTL_SPARK_CONNECT_PORT]",
-        show_default=False,
-    ),
-]
+
+def _port_option(flag: str, what: str, component: str) -> Any:
+    """The `--<x>-port` option of one stack component; its env var is the one the settings read."""
+    return Annotated[
+        int | None,
+        typer.Option(
+            flag, min=1, max=65535, help=f"{what} port. [env: {PORT_ENV_VARS[component]}]", show_default=False
+        ),
+    ]
+
+
+AirflowPortOpt = _port_option("--airflow-port", "Airflow api-server", "api-server")
+MlflowPortOpt = _port_option("--mlflow-port", "MLflow server", "mlflow")
+SparkPortOpt = _port_option("--spark-port", "Spark Connect server", "spark")
 
 
 def _with_ports(

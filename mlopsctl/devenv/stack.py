@@ -46,11 +46,10 @@ HEALTH_KEYS: dict[str, str] = {
     "dag-processor": "dag_processor",
     "triggerer": "triggerer",
 }
-#: component -> heartbeat field in its health entry (a restarted component must beat after it was spawned)
+#: component -> heartbeat field in its health entry (a restarted component must beat after it was spawned);
+#: every Airflow component but the api-server beats, in the field named after its health key
 HEARTBEAT_KEYS: dict[str, str] = {
-    "scheduler": "latest_scheduler_heartbeat",
-    "dag-processor": "latest_dag_processor_heartbeat",
-    "triggerer": "latest_triggerer_heartbeat",
+    name: f"latest_{HEALTH_KEYS[name]}_heartbeat" for name in AIRFLOW_COMPONENTS if name != "api-server"
 }
 
 ADMIN_USER = "admin"

@@ -18,6 +18,7 @@ from tests.fixtures.databricks_server import (
     DatabricksTestServer,
     databricks_server,  # noqa: F401 - fixture
 )
+from tests.fixtures.files import write_files
 
 
 class FakeAirflowConnections:
@@ -178,13 +179,15 @@ def test_deploy_jobs_bad_target(project, dbx_env, cli) -> None:
 
 
 def test_deploy_dags_copies_and_summarises(project: Path, cli) -> None:
-    (project / "dags" / "common").mkdir(parents=True)
-    (project / "dags" / "build_model.py").write_text("# dag\n")
-    (project / "dags" / "common" / "compute.py").write_text("# compute\n")
-    (project / "dags" / "__pycache__").mkdir()
-    (project / "dags" / "__pycache__" / "x.pyc").write_bytes(b"\0")
-    (project / "spark_jobs").mkdir()
-    (project / "spark_jobs" / "train_model.py").write_text("# job\n")
+    write_files(
+        project,
+        {
+            "dags/build_model.py": "# dag\n",
+            "dags/common/compute.py": "# compute\n",
+            "dags/__pycache__/x.pyc": b"\0",
+            "spark_jobs/train_model.py": "# job\n",
+        },
+    )
     target = project / "mnt" / "dags"
     code, out, err = cli("deploy", "dags", "--to", str(target), "--json")
     assert code == 0, err

@@ -12,6 +12,7 @@ import pytest
 
 from mlopsctl import paths
 from mlopsctl.errors import ExitCode
+from tests.fixtures.files import write_files
 
 GOOD_DAG = """
 from datetime import datetime, timezone
@@ -33,14 +34,16 @@ good_dag()
 def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake bundled dags/ + spark_jobs/ + env.example, so the tests do not depend on the real pipelines."""
     root = tmp_path / "bundle"
-    (root / "dags" / "common").mkdir(parents=True)
-    (root / "dags" / "build_model.py").write_text("# build_model DAG\n")
-    (root / "dags" / "common" / "__init__.py").write_text("")
-    (root / "dags" / "__pycache__").mkdir()
-    (root / "dags" / "__pycache__" / "build_model.cpython-311.pyc").write_bytes(b"\0junk")
-    (root / "spark_jobs").mkdir()
-    (root / "spark_jobs" / "train_model.py").write_text("def main():\n    pass\n")
-    (root / "env.example").write_text("MLOPSCTL_AIRFLOW_URL=http://127.0.0.1:8080\n")
+    write_files(
+        root,
+        {
+            "dags/build_model.py": "# build_model DAG\n",
+            "dags/common/__init__.py": "",
+            "dags/__pycache__/build_model.cpython-311.pyc": b"\0junk",
+            "spark_jobs/train_model.py": "def main():\n    pass\n",
+            "env.example": "MLOPSCTL_AIRFLOW_URL=http://127.0.0.1:8080\n",
+        },
+    )
     monkeypatch.setattr(paths, "bundled_dags_dir", lambda: root / "dags")
     monkeypatch.setattr(paths, "bundled_spark_jobs_dir", lambda: root / "spark_jobs")
     monkeypatch.setattr(paths, "bundled_env_example", lambda: root / "env.example")
@@ -101,9 +104,7 @@ def test_refuses_to_overwrite_and_writes_nothing(
     bundle: Path, tmp_path: Path, cli
 ) -> None:
     target = tmp_path / "proj"
-    (target / "dags").mkdir(parents=True)
-    (target / "dags" / "build_model.py").write_text("# my own edits\n")
-    (target / ".env.example").write_text("MINE=1\n")
+    write_files(target, {"dags/build_model.py": "# my own edits\n", ".env.example": "MINE=1\n"})
     code, _out, err = cli("init", str(target))
     assert code == ExitCode.USAGE == 2
     assert "dags/build_model.py" in err and ".env.example" in err and "--force" in err
@@ -116,9 +117,7 @@ def test_force_overwrites_conflicts_and_keeps_other_files(
     bundle: Path, tmp_path: Path, cli
 ) -> None:
     target = tmp_path / "proj"
-    (target / "dags").mkdir(parents=True)
-    (target / "dags" / "build_model.py").write_text("# my own edits\n")
-    (target / "dags" / "extra_dag.py").write_text("# not ours\n")
+    write_files(target, {"dags/build_model.py": "# my own edits\n", "dags/extra_dag.py": "# not ours\n"})
     code, out, err = cli("init", str(target), "--force", "--json")
     assert code == 0, err
     data = json.loads(out)
@@ -222,18 +221,23 @@ def test_scaffolded_integrity_test_passes_on_good_dags_and_fails_on_bad_ones(
     assert cli("init", str(target))[0] == 0
     for f in (target / "dags").rglob("*.py"):
         f.unlink()
-    (target / "dags" / "good.py").write_text(GOOD_DAG)
     # DAG files import shared code from dags/common/, as Airflow allows (the DAGs folder is on sys.path)
-    (target / "dags" / "common").mkdir(exist_ok=True)
-    (target / "dags" / "common" / "__init__.py").write_text("")
-    (target / "dags" / "common" / "shared.py").write_text('TAGS = ["shared"]\n')
-    (target / "dags" / "uses_common.py").write_text(
+    uses_common = (
         GOOD_DAG.replace("good_dag", "uses_common")
         .replace('tags=["demo"]', "tags=TAGS")
         .replace(
             "from airflow.sdk import dag, task",
             "from airflow.sdk import dag, task\nfrom common.shared import TAGS",
         )
+    )
+    write_files(
+        target / "dags",
+        {
+            "good.py": GOOD_DAG,
+            "common/__init__.py": "",
+            "common/shared.py": 'TAGS = ["shared"]\n',
+            "uses_common.py": uses_common,
+        },
     )
 
     ok = run_integrity_test(target, tmp_path)
