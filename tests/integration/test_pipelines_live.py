@@ -136,7 +136,7 @@ def _explain(client: Any, dag_id: str, run_id: str) -> str:
     return "\n".join(out)
 
 
-def test_build_model_seed_conf(runs, stack_client, mlflow_client) -> None:
+def test_build_model_seed_conf(runs, stack_client, mlflow_client, local_stack) -> None:
     dag_id, run_id, run = runs["build"]
     assert run.state == "success", _explain(stack_client, dag_id, run_id)
     assert {t: ti.state for t, ti in _task_states(stack_client, dag_id, run_id).items()} == {
@@ -148,7 +148,7 @@ def test_build_model_seed_conf(runs, stack_client, mlflow_client) -> None:
     tags = mrun.data.tags
     assert tags["airflow.dag_id"] == "build_model" and tags["mlopsctl.pipeline"] == "build_model"
     assert tags["mlopsctl.role"] == "single"
-    assert tags["mlopsctl.engine"].startswith("spark(local")
+    assert tags["mlopsctl.engine"] == f"spark-connect({local_stack.settings.spark_remote})"  # the stack's server
     params = mrun.data.params
     assert (params["max_depth"], params["n_estimators"]) == ("80", "100")
     assert (params["test_size"], params["random_state"], params["target"]) == ("0.2", "42", "target")
@@ -186,7 +186,8 @@ def test_grid_search_shape(name, runs, stack_client, mlflow_client) -> None:
     assert parent.data.metrics["best_cv_rmse"] == pytest.approx(best.data.metrics["cv_rmse_mean"])
     assert all(math.isfinite(parent.data.metrics[m]) for m in ("rmse", "mae", "r2"))
     engine = parent.data.tags["mlopsctl.engine"]
-    assert engine.startswith("spark(") if name == "grid_spark" else engine.startswith("sklearn-joblib(n_jobs=")
+    assert engine.startswith("spark-connect(sc://127.0.0.1:") if name == "grid_spark" else engine.startswith(
+        "sklearn-joblib(n_jobs=")
     assert "heatmap.png" in [a.path for a in mlflow_client.list_artifacts(parent.info.run_id)]
     assert parent.data.tags["mlopsctl.registered_model_version"]
 
