@@ -210,7 +210,9 @@ def job_env(master: str | None = None, remote: str | None = None) -> dict[str, s
     """The job's environment: ``SPARK_REMOTE`` makes `rf_core.spark_session` a Connect client of ``remote``;
     without it the job gets the classic session spark-submit built."""
     env = dict(os.environ)
-    env.pop("SPARK_REMOTE", None)
+    # what pyspark sets in a process that has made a Connect session: a classic job must not inherit it
+    for key in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE"):
+        env.pop(key, None)
     if remote:
         env["SPARK_REMOTE"] = remote
     env["SPARK_HOME"] = spark_home()

@@ -161,7 +161,9 @@ def test_connect_client_argv_and_env(jobs_dir: Path, monkeypatch) -> None:
     assert argv == [sys.executable, str(jobs_dir / "echo_args.py"), "--x", "1"]  # no spark-submit, no JVM of its own
     assert compute.job_env("local[2]", remote)["SPARK_REMOTE"] == remote
     monkeypatch.setenv("SPARK_REMOTE", "sc://somewhere-else:1")
-    assert "SPARK_REMOTE" not in compute.job_env("local[2]")  # spark-submit: the classic session, whatever leaked in
+    monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")  # set by pyspark in a process that made a Connect session
+    classic = compute.job_env("local[2]")
+    assert "SPARK_REMOTE" not in classic and "SPARK_CONNECT_MODE_ENABLED" not in classic  # spark-submit: classic
 
 
 def test_spark_remote_applies_to_the_local_backend_only(monkeypatch) -> None:
