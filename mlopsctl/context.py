@@ -82,15 +82,19 @@ class AppContext:
                            preflight_checks=checks)
 
     def _targets_embedded_spark(self) -> bool:
-        """Runs go to the embedded stack's Airflow, whose tasks use Spark through its Connect server."""
+        """Runs go to this project's embedded stack (its api-server is recorded in the state dir and serves the
+        Airflow URL), whose tasks run their Spark jobs through the stack's Connect server."""
         import importlib.util
 
         settings = self.settings
-        return (
-            settings.airflow_url == settings.local_airflow_url
-            and settings.compute == "local"
-            and importlib.util.find_spec("psutil") is not None  # the `local` extra, without which no stack runs
-        )
+        if settings.airflow_url != settings.local_airflow_url or settings.compute != "local":
+            return False
+        if importlib.util.find_spec("psutil") is None:  # no `local` extra: no embedded stack here
+            return False
+        from mlopsctl.devenv.process import read_pid_file
+        from mlopsctl.devenv.stack import StackLayout
+
+        return read_pid_file(StackLayout.from_settings(settings).pid_file("api-server")) is not None
 
     def _local_spark_serves(self, pipeline: Pipeline) -> None:
         from mlopsctl.devenv.manager import spark_server_down
