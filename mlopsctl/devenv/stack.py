@@ -269,6 +269,10 @@ def airflow_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
             # SQLite under concurrent writers: see airflow_plugins/mlopsctl_sqlite.py
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(AIRFLOW_PLUGINS_DIR),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mlopsctl_sqlite.CONNECT_ARGS",
+            # a task's calls to the execution API (heartbeats, its final state) may queue behind the one-writer
+            # lock for as long as SQLite's busy timeout (60 s in mlopsctl_sqlite.CONNECT_ARGS). Airflow's 5 s
+            # default turns that wait into failed heartbeats, and three in a row kill a healthy task.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(layout.airflow_home / "logs"),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(settings.airflow_port),

@@ -82,3 +82,13 @@ def test_stack_env_points_airflow_at_the_plugin(tmp_path) -> None:
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(AIRFLOW_PLUGINS_DIR)
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] == "mlopsctl_sqlite.CONNECT_ARGS"
     assert (AIRFLOW_PLUGINS_DIR / "mlopsctl_sqlite.py").is_file()
+
+
+def test_a_tasks_execution_api_calls_outwait_the_write_lock(tmp_path) -> None:
+    """A heartbeat queued behind the one-writer lock may wait as long as SQLite's busy timeout; the worker's
+    request timeout must be at least that, or three slow heartbeats kill a healthy task."""
+    pytest.importorskip("airflow")
+    module = _plugin_module()
+    settings = Settings(project_dir=tmp_path, state_dir=tmp_path / "state")
+    env = airflow_env(settings, StackLayout.from_settings(settings))
+    assert float(env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"]) >= module.CONNECT_ARGS["timeout"]
