@@ -303,19 +303,11 @@ def summaries(cfg: ContextFile) -> list[dict[str, Any]]:
     ]
 
 
-def new_context(
-    name: str,
-    airflow_url: str,
-    *,
-    auth: str,
-    username: str | None,
-    token_env: str | None,
-    mlflow_uri: str | None,
-    ca_bundle: Path | None,
-    insecure: bool,
-    description: str | None,
-) -> Context:
-    """A context from `context add`'s flags, each checked (InputError/ConfigError naming the flag)."""
+def check_new(
+    name: str, *, auth: str, token_env: str | None, ca_bundle: Path | None, mlflow_uri: str | None
+) -> Path | None:
+    """`context add`'s checks of its flags beyond the model's own (errors name the flag); returns the CA
+    bundle, resolved."""
     validate_name(name)
     if auth not in ("password", "token", "none"):
         raise InputError(f"--auth must be password, token or none, got {auth!r}.")
@@ -335,17 +327,13 @@ def new_context(
             Settings._tracking_uri(mlflow_uri)
         except ValueError as exc:
             raise InputError(f"--mlflow-uri {exc}.") from None
+    return ca_bundle
+
+
+def parse_context(**fields: Any) -> Context:
+    """A Context from its fields; what the model rejects becomes an InputError."""
     try:
-        return Context(
-            airflow_url=airflow_url,
-            auth=auth,
-            username=username,
-            token_env=token_env,
-            mlflow_tracking_uri=mlflow_uri,
-            verify_tls=not insecure,
-            ca_bundle=str(ca_bundle) if ca_bundle else None,
-            description=description,
-        )
+        return Context(**fields)
     except ValidationError as exc:
         raise InputError(_first_error(exc) + ".") from None
 

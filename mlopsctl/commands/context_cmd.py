@@ -80,15 +80,17 @@ def add(
     Example: mlopsctl context add prod --airflow-url https://airflow.example.com --auth password --username ops --use
     """
     app_ctx = app_context(ctx, json_output)
-    new = targets.new_context(
-        name,
-        airflow_url,
+    ca_bundle = targets.check_new(
+        name, auth=auth, token_env=token_env, ca_bundle=ca_bundle, mlflow_uri=mlflow_uri
+    )
+    new = targets.parse_context(
+        airflow_url=airflow_url,
         auth=auth,
         username=username,
         token_env=token_env,
-        mlflow_uri=mlflow_uri,
-        ca_bundle=ca_bundle,
-        insecure=insecure,
+        mlflow_tracking_uri=mlflow_uri,
+        verify_tls=not insecure,
+        ca_bundle=str(ca_bundle) if ca_bundle else None,
         description=description,
     )
     cfg, path = targets.add(name, new, use=use, force=force)
