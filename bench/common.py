@@ -93,6 +93,59 @@ def not_measured(bench: str, key: str, what: str, reason: str, target: str = "")
     return Row(bench=bench, key=key, what=what, reason=reason, target=target)
 
 
+def figure_row(bench: str, key: str, what: str, stats: Stats | None, reason: str, unit: str = "s") -> Row:
+    """The row `{bench}.{key}`: the figure's stats, or, when there is no figure, the reason why not."""
+    if stats is None:
+        return Row(bench, f"{bench}.{key}", what, reason=reason)
+    return Row(bench, f"{bench}.{key}", what, unit=unit, stats=stats.as_dict())
+
+
+@dataclass
+class Measurements:
+    """One benchmark's figures by row key (`{bench}.{key}`), and why each key that has none has none.
+
+    `take` runs one measurement; `rows` turns the figures into table rows, in the order asked for.
+    """
+
+    bench: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def take(self, key: str, what: str, measure: Callable[[], Any], *, keep_going: bool = False) -> bool:
+        """figures[key] = measure(). A NotMeasured becomes the key's reason instead; so does any other
+        error with keep_going (one failing peer must not sink the rows of the others). True if measured."""
+        try:
+            self.figures[key] = measure()
+        except NotMeasured as exc:
+            self.reasons[key] = str(exc)
+            log(f"{self.bench}: {what}: not measured: {exc}")
+        except Exception as exc:
+            if not keep_going:
+                raise
+            self.reasons[key] = f"{type(exc).__name__}: {exc}"
+            log(f"{self.bench}: {what}: failed: {self.reasons[key]}")
+        else:
+            return True
+        return False
+
+    def rows(
+        self,
+        keys: Iterable[tuple[str, str]],
+        annotate: Callable[[str, Row, Stats], None] | None = None,
+        stats: Callable[[Any], Stats] = lambda figure: figure,
+    ) -> list[Row]:
+        """A row per (key, what): measured ones carry `stats(figure)` and whatever `annotate(key, row, stats)`
+        adds (peer ratio, target, verdict, note); the others their reason ("not run" if none was given)."""
+        rows = []
+        for key, what in keys:
+            s = stats(self.figures[key]) if key in self.figures else None
+            row = figure_row(self.bench, key, what, s, self.reasons.get(key, "not run"))
+            if s is not None and annotate is not None:
+                annotate(key, row, s)
+            rows.append(row)
+        return rows
+
+
 @dataclass
 class BenchContext:
     quick: bool

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 
 from bench.common import (
     BENCH_DIR,
     CACHE_DIR,
     VENV_BIN,
     BenchContext,
+    Measurements,
     NotMeasured,
     Row,
     Stats,
@@ -135,64 +137,61 @@ def features_path(work_dir, dag_id: str, run_id: str):
     return path if path.exists() else None
 
 
+def measure(ctx: BenchContext, engine: str, what: str, data, n: int, runs: int) -> list[dict]:
+    """`runs` timed runs of one engine on the n-row data set (the peer warmed up once, on the first size)."""
+    ctx.check_budget(f"{what} on {n:,} rows")
+    if engine == "peer":
+        if n == sizes(ctx)[0][0]:
+            run_peer(data)  # warm-up (imports, page cache)
+        return [run_peer(data) for _ in range(runs)]
+    return [run_mlopsctl(ctx, data, spark=(engine == "spark")) for _ in range(runs)]
+
+
+def annotate(per: dict[str, list[dict]], work: float | None, cores: int, extra: dict,
+             rkey: str, row: Row, s: Stats) -> None:
+    """Efficiency, the ratio to the peer and the notes of one engine's row on one data size."""
+    key = rkey.split(".")[-1]
+    peer_wall = Stats([d["wall"] for d in per["peer"]]) if per["peer"] else None
+    notes = []
+    if work:
+        eff = work / (s.median * cores)
+        notes.append(f"efficiency {eff:.0%}")
+        extra[f"{key}_efficiency"] = eff
+    if key == "peer":
+        d0 = per[key][0]
+        notes.append(f"search {Stats([d['search_wall'] for d in per[key]]).median:.1f} s in-process;"
+                     f" fit work {work:.1f} s; held-out rmse {d0['rmse']:.3f}")
+    elif peer_wall:
+        ratio = s.median / peer_wall.median
+        row.peer = f"{ratio:.2f}x GridSearchCV"
+        row.target = f"<= {TARGETS[key]}x GridSearchCV"
+        row.verdict = "met" if ratio <= TARGETS[key] else "missed"
+        notes.append(f"+{s.median - peer_wall.median:.1f} s over the peer")
+        durs = [d["duration_s"] for d in per[key] if d.get("duration_s")]
+        if durs:
+            notes.append(f"Airflow run duration {Stats(durs).median:.1f} s")
+    if s.n < 5:
+        notes.append(f"{s.n} run(s) to fit the time budget")
+    row.note = "; ".join(notes)
+
+
 def run(ctx: BenchContext) -> list[Row]:
     cores = os.cpu_count() or 1
     rows: list[Row] = []
     extra: dict[str, dict] = {}
+    m = Measurements(NAME)  # keyed "{rows}.{engine}"
     for n, runs in sizes(ctx):
         data = dataset(n)
-        per: dict[str, list[dict]] = {k: [] for k, _ in ENGINES}
-        errors: dict[str, str] = {}
         for key, what in ENGINES:
             log(f"grid: {what} on {n:,} rows x{runs}")
-            try:
-                ctx.check_budget(f"{what} on {n:,} rows")
-                if key == "peer":
-                    if n == sizes(ctx)[0][0]:
-                        run_peer(data)  # warm-up (imports, page cache)
-                    per[key] = [run_peer(data) for _ in range(runs)]
-                else:
-                    per[key] = [run_mlopsctl(ctx, data, spark=(key == "spark")) for _ in range(runs)]
-            except NotMeasured as exc:
-                errors[key] = str(exc)
-                log(f"grid: {what}: not measured: {exc}")
-            except Exception as exc:  # noqa: BLE001 - keep the other engines' rows
-                errors[key] = f"{type(exc).__name__}: {exc}"
-                log(f"grid: {what}: failed: {errors[key]}")
-        peer_wall = Stats([d["wall"] for d in per["peer"]]) if per["peer"] else None
+            m.take(f"{n}.{key}", what, partial(measure, ctx, key, what, data, n, runs), keep_going=True)
+        per: dict[str, list[dict]] = {k: m.figures.get(f"{n}.{k}", []) for k, _ in ENGINES}
         work = (Stats([d["sum_fit_time"] + d["sum_score_time"] for d in per["peer"]]).median
                 if per["peer"] else None)
         extra[str(n)] = {"work_s": work, **{k: [{kk: vv for kk, vv in d.items() if kk != "best_params"}
                                                  for d in v] for k, v in per.items()}}
-        for key, what in ENGINES:
-            rkey = f"{NAME}.{n}.{key}"
-            label = f"{what}, {n:,} rows"
-            if not per[key]:
-                rows.append(Row(NAME, rkey, label, reason=errors.get(key, "not run")))
-                continue
-            s = Stats([d["wall"] for d in per[key]])
-            row = Row(NAME, rkey, label, stats=s.as_dict())
-            notes = []
-            if work:
-                eff = work / (s.median * cores)
-                notes.append(f"efficiency {eff:.0%}")
-                extra[str(n)][f"{key}_efficiency"] = eff
-            if key == "peer":
-                d0 = per[key][0]
-                notes.append(f"search {Stats([d['search_wall'] for d in per[key]]).median:.1f} s in-process;"
-                             f" fit work {work:.1f} s; held-out rmse {d0['rmse']:.3f}")
-            elif peer_wall:
-                ratio = s.median / peer_wall.median
-                row.peer = f"{ratio:.2f}x GridSearchCV"
-                row.target = f"<= {TARGETS[key]}x GridSearchCV"
-                row.verdict = "met" if ratio <= TARGETS[key] else "missed"
-                notes.append(f"+{s.median - peer_wall.median:.1f} s over the peer")
-                durs = [d["duration_s"] for d in per[key] if d.get("duration_s")]
-                if durs:
-                    notes.append(f"Airflow run duration {Stats(durs).median:.1f} s")
-            if s.n < 5:
-                notes.append(f"{s.n} run(s) to fit the time budget")
-            row.note = "; ".join(notes)
-            rows.append(row)
+        rows += m.rows([(f"{n}.{key}", f"{what}, {n:,} rows") for key, what in ENGINES],
+                       partial(annotate, per, work, cores, extra[str(n)]),
+                       stats=lambda measured: Stats([d["wall"] for d in measured]))
     ctx.shared["grid"] = {"grid": GRID, "cv": CV, "cores": cores, "sizes": extra}
     return rows

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bench.common import (
-    VENV_BIN,
-    BenchContext,
-    NotMeasured,
-    Row,
-    Stats,
-    log,
-    repeat,
-    run_cmd,
-)
+from bench.common import VENV_BIN, BenchContext, Measurements, NotMeasured, Row, Stats, log, repeat, run_cmd
 from bench.localstack import LocalStack, shared_stack
 from bench.sparkcluster import spark_env
 
@@ -129,12 +120,21 @@ def dags_test_once(st: LocalStack) -> float:
     return res.wall
 
 
+def paused_dags_test(ctx: BenchContext, st: LocalStack, runs: int) -> Stats:
+    """`airflow dags test` runs with the DAG paused meanwhile, so the scheduler stays out of it."""
+    ctx.check_budget("airflow dags test")
+    _set_paused(st, True)
+    try:
+        # no warm-up: the bare runs just before warmed the same Spark jobs
+        return repeat(lambda: dags_test_once(st), runs, warmup=0)
+    finally:
+        _set_paused(st, False)
+
+
 def run(ctx: BenchContext) -> list[Row]:
     runs = ctx.runs
     st = shared_stack(ctx)
-    rows: list[Row] = []
-    stats: dict[str, Stats] = {}
-    errors: dict[str, str] = {}
+    m = Measurements(NAME)
     work = ctx.work / "bare-work"
     counter = [0]
     plan = [
@@ -145,37 +145,19 @@ def run(ctx: BenchContext) -> list[Row]:
     for key, fn in plan:
         warm = 0 if ctx.quick else 1
         log(f"orchestration: {key} x{runs} (+{warm} warm-up)")
-        try:
-            stats[key] = repeat(fn, runs, warmup=warm)
-        except NotMeasured as exc:
-            errors[key] = str(exc)
-            log(f"orchestration: {key}: {exc}")
+        m.take(key, key, lambda fn=fn, warm=warm: repeat(fn, runs, warmup=warm))
     # airflow dags test: ~10-20 s each; fewer runs in quick mode
     dt_runs = 1 if ctx.quick else max(3, runs - 2)  # ~20 s each
     log(f"orchestration: airflow dags test x{dt_runs}")
-    try:
-        ctx.check_budget("airflow dags test")
-        _set_paused(st, True)
-        try:
-            # no warm-up: the bare runs just before warmed the same Spark jobs
-            stats["dags_test"] = repeat(lambda: dags_test_once(st), dt_runs, warmup=0)
-        finally:
-            _set_paused(st, False)
-    except NotMeasured as exc:
-        errors["dags_test"] = str(exc)
-    except Exception as exc:  # noqa: BLE001 - client errors (pause/unpause)
-        errors["dags_test"] = f"{type(exc).__name__}: {exc}"
+    # keep_going: client errors (pause/unpause) cost this row only
+    m.take("dags_test", "airflow dags test", lambda: paused_dags_test(ctx, st, dt_runs), keep_going=True)
 
+    stats: dict[str, Stats] = m.figures
     bare = stats.get("bare")
     labels = dict(expected_rows(ctx))
     floor = stats.get("floor")
-    for key in ("mlopsctl", "floor", "bare", "dags_test"):
-        k = f"{NAME}.{key}"
-        if key not in stats:
-            rows.append(Row(NAME, k, labels[k], reason=errors.get(key, "not run")))
-            continue
-        s = stats[key]
-        r = Row(NAME, k, labels[k], stats=s.as_dict())
+
+    def annotate(key: str, r: Row, s: Stats) -> None:
         if floor and key != "floor":
             r.peer = f"{s.median / floor.median:.2f}x floor (+{s.median - floor.median:.1f} s)"
         if key == "mlopsctl" and floor:
@@ -183,7 +165,8 @@ def run(ctx: BenchContext) -> list[Row]:
             r.verdict = "met" if s.median / floor.median <= 2.0 else "missed"
         if key == "dags_test" and s.n < 5:
             r.note = f"{s.n} run(s)"
-        rows.append(r)
+
+    rows = m.rows([(key, labels[f"{NAME}.{key}"]) for key in ("mlopsctl", "floor", "bare", "dags_test")], annotate)
     if "mlopsctl" in stats and bare:
         over = stats["mlopsctl"].median - bare.median
         rows.append(Row(NAME, f"{NAME}.overhead", labels[f"{NAME}.overhead"], value=over,
@@ -191,6 +174,6 @@ def run(ctx: BenchContext) -> list[Row]:
                         note=f"medians: {stats['mlopsctl'].median:.1f} s - {bare.median:.1f} s"))
     else:
         rows.append(Row(NAME, f"{NAME}.overhead", labels[f"{NAME}.overhead"],
-                        reason=errors.get("mlopsctl") or errors.get("bare") or "not run"))
+                        reason=m.reasons.get("mlopsctl") or m.reasons.get("bare") or "not run"))
     ctx.shared["orchestration"] = {k: v.as_dict() for k, v in stats.items()}
     return rows

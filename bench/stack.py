@@ -14,6 +14,7 @@ from bench.common import (
     Stats,
     airflow_healthy,
     bench_env,
+    figure_row,
     free_port,
     kill_group,
     log,
@@ -121,9 +122,7 @@ def run(ctx: BenchContext) -> list[Row]:
     sa_label = "warm" if sa_warm else "cold"
 
     def row(key: str, what: str, values: list[float], unit: str, err: str) -> Row:
-        if not values:
-            return Row(NAME, f"{NAME}.{key}", what, reason=errors.get(err, "not run"))
-        return Row(NAME, f"{NAME}.{key}", what, unit=unit, stats=Stats(values).as_dict())
+        return figure_row(NAME, key, what, Stats(values) if values else None, errors.get(err, "not run"), unit)
 
     r_cold = row("mlopsctl_cold", "mlopsctl dev start, cold (fresh state)", cold, "s", "mlopsctl")
     r_cold.note = "no separate warm-up: each run starts from an empty state dir"
@@ -147,25 +146,19 @@ def run(ctx: BenchContext) -> list[Row]:
         r_pss.verdict = "met" if Stats(pss).median <= 1843 else "missed"
     if pss and sa_pss:
         r_pss.peer = f"{Stats(pss).median / Stats(sa_pss).median:.2f}x standalone"
-    sa_rows = []
-    if sa_cold or sa_warm:
-        r_sa = Row(NAME, f"{NAME}.standalone_start", "airflow standalone to healthy", unit="s",
-                   stats=Stats(sa_all).as_dict())
+    r_sa = row("standalone_start", "airflow standalone to healthy", sa_all, "s", "standalone")
+    if sa_all:
         r_sa.note = f"{sa_label} start{'s' if len(sa_all) > 1 else ''}"
         if sa_cold and sa_warm:
             r_sa.note += f"; cold start {Stats(sa_cold).median:.1f} s (1 run)"
         if len(sa_all) < 5:
             r_sa.note += f"; {len(sa_all)} run(s) to fit the time budget"
         r_sa.note += "; healthy = the 4 components in /monitor/health (no DAGs to parse, no MLflow)"
-        sa_rows.append(r_sa)
-    else:
-        sa_rows.append(Row(NAME, f"{NAME}.standalone_start", "airflow standalone to healthy",
-                           reason=errors.get("standalone", "not run")))
     r_sa_rss = row("standalone_rss", "airflow standalone RSS", sa_rss, "MB", "standalone")
     if sa_procs:
         r_sa_rss.note = f"{max(sa_procs)} processes"
     r_sa_pss = row("standalone_pss", "airflow standalone PSS", sa_pss, "MB", "standalone")
-    rows += [r_cold, r_warm, r_rss, r_pss, *sa_rows, r_sa_rss, r_sa_pss]
+    rows += [r_cold, r_warm, r_rss, r_pss, r_sa, r_sa_rss, r_sa_pss]
     ctx.shared["stack"] = {"cold": cold, "warm": warm, "rss_mb": rss, "pss_mb": pss,
                            "standalone_cold": sa_cold, "standalone_warm": sa_warm,
                            "standalone_rss_mb": sa_rss, "standalone_pss_mb": sa_pss,

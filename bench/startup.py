@@ -12,6 +12,7 @@ from bench.common import (
     CACHE_DIR,
     VENV_BIN,
     BenchContext,
+    Measurements,
     NotMeasured,
     Row,
     Stats,
@@ -93,31 +94,22 @@ def run(ctx: BenchContext) -> list[Row]:
         "mlopsctl_version": [str(VENV_BIN / "mlopsctl"), "--version"],
         "airflow_version": [str(VENV_BIN / "airflow"), "version"],
     }
-    rows: list[Row] = []
-    stats: dict[str, Stats] = {}
-    errors: dict[str, str] = {}
+    m = Measurements(NAME)
     try:
         cmds["airflowctl_help"] = [str(ensure_airflowctl()), "--help"]
     except NotMeasured as exc:
-        errors["airflowctl_help"] = str(exc)
-    for key, _what in ROWS:
+        m.reasons["airflowctl_help"] = str(exc)
+    for key, what in ROWS:
         if key not in cmds:
             continue
         n = 1 if ctx.quick and key == "airflow_version" else runs  # ~5-20 s a call: one in --quick
         log(f"startup: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmds[key]))} x{n}")
-        try:
-            stats[key] = repeat(lambda argv=cmds[key]: _timed(argv, env), n)
-        except NotMeasured as exc:
-            errors[key] = str(exc)
+        m.take(key, what, lambda argv=cmds[key], n=n: repeat(lambda: _timed(argv, env), n))
 
+    stats: dict[str, Stats] = m.figures
     af = stats.get("airflow_version")
-    for key, what in ROWS:
-        k = f"{NAME}.{key}"
-        if key not in stats:
-            rows.append(Row(NAME, k, what, reason=errors.get(key, "not run")))
-            continue
-        s = stats[key]
-        row = Row(NAME, k, what, stats=s.as_dict())
+
+    def annotate(key: str, row: Row, s: Stats) -> None:
         if af and key != "airflow_version":
             row.peer = f"{s.median / af.median:.3f}x airflow version"
         if key == "mlopsctl_help":
@@ -132,6 +124,7 @@ def run(ctx: BenchContext) -> list[Row]:
             floor = stats.get("python_pass")
             if floor:
                 row.note += f"; {s.median - floor.median:.3f} s above the bare interpreter"
-        rows.append(row)
+
+    rows = m.rows(ROWS, annotate)
     ctx.shared["startup"] = {k: v.as_dict() for k, v in stats.items()}
     return rows

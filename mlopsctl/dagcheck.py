@@ -67,6 +67,8 @@ class Problem:
 
 @dataclass
 class FileReport:
+    """What the check found in one file: its parse time, its DAGs, its problems."""
+
     file: str
     parse_seconds: float
     dag_ids: list[str] = field(default_factory=list)
@@ -75,14 +77,21 @@ class FileReport:
 
 @dataclass
 class CheckReport:
+    """A FileReport per DAG file parsed under `path`, and `outside`, the report on `path` itself (nothing
+    parsed, no DAGs): it holds the problems no parsed DAG file owns (no DAG files at all, ruff unavailable,
+    ruff's findings in helper modules)."""
+
     path: str
     max_parse_seconds: float
     files: list[FileReport] = field(default_factory=list)
-    problems_outside_files: list[Problem] = field(default_factory=list)
+    outside: FileReport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outside = FileReport(self.path, parse_seconds=0.0)
 
     @property
     def problems(self) -> list[Problem]:
-        return self.problems_outside_files + [p for f in self.files for p in f.problems]
+        return [p for f in (self.outside, *self.files) for p in f.problems]
 
     def failed(self, strict: bool = False) -> bool:
         return any(p.severity == "error" or strict for p in self.problems)
@@ -644,7 +653,7 @@ def check_dags(
 
         files = _dag_files(path, safe_mode)
         if not files:
-            report.problems_outside_files.append(
+            report.outside.problems.append(
                 Problem(
                     "no_dag_files",
                     str(path),
@@ -658,8 +667,7 @@ def check_dags(
                 report.files.append(_check_file(bag, filepath, folder, max_parse_seconds))
     by_file = {f.file: f for f in report.files}
     for problem in ruff_problems(path, folder, ruff_bin()):
-        target = by_file.get(problem.file)
-        (target.problems if target else report.problems_outside_files).append(problem)
+        by_file.get(problem.file, report.outside).problems.append(problem)
     for f in report.files:
         link_import_errors(f.problems)
     return report

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import PydanticBaseSettingsSource
 
-from mlopsctl.errors import ConfigError
+from mlopsctl.errors import ConfigError, InputError
 
 KEYRING_SERVICE = "mlopsctl"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -251,6 +251,135 @@ def password_source(name: str, ctx: Context) -> str | None:
     if keyring_get(name, "password", ctx.username):
         return "keyring"
     return None
+
+
+# --- the `context` commands' work (they parse flags and print; this reads, checks and writes) -----------
+
+#: the fields `context show` prints, in order (those a context has)
+SHOWN_FIELDS = (
+    "name",
+    "current",
+    "airflow_url",
+    "auth",
+    "username",
+    "token_env",
+    "token",
+    "token_source",
+    "password",
+    "password_source",
+    "mlflow_tracking_uri",
+    "verify_tls",
+    "ca_bundle",
+    "description",
+)
+
+
+def describe(name: str, ctx: Context, current: str | None) -> dict[str, Any]:
+    """A printable view of a context: secret *sources* and whether they are set, never the values."""
+    data: dict[str, Any] = {"name": name, "current": name == current, **ctx.model_dump()}
+    if ctx.auth == "token":
+        source = token_source(name, ctx)
+        data["token"] = "****" if source else None
+        data["token_source"] = source
+    elif ctx.auth == "password":
+        source = password_source(name, ctx)
+        data["password"] = "****" if source else None
+        data["password_source"] = source
+    return data
+
+
+def summaries(cfg: ContextFile) -> list[dict[str, Any]]:
+    """One row per context, by name, for `context list`."""
+    return [
+        {
+            "name": n,
+            "current": n == cfg.current,
+            "airflow_url": c.airflow_url,
+            "auth": c.auth,
+            "mlflow_tracking_uri": c.mlflow_tracking_uri,
+            "description": c.description,
+        }
+        for n, c in sorted(cfg.contexts.items())
+    ]
+
+
+def check_new(
+    name: str, *, auth: str, token_env: str | None, ca_bundle: Path | None, mlflow_uri: str | None
+) -> Path | None:
+    """`context add`'s checks of its flags beyond the model's own (errors name the flag); returns the CA
+    bundle, resolved."""
+    validate_name(name)
+    if auth not in ("password", "token", "none"):
+        raise InputError(f"--auth must be password, token or none, got {auth!r}.")
+    if ca_bundle is not None:
+        ca_bundle = ca_bundle.expanduser().resolve()
+        if not ca_bundle.is_file():
+            raise InputError(f"CA bundle {ca_bundle} does not exist.")
+    if auth == "token" and not token_env and not keyring_available():
+        raise InputError(
+            "--auth token needs --token-env VAR (the env var that will hold the token).",
+            hint="e.g. --token-env ASTRO_API_TOKEN, then `export ASTRO_API_TOKEN=...` before running mlopsctl.",
+        )
+    if mlflow_uri is not None:
+        from mlopsctl.settings import Settings
+
+        try:
+            Settings._tracking_uri(mlflow_uri)
+        except ValueError as exc:
+            raise InputError(f"--mlflow-uri {exc}.") from None
+    return ca_bundle
+
+
+def parse_context(**fields: Any) -> Context:
+    """A Context from its fields; what the model rejects becomes an InputError."""
+    try:
+        return Context(**fields)
+    except ValidationError as exc:
+        raise InputError(_first_error(exc) + ".") from None
+
+
+def add(name: str, new: Context, *, use: bool, force: bool) -> tuple[ContextFile, Path]:
+    """Store `new` as `name` (replacing one only with force), current too with use; the file and its path."""
+    cfg = load()
+    if name in cfg.contexts and not force:
+        raise ConfigError(f"Context {name!r} already exists.", hint="Use --force to replace it.")
+    cfg.contexts[name] = new
+    if use:
+        cfg.current = name
+    return cfg, save(cfg)
+
+
+def set_current(name: str | None) -> None:
+    """Make `name` (an existing context) the current one; None clears it."""
+    cfg = load()
+    if name is not None:
+        get(name, cfg)
+    cfg.current = name
+    save(cfg)
+
+
+def remove(name: str) -> None:
+    """Delete a context, and any secret stored for it in the OS keyring."""
+    cfg = load()
+    old = get(name, cfg)
+    del cfg.contexts[name]
+    if cfg.current == name:
+        cfg.current = None
+    save(cfg)
+    keyring_delete(name, old.username)
+
+
+def secret_kind(name: str) -> tuple[str, Context]:
+    """What `context set-secret` would store for `name` ("token" or "password"), once the keyring is there."""
+    target = get(name)
+    if target.auth == "none":
+        raise InputError(f"Context {name!r} uses auth=none: there is no secret to store.")
+    if not keyring_available():
+        raise ConfigError(
+            "The OS keyring is not available (the optional `keyring` package is not installed).",
+            hint="`pip install keyring`, or export the secret in an env var (token_env / MLOPSCTL_AIRFLOW_PASSWORD).",
+        )
+    return ("token" if target.auth == "token" else "password"), target
 
 
 # --- settings integration ---------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def _problem_line(p: Problem, prefix: str = "") -> str:
 def problem_lines(report: CheckReport) -> list[str]:
     """One entry per problem, by file and line; the AIR3xx findings that cause a file's import error are
     listed under it (as its cause) instead of beside it."""
-    lines = [_problem_line(p) for p in report.problems_outside_files]
+    lines = [_problem_line(p) for p in report.outside.problems]
     for f in report.files:
         causes = [p for p in f.problems if p.explains_import_error]
         for p in sorted(f.problems, key=lambda p: p.line or 0):

@@ -35,20 +35,6 @@ app = typer.Typer(
 )
 
 
-def _describe(name: str, ctx: targets.Context, current: str | None) -> dict[str, Any]:
-    """A printable view of a context: secret *sources* and whether they are set, never the values."""
-    data: dict[str, Any] = {"name": name, "current": name == current, **ctx.model_dump()}
-    if ctx.auth == "token":
-        source = targets.token_source(name, ctx)
-        data["token"] = "****" if source else None
-        data["token_source"] = source
-    elif ctx.auth == "password":
-        source = targets.password_source(name, ctx)
-        data["password"] = "****" if source else None
-        data["password_source"] = source
-    return data
-
-
 @app.command("add")
 def add(
     ctx: typer.Context,
@@ -93,48 +79,21 @@ def add(
 
     Example: mlopsctl context add prod --airflow-url https://airflow.example.com --auth password --username ops --use
     """
-    from pydantic import ValidationError
-
     app_ctx = app_context(ctx, json_output)
-    targets.validate_name(name)
-    if auth not in ("password", "token", "none"):
-        raise InputError(f"--auth must be password, token or none, got {auth!r}.")
-    if ca_bundle is not None:
-        ca_bundle = ca_bundle.expanduser().resolve()
-        if not ca_bundle.is_file():
-            raise InputError(f"CA bundle {ca_bundle} does not exist.")
-    if auth == "token" and not token_env and not targets.keyring_available():
-        raise InputError(
-            "--auth token needs --token-env VAR (the env var that will hold the token).",
-            hint="e.g. --token-env ASTRO_API_TOKEN, then `export ASTRO_API_TOKEN=...` before running mlopsctl.",
-        )
-    if mlflow_uri is not None:
-        from mlopsctl.settings import Settings
-
-        try:
-            Settings._tracking_uri(mlflow_uri)
-        except ValueError as exc:
-            raise InputError(f"--mlflow-uri {exc}.") from None
-    try:
-        new = targets.Context(
-            airflow_url=airflow_url,
-            auth=auth,
-            username=username,
-            token_env=token_env,
-            mlflow_tracking_uri=mlflow_uri,
-            verify_tls=not insecure,
-            ca_bundle=str(ca_bundle) if ca_bundle else None,
-            description=description,
-        )
-    except ValidationError as exc:
-        raise InputError(targets._first_error(exc) + ".") from None
-    cfg = targets.load()
-    if name in cfg.contexts and not force:
-        raise ConfigError(f"Context {name!r} already exists.", hint="Use --force to replace it.")
-    cfg.contexts[name] = new
-    if use:
-        cfg.current = name
-    path = targets.save(cfg)
+    ca_bundle = targets.check_new(
+        name, auth=auth, token_env=token_env, ca_bundle=ca_bundle, mlflow_uri=mlflow_uri
+    )
+    new = targets.parse_context(
+        airflow_url=airflow_url,
+        auth=auth,
+        username=username,
+        token_env=token_env,
+        mlflow_tracking_uri=mlflow_uri,
+        verify_tls=not insecure,
+        ca_bundle=str(ca_bundle) if ca_bundle else None,
+        description=description,
+    )
+    cfg, path = targets.add(name, new, use=use, force=force)
     if new.insecure_transport:
         app_ctx.console.warn(
             f"{new.airflow_url} is plain HTTP: credentials would cross the network unencrypted."
@@ -142,7 +101,7 @@ def add(
     if insecure:
         app_ctx.console.warn("TLS certificate verification is off for this context.")
     if json_output:
-        app_ctx.console.json(_describe(name, new, cfg.current) | {"path": str(path)})
+        app_ctx.console.json(targets.describe(name, new, cfg.current) | {"path": str(path)})
     else:
         app_ctx.console.success(
             f"Context {escape(name)} saved to {escape(str(path))}" + (" (current)" if use else "")
@@ -157,17 +116,7 @@ def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """
     app_ctx = app_context(ctx, json_output)
     cfg = targets.load()
-    rows = [
-        {
-            "name": n,
-            "current": n == cfg.current,
-            "airflow_url": c.airflow_url,
-            "auth": c.auth,
-            "mlflow_tracking_uri": c.mlflow_tracking_uri,
-            "description": c.description,
-        }
-        for n, c in sorted(cfg.contexts.items())
-    ]
+    rows = targets.summaries(cfg)
     if json_output:
         app_ctx.console.json({"current": cfg.current, "contexts": rows})
         return
@@ -204,17 +153,11 @@ def use(
     app_ctx = app_context(ctx)
     if (name is None) == (not unset):
         raise InputError("Give a context NAME or --unset (not both).")
-    cfg = targets.load()
-    if unset:
-        cfg.current = None
-        targets.save(cfg)
+    targets.set_current(name)
+    if name is None:
         app_ctx.console.success("No current context (env, .env and defaults apply).")
-        return
-    assert name is not None
-    targets.get(name, cfg)
-    cfg.current = name
-    targets.save(cfg)
-    app_ctx.console.success(f"Current context: {escape(name)}")
+    else:
+        app_ctx.console.success(f"Current context: {escape(name)}")
 
 
 @app.command("show")
@@ -233,29 +176,14 @@ def show(
         name = targets.active_name(app_ctx.settings.context)
         if not name:
             raise ConfigError("No context selected.", hint="Give a NAME, or run `mlopsctl context use NAME`.")
-    data = _describe(name, targets.get(name, cfg), cfg.current)
+    data = targets.describe(name, targets.get(name, cfg), cfg.current)
     if json_output:
         app_ctx.console.json(data)
         return
     from rich.table import Table
 
     table = Table(show_header=False, box=None)
-    for key in (
-        "name",
-        "current",
-        "airflow_url",
-        "auth",
-        "username",
-        "token_env",
-        "token",
-        "token_source",
-        "password",
-        "password_source",
-        "mlflow_tracking_uri",
-        "verify_tls",
-        "ca_bundle",
-        "description",
-    ):
+    for key in targets.SHOWN_FIELDS:
         if key not in data:
             continue
         value = data[key]
@@ -269,22 +197,13 @@ def show(
 
 
 @app.command("remove")
-def remove(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Context to delete.")],
-) -> None:
+def remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Context to delete.")]) -> None:
     """Delete a context (and any secret mlopsctl stored for it in the OS keyring).
 
     Example: mlopsctl context remove staging
     """
     app_ctx = app_context(ctx)
-    cfg = targets.load()
-    old = targets.get(name, cfg)
-    del cfg.contexts[name]
-    if cfg.current == name:
-        cfg.current = None
-    targets.save(cfg)
-    targets.keyring_delete(name, old.username)
+    targets.remove(name)
     app_ctx.console.success(f"Removed context {escape(name)}")
 
 
@@ -299,15 +218,7 @@ def set_secret(
     Example: mlopsctl context set-secret astro
     """
     app_ctx = app_context(ctx)
-    target = targets.get(name)
-    if target.auth == "none":
-        raise InputError(f"Context {name!r} uses auth=none: there is no secret to store.")
-    if not targets.keyring_available():
-        raise ConfigError(
-            "The OS keyring is not available (the optional `keyring` package is not installed).",
-            hint="`pip install keyring`, or export the secret in an env var (token_env / MLOPSCTL_AIRFLOW_PASSWORD).",
-        )
-    kind = "token" if target.auth == "token" else "password"
+    kind, target = targets.secret_kind(name)
     secret = typer.prompt(f"{kind.capitalize()} for {name}", hide_input=True)
     if not secret:
         raise InputError(f"Empty {kind}.")
