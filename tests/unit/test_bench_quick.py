@@ -35,7 +35,7 @@ def test_expected_rows_cover_every_issue_item() -> None:
     assert len(keys) == len(_expected_rows()), "row keys must be unique"
 
 
-def test_bench_quick_produces_every_row(tmp_path: Path) -> None:
+def test_bench_quick_produces_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPSCTL_", "AIRFLOW__"))}
     env["HOME"] = pwd.getpwuid(os.getuid()).pw_dir  # the real home: uv/pip caches for the airflowctl peer
     out = tmp_path / "results"
@@ -65,3 +65,5 @@ def test_bench_quick_produces_every_row(tmp_path: Path) -> None:
         assert row["measured"] or row["reason"], f"{key}: neither a figure nor a reason"
         assert row["what"] in md, f"{key} missing from latest.md"
     assert doc["meta"]["mode"] == "quick"
+    with capsys.disabled():  # where a CI run's minutes went, for whoever trims the quick mode
+        print(f"\n[bench --quick] seconds per benchmark: {json.dumps(doc['meta']['seconds_per_benchmark'])}")
