@@ -870,6 +870,32 @@ def run_main(fn: Callable[[], Any]) -> None:
         sys.exit(EXIT_NO_RETRY)
 
 
+def run_script(main: Callable[[], Any]) -> None:
+    """A job file's ``__main__`` entry: run ``main``, then end the process as soon as its output is flushed.
+
+    Everything the job does (Spark writes, MLflow logging, the session's release) is finished when ``main``
+    returns; what is left is the interpreter's teardown of mlflow, scikit-learn, pandas, pyarrow and the
+    gRPC client, which took 2-8 s of CPU per job here and does nothing the caller can see. Exit codes are
+    kept (0, or 3 for bad data). An uncaught exception takes the normal path (traceback, exit 1). On
+    Databricks the runtime owns the process, so the job ends normally there. Not for a job that leaves
+    worker processes behind (joblib's loky pool in `grid_search`): their shutdown is part of the teardown."""
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if not isinstance(exc.code, int | None):
+            raise
+        code = exc.code or 0
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        sys.exit(code)
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def spark_session(app_name: str) -> Any:
     """The job's SparkSession, the one way every job gets it.
 
