@@ -11,6 +11,7 @@ Example (bare, outside Airflow; after preprocess_data for the same --run-id; or 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,15 +35,26 @@ def run(X: Any, y: Any, *, max_depth: int, n_estimators: int, test_size: float, 
     return TrainResult(model, metrics, X_train, len(X_train), len(X_test))
 
 
-def log_single_run(
-    args: Any, result: TrainResult, engine: str, rows_dropped: int | None = None
-) -> tuple[str, tuple[str | None, str | None]]:
-    import mlflow
+def prepare_tracking(args: Any) -> str:
+    """Import MLflow, get (or create) the experiment and close the runs of a crashed earlier try; returns the
+    experiment id. Nothing here depends on the model, so `main` runs it beside the Spark read and the fit."""
+    import mlflow.sklearn  # noqa: F401 - what `rf_core.log_model` uses, imported here off the critical path
+    from mlflow.models import infer_signature  # noqa: F401
 
     exp_id = rf_core.setup_mlflow(
         rf_core.tracking_uri(args), rf_core.experiment_name(args.experiment_prefix, args.dag_id), args.registry_uri
     )
     rf_core.close_stale_runs(exp_id, args.run_id)
+    return exp_id
+
+
+def log_single_run(
+    args: Any, result: TrainResult, engine: str, rows_dropped: int | None = None, exp_id: str | None = None
+) -> tuple[str, tuple[str | None, str | None]]:
+    import mlflow
+
+    if exp_id is None:
+        exp_id = prepare_tracking(args)
     with mlflow.start_run(
         experiment_id=exp_id,
         run_name=f"{args.dag_id} {args.run_id}",
@@ -82,19 +94,26 @@ def main(argv: list[str] | None = None) -> None:
     def body() -> None:
         started = time.monotonic()
         spark = rf_core.spark_session(f"mlopsctl-train-{args.dag_id}")
-        try:
-            engine = rf_core.engine_name(spark)
-            features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
-            X, y = rf_core.read_features(spark, features)
-            rows_dropped = rf_core.read_rows_dropped(features, spark)
-        finally:
-            rf_core.release_session(spark)
-        print(f"training RandomForestRegressor(max_depth={args.max_depth}, n_estimators={args.n_estimators}) "
-              f"on {len(X)} rows x {X.shape[1]} features", flush=True)
-        result = run(X, y, max_depth=args.max_depth, n_estimators=args.n_estimators,
-                     test_size=args.test_size, random_state=args.random_state)
-        print("held-out metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()), flush=True)
-        run_id, (name, version) = log_single_run(args, result, engine, rows_dropped)
+        # scikit-learn is imported before the tracking thread starts, so the two threads never import the
+        # same packages at once; MLflow's import (seconds) and its first requests then overlap the Spark
+        # read (a wait on the server) and the fit (native code, GIL released).
+        rf_core.import_sklearn()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
+            tracking: Future[str] = pool.submit(prepare_tracking, args)
+            try:
+                engine = rf_core.engine_name(spark)
+                features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
+                X, y = rf_core.read_features(spark, features)
+                rows_dropped = rf_core.read_rows_dropped(features, spark)
+            finally:
+                rf_core.release_session(spark)
+            print(f"training RandomForestRegressor(max_depth={args.max_depth}, n_estimators={args.n_estimators}) "
+                  f"on {len(X)} rows x {X.shape[1]} features", flush=True)
+            result = run(X, y, max_depth=args.max_depth, n_estimators=args.n_estimators,
+                         test_size=args.test_size, random_state=args.random_state)
+            print("held-out metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()), flush=True)
+            exp_id = tracking.result()
+        run_id, (name, version) = log_single_run(args, result, engine, rows_dropped, exp_id)
         print(f"mlflow run {run_id} logged" + (f"; registered {name} version {version}" if name else ""), flush=True)
         print(f"done in {time.monotonic() - started:.1f}s", flush=True)
 
@@ -102,4 +121,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    rf_core.run_script(main)
