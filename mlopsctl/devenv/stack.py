@@ -280,9 +280,6 @@ def airflow_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            # an idle scheduler loop looks for new runs and finished tasks every 0.5 s instead of 1 s: each
-            # run's start, task hand-over and end is seen sooner, for ~4% of a core while idle
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
         }
     )
     return env
