@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,17 @@ def test_workspace_experiments_must_live_under_shared_or_users(backend, monkeypa
         backend.experiment_prefix()
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_TRACKING_URI", "http://127.0.0.1:5000")  # not workspace paths
     assert backend.experiment_prefix() == prefix.rstrip("/")
+
+
+def test_the_image_puts_experiments_where_a_workspace_user_can_create_them() -> None:
+    """Every experiment prefix the Dockerfile sets resolves to a folder under /Shared/ or /Users/."""
+    text = (DAGS.parent / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.MULTILINE))
+    env = dict(re.findall(r"\b(MLOPSCTL_\w*EXPERIMENT_PREFIX)=(\S+)", text))
+    assert env.get("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX")
+    for name, value in env.items():
+        value = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), value.rstrip("\\").strip())
+        assert value.startswith(("/Shared/", "/Users/")), f"{name}={value}"
 
 
 def test_unity_catalog_needs_three_part_model_names(backend, monkeypatch) -> None:
