@@ -51,12 +51,15 @@ COPY --chown=50000:0 spark_jobs/ /opt/airflow/spark_jobs/
 
 # Runtime settings the DAG tasks read at run time (override with -e / the deployment's env).
 # No secret here: Databricks and MLflow credentials come from Airflow connections or the runtime env.
+# Databricks experiments are workspace paths: the folder must be under /Shared or /Users (`mlopsctl deploy
+# jobs` creates it). The node type (MLOPSCTL_DATABRICKS_NODE_TYPE_ID) and the Unity Catalog schema
+# (MLOPSCTL_DATABRICKS_UC_SCHEMA) have no safe default: set them on the deployment.
 ARG MLOPSCTL_COMPUTE=databricks
 ARG MLOPSCTL_MLFLOW_TRACKING_URI=databricks
-ARG MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX=/mlopsctl
+ARG MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX=/Shared/mlopsctl
 ENV MLOPSCTL_COMPUTE=${MLOPSCTL_COMPUTE} \
     MLOPSCTL_MLFLOW_TRACKING_URI=${MLOPSCTL_MLFLOW_TRACKING_URI} \
-    MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX=${MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX} \
+    MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX=${MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX} \
     MLOPSCTL_SPARK_MASTER=local[*] \
     MLOPSCTL_SPARK_JOBS_DIR=/opt/airflow/spark_jobs \
     MLOPSCTL_WORK_DIR=/opt/airflow/work \

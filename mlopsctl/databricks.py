@@ -250,6 +250,36 @@ def validate_target(target: str) -> str:
     )
 
 
+#: where the DAGs' MLflow experiments go on Databricks (the backend's default for
+#: MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX): a folder non-admins can create
+DEFAULT_EXPERIMENT_FOLDER = "/Shared/mlopsctl"
+
+
+def validate_experiment_folder(folder: str) -> str:
+    """A workspace folder under /Shared/ or /Users/ (experiments are workspace paths; only admins can
+    create top-level folders). The `/Workspace` prefix is accepted and dropped, as MLflow names omit it."""
+    folder = folder.rstrip("/").removeprefix("/Workspace")
+    parts = [p for p in folder.split("/") if p]
+    if folder.startswith(("/Shared/", "/Users/")) and len(parts) >= 2 and ".." not in parts:
+        return folder
+    raise ConfigError(
+        f"Experiment folder {folder!r} is not under /Shared/ or /Users/: on Databricks an MLflow experiment is a "
+        "workspace path, and only admins can create top-level folders.",
+        hint=f"set MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX (here and on the Airflow workers), e.g. "
+             f"{DEFAULT_EXPERIMENT_FOLDER} or /Users/<you>/mlopsctl",
+    )
+
+
+def ensure_experiment_folder(client: WorkspaceClient, folder: str) -> str:
+    """Create the experiments' parent folder (mkdirs: nothing happens when it exists)."""
+    folder = validate_experiment_folder(folder)
+    try:
+        client.workspace.mkdirs(folder)
+    except Exception as exc:  # noqa: BLE001 - mapped to typed errors
+        raise _map_sdk_error(exc, client.config.host) from None
+    return folder
+
+
 def _with_throttle_retries(call: Any, *, attempts: int = 6, max_sleep: float = 10.0) -> Any:
     """Run `call()` again on 429/503. databricks-sdk does not retry `workspace.upload` (a multipart POST:
     its retry loop is disabled for non-seekable bodies), so a throttled upload would fail outright."""

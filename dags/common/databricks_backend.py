@@ -26,10 +26,18 @@ Runtime settings (environment of the Airflow workers; read at task run time):
 ``MLOPSCTL_DATABRICKS_COMPUTE``            ``jobs`` (default: a ``new_cluster`` per run),
                                            ``existing`` or ``serverless``.
 ``MLOPSCTL_DATABRICKS_CLUSTER_ID``         the cluster for ``existing``.
-``MLOPSCTL_DATABRICKS_SPARK_VERSION``      jobs compute runtime (default ``15.4.x-cpu-ml-scala2.12``:
-                                           an ML runtime ships scikit-learn, pandas and MLflow).
-``MLOPSCTL_DATABRICKS_NODE_TYPE_ID``       jobs compute node type (default ``i3.xlarge``).
-``MLOPSCTL_DATABRICKS_NUM_WORKERS``        jobs compute workers (default ``1``).
+``MLOPSCTL_DATABRICKS_SPARK_VERSION``      jobs compute runtime (default ``17.3.x-cpu-ml-scala2.13``,
+                                           17.3 LTS ML: the first ML runtime whose image ships
+                                           MLflow 3, with scikit-learn and pandas).
+``MLOPSCTL_DATABRICKS_NODE_TYPE_ID``       jobs compute node type. Required for ``jobs``: node types
+                                           are cloud-specific (``i3.xlarge`` on AWS,
+                                           ``Standard_DS3_v2`` on Azure, ``n2-standard-4`` on GCP);
+                                           unset, the task refuses to submit.
+``MLOPSCTL_DATABRICKS_NUM_WORKERS``        jobs compute workers (default ``1``). ``grid_search.py``
+                                           (no Spark) always gets a single-node cluster.
+``MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE`` jobs compute access mode: ``DATA_SECURITY_MODE_DEDICATED``
+                                           (default) or its legacy alias ``SINGLE_USER``, the modes
+                                           that read Unity Catalog and run an ML runtime.
 ``MLOPSCTL_DATABRICKS_CLUSTER_JSON``       extra ``new_cluster`` fields as a JSON object (optional,
                                            e.g. ``{"data_security_mode": "SINGLE_USER"}``).
 ``MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION`` serverless environment version (default ``2``).
@@ -43,12 +51,14 @@ Runtime settings (environment of the Airflow workers; read at task run time):
 ``MLOPSCTL_DATABRICKS_REGISTRY_URI``       model registry (default ``databricks-uc``; empty = the
                                            tracking server's registry).
 ``MLOPSCTL_DATABRICKS_UC_SCHEMA``          ``catalog.schema`` prefixed to a ``register_model`` name
-                                           that has no dot (Unity Catalog names are
-                                           ``catalog.schema.model``), e.g. ``main.mlops``.
-``MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX``  MLflow experiment folder (default:
-                                           ``MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX`` if set, else
-                                           ``/Shared/mlopsctl``: Databricks experiments are
-                                           workspace paths).
+                                           that has no dot, e.g. ``main.mlops``. With the
+                                           ``databricks-uc`` registry a model name must end up
+                                           ``catalog.schema.model``; otherwise the task refuses.
+``MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX``  MLflow experiment folder (default ``/Shared/mlopsctl``).
+                                           With tracking URI ``databricks`` it must be under
+                                           ``/Shared/`` or ``/Users/`` (experiments are workspace
+                                           paths; ``deploy jobs`` creates the folder). The local
+                                           stack's ``MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX`` is not read.
 ``MLOPSCTL_DATABRICKS_POLL_SECONDS``       how often the operator polls ``runs/get`` (default 30).
 ``MLOPSCTL_DATABRICKS_RETRY_LIMIT``        API attempts on 429/5xx/connection errors (default 6,
                                            exponential backoff from 1 s).
@@ -58,10 +68,18 @@ The job's argv (``arguments`` from the DAG, Jinja rendered by Airflow from the r
 passed as ``spark_python_task.parameters`` (a list of strings); the values of ``--work-dir``,
 ``--tracking-uri``, ``--registry-uri`` and ``--experiment-prefix`` are replaced with the Databricks
 settings above, and ``--register-model`` gets the Unity Catalog prefix.
+
+Each submit carries an ``idempotency_token`` derived from the DAG id, the Airflow run id, the task id and
+the try number (a lost response followed by the provider's retry finds the same Databricks run; the next
+Airflow try starts a fresh one), a ``run_name`` naming the DAG, the task and the Airflow run, and
+``timeout_seconds`` from the task's ``execution_timeout``. Bad data (exit 3) is recognised by the
+``mlopsctl-error:`` line in the failed task's ``logs`` (its stdout/stderr tail), not by ``error``,
+whose format Databricks leaves unstructured.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -71,10 +89,18 @@ from airflow.providers.databricks.operators.databricks import DatabricksSubmitRu
 
 JOBS_PATH_KEY = "MLOPSCTL_DATABRICKS_JOBS_PATH"
 ERROR_PREFIX = "mlopsctl-error:"  # printed by the jobs for bad data (exit 3): not worth a retry
-DEFAULT_SPARK_VERSION = "15.4.x-cpu-ml-scala2.12"
-DEFAULT_NODE_TYPE = "i3.xlarge"
+DEFAULT_SPARK_VERSION = "17.3.x-cpu-ml-scala2.13"  # 17.3 LTS ML: MLflow 3 in the image
+DEFAULT_DATA_SECURITY_MODE = "DATA_SECURITY_MODE_DEDICATED"
+DATA_SECURITY_MODES = ("DATA_SECURITY_MODE_DEDICATED", "SINGLE_USER")  # databricks-sdk DataSecurityMode names
+DEFAULT_ENVIRONMENT_VERSION = "2"
 DEFAULT_PIP = "scikit-learn>=1.5,pandas,matplotlib,mlflow>=3.1"
+DEFAULT_EXPERIMENT_PREFIX = "/Shared/mlopsctl"
 ENVIRONMENT_KEY = "mlopsctl"
+#: jobs that use no Spark: on jobs compute they get a single-node cluster
+SINGLE_NODE_SCRIPTS = frozenset({"grid_search.py"})
+#: what Databricks requires of a single-node cluster besides num_workers 0
+SINGLE_NODE_SPARK_CONF = {"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*, 4]"}
+SINGLE_NODE_TAGS = {"ResourceClass": "SingleNode"}
 
 
 class DatabricksConfigError(ValueError):
@@ -119,8 +145,9 @@ def work_dir(jobs: str) -> str:
     )
 
 
-def compute_spec() -> dict[str, Any]:
-    """The compute part of the runs/submit payload, from MLOPSCTL_DATABRICKS_COMPUTE."""
+def compute_spec(script: str = "") -> dict[str, Any]:
+    """The compute part of the runs/submit payload, from MLOPSCTL_DATABRICKS_COMPUTE (``script``: the job
+    file, which decides whether a new cluster needs workers)."""
     kind = (_env("MLOPSCTL_DATABRICKS_COMPUTE") or "jobs").lower()
     if kind == "existing":
         cluster = _env("MLOPSCTL_DATABRICKS_CLUSTER_ID")
@@ -129,61 +156,136 @@ def compute_spec() -> dict[str, Any]:
         return {"existing_cluster_id": cluster}
     if kind == "serverless":
         deps = [d.strip() for d in (_env("MLOPSCTL_DATABRICKS_PIP") or DEFAULT_PIP).split(",") if d.strip()]
-        spec = {"client": _env("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION") or "2", "dependencies": deps}
+        spec = {"environment_version": _env("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION") or DEFAULT_ENVIRONMENT_VERSION,
+                "dependencies": deps}
         return {"environments": [{"environment_key": ENVIRONMENT_KEY, "spec": spec}],
                 "environment_key": ENVIRONMENT_KEY}
     if kind == "jobs":
-        try:
-            workers = int(_env("MLOPSCTL_DATABRICKS_NUM_WORKERS") or "1")
-        except ValueError:
-            raise DatabricksConfigError("MLOPSCTL_DATABRICKS_NUM_WORKERS must be an integer") from None
-        cluster: dict[str, Any] = {
-            "spark_version": _env("MLOPSCTL_DATABRICKS_SPARK_VERSION") or DEFAULT_SPARK_VERSION,
-            "node_type_id": _env("MLOPSCTL_DATABRICKS_NODE_TYPE_ID") or DEFAULT_NODE_TYPE,
-            "num_workers": workers,
-        }
-        extra = _env("MLOPSCTL_DATABRICKS_CLUSTER_JSON")
-        if extra:
-            try:
-                more = json.loads(extra)
-            except ValueError:
-                raise DatabricksConfigError("MLOPSCTL_DATABRICKS_CLUSTER_JSON is not valid JSON") from None
-            if not isinstance(more, dict):
-                raise DatabricksConfigError("MLOPSCTL_DATABRICKS_CLUSTER_JSON must be a JSON object")
-            cluster.update(more)
-        return {"new_cluster": cluster}
+        return {"new_cluster": _new_cluster(script)}
     raise DatabricksConfigError(
         f"MLOPSCTL_DATABRICKS_COMPUTE={kind!r}: expected jobs, existing or serverless"
     )
 
 
-def experiment_prefix() -> str:
-    return (_env("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX") or _env("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX")
-            or "/Shared/mlopsctl")
+def _new_cluster(script: str) -> dict[str, Any]:
+    node_type = _env("MLOPSCTL_DATABRICKS_NODE_TYPE_ID")
+    if not node_type:
+        raise DatabricksConfigError(
+            "MLOPSCTL_DATABRICKS_NODE_TYPE_ID is not set, and MLOPSCTL_DATABRICKS_COMPUTE=jobs starts a new "
+            "cluster per task, whose node type only the workspace's cloud knows (e.g. i3.xlarge on AWS, "
+            "Standard_DS3_v2 on Azure, n2-standard-4 on GCP; `databricks clusters list-node-types` lists "
+            "them). Set it on the Airflow workers, or use MLOPSCTL_DATABRICKS_COMPUTE=serverless or "
+            "existing. Nothing was submitted."
+        )
+    mode = (_env("MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE") or DEFAULT_DATA_SECURITY_MODE).upper()
+    if mode not in DATA_SECURITY_MODES:
+        raise DatabricksConfigError(
+            f"MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE={mode!r}: expected one of {', '.join(DATA_SECURITY_MODES)} "
+            "(the access modes that run an ML runtime and read Unity Catalog)"
+        )
+    cluster: dict[str, Any] = {
+        "spark_version": _env("MLOPSCTL_DATABRICKS_SPARK_VERSION") or DEFAULT_SPARK_VERSION,
+        "node_type_id": node_type,
+        "data_security_mode": mode,
+    }
+    if script in SINGLE_NODE_SCRIPTS:
+        cluster.update(num_workers=0, spark_conf=dict(SINGLE_NODE_SPARK_CONF), custom_tags=dict(SINGLE_NODE_TAGS))
+    else:
+        try:
+            cluster["num_workers"] = int(_env("MLOPSCTL_DATABRICKS_NUM_WORKERS") or "1")
+        except ValueError:
+            raise DatabricksConfigError("MLOPSCTL_DATABRICKS_NUM_WORKERS must be an integer") from None
+    extra = _env("MLOPSCTL_DATABRICKS_CLUSTER_JSON")
+    if extra:
+        try:
+            more = json.loads(extra)
+        except ValueError:
+            raise DatabricksConfigError("MLOPSCTL_DATABRICKS_CLUSTER_JSON is not valid JSON") from None
+        if not isinstance(more, dict):
+            raise DatabricksConfigError("MLOPSCTL_DATABRICKS_CLUSTER_JSON must be a JSON object")
+        cluster.update(more)
+    return cluster
 
 
-def model_name(name: str) -> str:
+def tracking_uri() -> str:
+    return _env("MLOPSCTL_DATABRICKS_TRACKING_URI") or "databricks"
+
+
+def registry_uri() -> str:
+    return _env("MLOPSCTL_DATABRICKS_REGISTRY_URI", "databricks-uc") or ""
+
+
+def _is_workspace_mlflow(uri: str) -> bool:
+    return uri == "databricks" or uri.startswith("databricks://")
+
+
+def experiment_prefix(tracking: str | None = None) -> str:
+    """The experiment folder; with the workspace's MLflow it must be a folder non-admins can write to."""
+    prefix = (_env("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX") or DEFAULT_EXPERIMENT_PREFIX).rstrip("/")
+    if _is_workspace_mlflow(tracking or tracking_uri()) and not prefix.startswith(("/Shared/", "/Users/")):
+        raise DatabricksConfigError(
+            f"MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX={prefix!r} is not under /Shared/ or /Users/: on Databricks "
+            "an experiment is a workspace path whose parent folder must exist, and only admins can create "
+            "top-level folders. Use e.g. /Shared/mlopsctl (the default) or /Users/<you>/mlopsctl; "
+            "`mlopsctl deploy jobs` creates it. Nothing was submitted."
+        )
+    return prefix
+
+
+def model_name(name: str, registry: str | None = None) -> str:
+    """The registered model name: ``MLOPSCTL_DATABRICKS_UC_SCHEMA`` prefixes a name without a dot; the
+    Unity Catalog registry takes only ``catalog.schema.model``."""
     schema = _env("MLOPSCTL_DATABRICKS_UC_SCHEMA")
     if name and schema and "." not in name:
-        return f"{schema.rstrip('.')}.{name}"
+        name = f"{schema.strip('.')}.{name}"
+    registry = registry_uri() if registry is None else registry
+    if name and registry.startswith("databricks-uc") and (
+            len(name.split(".")) != 3 or not all(name.split("."))):
+        raise DatabricksConfigError(
+            f"model name {name!r} is not catalog.schema.model, which the Unity Catalog registry "
+            f"({registry}) requires. Set MLOPSCTL_DATABRICKS_UC_SCHEMA to the catalog.schema to register "
+            "into (e.g. main.mlops; you need USE SCHEMA and CREATE MODEL on it), or pass a three-part "
+            "--register-model name. Nothing was submitted."
+        )
     return name
 
 
 def databricks_parameters(arguments: Sequence[Any], jobs: str) -> list[str]:
     """The rendered argv with the Databricks-side values swapped in (all strings, as the API wants)."""
+    tracking, registry = tracking_uri(), registry_uri()
     overrides = {
         "--work-dir": work_dir(jobs),
-        "--tracking-uri": _env("MLOPSCTL_DATABRICKS_TRACKING_URI") or "databricks",
-        "--registry-uri": _env("MLOPSCTL_DATABRICKS_REGISTRY_URI", "databricks-uc"),
-        "--experiment-prefix": experiment_prefix(),
+        "--tracking-uri": tracking,
+        "--registry-uri": registry,
+        "--experiment-prefix": experiment_prefix(tracking),
     }
     out = ["" if a is None else str(a) for a in arguments]
     for i, item in enumerate(out[:-1]):
         if item in overrides:
             out[i + 1] = overrides[item] or ""
         elif item == "--register-model":
-            out[i + 1] = model_name(out[i + 1])
+            out[i + 1] = model_name(out[i + 1], registry)
     return out
+
+
+def idempotency_token(dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+    """64 hex characters (the Jobs API's limit): one Databricks run per Airflow try."""
+    key = "\n".join((dag_id, run_id, task_id, str(try_number)))
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def run_name(dag_id: str, task_id: str, run_id: str) -> str:
+    return f"mlopsctl {dag_id}.{task_id} [{run_id}]"
+
+
+def bad_data_line(logs: str) -> str | None:
+    """The job's last ``mlopsctl-error:`` line (printed before exit 3), if any."""
+    found = [line.strip() for line in logs.splitlines() if ERROR_PREFIX in line]
+    return found[-1][found[-1].index(ERROR_PREFIX):] if found else None
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
 
 
 def _int_env(name: str, default: int) -> int:
@@ -213,8 +315,9 @@ class MlopsctlDatabricksRunOperator(DatabricksSubmitRunOperator):
 
         try:
             jobs = jobs_path()
-            compute = compute_spec()
+            compute = compute_spec(self.script)
             parameters = databricks_parameters((self.spark_python_task or {}).get("parameters", []), jobs)
+            dag_id, run_id, try_number = _run_identity(context, self)
         except DatabricksConfigError as exc:
             raise AirflowFailException(f"databricks backend: {exc}") from None
         # The multi-task form (tasks[]), which every compute kind accepts (serverless needs it).
@@ -226,6 +329,10 @@ class MlopsctlDatabricksRunOperator(DatabricksSubmitRunOperator):
         self.tasks = [task]
         self.environments = compute.get("environments")
         self.spark_python_task = None
+        self.idempotency_token = idempotency_token(dag_id, run_id, self.task_id, try_number)
+        self.run_name = run_name(dag_id, self.task_id, run_id)
+        timeout = self.execution_timeout.total_seconds() if self.execution_timeout else 0
+        self.timeout_seconds = int(timeout) if timeout > 0 else None
         self.databricks_conn_id = _env("MLOPSCTL_DATABRICKS_CONN_ID") or self.databricks_conn_id
         self.polling_period_seconds = _int_env("MLOPSCTL_DATABRICKS_POLL_SECONDS", 30)
         self.databricks_retry_limit = _int_env("MLOPSCTL_DATABRICKS_RETRY_LIMIT", self.databricks_retry_limit)
@@ -234,9 +341,37 @@ class MlopsctlDatabricksRunOperator(DatabricksSubmitRunOperator):
         try:
             return super().execute(context)
         except AirflowException as exc:
-            if ERROR_PREFIX in str(exc):  # the job judged the input bad: retrying cannot help
-                raise AirflowFailException(str(exc)) from None
+            logs = self._failed_task_logs()
+            line = bad_data_line(logs)
+            if line:  # the job judged the input bad: retrying cannot help
+                raise AirflowFailException(f"{self.task_id}: {line}") from None
+            if logs:
+                raise AirflowException(f"{exc}\njob output (last lines):\n{_tail(logs)}") from None
             raise
+
+    def _failed_task_logs(self) -> str:
+        """The ``logs`` (stdout/stderr tail) of the run's failed tasks; empty when unavailable."""
+        if self.run_id is None:
+            return ""
+        try:
+            run = self._hook.get_run(self.run_id)
+            outputs = [self._hook.get_run_output(t["run_id"]) for t in run.get("tasks", [])
+                       if t.get("state", {}).get("result_state") == "FAILED" and "run_id" in t]
+        except Exception as exc:  # noqa: BLE001 - the provider's own error stands when the output is unreadable
+            self.log.warning("could not read the failed run's output: %s", exc)
+            return ""
+        return "\n".join(str(o.get("logs") or "") for o in outputs)
+
+
+def _run_identity(context: Any, op: Any) -> tuple[str, str, int]:
+    """(dag id, Airflow run id, try number) of the running task instance."""
+    ti = context.get("ti")
+    dag_id = getattr(ti, "dag_id", None) or getattr(op, "dag_id", None)
+    run_id = getattr(ti, "run_id", None) or context.get("run_id")
+    try_number = getattr(ti, "try_number", None)
+    if not dag_id or not run_id or try_number is None:
+        raise DatabricksConfigError("the task instance has no DAG id, run id or try number: run it from a DAG run")
+    return str(dag_id), str(run_id), int(try_number)
 
 
 def make_databricks_task(task_id: str, script: str, arguments: list[str], **kwargs: Any) -> MlopsctlDatabricksRunOperator:

@@ -57,9 +57,16 @@ def deploy_jobs(
         bool, typer.Option("--set-variable", help=f"Also set the Airflow Variable {JOBS_PATH_VARIABLE} to the "
                                                   "uploaded path (the databricks backend reads it at run time).")
     ] = False,
+    experiment_folder: Annotated[
+        str, typer.Option("--experiment-folder",
+                          help="Workspace folder of the DAGs' MLflow experiments (under /Shared/ or /Users/), "
+                               "created if missing; the Airflow workers need the same value. "
+                               "[env: MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX]",
+                          envvar="MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", show_envvar=False)
+    ] = "/Shared/mlopsctl",
     json_output: JsonOpt = False,
 ) -> None:
-    """Upload spark_jobs/ to a versioned Databricks path the DAGs run from.
+    """Upload spark_jobs/ to a versioned Databricks path the DAGs run from, and create the experiments' folder.
 
     The version folder is derived from the files' content, so re-deploying unchanged jobs reuses the
     same path and running DAG runs never see files change under them.
@@ -72,6 +79,7 @@ def deploy_jobs(
     app_ctx = app_context(ctx, json_output)
     console = app_ctx.console
     target = dbx.validate_target(to)
+    folder = dbx.validate_experiment_folder(experiment_folder)
     source = _source(app_ctx.settings.project_dir, "spark_jobs", src)
     files = dbx.job_files(source)
     ver = version or dbx.content_version(source, files, prefix=f"v{__version__}")
@@ -82,8 +90,9 @@ def deploy_jobs(
     client = dbx.workspace_client(profile)
     console.status_line(f"Uploading {len(files)} job file(s) from {source} to {client.config.host} ...")
     dest, uploaded = dbx.upload_jobs(client, source, target, ver)
+    folder = dbx.ensure_experiment_folder(client, folder)
     result: dict[str, Any] = {"path": dest, "files": uploaded, "version": ver, "host": client.config.host,
-                              "variable_set": False}
+                              "experiment_folder": folder, "variable_set": False}
     if set_variable:
         app_ctx.airflow.set_variable(JOBS_PATH_VARIABLE, dest)
         result["variable_set"] = True
@@ -93,6 +102,7 @@ def deploy_jobs(
     console.success(f"Uploaded {len(uploaded)} file(s) to {dest}")
     for path in uploaded:
         console.print(f"  {path}", markup=False)
+    console.info(f"MLflow experiments folder: {folder}")
     if set_variable:
         console.info(f"Airflow Variable {JOBS_PATH_VARIABLE} = {dest}")
     else:

@@ -173,6 +173,22 @@ def test_deploy_jobs_uploads_versioned_and_sets_variable(project: Path, airflow,
     assert json.loads(out3)["path"] != doc["path"]
 
 
+def test_deploy_jobs_creates_the_experiment_folder(project: Path, airflow, dbx_env, cli, monkeypatch) -> None:
+    (project / "spark_jobs").mkdir()
+    (project / "spark_jobs" / "train_model.py").write_text("print('train')\n")
+    code, out, err = cli("deploy", "jobs", "--json")
+    assert code == 0, err
+    assert json.loads(out)["experiment_folder"] == "/Shared/mlopsctl"  # the Databricks backend's default
+    assert dbx_env.workspace_path("/Shared/mlopsctl").is_dir()
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", "/Users/tester@example.com/mlops")
+    code, out, err = cli("deploy", "jobs", "--json")
+    assert code == 0, err
+    assert dbx_env.workspace_path("/Users/tester@example.com/mlops").is_dir()
+    code, _, err = cli("deploy", "jobs", "--experiment-folder", "/mlopsctl")  # refused before any upload
+    assert code == ExitCode.CONFIG and "/Shared/ or /Users/" in err
+    assert not dbx_env.workspace_path("/mlopsctl").exists()
+
+
 def test_deploy_jobs_bad_target(project, dbx_env, cli) -> None:
     code, _, err = cli("deploy", "jobs", "--to", "dbfs:/jobs")
     assert code == ExitCode.CONFIG and "/Volumes" in err

@@ -173,3 +173,11 @@ def test_upload_survives_a_429_burst(monkeypatch, tmp_path, databricks_server, r
     dbx.upload_jobs(client, src, root, "v1")
     assert databricks_server.workspace_path(f"{root}/v1/a.py").read_text() == "1\n"
     assert databricks_server.pending_faults() == 0
+
+
+@pytest.mark.parametrize("folder", ["/mlopsctl", "/Shared", "/Users/", "/Repos/me/x", "Shared/x", "/Shared/../x"])
+def test_experiment_folder_must_be_under_shared_or_users(folder: str) -> None:
+    with pytest.raises(ConfigError, match="/Shared/ or /Users/") as exc:
+        dbx.validate_experiment_folder(folder)
+    assert "MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX" in exc.value.hint
+

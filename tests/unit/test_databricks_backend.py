@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +30,75 @@ def backend(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_compute_kinds(backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "Standard_DS3_v2")
     assert backend.compute_spec() == {"new_cluster": {
-        "spark_version": backend.DEFAULT_SPARK_VERSION, "node_type_id": backend.DEFAULT_NODE_TYPE, "num_workers": 1}}
+        "spark_version": "17.3.x-cpu-ml-scala2.13", "node_type_id": "Standard_DS3_v2",
+        "data_security_mode": "DATA_SECURITY_MODE_DEDICATED", "num_workers": 1}}
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NUM_WORKERS", "4")
-    monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_JSON", '{"data_security_mode": "SINGLE_USER"}')
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE", "single_user")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_JSON", '{"autotermination_minutes": 10}')
     cluster = backend.compute_spec()["new_cluster"]
     assert cluster["num_workers"] == 4 and cluster["data_security_mode"] == "SINGLE_USER"
+    assert cluster["autotermination_minutes"] == 10
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE", "NONE")  # no Unity Catalog, no ML runtime
+    with pytest.raises(backend.DatabricksConfigError, match="DATA_SECURITY_MODE"):
+        backend.compute_spec()
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "existing")
     with pytest.raises(backend.DatabricksConfigError, match="CLUSTER_ID"):
         backend.compute_spec()
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-abc")
     assert backend.compute_spec() == {"existing_cluster_id": "0101-abc"}
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "gpu")
+    with pytest.raises(backend.DatabricksConfigError, match="jobs, existing or serverless"):
+        backend.compute_spec()
+
+
+def test_serverless_environment_uses_environment_version_not_the_deprecated_client(backend, monkeypatch) -> None:
+    from databricks.sdk.service.jobs import JobEnvironment
+
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_PIP", "scikit-learn==1.5.2, pandas")
     spec = backend.compute_spec()
     assert spec["environment_key"] == "mlopsctl"
-    assert spec["environments"] == [{"environment_key": "mlopsctl",
-                                     "spec": {"client": "2", "dependencies": ["scikit-learn==1.5.2", "pandas"]}}]
-    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "gpu")
-    with pytest.raises(backend.DatabricksConfigError, match="jobs, existing or serverless"):
-        backend.compute_spec()
+    assert spec["environments"] == [{"environment_key": "mlopsctl", "spec": {
+        "environment_version": "2", "dependencies": ["scikit-learn==1.5.2", "pandas"]}}]
+    env = JobEnvironment.from_dict(spec["environments"][0])
+    assert env.spec.environment_version == "2" and env.spec.client is None
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION", "4")
+    assert backend.compute_spec()["environments"][0]["spec"]["environment_version"] == "4"
+
+
+def test_new_cluster_without_a_node_type_is_refused_naming_the_setting(backend) -> None:
+    with pytest.raises(backend.DatabricksConfigError) as exc:
+        backend.compute_spec("train_model.py")
+    message = str(exc.value)
+    assert "MLOPSCTL_DATABRICKS_NODE_TYPE_ID" in message and "\n" not in message
+    assert "i3.xlarge" in message and "Standard_DS3_v2" in message  # examples per cloud, no default
+
+
+def test_new_cluster_runtime_ships_mlflow_3_and_reads_unity_catalog(backend, monkeypatch) -> None:
+    from databricks.sdk.service.compute import DataSecurityMode
+
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "n2-standard-4")
+    cluster = backend.compute_spec("train_model.py")["new_cluster"]
+    major, minor = (int(x) for x in cluster["spark_version"].split(".")[:2])
+    assert (major, minor) >= (17, 3) and "-ml-" in cluster["spark_version"]  # 17.3 LTS ML: MLflow 3.0
+    assert DataSecurityMode(cluster["data_security_mode"]) in (
+        DataSecurityMode.DATA_SECURITY_MODE_DEDICATED, DataSecurityMode.SINGLE_USER)
+
+
+def test_grid_search_gets_a_single_node_cluster(backend, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "i3.xlarge")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_NUM_WORKERS", "4")
+    single = backend.compute_spec("grid_search.py")["new_cluster"]
+    assert single["num_workers"] == 0
+    assert single["spark_conf"]["spark.databricks.cluster.profile"] == "singleNode"
+    assert single["spark_conf"]["spark.master"].startswith("local[*")
+    assert single["custom_tags"] == {"ResourceClass": "SingleNode"}
+    spark = backend.compute_spec("grid_search_spark.py")["new_cluster"]
+    assert spark["num_workers"] == 4 and "spark_conf" not in spark
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
+    assert "new_cluster" not in backend.compute_spec("grid_search.py")
 
 
 def test_jobs_path_and_work_dir(backend, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,9 +130,66 @@ def test_parameters_get_databricks_values(backend, monkeypatch: pytest.MonkeyPat
     assert backend.model_name("") == ""  # empty = do not register
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_TRACKING_URI", "http://127.0.0.1:5001")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_REGISTRY_URI", "")
-    monkeypatch.setenv("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX", "/tests")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", "/tests")
     out = backend.databricks_parameters(argv, "/Workspace/x")
     assert out[5] == "http://127.0.0.1:5001" and out[7] == "" and out[9] == "/tests"
+
+
+def test_the_local_stacks_experiment_prefix_does_not_override_the_databricks_default(backend, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX", "/mlopsctl")  # what the image sets for the local stack
+    assert backend.experiment_prefix() == "/Shared/mlopsctl"
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", "/Users/me@example.com/mlops/")
+    assert backend.experiment_prefix() == "/Users/me@example.com/mlops"
+
+
+@pytest.mark.parametrize("prefix", ["/mlopsctl", "/Sharedx/m", "/Repos/me/m", "Shared/m"])
+def test_workspace_experiments_must_live_under_shared_or_users(backend, monkeypatch, prefix: str) -> None:
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", prefix)
+    with pytest.raises(backend.DatabricksConfigError, match="MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX.*/Shared/"):
+        backend.experiment_prefix()
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_TRACKING_URI", "databricks://prod")
+    with pytest.raises(backend.DatabricksConfigError):
+        backend.experiment_prefix()
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_TRACKING_URI", "http://127.0.0.1:5000")  # not workspace paths
+    assert backend.experiment_prefix() == prefix.rstrip("/")
+
+
+def test_the_image_puts_experiments_where_a_workspace_user_can_create_them() -> None:
+    """Every experiment prefix the Dockerfile sets resolves to a folder under /Shared/ or /Users/."""
+    text = (DAGS.parent / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.MULTILINE))
+    env = dict(re.findall(r"\b(MLOPSCTL_\w*EXPERIMENT_PREFIX)=(\S+)", text))
+    assert env.get("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX")
+    for name, value in env.items():
+        value = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), value.rstrip("\\").strip())
+        assert value.startswith(("/Shared/", "/Users/")), f"{name}={value}"
+
+
+def test_unity_catalog_needs_three_part_model_names(backend, monkeypatch) -> None:
+    with pytest.raises(backend.DatabricksConfigError) as exc:
+        backend.model_name("mlopsctl-random-forest")
+    assert "MLOPSCTL_DATABRICKS_UC_SCHEMA" in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(backend.DatabricksConfigError, match="UC_SCHEMA"):
+        backend.model_name("mlops.model")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_UC_SCHEMA", "main")  # one part is not catalog.schema
+    with pytest.raises(backend.DatabricksConfigError, match="UC_SCHEMA"):
+        backend.model_name("model")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_UC_SCHEMA", "main.mlops")
+    assert backend.model_name("model") == "main.mlops.model"
+    assert backend.model_name("model", "") == "main.mlops.model"
+    monkeypatch.delenv("MLOPSCTL_DATABRICKS_UC_SCHEMA")
+    assert backend.model_name("model", "") == "model"  # the tracking server's registry takes any name
+
+
+def test_idempotency_token_is_per_try_and_within_the_api_limit(backend) -> None:
+    token = backend.idempotency_token("build_model", "manual__2026-11-30T10:00:00+00:00", "train_model", 1)
+    assert len(token) <= 64
+    assert token == backend.idempotency_token("build_model", "manual__2026-11-30T10:00:00+00:00", "train_model", 1)
+    others = {backend.idempotency_token("build_model", "manual__2026-11-30T10:00:00+00:00", "train_model", 2),
+              backend.idempotency_token("build_model", "manual__2026-11-30T10:00:00+00:00", "preprocess_data", 1),
+              backend.idempotency_token("build_model", "manual__other", "train_model", 1),
+              backend.idempotency_token("grid_search", "manual__2026-11-30T10:00:00+00:00", "train_model", 1)}
+    assert token not in others and len(others) == 4
 
 
 def test_compute_routes_to_the_databricks_operator(backend, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,9 +206,13 @@ def test_compute_routes_to_the_databricks_operator(backend, monkeypatch: pytest.
 
 # --- the real provider operator against the test server -------------------------------------------------
 class _TI:
-    def __init__(self) -> None:
+    _runs = iter(range(1, 10_000))
+
+    def __init__(self, dag_id: str = "build_model", try_number: int = 1, run_id: str | None = None) -> None:
         self.stats_tags: dict[str, str] = {}  # read by the provider's resumable-job mixin
         self.xcom: dict[str, Any] = {}
+        self.dag_id, self.try_number = dag_id, try_number
+        self.run_id = run_id or f"manual__test-{next(self._runs)}"
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
@@ -139,7 +250,10 @@ def deployed(backend, databricks_server: DatabricksTestServer, monkeypatch, tmp_
 def test_operator_submits_runs_and_survives_429(backend, deployed: DatabricksTestServer) -> None:
     deployed.inject(429, times=2, path_prefix="/api/2.2/jobs/runs/submit")
     deployed.inject(503, times=1, path_prefix="/api/2.2/jobs/runs/get")
-    op = backend.make_databricks_task("train_model", "echo.py", ["--work-dir", "x", "--max-depth", "80"])
+    from datetime import timedelta
+
+    op = backend.make_databricks_task("train_model", "echo.py", ["--work-dir", "x", "--max-depth", "80"],
+                                      execution_timeout=timedelta(hours=3))
     ti = _TI()
     op.execute({"ti": ti})
     [(path, body)] = deployed.bodies
@@ -150,6 +264,9 @@ def test_operator_submits_runs_and_survives_429(backend, deployed: DatabricksTes
     assert params[0] == "--work-dir" and params[1].endswith("/work")  # the Databricks work dir, not the DAG's
     assert params[2:] == ["--max-depth", "80"]
     assert task["existing_cluster_id"] == "0101-test"
+    assert body["idempotency_token"] == backend.idempotency_token("build_model", ti.run_id, "train_model", 1)
+    assert "build_model" in body["run_name"] and "train_model" in body["run_name"] and ti.run_id in body["run_name"]
+    assert int(body["timeout_seconds"]) == 3 * 3600  # the task's execution_timeout (the provider sends a string)
     [run] = deployed.runs()
     assert run.tasks[0].result_state == "SUCCESS"
     assert "ARGS --work-dir" in run.tasks[0].logs and "--max-depth 80" in run.tasks[0].logs
@@ -167,6 +284,35 @@ def test_failed_job_fails_the_task_with_databricks_error(backend, deployed: Data
     bad = backend.make_databricks_task("preprocess_data", "echo.py", ["--bad-data"])
     with pytest.raises(AirflowFailException, match="column 'target' not found"):  # bad data: no retry
         bad.execute({"ti": _TI()})
+    [_, bad_run] = deployed.runs()
+    assert "target" not in (bad_run.tasks[0].error or "")  # found in the task's logs, not in `error`
+
+
+def test_a_resubmit_within_one_try_finds_the_same_run(backend, deployed: DatabricksTestServer) -> None:
+    ti = _TI()
+    backend.make_databricks_task("train_model", "echo.py", []).execute({"ti": ti})
+    backend.make_databricks_task("train_model", "echo.py", []).execute({"ti": ti})  # the same try again
+    assert len(deployed.bodies) == 2 and len(deployed.runs()) == 1
+    retry = _TI(run_id=ti.run_id, try_number=2)  # Airflow's next try: a fresh Databricks run
+    backend.make_databricks_task("train_model", "echo.py", []).execute({"ti": retry})
+    assert len(deployed.runs()) == 2
+
+
+@pytest.mark.parametrize(("env", "setting"), [
+    ({"MLOPSCTL_DATABRICKS_COMPUTE": "jobs"}, "MLOPSCTL_DATABRICKS_NODE_TYPE_ID"),
+    ({"MLOPSCTL_DATABRICKS_TRACKING_URI": "databricks", "MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX": "/mlopsctl"},
+     "MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX"),
+    ({"MLOPSCTL_DATABRICKS_REGISTRY_URI": "databricks-uc"}, "MLOPSCTL_DATABRICKS_UC_SCHEMA"),
+])
+def test_refusals_fail_the_task_before_submitting(backend, deployed, monkeypatch, env, setting) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    op = backend.make_databricks_task("train_model", "echo.py", ["--register-model", "mlopsctl-random-forest"])
+    with pytest.raises(AirflowFailException, match=setting):  # no retry: nothing a retry could change
+        op.execute({"ti": _TI()})
+    assert deployed.bodies == []
 
 
 def test_serverless_payload_is_accepted(backend, deployed: DatabricksTestServer, monkeypatch) -> None:
@@ -175,6 +321,7 @@ def test_serverless_payload_is_accepted(backend, deployed: DatabricksTestServer,
     op.execute({"ti": _TI()})
     [(_, body)] = deployed.bodies
     assert body["environments"][0]["environment_key"] == body["tasks"][0]["environment_key"] == "mlopsctl"
+    assert "client" not in body["environments"][0]["spec"]
     assert "existing_cluster_id" not in body["tasks"][0] and "new_cluster" not in body["tasks"][0]
 
 

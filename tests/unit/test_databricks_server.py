@@ -10,7 +10,6 @@ import pytest
 
 from tests.fixtures.databricks_server import (
     DatabricksTestServer,
-    _python_error,
     databricks_server,  # noqa: F401 - fixture
 )
 
@@ -102,7 +101,8 @@ def test_submit_validates_the_payload(databricks_server) -> None:  # noqa: F811
     resp = httpx.post(url, json=undefined_env, headers=headers)
     assert resp.status_code == 400 and "missing" in resp.json()["message"]
     no_compute = {"tasks": [{"task_key": "t", "spark_python_task": {"python_file": "/Workspace/a.py"}}]}
-    assert httpx.post(url, json=no_compute, headers=headers).status_code == 400
+    resp = httpx.post(url, json=no_compute, headers=headers)
+    assert resp.status_code == 400 and "environment_key" in resp.json()["message"]
     resp = httpx.get(f"{databricks_server.url}/api/2.2/jobs/runs/get", params={"run_id": 99999}, headers=headers)
     assert resp.status_code == 400 and resp.json()["error_code"] == "INVALID_PARAMETER_VALUE"
 
@@ -148,16 +148,90 @@ def test_spark_python_task_runs_for_real_success_and_failure(sdk, databricks_ser
     bad_run = failed.result()  # the SDK returns (does not raise) on FAILED
     assert bad_run.state.result_state == RunResultState.FAILED
     out = sdk.jobs.get_run_output(bad_run.tasks[0].run_id)
-    assert out.error == "ValueError: boom from the job"
-    assert out.error_trace.startswith("Traceback (most recent call last):")
-    assert "COUNT=3" in out.logs
+    assert "ValueError: boom from the job" in out.logs and "COUNT=3" in out.logs
+    assert "boom" not in out.error  # Databricks' error is unstructured: the job's own words are in logs
 
 
-def test_python_error_extraction_takes_the_last_traceback() -> None:
-    stdout = ("noise\nTraceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'x'\n"
-              "more\nTraceback (most recent call last):\n  File \"b.py\", line 2, in <module>\n    f()\n"
-              "RuntimeError: second\nlog line after\n")
-    error, trace = _python_error(stdout, "", 1)
-    assert error == "RuntimeError: second"
-    assert trace.endswith("RuntimeError: second") and "b.py" in trace and "a.py" not in trace
-    assert _python_error("", "", 3) == ("spark-submit exited with code 3", None)
+_PY = {"python_file": "/Workspace/a.py", "parameters": ["1"]}
+_CLUSTER = {"spark_version": "17.3.x-cpu-ml-scala2.13", "node_type_id": "i3.xlarge", "num_workers": 1,
+            "data_security_mode": "DATA_SECURITY_MODE_DEDICATED"}
+_ENV = {"environment_key": "e", "spec": {"environment_version": "2", "dependencies": ["mlflow>=3.1"]}}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    # the SDK's types drop these on a from_dict/as_dict round trip: a misspelled or unsupported field
+    ({"timeout_secs": 5, "tasks": [{"task_key": "t", "existing_cluster_id": "c", "spark_python_task": _PY}]},
+     "timeout_secs"),
+    ({"tasks": [{"task_key": "t", "new_cluster": {**_CLUSTER, "node_typ": "x"}, "spark_python_task": _PY}]},
+     "new_cluster.node_typ"),
+    ({"tasks": [{"task_key": "t", "new_cluster": {**_CLUSTER, "data_security_mode": "PRIVATE"},
+                 "spark_python_task": _PY}]}, "data_security_mode"),
+    ({"tasks": [{"task_key": "t", "existing_cluster_id": "c", "spark_python_task": {**_PY, "argv": ["x"]}}]},
+     "spark_python_task.argv"),
+    ({"timeout_seconds": "soon", "tasks": [{"task_key": "t", "existing_cluster_id": "c", "spark_python_task": _PY}]},
+     "timeout_seconds"),
+    # what the Jobs API refuses
+    ({"environments": [_ENV], "tasks": [{"task_key": "t", "environment_key": "e", "spark_python_task": _PY,
+                                         "libraries": [{"pypi": {"package": "mlflow>=3.1"}}]}]}, "libraries"),
+    ({"environments": [_ENV], "tasks": [{"task_key": "t", "spark_python_task": _PY}]}, "environment_key"),
+    ({"environments": [{"environment_key": "e", "spec": {"client": "2"}}],
+      "tasks": [{"task_key": "t", "environment_key": "e", "spark_python_task": _PY}]}, "environment_version"),
+    ({"tasks": [{"task_key": "t", "new_cluster": {"spark_version": "17.3.x-cpu-ml-scala2.13", "num_workers": 1},
+                 "spark_python_task": _PY}]}, "node_type_id"),
+    ({"tasks": [{"task_key": "t", "new_cluster": {"node_type_id": "i3.xlarge", "num_workers": 1},
+                 "spark_python_task": _PY}]}, "spark_version"),
+    ({"idempotency_token": "x" * 65, "tasks": [{"task_key": "t", "existing_cluster_id": "c",
+                                                "spark_python_task": _PY}]}, "idempotency_token"),
+])
+def test_submit_refuses_what_a_workspace_refuses(databricks_server, body, expected) -> None:  # noqa: F811
+    resp = httpx.post(f"{databricks_server.url}/api/2.2/jobs/runs/submit", json=body,
+                      headers={"Authorization": f"Bearer {databricks_server.token}"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert expected in resp.json()["message"]
+    assert databricks_server.runs() == []
+
+
+def test_submit_accepts_the_full_payload_of_each_compute_kind(databricks_server) -> None:  # noqa: F811
+    headers = {"Authorization": f"Bearer {databricks_server.token}"}
+    url = f"{databricks_server.url}/api/2.2/jobs/runs/submit"
+    single_node = {**_CLUSTER, "num_workers": 0, "spark_conf": {"spark.databricks.cluster.profile": "singleNode"},
+                   "custom_tags": {"ResourceClass": "SingleNode"}}
+    for body in (
+        {"run_name": "r", "timeout_seconds": 60, "idempotency_token": "a" * 64,
+         "tasks": [{"task_key": "t", "new_cluster": single_node, "spark_python_task": _PY,
+                    "libraries": [{"pypi": {"package": "mlflow>=3.1,<4"}}]}]},
+        {"environments": [_ENV], "tasks": [{"task_key": "t", "environment_key": "e", "spark_python_task": _PY}]},
+    ):
+        resp = httpx.post(url, json=body, headers=headers)
+        assert resp.status_code == 200, resp.text
+    databricks_server.wait_idle()
+
+
+def test_idempotency_token_launches_exactly_one_run(sdk, databricks_server) -> None:  # noqa: F811
+    from databricks.sdk.service.jobs import SparkPythonTask, SubmitTask
+
+    task = SubmitTask(task_key="t", existing_cluster_id="c1",
+                      spark_python_task=SparkPythonTask(python_file="/Workspace/none.py"))
+    first = sdk.jobs.submit(run_name="a", tasks=[task], idempotency_token="tok-1").run_id
+    again = sdk.jobs.submit(run_name="a", tasks=[task], idempotency_token="tok-1").run_id
+    other = sdk.jobs.submit(run_name="a", tasks=[task], idempotency_token="tok-2").run_id
+    assert first == again != other
+    assert len(databricks_server.runs()) == 2
+    databricks_server.wait_idle()
+
+
+def test_get_output_logs_are_the_job_streams_and_error_is_not_made_from_them(sdk, databricks_server) -> None:  # noqa: F811
+    from databricks.sdk.service.jobs import RunResultState, SparkPythonTask, SubmitTask
+    from databricks.sdk.service.workspace import ImportFormat
+
+    job = b"import sys\nprint('to stdout')\nprint('mlopsctl-error: bad column', file=sys.stderr)\nsys.exit(3)\n"
+    sdk.workspace.mkdirs("/Shared/jobs")
+    sdk.workspace.upload("/Shared/jobs/bad.py", io.BytesIO(job), format=ImportFormat.AUTO, overwrite=True)
+    run = sdk.jobs.submit(run_name="bad", tasks=[SubmitTask(
+        task_key="t", existing_cluster_id="c1",
+        spark_python_task=SparkPythonTask(python_file="/Workspace/Shared/jobs/bad.py"))]).result()
+    assert run.state.result_state == RunResultState.FAILED
+    out = sdk.jobs.get_run_output(run.tasks[0].run_id)
+    assert "to stdout" in out.logs and "mlopsctl-error: bad column" in out.logs  # stdout and stderr
+    assert out.error and "bad column" not in out.error and "mlopsctl-error" not in out.error
