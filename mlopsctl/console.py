@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from rich.console import Console as RichConsole
 from rich.markup import escape
@@ -132,3 +132,66 @@ class RunProgress:
                 self.console.status_line(escape(line))
         self._last_run_state = run.state
         self._last_states = {(t.task_id, t.map_index): t.state for t in tasks}
+
+
+class StackProgress:
+    """What the user sees while `dev start`/`dev stop` work (the `on_progress` callback of
+    `mlopsctl.devenv.manager`): a live table on a terminal, one plain line per change otherwise."""
+
+    LABELS: ClassVar[dict[str, str]] = {"db": "database", "dags": "DAG files", "strays": "stray processes"}
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.interactive = self.console.interactive and not self.console.quiet
+        self.rows: dict[str, tuple[str, str]] = {}
+        self.t0 = time.monotonic()
+        self.live = None
+
+    def __enter__(self) -> Self:
+        if self.interactive:
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=self.console.err, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(None, None, None)
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        styles = {
+            "healthy": "green",
+            "done": "green",
+            "already running": "green",
+            "stopped": "green",
+            "failed": "red",
+            "waiting": "yellow",
+            "starting": "yellow",
+            "migrating": "yellow",
+            "stopping": "yellow",
+        }
+        for name, (state, detail) in self.rows.items():
+            style = styles.get(state, "")
+            table.add_row(
+                self.LABELS.get(name, name), f"[{style}]{state}[/{style}]" if style else state, detail
+            )
+        table.add_row("", f"[dim]{time.monotonic() - self.t0:.0f} s[/dim]", "")
+        return table
+
+    def __call__(self, component: str, state: str, detail: str) -> None:
+        self.rows[component] = (state, detail)
+        if self.live is not None:
+            self.live.update(self._render())
+        elif not self.console.quiet:
+            from rich.markup import escape
+
+            elapsed = time.monotonic() - self.t0
+            line = f"[{elapsed:5.1f}s] {self.LABELS.get(component, component)}: {state}" + (
+                f" ({detail})" if detail else ""
+            )
+            self.console.err.print(escape(line), soft_wrap=True)

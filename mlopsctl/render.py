@@ -293,3 +293,36 @@ def dags_table(rows: list[dict[str, Any]]) -> Table:
             last_txt.append(f"\n{fmt_time(last.get('start_date'))}", style="dim")
         table.add_row(escape(r["pipeline"]), escape(r["dag_id"]), paused, last_txt, escape(params))
     return table
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n else "-"
+
+
+def stack_table(st: Any) -> Table:
+    """`dev status`: one row per component of the local stack (a `devenv.manager.StackStatus`), and the total."""
+    table = Table(title=f"Local stack ({st.state_dir})", title_justify="left")
+    for col in ("component", "pid", "port", "health", "rss", "pss", "procs"):
+        table.add_column(col, justify="left" if col in ("component", "health") else "right")
+    colors = {"healthy": "green", "stopped": "dim", "unhealthy": "red"}
+    for c in st.components:
+        color = colors.get(c.health, "yellow")
+        table.add_row(
+            c.name,
+            str(c.pid) if c.running else "-",
+            str(c.port or "-"),
+            f"[{color}]{c.health}[/{color}]",
+            fmt_bytes(c.rss_bytes),
+            fmt_bytes(c.pss_bytes),
+            str(c.processes or "-"),
+        )
+    table.add_row(
+        "[bold]total[/bold]",
+        "",
+        "",
+        "",
+        f"[bold]{fmt_bytes(st.total_rss_bytes)}[/bold]",
+        f"[bold]{fmt_bytes(st.total_pss_bytes)}[/bold]",
+        "",
+    )
+    return table

@@ -3,13 +3,12 @@ server on 127.0.0.1)."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any
 
 import typer
 
 from mlopsctl.commands._common import JsonOpt, app_context
+from mlopsctl.console import StackProgress
 from mlopsctl.context import AppContext
 from mlopsctl.devenv.stack import COMPONENTS, PORT_ENV_VARS
 from mlopsctl.errors import InputError
@@ -49,68 +48,6 @@ def _with_ports(
         actx.__dict__.pop("settings", None)
 
 
-class _Progress:
-    """Renders start/stop progress: a live table on a terminal, one plain line per change otherwise."""
-
-    LABELS: ClassVar[dict[str, str]] = {"db": "database", "dags": "DAG files", "strays": "stray processes"}
-
-    def __init__(self, actx: AppContext):
-        self.console = actx.console
-        self.interactive = self.console.interactive and not self.console.quiet
-        self.rows: dict[str, tuple[str, str]] = {}
-        self.t0 = time.monotonic()
-        self.live = None
-
-    def __enter__(self) -> Self:
-        if self.interactive:
-            from rich.live import Live
-
-            self.live = Live(self._render(), console=self.console.err, refresh_per_second=4, transient=False)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.update(self._render())
-            self.live.__exit__(None, None, None)
-
-    def _render(self):
-        from rich.table import Table
-
-        table = Table.grid(padding=(0, 2))
-        styles = {
-            "healthy": "green",
-            "done": "green",
-            "already running": "green",
-            "stopped": "green",
-            "failed": "red",
-            "waiting": "yellow",
-            "starting": "yellow",
-            "migrating": "yellow",
-            "stopping": "yellow",
-        }
-        for name, (state, detail) in self.rows.items():
-            style = styles.get(state, "")
-            table.add_row(
-                self.LABELS.get(name, name), f"[{style}]{state}[/{style}]" if style else state, detail
-            )
-        table.add_row("", f"[dim]{time.monotonic() - self.t0:.0f} s[/dim]", "")
-        return table
-
-    def __call__(self, component: str, state: str, detail: str) -> None:
-        self.rows[component] = (state, detail)
-        if self.live is not None:
-            self.live.update(self._render())
-        elif not self.console.quiet:
-            from rich.markup import escape
-
-            elapsed = time.monotonic() - self.t0
-            line = f"[{elapsed:5.1f}s] {self.LABELS.get(component, component)}: {state}" + (
-                f" ({detail})" if detail else ""
-            )
-            self.console.err.print(escape(line), soft_wrap=True)
-
-
 @app.command()
 def start(
     ctx: typer.Context,
@@ -141,7 +78,7 @@ def start(
     actx = app_context(ctx, json_output)
     _with_ports(actx, airflow_port, mlflow_port, spark_port)
     settings = actx.settings
-    with _Progress(actx) as progress:
+    with StackProgress(actx.console) as progress:
         result = start_stack(settings, on_progress=progress, timeout=timeout)
     console = actx.console
     if json_output:
@@ -187,7 +124,7 @@ def stop(
     from mlopsctl.devenv.manager import stop_stack
 
     actx = app_context(ctx, json_output)
-    with _Progress(actx) as progress:
+    with StackProgress(actx.console) as progress:
         result = stop_stack(actx.settings, grace=grace, on_progress=progress)
     if json_output:
         actx.console.json(result.as_dict())
@@ -198,10 +135,6 @@ def stop(
         actx.console.success("The local stack was not running.")
     if result.stale:
         actx.console.info(f"Removed stale PID files: {', '.join(result.stale)}.")
-
-
-def _human_bytes(n: int) -> str:
-    return f"{n / 1e6:,.0f} MB" if n else "-"
 
 
 @app.command()
@@ -235,33 +168,9 @@ def status(
             data["password"] = password
         actx.console.json(data)
     else:
-        from rich.table import Table
+        from mlopsctl.render import stack_table
 
-        table = Table(title=f"Local stack ({st.state_dir})", title_justify="left")
-        for col in ("component", "pid", "port", "health", "rss", "pss", "procs"):
-            table.add_column(col, justify="left" if col in ("component", "health") else "right")
-        colors = {"healthy": "green", "stopped": "dim", "unhealthy": "red"}
-        for c in st.components:
-            color = colors.get(c.health, "yellow")
-            table.add_row(
-                c.name,
-                str(c.pid) if c.running else "-",
-                str(c.port or "-"),
-                f"[{color}]{c.health}[/{color}]",
-                _human_bytes(c.rss_bytes),
-                _human_bytes(c.pss_bytes),
-                str(c.processes or "-"),
-            )
-        table.add_row(
-            "[bold]total[/bold]",
-            "",
-            "",
-            "",
-            f"[bold]{_human_bytes(st.total_rss_bytes)}[/bold]",
-            f"[bold]{_human_bytes(st.total_pss_bytes)}[/bold]",
-            "",
-        )
-        actx.console.print(table)
+        actx.console.print(stack_table(st))
         if st.running:
             actx.console.print(
                 f"Airflow UI  {st.airflow_url}   (user admin, password in {st.passwords_file})",
@@ -275,44 +184,6 @@ def status(
             actx.console.info("Not running. Start it with `mlopsctl dev start`.")
     if not (st.all_running and st.all_healthy):
         raise typer.Exit(int(ExitCode.STACK))
-
-
-def _sizes(paths: dict[str, Path]) -> dict[str, int]:
-    return {name: (p.stat().st_size if p.exists() else 0) for name, p in paths.items()}
-
-
-def _follow(paths: dict[str, Path], prefix: bool, positions: dict[str, int], poll: float = 0.5) -> None:
-    """Print lines appended to the files until Ctrl-C (like tail -F: survives truncation/recreation)."""
-    import sys
-
-    try:
-        while True:
-            wrote = False
-            for name, path in paths.items():
-                try:
-                    size = path.stat().st_size
-                except FileNotFoundError:
-                    continue
-                if size < positions[name]:
-                    positions[name] = 0
-                if size == positions[name]:
-                    continue
-                with open(path, "rb") as fh:
-                    fh.seek(positions[name])
-                    data = fh.read()
-                # only complete lines; keep a partial last line for the next round
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    continue
-                positions[name] += cut
-                for line in data[:cut].decode("utf-8", errors="replace").splitlines():
-                    sys.stdout.write(f"{name} | {line}\n" if prefix else line + "\n")
-                wrote = True
-            if wrote:
-                sys.stdout.flush()
-            time.sleep(poll)
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
 
 
 @app.command()
@@ -340,7 +211,7 @@ def logs(
     import sys
 
     from mlopsctl.devenv.manager import log_file
-    from mlopsctl.devenv.process import tail
+    from mlopsctl.devenv.process import file_sizes, follow_lines, tail
 
     actx = app_context(ctx)
     valid = (*COMPONENTS, "db-migrate")
@@ -354,7 +225,7 @@ def logs(
             hint="Start the stack with `mlopsctl dev start`.",
         )
     prefix = component is None
-    positions = _sizes(paths)  # -f continues exactly where the tail below ends: no line lost or repeated
+    positions = file_sizes(paths)  # -f continues exactly where the tail below ends: no line lost or repeated
     for name, path in paths.items():
         if not path.exists() or lines == 0:
             continue
@@ -363,4 +234,9 @@ def logs(
             sys.stdout.write(f"{name} | {line}\n" if prefix else line + "\n")
     sys.stdout.flush()
     if follow:
-        _follow(paths, prefix, positions)
+        try:
+            for name, line in follow_lines(paths, positions):
+                sys.stdout.write(f"{name} | {line}\n" if prefix else line + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None

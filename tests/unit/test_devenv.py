@@ -19,6 +19,8 @@ from mlopsctl.devenv import health as hc
 from mlopsctl.devenv import manager
 from mlopsctl.devenv.process import (
     PidRecord,
+    file_sizes,
+    follow_lines,
     marked_processes,
     process_of,
     read_pid_file,
@@ -733,3 +735,21 @@ def test_logs_follow_prints_new_lines(project: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_follow_lines_yields_complete_appended_lines_and_rereads_a_replaced_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("old\n")
+    positions = file_sizes({"a": a, "b": b})
+    assert positions == {"a": 4, "b": 0}
+    lines = follow_lines({"a": a, "b": b}, positions, poll=0)
+    with a.open("a") as fh:
+        fh.write("one\ntwo\npart")
+    assert [next(lines), next(lines)] == [("a", "one"), ("a", "two")]  # "part" waits for its newline
+    b.write_text("bee\n")  # a file that did not exist when following began
+    assert next(lines) == ("b", "bee")
+    with a.open("a") as fh:
+        fh.write("ial\n")
+    assert next(lines) == ("a", "partial")
+    a.write_text("new\n")  # replaced by a shorter file (log rotation): read from its start
+    assert next(lines) == ("a", "new")
