@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from mlopsctl.commands._common import JsonOpt, app_context
-from mlopsctl.console import StackProgress
 from mlopsctl.context import AppContext
 from mlopsctl.devenv.stack import COMPONENTS, PORT_ENV_VARS
 from mlopsctl.errors import InputError
@@ -72,6 +71,7 @@ def start(
     Example: mlopsctl dev start   (then open http://127.0.0.1:8080, user admin)
     """
     require_local_extra("dev start")
+    from mlopsctl.console import StackProgress
     from mlopsctl.devenv.health import last_line
     from mlopsctl.devenv.manager import start_stack
 
@@ -121,6 +121,7 @@ def stop(
     Example: mlopsctl dev stop
     """
     require_local_extra("dev stop")
+    from mlopsctl.console import StackProgress
     from mlopsctl.devenv.manager import stop_stack
 
     actx = app_context(ctx, json_output)
