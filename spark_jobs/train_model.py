@@ -49,12 +49,10 @@ def prepare_tracking(args: Any) -> str:
 
 
 def log_single_run(
-    args: Any, result: TrainResult, engine: str, rows_dropped: int | None = None, exp_id: str | None = None
+    args: Any, result: TrainResult, engine: str, rows_dropped: int | None, exp_id: str
 ) -> tuple[str, tuple[str | None, str | None]]:
     import mlflow
 
-    if exp_id is None:
-        exp_id = prepare_tracking(args)
     with mlflow.start_run(
         experiment_id=exp_id,
         run_name=f"{args.dag_id} {args.run_id}",
