@@ -14,6 +14,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import rf_core
@@ -42,12 +43,19 @@ def search(
 def search_and_log(
     args: argparse.Namespace, X: Any, y: Any, engine: str, search_fn: SearchFn, rows_dropped: int | None = None
 ) -> rf_core.GridOutcome:
-    """The body shared by grid_search and grid_search_spark: search, print, log to MLflow."""
+    """The body shared by grid_search and grid_search_spark: search, print, log to MLflow.
+
+    MLflow's import and the experiment lookup run in a thread during the search, which leaves the driver
+    process idle (joblib's workers or the Spark cluster do the fits)."""
     started = time.monotonic()
-    results, X_train, X_test, y_train, y_test = search(
-        X, y, max_depths=args.max_depth, n_estimators=args.n_estimators, cv=args.cv,
-        test_size=args.test_size, random_state=args.random_state, search_fn=search_fn,
-    )
+    rf_core.import_sklearn()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
+        tracking: Future[str] = pool.submit(rf_core.prepare_tracking, args, figures=True)
+        results, X_train, X_test, y_train, y_test = search(
+            X, y, max_depths=args.max_depth, n_estimators=args.n_estimators, cv=args.cv,
+            test_size=args.test_size, random_state=args.random_state, search_fn=search_fn,
+        )
+        exp_id = tracking.result()
     print(f"grid of {len(results)} points x {args.cv} folds evaluated in {time.monotonic() - started:.1f}s "
           f"with {engine}", flush=True)
     for r in results:
@@ -58,9 +66,6 @@ def search_and_log(
         model = rf_core.train_model(X_train, y_train, best.max_depth, best.n_estimators, args.random_state, n_jobs=-1)
         return model, rf_core.evaluate_model(model, X_test, y_test)
 
-    exp_id = rf_core.setup_mlflow(
-        rf_core.tracking_uri(args), rf_core.experiment_name(args.experiment_prefix, args.dag_id), args.registry_uri
-    )
     outcome = rf_core.log_grid(
         experiment_id=exp_id, dag_id=args.dag_id, dag_run_id=args.run_id, try_number=args.try_number, engine=engine,
         results=results, cv=args.cv,

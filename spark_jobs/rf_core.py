@@ -600,6 +600,26 @@ def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = 
     raise RuntimeError(f"could not get or create MLflow experiment {experiment!r}: {last_error}")
 
 
+def prepare_tracking(args: argparse.Namespace, *, figures: bool = False) -> str:
+    """Import what logging a model (and, with ``figures``, a matplotlib figure) needs, get or create the
+    run's experiment and close the runs of a crashed earlier try; returns the experiment id.
+
+    Nothing here depends on the model, so the jobs run it in a thread beside their Spark read, fit or
+    search: MLflow's import alone takes seconds of a job's critical path otherwise. Callers import
+    scikit-learn first (`import_sklearn`), so the two threads never import the same packages at once."""
+    import mlflow.sklearn  # noqa: F401 - used by `log_model`
+    from mlflow.models import infer_signature  # noqa: F401
+
+    if figures:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401 - used by `heatmap_figure`
+    exp_id = setup_mlflow(tracking_uri(args), experiment_name(args.experiment_prefix, args.dag_id), args.registry_uri)
+    close_stale_runs(exp_id, args.run_id)
+    return exp_id
+
+
 def close_stale_runs(experiment_id: str, dag_run_id: str) -> list[str]:
     """Mark runs of an earlier, crashed try of the same Airflow run (still RUNNING) as FAILED.
 
@@ -732,11 +752,11 @@ def log_grid(
     register_as: str | None,
     extra_metrics: dict[str, float] | None = None,
 ) -> GridOutcome:
-    """One parent run + one child per grid point; best point refit (``refit``) and logged on the parent."""
+    """One parent run + one child per grid point; best point refit (``refit``) and logged on the parent.
+    Runs of a crashed earlier try are closed beforehand (`prepare_tracking`)."""
     import mlflow
 
     best = choose_best(results)  # raises GridError before anything is logged if every point failed
-    close_stale_runs(experiment_id, dag_run_id)
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"{dag_id} {dag_run_id}",

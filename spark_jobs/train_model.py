@@ -35,19 +35,6 @@ def run(X: Any, y: Any, *, max_depth: int, n_estimators: int, test_size: float, 
     return TrainResult(model, metrics, X_train, len(X_train), len(X_test))
 
 
-def prepare_tracking(args: Any) -> str:
-    """Import MLflow, get (or create) the experiment and close the runs of a crashed earlier try; returns the
-    experiment id. Nothing here depends on the model, so `main` runs it beside the Spark read and the fit."""
-    import mlflow.sklearn  # noqa: F401 - what `rf_core.log_model` uses, imported here off the critical path
-    from mlflow.models import infer_signature  # noqa: F401
-
-    exp_id = rf_core.setup_mlflow(
-        rf_core.tracking_uri(args), rf_core.experiment_name(args.experiment_prefix, args.dag_id), args.registry_uri
-    )
-    rf_core.close_stale_runs(exp_id, args.run_id)
-    return exp_id
-
-
 def log_single_run(
     args: Any, result: TrainResult, engine: str, rows_dropped: int | None, exp_id: str
 ) -> tuple[str, tuple[str | None, str | None]]:
@@ -97,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         # read (a wait on the server) and the fit (native code, GIL released).
         rf_core.import_sklearn()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
-            tracking: Future[str] = pool.submit(prepare_tracking, args)
+            tracking: Future[str] = pool.submit(rf_core.prepare_tracking, args)
             try:
                 engine = rf_core.engine_name(spark)
                 features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
