@@ -3,8 +3,9 @@
 
 A subprocess with a clean environment (DATABRICKS_HOST/DATABRICKS_TOKEN only, no MLFLOW_*) runs the grid
 job's own tracking code (`rf_core.setup_mlflow` + `rf_core.log_grid`: nested runs, params, metrics, tags,
-a figure, a logged model registered in UC, model version tags), loads the model back three ways and
-tries what a workspace refuses. The test then checks what the real MLflow server holds.
+a figure, a logged model registered in UC, model version tags), loads the model back three ways, reads
+the runs back with the CLI's `Tracking` (tracking URI `databricks`) and tries what a workspace refuses.
+The test then checks what the real MLflow server holds.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "dapi-mlflow-test"
 USER = "tester@example.com"
-EXPERIMENT = "/Shared/mlopsctl-test/grid"
+EXPERIMENT = "/Shared/mlopsctl-test/grid_search"  # <prefix>/<dag id>, as the jobs name it
 MODEL = "main.default.rf_test"
 
 SCRIPT = textwrap.dedent("""
     import json, sys
-    sys.path.insert(0, sys.argv[1])
+    sys.path[:0] = [sys.argv[1], sys.argv[5]]
     import rf_core
+    from mlopsctl.tracking import Tracking
     import mlflow
     from sklearn.datasets import load_diabetes
 
@@ -78,6 +80,10 @@ SCRIPT = textwrap.dedent("""
     # a plain MLflow client of the server behind the stand-in reads the same logged model
     mlflow.set_tracking_uri(server_url)
     report["predict_http"] = [float(v) for v in mlflow.pyfunc.load_model(f"models:/{model_id}").predict(rows)]
+    # the CLI's reader with the same tracking URI
+    grid = Tracking("databricks", experiment_prefix=experiment.rsplit("/", 1)[0]).grid("grid_search", "manual_1")
+    report["cli"] = {"parent": grid.parent.run_id, "children": sorted(c.run_id for c in grid.children),
+                     "metrics": grid.parent.metrics}
     print("REPORT " + json.dumps(report), flush=True)
 """)
 
@@ -167,7 +173,8 @@ def job_report(workspace: tuple[DatabricksMlflow, str], mlflow_server: str, tmp_
     script.write_text(SCRIPT)
     env = {"PATH": os.environ["PATH"], "HOME": str(work), "DATABRICKS_HOST": host, "DATABRICKS_TOKEN": TOKEN,
            "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, str(script), str(ROOT / "spark_jobs"), EXPERIMENT, MODEL, mlflow_server],
+    proc = subprocess.run([sys.executable, str(script), str(ROOT / "spark_jobs"), EXPERIMENT, MODEL, mlflow_server,
+                           str(ROOT)],
                           check=False, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
     assert proc.returncode == 0 and lines, f"job failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
@@ -214,6 +221,12 @@ def test_model_loads_back_and_is_registered_in_uc(job_report: dict, workspace) -
     assert (state.model_dir(MODEL, 1) / "model.pkl").is_file()
 
 
+def test_cli_reads_the_runs_back_through_the_stand_in(job_report: dict) -> None:
+    cli = job_report["cli"]
+    assert cli["parent"] == job_report["parent"] and cli["children"] == sorted(job_report["children"])
+    assert cli["metrics"]["best_cv_rmse"] == 60.0
+
+
 def test_workspace_rules_are_enforced(job_report: dict) -> None:
     assert "RESOURCE_DOES_NOT_EXIST" in job_report["missing_folder"]
     assert "Parent directory /Shared/no-such-folder does not exist" in job_report["missing_folder"]
@@ -230,3 +243,4 @@ def test_client_took_the_default_databricks_paths(job_report: dict, workspace) -
                for m, p in state.requests)
     assert "/api/2.0/fs/create-upload-url" in paths and "/api/2.0/fs/create-download-url" in paths
     assert [u for u in state.unmatched if "databricks-config" not in u] == []
+
