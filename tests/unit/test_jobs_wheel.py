@@ -158,12 +158,17 @@ def test_a_source_checkout_builds_the_wheel_or_says_it_needs_hatchling(tmp_path,
     assert "--src" not in (exc.value.hint or "")  # there is no other wheel to fall back on
 
 
-def test_a_broken_jobs_project_is_a_one_line_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("pyproject", "error"), [
+    ("[project\nname = 'x'\n", "Building the jobs' wheel from .* failed: TOMLDecodeError"),
+    ("[project]\nname = 'x'\ndynamic = ['version']\n[tool.hatch.build.targets.wheel]\nonly-include = ['other.py']\n",
+     "has no rf_core.py"),
+])
+def test_a_broken_jobs_project_is_a_one_line_error(tmp_path: Path, pyproject: str, error: str) -> None:
     project = tmp_path / "spark_jobs"
     shutil.copytree(SPARK_JOBS, project)
-    (project / "pyproject.toml").write_text("[project]\nname = 'x'\ndynamic = ['version']\n"
-                                           "[tool.hatch.build.targets.wheel]\nonly-include = ['missing.py']\n")
-    with pytest.raises(ConfigError, match="Building the jobs' wheel from .* failed") as exc:
+    (project / "other.py").write_text("X = 1\n")
+    (project / "pyproject.toml").write_text(pyproject)
+    with pytest.raises(ConfigError, match=error) as exc:
         jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
     assert "\n" not in exc.value.message
 
