@@ -1,5 +1,5 @@
 """Databricks glue: WorkspaceClient factory (unified auth), credential check, the Airflow connection
-payload, and the upload of spark_jobs/ to a versioned workspace or volume path.
+payload, and the upload of the job scripts and the jobs' wheel to a versioned workspace or volume path.
 
 databricks-sdk is imported inside functions only (never at CLI import time). Secrets (tokens, client
 secrets) stay in the SDK's Config and in the connection payload sent to Airflow; nothing here prints,
@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,7 +219,7 @@ def masked(payload: dict[str, Any]) -> dict[str, Any]:
 
 # --- job files -------------------------------------------------------------------------------------------
 def job_files(src: Path) -> list[Path]:
-    """The files `deploy jobs` uploads: every *.py under src (sorted, caches skipped)."""
+    """Every *.py under src (sorted, caches skipped): the entry scripts and the modules they import."""
     if not src.is_dir():
         raise NotFoundError(f"No spark_jobs directory at {src}.", hint="Run from the project root or pass --src.")
     files = sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
@@ -227,11 +228,23 @@ def job_files(src: Path) -> list[Path]:
     return files
 
 
-def content_version(src: Path, files: list[Path], prefix: str = "") -> str:
-    """A deterministic version for a set of job files: `<prefix>-<sha256 of names+contents, 12 hex>`."""
+def deploy_files(src: Path, wheel: Path, packaged: Collection[str]) -> dict[str, Path]:
+    """What `deploy jobs` uploads, by path relative to the versioned folder: src's job files except the
+    modules the jobs' wheel carries (``packaged``: a task imports those from the installed wheel, so none
+    may sit in its working directory), and the wheel itself, under its own file name."""
+    files = {p.relative_to(src).as_posix(): p for p in job_files(src)}
+    scripts = {rel: path for rel, path in files.items() if rel not in packaged}
+    if not scripts:
+        raise NotFoundError(f"No job scripts in {src}, only the modules of the jobs' wheel ({', '.join(files)}).")
+    return {**scripts, wheel.name: wheel}
+
+
+def content_version(files: Mapping[str, Path], prefix: str = "") -> str:
+    """A deterministic version for a set of files (relative name -> local file):
+    `<prefix>-<sha256 of names+contents, 12 hex>`."""
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0" + files[rel].read_bytes() + b"\0")
     short = digest.hexdigest()[:12]
     return f"{prefix}-{short}" if prefix else short
 
@@ -298,38 +311,37 @@ def _with_throttle_retries(call: Any, *, attempts: int = 6, max_sleep: float = 1
     return retrying(call)
 
 
-def upload_jobs(client: WorkspaceClient, src: Path, target: str, version: str) -> tuple[str, list[str]]:
-    """Upload src's job files to `<target>/<version>/`; returns (that path, uploaded file paths).
+def upload_jobs(client: WorkspaceClient, files: Mapping[str, Path], target: str, version: str) -> tuple[str, list[str]]:
+    """Upload ``files`` (relative name -> local file) to `<target>/<version>/`; returns (that path, uploaded
+    file paths, sorted).
 
-    Workspace targets use `workspace.mkdirs` + `workspace.upload(format=AUTO)` (files keep their `.py`
-    name; the API is addressed without the `/Workspace` prefix, the job's python_file with it). Volume
-    targets use `files.upload` (parents are created by the Files API).
+    Workspace targets use `workspace.mkdirs` + `workspace.upload(format=AUTO)` (files keep their name; the
+    API is addressed without the `/Workspace` prefix, the job's python_file with it). Volume targets use
+    `files.upload` (parents are created by the Files API).
     """
     from databricks.sdk.service.workspace import ImportFormat
 
     target = validate_target(target)
-    files = job_files(src)
     dest = f"{target}/{version}"
     uploaded: list[str] = []
     host = client.config.host
     try:
         if dest.startswith("/Volumes/"):
-            for path in files:
-                remote = f"{dest}/{path.relative_to(src).as_posix()}"
-                data = path.read_bytes()
+            for rel in sorted(files):
+                remote = f"{dest}/{rel}"
+                data = files[rel].read_bytes()
                 _with_throttle_retries(lambda remote=remote, data=data: client.files.upload(
                     remote, io.BytesIO(data), overwrite=True))
                 uploaded.append(remote)
         else:
             api_dest = dest.removeprefix("/Workspace")
             made: set[str] = set()
-            for path in files:
-                rel = path.relative_to(src).as_posix()
+            for rel in sorted(files):
                 parent = f"{api_dest}/{rel}".rsplit("/", 1)[0]
                 if parent not in made:
                     client.workspace.mkdirs(parent)
                     made.add(parent)
-                data = path.read_bytes()
+                data = files[rel].read_bytes()
                 _with_throttle_retries(lambda remote=f"{api_dest}/{rel}", data=data: client.workspace.upload(
                     remote, io.BytesIO(data), format=ImportFormat.AUTO, overwrite=True))
                 uploaded.append(f"{dest}/{rel}")

@@ -25,3 +25,11 @@ def bundled_spark_jobs_dir() -> Path:
 def bundled_env_example() -> Path:
     packaged = _PKG / "_bundled" / "env.example"
     return packaged if packaged.is_file() else _PKG.parent / ".env.example"
+
+
+def bundled_jobs_wheel() -> Path | None:
+    """The jobs' wheel built with mlopsctl's own wheel (hatch_build.py); None in a source checkout."""
+    from mlopsctl.jobs_wheel import DISTRIBUTION
+
+    found = sorted((_PKG / "_bundled" / "wheels").glob(f"{DISTRIBUTION}-*.whl"))
+    return found[-1] if found else None

@@ -20,7 +20,8 @@ Seam for the Databricks backend (what this module calls; implemented in
     make_databricks_task(task_id: str, script: str, arguments: list[str]) -> BaseOperator
 
 ``script`` is a file name from spark_jobs/ (``preprocess_data.py``, ``train_model.py``,
-``grid_search.py``, ``grid_search_spark.py``; every job imports ``rf_core.py`` from the same folder).
+``grid_search.py``, ``grid_search_spark.py``; every job imports ``rf_core``: here from the same folder, on
+Databricks from the jobs' wheel that ``deploy jobs`` uploads beside the scripts).
 ``arguments`` is the job's argv; items may be Jinja templates (``{{ run_id }}``,
 ``{{ params.max_depth }}``, ``{{ mlopsctl.work_dir }}``...), so the operator must list the field
 holding them in ``template_fields``. The returned operator must fail the task when the job fails.

@@ -5,9 +5,9 @@ Chosen by ``MLOPSCTL_COMPUTE=databricks`` (see ``common/compute.py``, which call
 setting below is read when the task runs.
 
 Why ``DatabricksSubmitRunOperator`` (runs/submit): the jobs are already files (``deploy jobs`` uploads
-them to a versioned path), each Airflow task is one job with its own parameters built from the DAG
-run's conf, and Airflow owns the retries, dependencies and history. A one-time run needs no Databricks
-job definition to create, version or clean up. ``DatabricksTaskOperator`` /
+them, with the jobs' wheel, to a versioned path), each Airflow task is one job with its own parameters
+built from the DAG run's conf, and Airflow owns the retries, dependencies and history. A one-time run
+needs no Databricks job definition to create, version or clean up. ``DatabricksTaskOperator`` /
 ``DatabricksWorkflowTaskGroup`` create and run a *Databricks job* (workflow) per DAG run, which pays off
 when several tasks should share one job cluster; here the two/one tasks per pipeline are sequential
 and short, and a shared job definition would tie the DAG's shape to Databricks'. Trade-off: with jobs
@@ -41,8 +41,8 @@ Runtime settings (environment of the Airflow workers; read at task run time):
 ``MLOPSCTL_DATABRICKS_CLUSTER_JSON``       extra ``new_cluster`` fields as a JSON object (optional,
                                            e.g. ``{"data_security_mode": "SINGLE_USER"}``).
 ``MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION`` serverless environment version (default ``2``).
-``MLOPSCTL_DATABRICKS_PIP``                serverless pip dependencies, comma-separated (default
-                                           ``scikit-learn>=1.5,pandas,matplotlib,mlflow>=3.1``).
+``MLOPSCTL_DATABRICKS_PIP``                extra serverless pip dependencies, comma-separated,
+                                           appended to the ones below (default: none).
 ``MLOPSCTL_DATABRICKS_WORK_DIR``           features tables; must be storage every run sees, e.g.
                                            ``/Volumes/main/mlops/work`` (default: ``<volume>/work``
                                            when the jobs path is in a volume, else required).
@@ -63,6 +63,23 @@ Runtime settings (environment of the Airflow workers; read at task run time):
 ``MLOPSCTL_DATABRICKS_RETRY_LIMIT``        API attempts on 429/5xx/connection errors (default 6,
                                            exponential backoff from 1 s).
 =========================================  =========================================================
+
+What a task installs. ``deploy jobs`` uploads the entry scripts and the jobs' wheel into the same
+folder: ``<jobs path>/mlopsctl_jobs-<version>-py3-none-any.whl`` (``JOBS_WHEEL``; ``<version>`` is
+mlopsctl's, so the DAGs know the file name without importing mlopsctl). The wheel packages ``rf_core``,
+which is not uploaded as a file: a task imports it from the installed wheel, never from its working
+directory.
+
+=============================  =============================================================================
+serverless                     ``environments[0].spec``: ``environment_version`` and ``dependencies`` =
+                               the wheel's path, ``SERVERLESS_PINS`` (mlflow, scikit-learn, matplotlib at
+                               the versions of uv.lock: what the jobs import beyond the serverless
+                               image), then
+                               ``MLOPSCTL_DATABRICKS_PIP``.
+``jobs`` and ``existing``      task ``libraries`` = ``{"whl": <the wheel's path>}`` and ``CLASSIC_PYPI``
+                               (``mlflow>=3.1,<4``). Nothing else: the ML runtime provides scikit-learn,
+                               matplotlib, pandas, pyarrow and pyspark, matched to its Spark.
+=============================  =============================================================================
 
 The job's argv (``arguments`` from the DAG, Jinja rendered by Airflow from the run's conf/params) is
 passed as ``spark_python_task.parameters`` (a list of strings); the values of ``--work-dir``,
@@ -93,7 +110,13 @@ DEFAULT_SPARK_VERSION = "17.3.x-cpu-ml-scala2.13"  # 17.3 LTS ML: MLflow 3 in th
 DEFAULT_DATA_SECURITY_MODE = "DATA_SECURITY_MODE_DEDICATED"
 DATA_SECURITY_MODES = ("DATA_SECURITY_MODE_DEDICATED", "SINGLE_USER")  # databricks-sdk DataSecurityMode names
 DEFAULT_ENVIRONMENT_VERSION = "2"
-DEFAULT_PIP = "scikit-learn>=1.5,pandas,matplotlib,mlflow>=3.1"
+#: the jobs' wheel, uploaded by ``deploy jobs`` next to the entry scripts; its version is mlopsctl's
+#: (pyproject.toml), which tests/unit/test_jobs_wheel.py pins
+JOBS_WHEEL = "mlopsctl_jobs-0.1.0-py3-none-any.whl"
+#: what the jobs import that a serverless environment lacks, at the versions of uv.lock (the same test pins them)
+SERVERLESS_PINS = ("mlflow==3.17.2", "scikit-learn==1.9.1", "matplotlib==3.11.2")
+#: on classic compute the ML runtime brings the rest; MLflow 3 is what the jobs' log_model(name=...) needs
+CLASSIC_PYPI = ("mlflow>=3.1,<4",)
 DEFAULT_EXPERIMENT_PREFIX = "/Shared/mlopsctl"
 ENVIRONMENT_KEY = "mlopsctl"
 #: jobs that use no Spark: on jobs compute they get a single-node cluster
@@ -145,23 +168,29 @@ def work_dir(jobs: str) -> str:
     )
 
 
-def compute_spec(script: str = "") -> dict[str, Any]:
-    """The compute part of the runs/submit payload, from MLOPSCTL_DATABRICKS_COMPUTE (``script``: the job
-    file, which decides whether a new cluster needs workers)."""
+def jobs_wheel_path(jobs: str) -> str:
+    return f"{jobs}/{JOBS_WHEEL}"
+
+
+def compute_spec(jobs: str, script: str = "") -> dict[str, Any]:
+    """The compute and library part of the runs/submit payload, from MLOPSCTL_DATABRICKS_COMPUTE (``jobs``:
+    the uploaded jobs' folder, which holds the wheel; ``script``: the job file, which decides whether a new
+    cluster needs workers). ``environments`` goes to the top level of the payload, the rest into the task."""
     kind = (_env("MLOPSCTL_DATABRICKS_COMPUTE") or "jobs").lower()
+    libraries = [{"whl": jobs_wheel_path(jobs)}, *({"pypi": {"package": p}} for p in CLASSIC_PYPI)]
     if kind == "existing":
         cluster = _env("MLOPSCTL_DATABRICKS_CLUSTER_ID")
         if not cluster:
             raise DatabricksConfigError("MLOPSCTL_DATABRICKS_COMPUTE=existing needs MLOPSCTL_DATABRICKS_CLUSTER_ID")
-        return {"existing_cluster_id": cluster}
+        return {"existing_cluster_id": cluster, "libraries": libraries}
     if kind == "serverless":
-        deps = [d.strip() for d in (_env("MLOPSCTL_DATABRICKS_PIP") or DEFAULT_PIP).split(",") if d.strip()]
+        extra = [d.strip() for d in (_env("MLOPSCTL_DATABRICKS_PIP") or "").split(",") if d.strip()]
         spec = {"environment_version": _env("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION") or DEFAULT_ENVIRONMENT_VERSION,
-                "dependencies": deps}
+                "dependencies": [jobs_wheel_path(jobs), *SERVERLESS_PINS, *extra]}
         return {"environments": [{"environment_key": ENVIRONMENT_KEY, "spec": spec}],
                 "environment_key": ENVIRONMENT_KEY}
     if kind == "jobs":
-        return {"new_cluster": _new_cluster(script)}
+        return {"new_cluster": _new_cluster(script), "libraries": libraries}
     raise DatabricksConfigError(
         f"MLOPSCTL_DATABRICKS_COMPUTE={kind!r}: expected jobs, existing or serverless"
     )
@@ -315,7 +344,7 @@ class MlopsctlDatabricksRunOperator(DatabricksSubmitRunOperator):
 
         try:
             jobs = jobs_path()
-            compute = compute_spec(self.script)
+            compute = compute_spec(jobs, self.script)
             parameters = databricks_parameters((self.spark_python_task or {}).get("parameters", []), jobs)
             dag_id, run_id, try_number = _run_identity(context, self)
         except DatabricksConfigError as exc:

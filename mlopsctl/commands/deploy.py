@@ -1,4 +1,5 @@
-"""`mlopsctl deploy`: ship the Spark job files to Databricks, and the DAGs to an Airflow DAGs folder."""
+"""`mlopsctl deploy`: ship the Spark jobs (scripts + the jobs' wheel) to Databricks, and the DAGs to an Airflow
+DAGs folder."""
 
 from __future__ import annotations
 
@@ -66,14 +67,21 @@ def deploy_jobs(
     ] = "/Shared/mlopsctl",
     json_output: JsonOpt = False,
 ) -> None:
-    """Upload spark_jobs/ to a versioned Databricks path the DAGs run from, and create the experiments' folder.
+    """Upload the job scripts and the jobs' wheel to a versioned Databricks path the DAGs run from, and
+    create the experiments' folder.
+
+    The wheel (mlopsctl_jobs-<version>-py3-none-any.whl) packages spark_jobs/rf_core.py, which the tasks
+    install and import; rf_core.py itself is not uploaded. It is the one bundled with mlopsctl when the
+    project's rf_core.py and spark_jobs/pyproject.toml are the stock ones, else built from them (hatchling).
 
     The version folder is derived from the files' content, so re-deploying unchanged jobs reuses the
     same path and running DAG runs never see files change under them.
 
     Example: mlopsctl deploy jobs --to /Volumes/main/mlops/jobs --set-variable
     """
-    from mlopsctl import __version__
+    import tempfile
+
+    from mlopsctl import __version__, jobs_wheel
     from mlopsctl import databricks as dbx
 
     app_ctx = app_context(ctx, json_output)
@@ -81,17 +89,21 @@ def deploy_jobs(
     target = dbx.validate_target(to)
     folder = dbx.validate_experiment_folder(experiment_folder)
     source = _source(app_ctx.settings.project_dir, "spark_jobs", src)
-    files = dbx.job_files(source)
-    ver = version or dbx.content_version(source, files, prefix=f"v{__version__}")
-    if "/" in ver or ver in (".", ".."):
-        from mlopsctl.errors import InputError
+    dbx.job_files(source)  # a missing or empty folder is reported before anything is built
+    with tempfile.TemporaryDirectory(prefix="mlopsctl-jobs-wheel-") as build_dir:
+        wheel = jobs_wheel.for_deploy(source, __version__, Path(build_dir))
+        files = dbx.deploy_files(source, wheel.path, wheel.modules)
+        ver = version or dbx.content_version(files, prefix=f"v{__version__}")
+        if "/" in ver or ver in (".", ".."):
+            from mlopsctl.errors import InputError
 
-        raise InputError(f"--version {ver!r} must be a single folder name.")
-    client = dbx.workspace_client(profile)
-    console.status_line(f"Uploading {len(files)} job file(s) from {source} to {client.config.host} ...")
-    dest, uploaded = dbx.upload_jobs(client, source, target, ver)
+            raise InputError(f"--version {ver!r} must be a single folder name.")
+        client = dbx.workspace_client(profile)
+        console.status_line(f"Uploading {len(files)} file(s) from {source} to {client.config.host} ...")
+        dest, uploaded = dbx.upload_jobs(client, files, target, ver)
     folder = dbx.ensure_experiment_folder(client, folder)
-    result: dict[str, Any] = {"path": dest, "files": uploaded, "version": ver, "host": client.config.host,
+    result: dict[str, Any] = {"path": dest, "files": uploaded, "wheel": f"{dest}/{wheel.path.name}",
+                              "wheel_origin": wheel.origin, "version": ver, "host": client.config.host,
                               "experiment_folder": folder, "variable_set": False}
     if set_variable:
         app_ctx.airflow.set_variable(JOBS_PATH_VARIABLE, dest)
@@ -102,6 +114,8 @@ def deploy_jobs(
     console.success(f"Uploaded {len(uploaded)} file(s) to {dest}")
     for path in uploaded:
         console.print(f"  {path}", markup=False)
+    origin = "bundled with mlopsctl" if wheel.origin == "bundled" else f"built from {source}"
+    console.info(f"Jobs wheel ({origin}): {result['wheel']}")
     console.info(f"MLflow experiments folder: {folder}")
     if set_variable:
         console.info(f"Airflow Variable {JOBS_PATH_VARIABLE} = {dest}")

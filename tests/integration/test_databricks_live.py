@@ -123,10 +123,12 @@ def test_deploy_jobs_uploads_and_sets_the_variable(dbx: DbxEnv) -> None:
     doc = json.loads(res.stdout)
     assert doc["path"].startswith(JOBS_ROOT + "/v") and doc["variable_set"]
     names = {p.rsplit("/", 1)[1] for p in doc["files"]}
-    assert {"preprocess_data.py", "train_model.py", "rf_core.py"} <= names
+    assert {"preprocess_data.py", "train_model.py"} <= names and "rf_core.py" not in names  # rf_core: in the wheel
+    assert doc["wheel"] in doc["files"] and doc["wheel"].endswith("-py3-none-any.whl")
     for remote in doc["files"]:
-        local = REPO / "spark_jobs" / remote.removeprefix(doc["path"] + "/")
-        assert dbx.server.workspace_path(remote).read_bytes() == local.read_bytes()
+        if remote != doc["wheel"]:
+            local = REPO / "spark_jobs" / remote.removeprefix(doc["path"] + "/")
+            assert dbx.server.workspace_path(remote).read_bytes() == local.read_bytes()
     client = _airflow(dbx)
     try:
         assert client.get_variable("MLOPSCTL_DATABRICKS_JOBS_PATH").value == doc["path"]

@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlopsctl import __version__
 from mlopsctl.airflow.client import AirflowClient
 from mlopsctl.errors import ExitCode
+from mlopsctl.jobs_wheel import wheel_file_name
 from tests.fixtures.databricks_server import (
     DatabricksTestServer,
     databricks_server,  # noqa: F401 - fixture
@@ -162,8 +164,9 @@ def test_deploy_jobs_uploads_versioned_and_sets_variable(project: Path, airflow,
     assert code == 0, err
     doc = json.loads(out)
     assert doc["path"].startswith("/Workspace/Shared/mlopsctl/jobs/v")
-    assert doc["files"] == [doc["path"] + "/train_model.py"]
-    assert dbx_env.workspace_path(doc["files"][0]).read_text() == "print('train')\n"
+    assert doc["files"] == [f"{doc['path']}/{wheel_file_name(__version__)}", doc["path"] + "/train_model.py"]
+    assert doc["wheel"] == doc["files"][0]
+    assert dbx_env.workspace_path(doc["files"][1]).read_text() == "print('train')\n"
     assert airflow.variables == {"MLOPSCTL_DATABRICKS_JOBS_PATH": doc["path"]}
     # Same content -> same version; changed content -> a new one.
     _, out2, _ = cli("deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs", "--json")

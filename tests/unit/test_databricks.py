@@ -123,12 +123,31 @@ def test_upload_targets_are_validated(target: str) -> None:
 
 def test_content_version_changes_with_content_only(tmp_path: Path) -> None:
     (tmp_path / "a.py").write_text("x = 1\n")
-    files = dbx.job_files(tmp_path)
-    v1 = dbx.content_version(tmp_path, files, prefix="v1")
-    assert v1 == dbx.content_version(tmp_path, files, prefix="v1")
-    (tmp_path / "a.py").write_text("x = 2\n")
-    assert dbx.content_version(tmp_path, files, prefix="v1") != v1
+    (tmp_path / "w.whl").write_bytes(b"PK1")
+    files = {"a.py": tmp_path / "a.py", "w.whl": tmp_path / "w.whl"}
+    v1 = dbx.content_version(files, prefix="v1")
+    assert v1 == dbx.content_version(dict(reversed(files.items())), prefix="v1")  # order does not matter
+    (tmp_path / "w.whl").write_bytes(b"PK2")  # the wheel counts like any file
+    assert dbx.content_version(files, prefix="v1") != v1
+    assert dbx.content_version({"b.py": tmp_path / "a.py", "w.whl": tmp_path / "w.whl"}, prefix="v1") != \
+        dbx.content_version(files, prefix="v1")  # names count too
     assert v1.startswith("v1-") and len(v1) == len("v1-") + 12
+
+
+def test_deploy_files_are_the_scripts_and_the_wheel_never_its_modules(tmp_path: Path) -> None:
+    src = tmp_path / "spark_jobs"
+    (src / "sub").mkdir(parents=True)
+    (src / "__pycache__").mkdir()
+    for name in ("train.py", "rf_core.py", "sub/util.py", "__pycache__/junk.py"):
+        (src / name).write_text("x = 1\n")
+    wheel = tmp_path / "mlopsctl_jobs-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    files = dbx.deploy_files(src, wheel, frozenset({"rf_core.py"}))
+    assert files == {"sub/util.py": src / "sub/util.py", "train.py": src / "train.py", wheel.name: wheel}
+    (src / "train.py").unlink()
+    (src / "sub" / "util.py").unlink()
+    with pytest.raises(NotFoundError, match="No job scripts"):
+        dbx.deploy_files(src, wheel, frozenset({"rf_core.py"}))
 
 
 def test_job_files_need_python_files(tmp_path: Path) -> None:
@@ -144,18 +163,20 @@ def test_upload_jobs_to_workspace_and_volume(monkeypatch, tmp_path, databricks_s
     (src / "common").mkdir(parents=True)
     (src / "train.py").write_text("print('train')\n")
     (src / "common" / "util.py").write_text("X = 1\n")
-    (src / "__pycache__").mkdir()
-    (src / "__pycache__" / "junk.py").write_text("no")
     monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
     monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
-    dest, uploaded = dbx.upload_jobs(dbx.workspace_client(), src, root + "/", "v7")
+    wheel = tmp_path / "mlopsctl_jobs-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(bytes(range(256)) * 4)  # binary content survives the upload
+    files = {"train.py": src / "train.py", "common/util.py": src / "common" / "util.py", wheel.name: wheel}
+    dest, uploaded = dbx.upload_jobs(dbx.workspace_client(), files, root + "/", "v7")
     assert dest == f"{root}/v7"
-    assert uploaded == [f"{root}/v7/common/util.py", f"{root}/v7/train.py"]
+    assert uploaded == [f"{root}/v7/common/util.py", f"{root}/v7/{wheel.name}", f"{root}/v7/train.py"]
     assert databricks_server.workspace_path(f"{dest}/train.py").read_text() == "print('train')\n"
     assert databricks_server.workspace_path(f"{dest}/common/util.py").read_text() == "X = 1\n"
+    assert databricks_server.workspace_path(f"{dest}/{wheel.name}").read_bytes() == wheel.read_bytes()
     # Re-deploying the same version overwrites in place.
     (src / "train.py").write_text("print('v2')\n")
-    dbx.upload_jobs(dbx.workspace_client(), src, root, "v7")
+    dbx.upload_jobs(dbx.workspace_client(), files, root, "v7")
     assert databricks_server.workspace_path(f"{dest}/train.py").read_text() == "print('v2')\n"
 
 
@@ -170,7 +191,7 @@ def test_upload_survives_a_429_burst(monkeypatch, tmp_path, databricks_server, r
     monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
     client = dbx.workspace_client()
     databricks_server.inject(429, times=3, path_prefix=endpoint)
-    dbx.upload_jobs(client, src, root, "v1")
+    dbx.upload_jobs(client, {"a.py": src / "a.py"}, root, "v1")
     assert databricks_server.workspace_path(f"{root}/v1/a.py").read_text() == "1\n"
     assert databricks_server.pending_faults() == 0
 

@@ -17,6 +17,8 @@ from tests.fixtures.databricks_server import (
 )
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+JOBS = "/Workspace/Shared/jobs/v1"
+WHEEL = f"{JOBS}/mlopsctl_jobs-0.1.0-py3-none-any.whl"
 
 
 @pytest.fixture
@@ -31,46 +33,73 @@ def backend(monkeypatch: pytest.MonkeyPatch):
 
 def test_compute_kinds(backend, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "Standard_DS3_v2")
-    assert backend.compute_spec() == {"new_cluster": {
+    libraries = [{"whl": WHEEL}, {"pypi": {"package": "mlflow>=3.1,<4"}}]
+    assert backend.compute_spec(JOBS) == {"new_cluster": {
         "spark_version": "17.3.x-cpu-ml-scala2.13", "node_type_id": "Standard_DS3_v2",
-        "data_security_mode": "DATA_SECURITY_MODE_DEDICATED", "num_workers": 1}}
+        "data_security_mode": "DATA_SECURITY_MODE_DEDICATED", "num_workers": 1}, "libraries": libraries}
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NUM_WORKERS", "4")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE", "single_user")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_JSON", '{"autotermination_minutes": 10}')
-    cluster = backend.compute_spec()["new_cluster"]
+    cluster = backend.compute_spec(JOBS)["new_cluster"]
     assert cluster["num_workers"] == 4 and cluster["data_security_mode"] == "SINGLE_USER"
     assert cluster["autotermination_minutes"] == 10
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE", "NONE")  # no Unity Catalog, no ML runtime
     with pytest.raises(backend.DatabricksConfigError, match="DATA_SECURITY_MODE"):
-        backend.compute_spec()
+        backend.compute_spec(JOBS)
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "existing")
     with pytest.raises(backend.DatabricksConfigError, match="CLUSTER_ID"):
-        backend.compute_spec()
+        backend.compute_spec(JOBS)
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-abc")
-    assert backend.compute_spec() == {"existing_cluster_id": "0101-abc"}
+    assert backend.compute_spec(JOBS) == {"existing_cluster_id": "0101-abc", "libraries": libraries}
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "gpu")
     with pytest.raises(backend.DatabricksConfigError, match="jobs, existing or serverless"):
-        backend.compute_spec()
+        backend.compute_spec(JOBS)
+
+
+@pytest.mark.parametrize("kind", ["jobs", "existing"])
+def test_classic_compute_installs_the_wheel_and_mlflow_3_and_leaves_the_runtimes_libraries(
+        backend, monkeypatch, kind: str) -> None:
+    from databricks.sdk.service.compute import Library
+
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", kind)
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "i3.xlarge")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-abc")
+    libraries = backend.compute_spec("/Volumes/main/mlops/jobs/v0.1.0-abc", "train_model.py")["libraries"]
+    assert [Library.from_dict(lib).as_dict() for lib in libraries] == libraries  # the SDK's own shape
+    assert libraries[0] == {"whl": "/Volumes/main/mlops/jobs/v0.1.0-abc/mlopsctl_jobs-0.1.0-py3-none-any.whl"}
+    packages = [lib["pypi"]["package"] for lib in libraries[1:]]
+    assert packages == ["mlflow>=3.1,<4"]  # pandas, pyarrow, pyspark, sklearn: the ML runtime's, matched to Spark
 
 
 def test_serverless_environment_uses_environment_version_not_the_deprecated_client(backend, monkeypatch) -> None:
     from databricks.sdk.service.jobs import JobEnvironment
 
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
-    monkeypatch.setenv("MLOPSCTL_DATABRICKS_PIP", "scikit-learn==1.5.2, pandas")
-    spec = backend.compute_spec()
+    spec = backend.compute_spec(JOBS)
     assert spec["environment_key"] == "mlopsctl"
     assert spec["environments"] == [{"environment_key": "mlopsctl", "spec": {
-        "environment_version": "2", "dependencies": ["scikit-learn==1.5.2", "pandas"]}}]
+        "environment_version": "2", "dependencies": [WHEEL, *backend.SERVERLESS_PINS]}}]
+    assert "libraries" not in spec  # serverless refuses task libraries
     env = JobEnvironment.from_dict(spec["environments"][0])
     assert env.spec.environment_version == "2" and env.spec.client is None
+    assert env.as_dict() == spec["environments"][0]
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION", "4")
-    assert backend.compute_spec()["environments"][0]["spec"]["environment_version"] == "4"
+    assert backend.compute_spec(JOBS)["environments"][0]["spec"]["environment_version"] == "4"
+
+
+def test_serverless_installs_the_wheel_then_what_the_jobs_import_pinned_then_the_extras(backend, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_PIP", "xgboost==2.1.0, ,lightgbm")
+    deps = backend.compute_spec(JOBS)["environments"][0]["spec"]["dependencies"]
+    assert deps[0] == WHEEL
+    pinned = dict(d.split("==") for d in deps[1:4])
+    assert set(pinned) == {"mlflow", "scikit-learn", "matplotlib"} and all(pinned.values())
+    assert deps[4:] == ["xgboost==2.1.0", "lightgbm"]  # MLOPSCTL_DATABRICKS_PIP adds, never replaces
 
 
 def test_new_cluster_without_a_node_type_is_refused_naming_the_setting(backend) -> None:
     with pytest.raises(backend.DatabricksConfigError) as exc:
-        backend.compute_spec("train_model.py")
+        backend.compute_spec(JOBS, "train_model.py")
     message = str(exc.value)
     assert "MLOPSCTL_DATABRICKS_NODE_TYPE_ID" in message and "\n" not in message
     assert "i3.xlarge" in message and "Standard_DS3_v2" in message  # examples per cloud, no default
@@ -80,7 +109,7 @@ def test_new_cluster_runtime_ships_mlflow_3_and_reads_unity_catalog(backend, mon
     from databricks.sdk.service.compute import DataSecurityMode
 
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "n2-standard-4")
-    cluster = backend.compute_spec("train_model.py")["new_cluster"]
+    cluster = backend.compute_spec(JOBS, "train_model.py")["new_cluster"]
     major, minor = (int(x) for x in cluster["spark_version"].split(".")[:2])
     assert (major, minor) >= (17, 3) and "-ml-" in cluster["spark_version"]  # 17.3 LTS ML: MLflow 3.0
     assert DataSecurityMode(cluster["data_security_mode"]) in (
@@ -90,15 +119,15 @@ def test_new_cluster_runtime_ships_mlflow_3_and_reads_unity_catalog(backend, mon
 def test_grid_search_gets_a_single_node_cluster(backend, monkeypatch) -> None:
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "i3.xlarge")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NUM_WORKERS", "4")
-    single = backend.compute_spec("grid_search.py")["new_cluster"]
+    single = backend.compute_spec(JOBS, "grid_search.py")["new_cluster"]
     assert single["num_workers"] == 0
     assert single["spark_conf"]["spark.databricks.cluster.profile"] == "singleNode"
     assert single["spark_conf"]["spark.master"].startswith("local[*")
     assert single["custom_tags"] == {"ResourceClass": "SingleNode"}
-    spark = backend.compute_spec("grid_search_spark.py")["new_cluster"]
+    spark = backend.compute_spec(JOBS, "grid_search_spark.py")["new_cluster"]
     assert spark["num_workers"] == 4 and "spark_conf" not in spark
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
-    assert "new_cluster" not in backend.compute_spec("grid_search.py")
+    assert "new_cluster" not in backend.compute_spec(JOBS, "grid_search.py")
 
 
 def test_jobs_path_and_work_dir(backend, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,14 +257,25 @@ if "--bad-data" in sys.argv:
 """
 
 
+@pytest.fixture(scope="module")
+def jobs_wheel_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The real jobs' wheel of spark_jobs/, as `deploy jobs` uploads it beside the scripts."""
+    from mlopsctl import __version__, jobs_wheel
+
+    return jobs_wheel.build(DAGS.parent / "spark_jobs", tmp_path_factory.mktemp("wheel"), __version__).read_bytes()
+
+
 @pytest.fixture
-def deployed(backend, databricks_server: DatabricksTestServer, monkeypatch, tmp_path) -> DatabricksTestServer:  # noqa: F811
+def deployed(backend, databricks_server: DatabricksTestServer, monkeypatch, tmp_path,  # noqa: F811
+             jobs_wheel_bytes: bytes) -> DatabricksTestServer:
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.service.workspace import ImportFormat
 
     w = WorkspaceClient(host=databricks_server.url, token=databricks_server.token)
     w.workspace.mkdirs("/Shared/jobs/v1")
     w.workspace.upload("/Shared/jobs/v1/echo.py", io.BytesIO(JOB), format=ImportFormat.AUTO, overwrite=True)
+    w.workspace.upload(f"/Shared/jobs/v1/{backend.JOBS_WHEEL}", io.BytesIO(jobs_wheel_bytes),
+                       format=ImportFormat.AUTO, overwrite=True)
     monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", json.dumps({
         "conn_type": "databricks", "host": "127.0.0.1", "port": databricks_server.port, "schema": "http",
         "password": databricks_server.token}))
@@ -264,6 +304,9 @@ def test_operator_submits_runs_and_survives_429(backend, deployed: DatabricksTes
     assert params[0] == "--work-dir" and params[1].endswith("/work")  # the Databricks work dir, not the DAG's
     assert params[2:] == ["--max-depth", "80"]
     assert task["existing_cluster_id"] == "0101-test"
+    assert task["libraries"] == [{"whl": "/Workspace/Shared/jobs/v1/mlopsctl_jobs-0.1.0-py3-none-any.whl"},
+                                 {"pypi": {"package": "mlflow>=3.1,<4"}}]
+    assert "environments" not in body
     assert body["idempotency_token"] == backend.idempotency_token("build_model", ti.run_id, "train_model", 1)
     assert "build_model" in body["run_name"] and "train_model" in body["run_name"] and ti.run_id in body["run_name"]
     assert int(body["timeout_seconds"]) == 3 * 3600  # the task's execution_timeout (the provider sends a string)
@@ -322,7 +365,19 @@ def test_serverless_payload_is_accepted(backend, deployed: DatabricksTestServer,
     [(_, body)] = deployed.bodies
     assert body["environments"][0]["environment_key"] == body["tasks"][0]["environment_key"] == "mlopsctl"
     assert "client" not in body["environments"][0]["spec"]
-    assert "existing_cluster_id" not in body["tasks"][0] and "new_cluster" not in body["tasks"][0]
+    assert body["environments"][0]["spec"]["dependencies"][0] == WHEEL
+    assert not {"existing_cluster_id", "new_cluster", "libraries"} & set(body["tasks"][0])
+
+
+def test_new_cluster_payload_is_accepted(backend, deployed: DatabricksTestServer, monkeypatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "jobs")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "i3.xlarge")
+    backend.make_databricks_task("train_model", "echo.py", []).execute({"ti": _TI()})
+    [(_, body)] = deployed.bodies
+    [task] = body["tasks"]
+    assert task["new_cluster"]["spark_version"] == "17.3.x-cpu-ml-scala2.13"
+    assert task["libraries"][0] == {"whl": WHEEL} and "environments" not in body
+    assert deployed.runs()[0].tasks[0].result_state == "SUCCESS"
 
 
 def test_missing_jobs_path_fails_without_retry(backend, deployed, monkeypatch) -> None:

@@ -1,0 +1,219 @@
+"""The jobs' wheel (mlopsctl-jobs: spark_jobs/rf_core.py): built into mlopsctl's own wheel by hatch_build.py,
+chosen or built by `deploy jobs`, uploaded beside the scripts (rf_core.py never is), and the file name and
+pins the Databricks backend in dags/common/ relies on."""
+
+from __future__ import annotations
+
+import ast
+import email.parser
+import importlib.util
+import json
+import shutil
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from mlopsctl import __version__, jobs_wheel, paths
+from mlopsctl.errors import ConfigError, ExitCode
+from tests.fixtures.databricks_server import (
+    DatabricksTestServer,
+    databricks_server,  # noqa: F401 - fixture
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SPARK_JOBS = REPO / "spark_jobs"
+ENTRY_SCRIPTS = {"preprocess_data.py", "train_model.py", "grid_search.py", "grid_search_spark.py"}
+
+
+def _project_version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _backend_constants() -> dict[str, object]:
+    """The plain constants of dags/common/databricks_backend.py, read without importing Airflow."""
+    tree = ast.parse((REPO / "dags" / "common" / "databricks_backend.py").read_text())
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in ("JOBS_WHEEL", "SERVERLESS_PINS", "CLASSIC_PYPI")}
+
+
+def _metadata(wheel: Path) -> email.message.Message:
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return email.parser.Parser().parsestr(archive.read(name).decode())
+
+
+@pytest.fixture(scope="module")
+def mlopsctl_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mlopsctl's wheel, built once the way the PEP 517 backend builds it (`uv build`, pip): hatchling's
+    WheelBuilder on the repository, build hook included."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    out = tmp_path_factory.mktemp("dist")
+    return Path(next(WheelBuilder(str(REPO)).build(directory=str(out), versions=["standard"])))
+
+
+@pytest.fixture
+def installed(mlopsctl_wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """mlopsctl's package data as a wheel install lays it out: `paths` finds the bundled jobs and wheel there."""
+    with zipfile.ZipFile(mlopsctl_wheel) as archive:
+        archive.extractall(tmp_path / "site", [n for n in archive.namelist() if n.startswith("mlopsctl/_bundled/")])
+    monkeypatch.setattr(paths, "_PKG", tmp_path / "site" / "mlopsctl")
+    assert paths.bundled_jobs_wheel() is not None
+    return tmp_path / "site" / "mlopsctl" / "_bundled"
+
+
+def _without_hatchling(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, package=None: None if name == "hatchling" else real(name, package))
+
+
+# --- built with mlopsctl -----------------------------------------------------------------------------------
+def test_mlopsctl_wheel_carries_the_jobs_wheel(mlopsctl_wheel: Path, tmp_path: Path) -> None:
+    version = _project_version()
+    inner_name = f"mlopsctl/_bundled/wheels/mlopsctl_jobs-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(mlopsctl_wheel) as archive:
+        names = archive.namelist()
+        assert [n for n in names if n.endswith(".whl")] == [inner_name]
+        assert "mlopsctl/_bundled/spark_jobs/pyproject.toml" in names  # what deploy compares a project with
+        inner = tmp_path / Path(inner_name).name
+        inner.write_bytes(archive.read(inner_name))
+    assert jobs_wheel.top_level_modules(inner) == {"rf_core.py": (SPARK_JOBS / "rf_core.py").read_bytes()}
+    with zipfile.ZipFile(inner) as archive:
+        assert not ENTRY_SCRIPTS & {Path(n).name for n in archive.namelist()}  # scripts are uploaded as files
+        [wheel_info] = [n for n in archive.namelist() if n.endswith(".dist-info/WHEEL")]
+        info = archive.read(wheel_info).decode()
+    assert "Root-Is-Purelib: true" in info and "Tag: py3-none-any" in info
+    meta = _metadata(inner)
+    assert (meta["Name"], meta["Version"]) == ("mlopsctl-jobs", version)
+    requires = {r.name: r for r in map(Requirement, meta.get_all("Requires-Dist"))}
+    assert set(requires) == {"mlflow", "scikit-learn", "matplotlib"}  # no pyspark/pandas/pyarrow/numpy
+    assert not any(r.marker for r in requires.values())
+    assert str(requires["mlflow"].specifier) == "<4,>=3.1"
+    assert requires["mlflow"].specifier.contains("3.1.0") and not requires["mlflow"].specifier.contains("4.0")
+
+
+def test_the_jobs_wheel_builds_reproducibly(tmp_path: Path) -> None:
+    """Same sources, same bytes: a re-deploy of unchanged jobs lands in the same version folder."""
+    first = jobs_wheel.build(SPARK_JOBS, tmp_path / "a", "0.1.0")
+    second = jobs_wheel.build(SPARK_JOBS, tmp_path / "b", "0.1.0")
+    assert first.name == second.name == "mlopsctl_jobs-0.1.0-py3-none-any.whl"
+    assert first.read_bytes() == second.read_bytes()
+
+
+# --- chosen or built by deploy -----------------------------------------------------------------------------
+def test_stock_jobs_deploy_the_bundled_wheel_even_without_hatchling(installed: Path, tmp_path, monkeypatch) -> None:
+    project = tmp_path / "spark_jobs"
+    shutil.copytree(SPARK_JOBS, project)
+    _without_hatchling(monkeypatch)  # a CLI-only install: no build backend
+    wheel = jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
+    assert (wheel.origin, wheel.path) == ("bundled", paths.bundled_jobs_wheel())
+    assert wheel.modules == {"rf_core.py"}
+    assert not (tmp_path / "build").exists()
+    assert jobs_wheel.for_deploy(installed / "spark_jobs", __version__, tmp_path / "build").origin == "bundled"
+
+
+def test_edited_jobs_get_their_own_wheel(installed: Path, tmp_path: Path) -> None:
+    project = tmp_path / "spark_jobs"
+    shutil.copytree(SPARK_JOBS, project)
+    edited = (project / "rf_core.py").read_bytes() + b"\nEDITED = True\n"
+    (project / "rf_core.py").write_bytes(edited)
+    wheel = jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
+    assert wheel.origin == "built" and wheel.path.parent == tmp_path / "build"
+    assert wheel.path.name == jobs_wheel.wheel_file_name(__version__)
+    assert jobs_wheel.top_level_modules(wheel.path) == {"rf_core.py": edited}
+    # stock rf_core.py, but the project's pyproject.toml declares one more dependency: built too
+    shutil.copy(SPARK_JOBS / "rf_core.py", project / "rf_core.py")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"matplotlib>=3.7",', '"matplotlib>=3.7",\n    "xgboost>=2",'))
+    wheel = jobs_wheel.for_deploy(project, __version__, tmp_path / "build2")
+    assert wheel.origin == "built"
+    assert "xgboost>=2" in _metadata(wheel.path).get_all("Requires-Dist")
+
+
+def test_edited_jobs_without_hatchling_are_refused_saying_how_to_fix_it(installed, tmp_path, monkeypatch) -> None:
+    project = tmp_path / "spark_jobs"
+    shutil.copytree(SPARK_JOBS, project)
+    (project / "rf_core.py").write_text("EDITED = True\n")
+    _without_hatchling(monkeypatch)
+    with pytest.raises(ConfigError) as exc:
+        jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
+    message, hint = exc.value.message, exc.value.hint or ""
+    assert "\n" not in message + hint
+    assert str(project) in message and "rf_core.py" in message and "hatchling" in message
+    assert "pip install hatchling" in hint and f"--src {installed / 'spark_jobs'}" in hint
+    assert exc.value.exit_code == ExitCode.CONFIG
+
+
+def test_a_source_checkout_builds_the_wheel_or_says_it_needs_hatchling(tmp_path, monkeypatch) -> None:
+    assert paths.bundled_jobs_wheel() is None  # the tests run from the checkout: no built wheel in it
+    assert jobs_wheel.for_deploy(SPARK_JOBS, __version__, tmp_path / "build").origin == "built"
+    _without_hatchling(monkeypatch)
+    with pytest.raises(ConfigError, match="source checkout.*hatchling") as exc:
+        jobs_wheel.for_deploy(SPARK_JOBS, __version__, tmp_path / "build2")
+    assert "--src" not in (exc.value.hint or "")  # there is no other wheel to fall back on
+
+
+@pytest.mark.parametrize(("pyproject", "error"), [
+    ("[project\nname = 'x'\n", "Building the jobs' wheel from .* failed: TOMLDecodeError"),
+    ("[project]\nname = 'x'\ndynamic = ['version']\n[tool.hatch.build.targets.wheel]\nonly-include = ['other.py']\n",
+     "has no rf_core.py"),
+])
+def test_a_broken_jobs_project_is_a_one_line_error(tmp_path: Path, pyproject: str, error: str) -> None:
+    project = tmp_path / "spark_jobs"
+    shutil.copytree(SPARK_JOBS, project)
+    (project / "other.py").write_text("X = 1\n")
+    (project / "pyproject.toml").write_text(pyproject)
+    with pytest.raises(ConfigError, match=error) as exc:
+        jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
+    assert "\n" not in exc.value.message
+
+
+# --- uploaded by deploy ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("root", ["/Workspace/Shared/mlopsctl/jobs", "/Volumes/main/mlops/jobs"])
+def test_deploy_jobs_uploads_the_scripts_and_the_wheel_and_no_rf_core(
+        project: Path, cli, monkeypatch, databricks_server: DatabricksTestServer, root: str) -> None:  # noqa: F811
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
+    shutil.copytree(SPARK_JOBS, project / "spark_jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    code, out, err = cli("deploy", "jobs", "--to", root, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    dest = doc["path"]
+    assert dest.startswith(f"{root}/v{__version__}-")
+    names = {remote.removeprefix(dest + "/") for remote in doc["files"]}
+    wheel_name = _backend_constants()["JOBS_WHEEL"]  # where the DAGs look for it
+    assert names == ENTRY_SCRIPTS | {wheel_name}
+    assert doc["wheel"] == f"{dest}/{wheel_name}" and doc["wheel_origin"] == "built"  # a source checkout
+    assert not databricks_server.workspace_path(f"{dest}/rf_core.py").exists()
+    uploaded = databricks_server.workspace_path(doc["wheel"])
+    assert jobs_wheel.top_level_modules(uploaded) == {"rf_core.py": (SPARK_JOBS / "rf_core.py").read_bytes()}
+    for script in ENTRY_SCRIPTS:
+        assert databricks_server.workspace_path(f"{dest}/{script}").read_bytes() == (SPARK_JOBS / script).read_bytes()
+    # unchanged jobs: the same folder; an edit of rf_core.py (only in the wheel) moves it
+    code, out, err = cli("deploy", "jobs", "--to", root, "--json")
+    assert json.loads(out)["path"] == dest
+    with (project / "spark_jobs" / "rf_core.py").open("a") as fh:
+        fh.write("\n# edited\n")
+    code, out, err = cli("deploy", "jobs", "--to", root, "--json")
+    assert code == 0, err
+    assert json.loads(out)["path"] != dest
+
+
+# --- what the DAGs rely on ---------------------------------------------------------------------------------
+def test_the_backends_wheel_name_and_pins_follow_the_project_and_uv_lock() -> None:
+    constants = _backend_constants()
+    version = _project_version()
+    assert __version__ == version
+    assert constants["JOBS_WHEEL"] == jobs_wheel.wheel_file_name(version)
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    locked = {p["name"]: p["version"] for p in lock["package"]}
+    pins = dict(pin.split("==") for pin in constants["SERVERLESS_PINS"])
+    assert pins == {name: locked[name] for name in ("mlflow", "scikit-learn", "matplotlib")}
+    # classic compute asks for the same MLflow range the jobs' wheel declares
+    jobs_deps = tomllib.loads((SPARK_JOBS / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert list(constants["CLASSIC_PYPI"]) == [d for d in jobs_deps if Requirement(d).name == "mlflow"]
