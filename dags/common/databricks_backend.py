@@ -24,8 +24,10 @@ Runtime settings (environment of the Airflow workers; read at task run time):
 ``MLOPSCTL_DATABRICKS_CONN_ID``            Airflow connection (default ``databricks_default``;
                                            written by ``mlopsctl connect databricks``).
 ``MLOPSCTL_DATABRICKS_COMPUTE``            ``jobs`` (default: a ``new_cluster`` per run),
-                                           ``existing`` or ``serverless``.
-``MLOPSCTL_DATABRICKS_CLUSTER_ID``         the cluster for ``existing``.
+                                           ``existing`` or ``serverless``. The Airflow Variable of the
+                                           same name wins over the environment, so the compute can
+                                           change without redeploying the image.
+``MLOPSCTL_DATABRICKS_CLUSTER_ID``         the cluster for ``existing`` (Variable first, too).
 ``MLOPSCTL_DATABRICKS_SPARK_VERSION``      jobs compute runtime (default ``17.3.x-cpu-ml-scala2.13``,
                                            17.3 LTS ML: the first ML runtime whose image ships
                                            MLflow 3, with scikit-learn and pandas).
@@ -135,16 +137,22 @@ def _env(name: str, default: str | None = None) -> str | None:
     return default if value is None else value.strip()
 
 
-def jobs_path() -> str:
-    """The uploaded job files' folder: Airflow Variable first (set by `deploy jobs --set-variable`), then env."""
+def _variable_or_env(name: str) -> str | None:
+    """A setting that can change without redeploying the Airflow image: the Airflow Variable of the same name
+    wins over the environment (``VARIABLE_SETTINGS``)."""
     value = None
     try:
         from airflow.sdk import Variable
 
-        value = Variable.get(JOBS_PATH_KEY, default=None)
+        value = Variable.get(name, default=None)
     except Exception:  # noqa: BLE001 - no Variable backend reachable (e.g. unit tests): fall back to env
         value = None
-    value = (value or _env(JOBS_PATH_KEY) or "").rstrip("/")
+    return value.strip() if value and value.strip() else _env(name)
+
+
+def jobs_path() -> str:
+    """The uploaded job files' folder: Airflow Variable first (set by `deploy jobs --set-variable`), then env."""
+    value = (_variable_or_env(JOBS_PATH_KEY) or "").rstrip("/")
     if not value:
         raise DatabricksConfigError(
             f"{JOBS_PATH_KEY} is not set: run `mlopsctl deploy jobs --set-variable` (or set it on the Airflow "
@@ -176,10 +184,10 @@ def compute_spec(jobs: str, script: str = "") -> dict[str, Any]:
     """The compute and library part of the runs/submit payload, from MLOPSCTL_DATABRICKS_COMPUTE (``jobs``:
     the uploaded jobs' folder, which holds the wheel; ``script``: the job file, which decides whether a new
     cluster needs workers). ``environments`` goes to the top level of the payload, the rest into the task."""
-    kind = (_env("MLOPSCTL_DATABRICKS_COMPUTE") or "jobs").lower()
+    kind = (_variable_or_env("MLOPSCTL_DATABRICKS_COMPUTE") or "jobs").lower()
     libraries = [{"whl": jobs_wheel_path(jobs)}, *({"pypi": {"package": p}} for p in CLASSIC_PYPI)]
     if kind == "existing":
-        cluster = _env("MLOPSCTL_DATABRICKS_CLUSTER_ID")
+        cluster = _variable_or_env("MLOPSCTL_DATABRICKS_CLUSTER_ID")
         if not cluster:
             raise DatabricksConfigError("MLOPSCTL_DATABRICKS_COMPUTE=existing needs MLOPSCTL_DATABRICKS_CLUSTER_ID")
         return {"existing_cluster_id": cluster, "libraries": libraries}

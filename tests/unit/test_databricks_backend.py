@@ -56,6 +56,19 @@ def test_compute_kinds(backend, monkeypatch: pytest.MonkeyPatch) -> None:
         backend.compute_spec(JOBS)
 
 
+def test_the_airflow_variable_switches_compute_without_redeploying(backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "jobs")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-from-env")
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPSCTL_DATABRICKS_COMPUTE", "existing")  # Variable.get's env backend
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-from-variable")
+    assert backend.compute_spec(JOBS)["existing_cluster_id"] == "0101-from-variable"
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
+    assert backend.compute_spec(JOBS)["environment_key"] == backend.ENVIRONMENT_KEY
+    monkeypatch.delenv("AIRFLOW_VAR_MLOPSCTL_DATABRICKS_COMPUTE")  # without the Variable, the environment applies
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "i3.xlarge")
+    assert backend.compute_spec(JOBS)["new_cluster"]["node_type_id"] == "i3.xlarge"
+
+
 @pytest.mark.parametrize("kind", ["jobs", "existing"])
 def test_classic_compute_installs_the_wheel_and_mlflow_3_and_leaves_the_runtimes_libraries(
         backend, monkeypatch, kind: str) -> None:
