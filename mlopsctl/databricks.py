@@ -180,7 +180,7 @@ def managed_identity_config(profile: str | None = None, *, retry_timeout: int = 
             return AZURE_MSI
 
         def __call__(self, cfg: Any) -> Any:
-            return lambda: {}  # never used: nothing is requested with this config
+            return dict  # never used: nothing is requested with this config
 
     kwargs: dict[str, Any] = {"retry_timeout_seconds": retry_timeout, "auth_type": AZURE_MSI}
     if profile:

@@ -201,7 +201,7 @@ def test_a_missing_or_unsupported_uri_is_a_data_error(spark, tmp_path: Path) -> 
 
 
 def test_dbfs_is_read_with_a_warning_not_refused(spark, capsys) -> None:
-    with pytest.raises(Exception) as err:  # noqa: PT011 - local Spark has no dbfs file system; Databricks has
+    with pytest.raises(Exception) as err:
         rf_core.load_source(spark, "/dbfs/FileStore/houses.csv")
     assert "dbfs:/FileStore/houses.csv" in str(err.value) or "dbfs" in str(err.value).lower()
     assert "is on DBFS, which Databricks serverless compute and standard access mode limit" in capsys.readouterr().err

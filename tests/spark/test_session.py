@@ -37,5 +37,5 @@ def test_elsewhere_the_session_is_stopped(connect_server: SparkConnectServer, mo
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
     rf_core.release_session(session)
     assert session.is_stopped
-    with pytest.raises(Exception):  # noqa: B017, PT011 - a closed client refuses any further request
+    with pytest.raises(Exception):  # noqa: B017 - a closed client refuses any further request
         session.range(1).count()
