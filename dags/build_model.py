@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from airflow.sdk import dag
-from common.compute import DEFAULT_ARGS, MACROS, common_arguments, job_task, model_arguments
+from common.compute import DEFAULT_ARGS, MACROS, common_arguments, compute_tag, job_task, model_arguments
 from common.params import build_model_params
 
 
@@ -27,7 +27,7 @@ from common.params import build_model_params
     schedule=None,
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
-    tags=["mlopsctl", "build-model"],
+    tags=["mlopsctl", "build-model", compute_tag()],
     doc_md=__doc__,
     params=build_model_params(),
     default_args=DEFAULT_ARGS,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from airflow.sdk import dag
-from common.compute import DEFAULT_ARGS, MACROS, common_arguments, job_task, model_arguments
+from common.compute import DEFAULT_ARGS, MACROS, common_arguments, compute_tag, job_task, model_arguments
 from common.params import grid_params
 
 
@@ -28,7 +28,7 @@ from common.params import grid_params
     schedule=None,
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
-    tags=["mlopsctl", "grid-search"],
+    tags=["mlopsctl", "grid-search", compute_tag()],
     doc_md=__doc__,
     params=grid_params(),
     default_args=DEFAULT_ARGS,

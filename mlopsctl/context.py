@@ -70,7 +70,7 @@ class AppContext:
 
         settings = self.settings
         verify: bool | str = str(settings.ca_bundle) if settings.ca_bundle else settings.verify_tls
-        return Tracking(settings.mlflow_tracking_uri, experiment_prefix=settings.mlflow_experiment_prefix,
+        return Tracking(settings.mlflow_tracking_uri, experiment_prefix=settings.experiment_prefix,
                         timeout=min(settings.request_timeout, 15.0), verify=verify)
 
     def runs(self, reporter: Reporter | None = None) -> RunsService:

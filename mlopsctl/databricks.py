@@ -35,12 +35,19 @@ MASK = "***"
 ACCEPTED_AUTH = (
     "Set one of: DATABRICKS_HOST + DATABRICKS_TOKEN (personal access token); "
     "DATABRICKS_HOST + DATABRICKS_CLIENT_ID + DATABRICKS_CLIENT_SECRET (OAuth M2M service principal); "
-    "or a ~/.databrickscfg profile (--profile NAME or DATABRICKS_CONFIG_PROFILE)."
+    "DATABRICKS_HOST + ARM_CLIENT_ID + ARM_CLIENT_SECRET + ARM_TENANT_ID (Azure service principal); "
+    "or a ~/.databrickscfg profile (--profile NAME or DATABRICKS_CONFIG_PROFILE). "
+    "For the Airflow workers' Azure managed identity: DATABRICKS_HOST + --azure-managed-identity (ARM_USE_MSI=true)."
 )
 
-# Auth types whose credentials can be handed to Airflow's Databricks provider as a connection.
+# Auth types whose credentials can be handed to Airflow's Databricks provider as a connection (databricks-sdk's
+# Config.auth_type names; AZURE_MSI is ours: the SDK has no managed-identity sign-in, see managed_identity_config).
 _PAT = "pat"
 _OAUTH_M2M = "oauth-m2m"
+_AZURE_SP = "azure-client-secret"
+AZURE_MSI = "azure-msi"
+#: what Airflow needs installed for a connection that signs in through Microsoft Entra ID
+AZURE_PROVIDER_EXTRA = "apache-airflow-providers-databricks[azure-identity]"
 
 
 def _quiet_sdk_logging() -> None:
@@ -160,14 +167,70 @@ def whoami(client: WorkspaceClient) -> Identity:
 
 
 # --- the Airflow connection ----------------------------------------------------------------------------
+def managed_identity_config(profile: str | None = None, *, retry_timeout: int = RETRY_TIMEOUT_SECONDS) -> Any:
+    """The workspace settings for a managed-identity connection, loaded by databricks-sdk from the environment
+    and ~/.databrickscfg as always (host, ARM_CLIENT_ID of a user-assigned identity, DATABRICKS_AZURE_RESOURCE_ID),
+    without signing in: the identity belongs to the Azure VMs the Airflow workers run on, and databricks-sdk has
+    no managed-identity sign-in. Its `auth_type` is AZURE_MSI."""
+    _quiet_sdk_logging()
+    from databricks.sdk.config import Config
+    from databricks.sdk.credentials_provider import CredentialsStrategy
+
+    class _NotSignedIn(CredentialsStrategy):
+        def auth_type(self) -> str:
+            return AZURE_MSI
+
+        def __call__(self, cfg: Any) -> Any:
+            return dict  # never used: nothing is requested with this config
+
+    kwargs: dict[str, Any] = {"retry_timeout_seconds": retry_timeout, "auth_type": AZURE_MSI}
+    if profile:
+        kwargs["profile"] = profile
+    try:
+        config = Config(credentials_strategy=_NotSignedIn(), **kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"Databricks settings are incomplete ({_clean_sdk_message(str(exc))}).",
+                          hint=ACCEPTED_AUTH) from None
+    if not config.host:
+        raise ConfigError("No Databricks workspace host is configured for the managed identity.",
+                          hint="Set DATABRICKS_HOST to the workspace URL (https://adb-<id>.<n>.azuredatabricks.net).")
+    return config
+
+
+def _azure_cloud(config: Any) -> str | None:
+    """The Azure cloud of the workspace (PUBLIC, USGOVERNMENT, CHINA) as databricks-sdk derives it, if Azure."""
+    try:
+        environment = getattr(config, "arm_environment", None)
+    except Exception:  # noqa: BLE001 - a host the SDK cannot place: not known to be another cloud
+        environment = None
+    name = getattr(environment, "name", None) or getattr(config, "azure_environment", None)
+    return str(name).upper() if name else None
+
+
+def _azure_extra(config: Any) -> dict[str, Any]:
+    """Extras every Entra ID connection may carry: the workspace's Azure resource id, for an identity that is
+    not a workspace user (the provider then sends the management-token headers)."""
+    resource_id = getattr(config, "azure_workspace_resource_id", None)
+    return {"azure_resource_id": resource_id} if resource_id else {}
+
+
 def connection_payload(config: Any, conn_id: str, *, insecure: bool = False) -> dict[str, Any]:
     """The body for Airflow's POST/PATCH /api/v2/connections, in the shape the Databricks provider reads.
 
-    `config` is a databricks.sdk Config (host, auth_type, token / client_id / client_secret). PAT ->
-    token as `password` (login empty). OAuth M2M -> client id as `login`, secret as `password`, and
-    `extra` `{"service_principal_oauth": true}` (a JSON *string*, as the REST API wants). The provider keeps
-    only the hostname of `host` and defaults to https, so a plain-HTTP host (local tests only) needs
-    `schema: http` + `port`, allowed only with `insecure=True`.
+    `config` is a databricks.sdk Config (host, auth_type and the credential fields of that type):
+
+    * PAT (`pat`): token as `password`, login empty.
+    * OAuth M2M (`oauth-m2m`): client id as `login`, secret as `password`, extra `service_principal_oauth`.
+    * Azure service principal (`azure-client-secret`): ARM client id as `login`, client secret as `password`,
+      extra `azure_tenant_id` (+ `azure_resource_id`); the provider signs in at the public Entra ID endpoint,
+      so another Azure cloud is refused.
+    * Azure managed identity (AZURE_MSI, see `managed_identity_config`): no secret (`password` emptied, so an
+      update drops an earlier token), extra `use_azure_managed_identity` (+ `azure_managed_identity_client_id`
+      for a user-assigned identity, + `azure_resource_id`).
+
+    `extra` is a JSON *string*, as the REST API wants. The provider keeps only the hostname of `host` and
+    defaults to https, so a plain-HTTP host (local tests only) needs `schema: http` + `port`, allowed only
+    with `insecure=True`. Anything else the provider cannot take is a ConfigError.
     """
     host = (config.host or "").rstrip("/")
     parsed = urlparse(host if "://" in host else f"https://{host}")
@@ -201,12 +264,44 @@ def connection_payload(config: Any, conn_id: str, *, insecure: bool = False) -> 
     elif auth_type == _OAUTH_M2M and config.client_id and config.client_secret:
         payload.update(login=config.client_id, password=config.client_secret,
                        extra=json.dumps({"service_principal_oauth": True}))
+    elif auth_type == _AZURE_SP and config.azure_client_id and config.azure_client_secret:
+        tenant = getattr(config, "azure_tenant_id", None)
+        if not tenant:
+            raise ConfigError(
+                "The Azure service principal has no tenant id, which Airflow's Databricks provider needs.",
+                hint="Set ARM_TENANT_ID (azure_tenant_id in a ~/.databrickscfg profile).",
+            )
+        cloud = _azure_cloud(config)
+        if cloud not in (None, "PUBLIC"):
+            raise ConfigError(
+                f"The workspace is in the Azure {cloud} cloud, but Airflow's Databricks provider signs Azure "
+                "service principals in at the public Entra ID endpoint only.",
+                hint="Use a Databricks personal access token or an OAuth M2M service principal "
+                     "(DATABRICKS_CLIENT_ID + DATABRICKS_CLIENT_SECRET) for this workspace.",
+            )
+        payload.update(login=config.azure_client_id, password=config.azure_client_secret,
+                       extra=json.dumps({"azure_tenant_id": tenant, **_azure_extra(config)}))
+    elif auth_type == AZURE_MSI:
+        extra: dict[str, Any] = {"use_azure_managed_identity": True}
+        if getattr(config, "azure_client_id", None):
+            extra["azure_managed_identity_client_id"] = config.azure_client_id
+        payload.update(password="", extra=json.dumps({**extra, **_azure_extra(config)}))
     else:
         raise ConfigError(
             f"Databricks auth type {auth_type or 'unknown'!r} cannot be handed to Airflow.",
-            hint="Airflow needs a personal access token or an OAuth M2M service principal: " + ACCEPTED_AUTH,
+            hint="Airflow needs a personal access token, an OAuth M2M service principal, an Azure service "
+                 "principal or the workers' Azure managed identity: " + ACCEPTED_AUTH,
         )
     return payload
+
+
+def needs_azure_identity(payload: dict[str, Any]) -> bool:
+    """The connection signs in through Microsoft Entra ID: Airflow needs AZURE_PROVIDER_EXTRA installed."""
+    try:
+        extra = json.loads(payload.get("extra") or "{}")
+    except ValueError:
+        return False
+    return bool(extra.get("azure_tenant_id") or extra.get("use_azure_managed_identity"))
 
 
 def masked(payload: dict[str, Any]) -> dict[str, Any]:

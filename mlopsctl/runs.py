@@ -356,14 +356,32 @@ class RunsService:
         return f"{self.settings.airflow_url}/dags/{quote(dag_id, safe='')}/runs/{quote(dag_run_id, safe='')}"
 
     # --- before the trigger ---------------------------------------------------------------------
-    def preflight(self, pipeline: Pipeline, *, auto_unpause: bool = True) -> None:
-        """Everything checked before a trigger: the DAG is loaded (and unpaused), then `preflight_checks`."""
-        self.ensure_dag(pipeline.dag_id, auto_unpause=auto_unpause)
+    def preflight(self, pipeline: Pipeline, conf: dict[str, Any] | None = None, *, auto_unpause: bool = True) -> Dag:
+        """Everything checked before a trigger: the DAG is loaded, `conf` suits the compute it publishes (see
+        `check_conf`), `preflight_checks` pass; then the DAG is unpaused. A failed check changes nothing."""
+        dag = self.loaded_dag(pipeline.dag_id)
+        if conf is not None:
+            self.check_conf(dag, conf)
         for check in self.preflight_checks:
             check(pipeline)
+        self._unpause(dag, auto_unpause)
+        return dag
+
+    def check_conf(self, dag: Dag, conf: dict[str, Any]) -> None:
+        """What only the DAG can tell: its compute kind (its `compute:<kind>` tag). A path on this machine as
+        `data` is refused (InputError) when the tasks run on Databricks; a DAG without the tag refuses nothing."""
+        from mlopsctl.pipelines import check_data, compute_of
+
+        check_data(conf.get("data"), compute=compute_of(dag.tags), dag_id=dag.dag_id)
 
     def ensure_dag(self, dag_id: str, *, auto_unpause: bool = True) -> Dag:
         """The DAG must be loaded (else its own file's import error, if any); unpause it unless told not to."""
+        dag = self.loaded_dag(dag_id)
+        self._unpause(dag, auto_unpause)
+        return dag
+
+    def loaded_dag(self, dag_id: str) -> Dag:
+        """The DAG as Airflow has it loaded: NotFoundError, or DagError with its file's import error."""
         try:
             dag = self.airflow.get_dag(dag_id)
         except NotFoundError:
@@ -383,16 +401,19 @@ class RunsService:
             self.reporter.warn(
                 f"DAG {dag_id} is marked stale (its file is gone from the dags folder); the run may not start."
             )
-        if dag.is_paused:
-            if auto_unpause:
-                self.airflow.set_paused(dag_id, False)
-                self.reporter.info(f"Unpaused DAG {dag_id}.")
-            else:
-                self.reporter.warn(
-                    f"DAG {dag_id} is paused: the run will stay queued until you unpause it "
-                    "(drop --no-auto-unpause, or unpause it in the Airflow UI)."
-                )
         return dag
+
+    def _unpause(self, dag: Dag, auto_unpause: bool) -> None:
+        if not dag.is_paused:
+            return
+        if auto_unpause:
+            self.airflow.set_paused(dag.dag_id, False)
+            self.reporter.info(f"Unpaused DAG {dag.dag_id}.")
+        else:
+            self.reporter.warn(
+                f"DAG {dag.dag_id} is paused: the run will stay queued until you unpause it "
+                "(drop --no-auto-unpause, or unpause it in the Airflow UI)."
+            )
 
     def _import_errors(self, dag_id: str) -> list[ImportError_]:
         try:
@@ -403,10 +424,11 @@ class RunsService:
 
     # --- trigger and follow ---------------------------------------------------------------------
     def trigger(self, pipeline: Pipeline, conf: dict[str, Any], *, auto_unpause: bool = True) -> Triggered:
-        """Preflight, then trigger with a client-chosen run id (a retried trigger finds the same run)."""
+        """Preflight (`conf` included), then trigger with a client-chosen run id (a retried trigger finds the
+        same run)."""
         from mlopsctl import pipelines
 
-        self.preflight(pipeline, auto_unpause=auto_unpause)
+        self.preflight(pipeline, conf, auto_unpause=auto_unpause)
         run = self.airflow.trigger(pipeline.dag_id, conf, dag_run_id=pipelines.new_dag_run_id())
         return Triggered(
             pipeline=pipeline.name,

@@ -71,7 +71,14 @@ class Settings(BaseSettings):
     )
     mlflow_ui_url: str | None = Field(default=None, description="Base URL for MLflow UI links (default: tracking URI).")
     mlflow_experiment_prefix: str = Field(
-        default="/mlopsctl", min_length=1, description="MLflow experiment prefix: experiments are <prefix>/<dag_id>."
+        default="/mlopsctl", min_length=1,
+        description="MLflow experiment prefix: experiments are <prefix>/<dag_id> (tracking servers other than "
+        "Databricks; see experiment_prefix).",
+    )
+    databricks_experiment_prefix: str | None = Field(
+        default=None, min_length=1,
+        description="Workspace folder of the experiments when the tracking URI is `databricks` (the variable the "
+        "DAGs' Databricks backend reads). Default: /Shared/mlopsctl.",
     )
 
     # --- embedded local stack ------------------------------------------------------------------
@@ -192,6 +199,22 @@ class Settings(BaseSettings):
         parsed = urlparse(self.spark_remote)
         port = parsed.port or CONNECT_DEFAULT_PORT
         return parsed.hostname in ("127.0.0.1", "localhost", "::1") and port == self.spark_connect_port
+
+    @property
+    def tracking_is_databricks(self) -> bool:
+        """The tracking URI is a Databricks workspace's MLflow (`databricks`, `databricks://<profile>`)."""
+        uri = self.mlflow_tracking_uri
+        return uri == "databricks" or uri.startswith("databricks://")
+
+    @property
+    def experiment_prefix(self) -> str:
+        """The folder of the pipelines' experiments (<prefix>/<dag_id>), as the DAGs choose it: with Databricks
+        tracking, databricks_experiment_prefix (default /Shared/mlopsctl); elsewhere mlflow_experiment_prefix."""
+        if self.tracking_is_databricks:
+            from mlopsctl.databricks import DEFAULT_EXPERIMENT_FOLDER
+
+            return (self.databricks_experiment_prefix or DEFAULT_EXPERIMENT_FOLDER).rstrip("/")
+        return self.mlflow_experiment_prefix
 
     @property
     def mlflow_ui(self) -> str:

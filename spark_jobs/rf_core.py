@@ -12,10 +12,17 @@ them, so Python workers running :func:`evaluate_task_batches` only pay for what 
 Data handling (deterministic, documented in the README):
 
 * Source: ``data`` empty/None -> scikit-learn's bundled diabetes data (442 x 10, target ``target``);
-  otherwise a ``.csv`` file (header row; see "Missing values in CSV" below), a ``.parquet``/``.pq`` file, a
-  directory of Parquet files, or (when no such path exists) a table of the Spark catalog
-  (``catalog.schema.table`` on Databricks).
-* Validation (fails fast, :class:`DataError`): missing path, unsupported extension, no rows,
+  otherwise (see `source_kind`):
+
+  - a path on the job's machine: a ``.csv`` file (header row; see "Missing values in CSV" below), a
+    ``.parquet``/``.pq`` file or a directory of Parquet files (a plain name that is no path but a table
+    of the session's catalog is read as that table);
+  - a URI Spark reads (``s3://``, ``s3a://``, ``abfss://``, ``gs://``, ``dbfs:/``, ``file:/`` ...), a Unity
+    Catalog volume path ``/Volumes/<catalog>/<schema>/<volume>/...``, a workspace file ``/Workspace/...`` or
+    a DBFS FUSE path ``/dbfs/...``: handed to ``spark.read`` by its extension (``.csv``; ``.parquet``/``.pq``;
+    none = a Parquet directory). DBFS is limited on serverless compute (a warning is printed);
+  - a table name, ``catalog.schema.table`` or ``schema.table``: ``spark.table``.
+* Validation (fails fast, :class:`DataError`): missing path/URI/table, unsupported extension, no rows,
   target column missing (the columns found are listed), non-numeric target, target all-null,
   no usable feature column left.
 * Missing values in CSV: a field that is empty or, once surrounding blanks are trimmed, equals one of
@@ -116,6 +123,41 @@ def na_values_arg(text: str) -> tuple[str, ...] | None:
     return tokens or None
 
 
+#: what a ``--data`` value names, judged from its text alone. The CLI keeps its own copy (``data_kind`` in
+#: mlopsctl/pipelines.py: the jobs import nothing from mlopsctl); tests/unit/test_data_sources.py pins the two.
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: C:/ stays a local path
+_IDENTIFIER = r"(?:[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)"
+_TABLE_RE = re.compile(rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER}){{1,2}}$")
+#: a last dotted part that makes ``name.ext`` a file name, not a ``schema.table``
+FILE_EXTENSIONS = frozenset({"csv", "tsv", "txt", "json", "parquet", "pq", "orc", "avro", "xlsx", "xls", "gz", "zip"})
+
+
+def source_kind(data: str) -> str:
+    """``uri``, ``volume`` (/Volumes/...), ``workspace`` (/Workspace/...), ``dbfs`` (/dbfs/...), ``table``
+    (``catalog.schema.table`` / ``schema.table``) or ``local`` (a path on this machine)."""
+    if _URI_RE.match(data):
+        return "uri"
+    if data.startswith("/Volumes/"):
+        return "volume"
+    if data.startswith("/Workspace/"):
+        return "workspace"
+    if data.startswith("/dbfs/"):
+        return "dbfs"
+    if _TABLE_RE.match(data) and data.rsplit(".", 1)[-1].lower() not in FILE_EXTENSIONS:
+        return "table"
+    return "local"
+
+
+def spark_path(data: str, kind: str) -> str:
+    """A cluster path as ``spark.read`` takes it: workspace files through the driver's file system
+    (``file:/Workspace/...``), the DBFS FUSE form as the ``dbfs:/`` URI; volumes and URIs as they are."""
+    if kind == "workspace":
+        return f"file:{data}"
+    if kind == "dbfs":
+        return "dbfs:/" + data.removeprefix("/dbfs/")
+    return data
+
+
 def load_source(spark: Any, data: str | None, na_values: Sequence[str] | None = None) -> Any:
     """Read the raw source into a Spark DataFrame (see the module docstring for what is accepted)."""
     if not data:
@@ -123,9 +165,16 @@ def load_source(spark: Any, data: str | None, na_values: Sequence[str] | None = 
 
         pdf = load_diabetes(as_frame=True).frame
         return spark.createDataFrame(pdf)
+    kind = source_kind(data)
+    if kind == "table" and Path(data).expanduser().exists():  # a local file or folder named like a table
+        kind = "local"
+    if kind == "table":
+        return read_table(spark, data)
+    if kind != "local":
+        return read_cluster_path(spark, data, kind, na_values)
     path = Path(data).expanduser()
     if not path.exists():
-        if _is_table(spark, data):  # e.g. a Unity Catalog table `catalog.schema.table` on Databricks
+        if _is_table(spark, data):  # a one-part table name (`houses`) of the session's catalog
             return spark.table(data)
         raise DataError(f"data file not found: {data}")
     if path.is_dir():
@@ -142,6 +191,50 @@ def load_source(spark: Any, data: str | None, na_values: Sequence[str] | None = 
     if suffix in (".parquet", ".pq"):
         return spark.read.parquet(str(path.resolve()))
     raise DataError(f"unsupported data format {suffix or '(no extension)'!r} for {data}: use a .csv or .parquet file")
+
+
+def read_table(spark: Any, name: str) -> Any:
+    """``spark.table(name)``, after checking the catalog has it (Connect would only fail at the first action)."""
+    try:
+        exists = bool(spark.catalog.tableExists(name))
+    except Exception:  # noqa: BLE001 - an unknown catalog or schema: the table is not there either
+        exists = False
+    if not exists:
+        raise DataError(
+            f"table {name} not found (or not visible to the job's identity): give an existing table as "
+            "catalog.schema.table, a /Volumes/... path or a URI"
+        )
+    return spark.table(name)
+
+
+def read_cluster_path(spark: Any, data: str, kind: str, na_values: Sequence[str] | None = None) -> Any:
+    """A URI, volume, workspace or DBFS path, read by its extension: ``.csv`` (typed like a local CSV),
+    ``.parquet``/``.pq``, or none (a Parquet directory). Its schema is resolved here, so a path that is not
+    there is a DataError now rather than a failure at the first aggregation."""
+    from pyspark.errors import AnalysisException
+
+    if kind == "dbfs" or data.lower().startswith("dbfs:"):
+        print(f"warning: {data} is on DBFS, which Databricks serverless compute and standard access mode limit; "
+              "a Unity Catalog volume path (/Volumes/...) is readable everywhere", file=sys.stderr, flush=True)
+    path = spark_path(data, kind)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if suffix not in ("csv", "parquet", "pq", ""):
+        raise DataError(
+            f"unsupported data format '.{suffix}' for {data}: use a .csv or .parquet file, or a Parquet directory"
+        )
+    try:  # a classic session fails in the reader already, a Connect session when the schema is asked for
+        if suffix == "csv":
+            raw = spark.read.option("header", True).option("inferSchema", False).csv(path)
+        else:
+            raw = spark.read.parquet(path)
+        raw.columns  # noqa: B018 - resolves the schema (one analysis request, no pass over the data)
+    except AnalysisException as exc:
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise DataError(f"cannot read {data}: {reason}") from None
+    if suffix == "csv":
+        return type_csv_columns(raw, NA_VALUES if na_values is None else na_values)
+    return raw
 
 
 def type_csv_columns(df: Any, na_values: Sequence[str]) -> Any:
@@ -861,7 +954,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--run-id", required=True, help="Airflow dag_run_id (keys the features table and MLflow runs)")
     p.add_argument("--try-number", type=int_arg, default=None)
     p.add_argument("--work-dir", required=True, help="where features tables live")
-    p.add_argument("--data", type=optional_str, default=None, help="CSV/Parquet path; empty = bundled diabetes data")
+    p.add_argument("--data", type=optional_str, default=None,
+                   help="CSV/Parquet path, URI, /Volumes/... path or table name; empty = bundled diabetes data")
     p.add_argument("--target", default="target")
     p.add_argument("--na-values", type=na_values_arg, default=None,
                    help="comma-separated tokens read as missing in CSV sources; empty = the default NA_VALUES")

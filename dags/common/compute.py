@@ -70,6 +70,16 @@ def compute_backend() -> str:
     return (os.environ.get("MLOPSCTL_COMPUTE") or "local").strip()
 
 
+def compute_tag() -> str:
+    """The DAG tag that publishes where the tasks run, read over REST by the CLI before it triggers
+    (``GET /api/v2/dags/{dag_id}`` lists the tags): ``compute:databricks``, ``compute:local`` (the worker's own
+    Spark or the Connect server it names), or ``compute:spark`` (a Spark master URL). Read at parse time, like
+    the operator choice in `job_task`."""
+    backend = compute_backend()
+    kind = backend if backend in ("local", "databricks") else "spark"
+    return f"compute:{kind}"
+
+
 def spark_master() -> str:
     backend = compute_backend()
     if backend == "local":

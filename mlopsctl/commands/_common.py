@@ -20,7 +20,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 # --- options of the run-shaped commands (run build-model, grid-search) ---------------------------------
 DataOpt = Annotated[
     str | None,
-    typer.Option("--data", help="CSV/Parquet file or directory (or a remote URI). Default: scikit-learn's diabetes data."),
+    typer.Option("--data", help="CSV/Parquet file or directory on this machine (local compute only), a URI Spark reads "
+                 "(s3://, abfss://, gs://, dbfs:/), a /Volumes/... path, or a table (catalog.schema.table). "
+                 "Default: scikit-learn's diabetes data."),
 ]
 TargetOpt = Annotated[str, typer.Option("--target", help="Target column in --data.")]
 TestSizeOpt = Annotated[float, typer.Option("--test-size", help="Held-out fraction, strictly between 0 and 1.")]

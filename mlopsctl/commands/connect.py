@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import typer
 
-from mlopsctl.commands._common import JsonOpt, app_context
+from mlopsctl.commands._common import JsonOpt, app_context, escape
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -36,13 +36,21 @@ def connect_databricks(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow a plain-http:// Databricks host (local test servers only).")
     ] = False,
+    managed_identity: Annotated[
+        bool, typer.Option("--azure-managed-identity",
+                           help="Let the Airflow workers sign in with their Azure VM's managed identity (ARM_CLIENT_ID "
+                                "picks a user-assigned one); not verified from here. [env: ARM_USE_MSI]",
+                           envvar="ARM_USE_MSI", show_envvar=False)
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Verify Databricks credentials and create or update the Airflow connection for them.
 
     Credentials come from databricks-sdk's unified auth, in its order: DATABRICKS_HOST + DATABRICKS_TOKEN,
-    OAuth M2M (DATABRICKS_CLIENT_ID / DATABRICKS_CLIENT_SECRET), or a ~/.databrickscfg profile. The
-    token is sent to Airflow only; it is never printed or stored by mlopsctl.
+    OAuth M2M (DATABRICKS_CLIENT_ID / DATABRICKS_CLIENT_SECRET), an Azure service principal (ARM_CLIENT_ID /
+    ARM_CLIENT_SECRET / ARM_TENANT_ID), or a ~/.databrickscfg profile. With --azure-managed-identity the
+    connection carries no secret: the workers' managed identity signs in. Secrets are sent to Airflow only;
+    they are never printed or stored by mlopsctl.
 
     Example: DATABRICKS_HOST=https://adb-123.azuredatabricks.net DATABRICKS_TOKEN=... mlopsctl connect databricks
     """
@@ -50,12 +58,24 @@ def connect_databricks(
 
     app_ctx = app_context(ctx, json_output)
     console = app_ctx.console
-    client = dbx.workspace_client(profile)
-    identity = dbx.whoami(client)
-    console.info(f"Databricks: signed in to {identity.host} as {identity.user_name} ({identity.auth_type})")
-    payload = dbx.connection_payload(client.config, conn_id, insecure=insecure)
+    identity_doc: dict[str, Any]
+    if managed_identity:
+        config = dbx.managed_identity_config(profile)
+        console.info(f"Databricks: {escape(config.host)} with the Airflow workers' Azure managed identity "
+                     "(not verified here: only the workers' VMs hold it; their first Databricks task signs in with it)")
+        identity_doc = {"host": config.host, "auth_type": dbx.AZURE_MSI, "verified": False}
+    else:
+        client = dbx.workspace_client(profile)
+        identity = dbx.whoami(client)
+        console.info(f"Databricks: signed in to {identity.host} as {identity.user_name} ({identity.auth_type})")
+        config, identity_doc = client.config, identity.as_dict()
+    payload = dbx.connection_payload(config, conn_id, insecure=insecure)
     shown = dbx.masked(payload)
-    result: dict[str, Any] = {"identity": identity.as_dict(), "connection": shown, "dry_run": dry_run}
+    result: dict[str, Any] = {"identity": identity_doc, "connection": shown, "dry_run": dry_run}
+    if dbx.needs_azure_identity(payload):
+        result["airflow_requires"] = dbx.AZURE_PROVIDER_EXTRA
+        console.info(f"The Airflow workers need {escape(dbx.AZURE_PROVIDER_EXTRA)} installed to sign in with this "
+                     "connection.")
     if dry_run:
         result["action"] = "none"
         if app_ctx.json_mode:
@@ -73,8 +93,9 @@ def connect_databricks(
         return
     verb = "Created" if created else "Updated"
     console.success(f"{verb} Airflow connection {conn.connection_id} ({conn.conn_type}) on {airflow_url}")
-    console.print(f"connection  {conn.connection_id}\nworkspace   {identity.host}\nuser        "
-                  f"{identity.user_name}\nauth        {identity.auth_type}", markup=False)
+    user = identity_doc.get("user_name") or "(the workers' managed identity)"
+    console.print(f"connection  {conn.connection_id}\nworkspace   {identity_doc['host']}\nuser        "
+                  f"{user}\nauth        {identity_doc['auth_type']}", markup=False)
 
 
 def _conn_host(conn: Any) -> str:
@@ -92,8 +113,14 @@ def _auth_kind(conn: Any) -> str:
         extra = json.loads(conn.extra) if conn.extra else {}
     except ValueError:
         extra = {}
-    if isinstance(extra, dict) and extra.get("service_principal_oauth"):
+    if not isinstance(extra, dict):
+        extra = {}
+    if extra.get("service_principal_oauth"):
         return "oauth-m2m"
+    if extra.get("use_azure_managed_identity"):
+        return "azure-msi"
+    if extra.get("azure_tenant_id"):
+        return "azure-sp"
     if conn.login:
         return "basic"
     if conn.password:

@@ -194,3 +194,19 @@ def test_connect_server_down_fails_before_the_job_and_is_retryable(jobs_dir: Pat
     assert f"Spark Connect server 127.0.0.1:{port} is not reachable" in message
     assert str(tmp_path / "state" / "logs" / "spark.log") in message and "mlopsctl dev start" in message
     assert not (tmp_path / "argv.json").exists()  # the job never started
+
+
+@pytest.mark.parametrize(
+    ("backend", "tag"),
+    [(None, "compute:local"), ("local", "compute:local"), ("databricks", "compute:databricks"),
+     (" databricks ", "compute:databricks"), ("spark://10.0.0.5:7077", "compute:spark"), ("yarn", "compute:spark")],
+)
+def test_compute_tag_publishes_the_backend_kind(monkeypatch, backend, tag) -> None:
+    if backend is None:
+        monkeypatch.delenv("MLOPSCTL_COMPUTE", raising=False)
+    else:
+        monkeypatch.setenv("MLOPSCTL_COMPUTE", backend)
+    assert compute.compute_tag() == tag
+    from mlopsctl.pipelines import compute_of  # the CLI reads it back
+
+    assert compute_of([{"name": "mlopsctl"}, {"name": tag}]) == tag.removeprefix("compute:")

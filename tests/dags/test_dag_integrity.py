@@ -52,6 +52,7 @@ def test_every_dag_file_imports_without_errors(dagbag) -> None:
 def test_dag_shape(dagbag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     assert "mlopsctl" in dag.tags
+    assert "compute:local" in dag.tags  # where the tasks run, for the CLI to read over REST (MLOPSCTL_COMPUTE unset)
     assert dag.schedule is None or str(dag.timetable.summary) in ("None", "Never, external triggers only")
     assert dag.catchup is False
     assert dag.start_date.tzinfo is not None
@@ -204,3 +205,14 @@ def test_dag_files_import_no_mlopsctl_cli() -> None:
         text = path.read_text()
         assert "import mlopsctl" not in text and "from mlopsctl" not in text, path
         assert "datetime.now" not in text and "Variable.get" not in text, path
+
+
+def test_the_dags_publish_databricks_compute_as_a_tag(airflow_home, monkeypatch) -> None:
+    """The CLI refuses a local --data path before triggering a DAG tagged compute:databricks."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(airflow_home))
+    monkeypatch.setenv("MLOPSCTL_COMPUTE", "databricks")
+    bag = parse_dags()
+    assert bag.import_errors == {}
+    assert {dag_id: [t for t in dag.tags if t.startswith("compute:")] for dag_id, dag in bag.dags.items()} == {
+        dag_id: ["compute:databricks"] for dag_id in PIPELINES
+    }

@@ -176,6 +176,22 @@ def test_forced_failure_exits_run_failed_with_log_tail(local_stack, tmp_path: Pa
     assert logs.returncode == 0 and "price" in logs.stdout
 
 
+def test_a_table_name_reaches_the_job_which_says_the_table_is_missing(local_stack) -> None:
+    """`--data catalog.schema.table` is not a file to the CLI: it is triggered unchanged (the stack's DAGs are
+    tagged compute:local), and the job's catalog answers; bad data fails the task once, without a retry."""
+    with local_stack.client() as client:
+        assert "compute:local" in [t["name"] for t in client.get_dag("build_model").tags]
+    res = cli(local_stack, "run", "build-model", "--data", "main.sales.houses", "--json")
+    assert res.returncode == ExitCode.RUN_FAILED, res.stderr[-3000:]
+    assert "does not exist" not in res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["conf"]["data"] == "main.sales.houses"
+    assert doc["failed_task"] == "preprocess_data"
+    assert "table main.sales.houses not found" in "\n".join(doc["log_tail"])
+    [task] = [t for t in doc["tasks"] if t["task_id"] == "preprocess_data"]
+    assert task["try_number"] == 1  # exit 3 (bad data): Airflow does not retry
+
+
 def test_no_wait_then_sigint_while_reattached_then_reattach_again(local_stack) -> None:
     res = cli(local_stack, "run", "build-model", "--max-depth", "4", "--n-estimators", "5", "--no-register", "--no-wait")
     assert res.returncode == 0, res.stderr

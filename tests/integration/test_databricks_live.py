@@ -192,10 +192,16 @@ def test_build_model_runs_on_databricks_and_survives_429s(dbx: DbxEnv) -> None:
 def test_failing_job_fails_the_task_with_the_databricks_error(dbx: DbxEnv, tmp_path: Path) -> None:
     assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0
     assert dbx.cli("connect", "databricks", "--insecure").returncode == 0
-    bad = tmp_path / "no-target.csv"  # passes the CLI's local checks; the job finds the column missing
+    bad = tmp_path / "no-target.csv"
     bad.write_text("a,b\n1,2\n3,4\n5,6\n")
     runs_before = len(dbx.server.runs())
-    res = dbx.cli("run", "build-model", "--data", str(bad), "--max-depth", "5", "--n-estimators", "5")
+    # A path on the CLI's machine: the DAG is tagged compute:databricks, so the CLI refuses it before triggering.
+    refused = dbx.cli("run", "build-model", "--data", str(bad), "--max-depth", "5", "--n-estimators", "5")
+    assert refused.returncode == ExitCode.USAGE, refused.stdout + refused.stderr
+    assert "cannot see this machine's files" in refused.stderr and "databricks fs cp" in refused.stderr
+    assert len(dbx.server.runs()) == runs_before
+    # A URI (the test server's "cluster" shares this file system): passes the CLI; the job finds the column missing
+    res = dbx.cli("run", "build-model", "--data", bad.as_uri(), "--max-depth", "5", "--n-estimators", "5")
     assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr
     [failed] = dbx.server.runs()[runs_before:]  # bad data: the task failed without an Airflow retry
     task = failed.tasks[0]

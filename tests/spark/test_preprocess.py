@@ -159,6 +159,54 @@ def test_catalog_table_name_is_read_as_a_table(spark) -> None:
         rf_core.load_source(spark, "no_such_table")
 
 
+def test_schema_qualified_table_name_is_read_with_spark_table(spark) -> None:
+    import pandas as pd
+
+    spark.createDataFrame(pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [2.0, 4.0, 6.0]})).createOrReplaceGlobalTempView(
+        "mlopsctl_unit_global"
+    )
+    pdf, report = _features(spark, "global_temp.mlopsctl_unit_global", target="y")
+    assert report.rows_out == 3 and pdf["x"].tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("name", ["no_such_schema.houses", "main.no_such_schema.houses", "global_temp.no_such_view"])
+def test_a_missing_table_is_a_data_error_naming_it(spark, name: str) -> None:
+    with pytest.raises(rf_core.DataError, match=rf"^table {name} not found"):
+        rf_core.load_source(spark, name)
+
+
+def test_uris_are_read_by_their_extension(spark, tmp_path: Path) -> None:
+    import pandas as pd
+
+    csv = tmp_path / "houses.csv"
+    csv.write_text("x,note,target\n1,NA,2\n2,a,4\n3,b,6\n")
+    directory = tmp_path / "houses_parquet"  # no extension: a Parquet directory
+    directory.mkdir()
+    pd.DataFrame({"x": [1.0, 2.0], "target": [2.0, 4.0]}).to_parquet(directory / "part-0.parquet")
+    pd.DataFrame({"x": [3.0], "target": [6.0]}).to_parquet(directory / "part-1.parquet")
+    local, _ = _features(spark, str(csv))
+    from_uri, report = _features(spark, csv.as_uri())  # file:///...: straight to spark.read, typed like a local CSV
+    assert report.rows_out == 3 and report.encoded_columns == {"note": 2}
+    assert from_uri.equals(local)
+    pdf, report = _features(spark, directory.as_uri())
+    assert report.rows_out == 3 and sorted(pdf["x"].tolist()) == [1.0, 2.0, 3.0]
+
+
+def test_a_missing_or_unsupported_uri_is_a_data_error(spark, tmp_path: Path) -> None:
+    missing = (tmp_path / "nope.csv").as_uri()
+    with pytest.raises(rf_core.DataError, match=rf"^cannot read {missing}: .*PATH_NOT_FOUND"):
+        rf_core.load_source(spark, missing)
+    with pytest.raises(rf_core.DataError, match=r"unsupported data format '\.json'"):
+        rf_core.load_source(spark, (tmp_path / "x.json").as_uri())
+
+
+def test_dbfs_is_read_with_a_warning_not_refused(spark, capsys) -> None:
+    with pytest.raises(Exception) as err:
+        rf_core.load_source(spark, "/dbfs/FileStore/houses.csv")
+    assert "dbfs:/FileStore/houses.csv" in str(err.value) or "dbfs" in str(err.value).lower()
+    assert "is on DBFS, which Databricks serverless compute and standard access mode limit" in capsys.readouterr().err
+
+
 def test_csv_missing_value_tokens_are_null_like_in_pandas(spark, tmp_path: Path) -> None:
     import pandas as pd
 

@@ -141,6 +141,52 @@ def test_wrong_token_is_exit_auth_without_traceback_or_token(project, airflow, m
     assert airflow.calls == []
 
 
+def test_managed_identity_connection_is_written_without_signing_in(project, airflow, monkeypatch, databricks_server,  # noqa: F811
+                                                                    cli) -> None:
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("ARM_USE_MSI", "true")  # the SDK's variable; same as --azure-managed-identity
+    monkeypatch.setenv("ARM_CLIENT_ID", "mi-client-id")
+    before = len(databricks_server.requests)
+    code, out, err = cli("connect", "databricks", "--insecure", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["identity"] == {"host": databricks_server.url, "auth_type": "azure-msi", "verified": False}
+    assert doc["airflow_requires"] == "apache-airflow-providers-databricks[azure-identity]"
+    stored = airflow.conns["databricks_default"]
+    assert stored["login"] == "" and stored["password"] == ""
+    assert json.loads(stored["extra"]) == {"use_azure_managed_identity": True,
+                                           "azure_managed_identity_client_id": "mi-client-id"}
+    assert not any("/scim/" in path for _, path in databricks_server.requests[before:])  # nobody signed in
+    code, out, _ = cli("connect", "status", "--json")
+    assert code == 0 and json.loads(out)["connections"][0]["auth"] == "azure-msi"
+
+
+def test_managed_identity_replaces_a_token_connection(project, airflow, dbx_env, monkeypatch, cli) -> None:
+    assert cli("connect", "databricks", "--insecure")[0] == 0
+    assert airflow.conns["databricks_default"]["password"] == dbx_env.token
+    code, _, err = cli("connect", "databricks", "--insecure", "--azure-managed-identity")
+    assert code == 0, err
+    assert "managed identity" in err and "azure-identity" in err
+    stored = airflow.conns["databricks_default"]
+    assert stored["password"] == ""  # the PATCH emptied the token: the provider now uses the identity
+    assert json.loads(stored["extra"]) == {"use_azure_managed_identity": True}
+    assert dbx_env.token not in err
+
+
+def test_connect_status_names_the_azure_kinds() -> None:
+    from types import SimpleNamespace
+
+    from mlopsctl.commands.connect import _auth_kind
+
+    def conn(login="", password=None, extra=None):
+        return SimpleNamespace(login=login, password=password, extra=json.dumps(extra) if extra else None)
+
+    assert _auth_kind(conn("client-id", "***", {"azure_tenant_id": "t"})) == "azure-sp"
+    assert _auth_kind(conn(extra={"use_azure_managed_identity": True})) == "azure-msi"
+    assert _auth_kind(conn("sp", "***", {"service_principal_oauth": True})) == "oauth-m2m"
+    assert _auth_kind(conn(password="***")) == "token"
+
+
 def test_connect_status_checks_matching_host(project, airflow, dbx_env, cli) -> None:
     code, out, _ = cli("connect", "status")
     assert code == 0 and "No Databricks connections" in out

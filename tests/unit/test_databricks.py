@@ -67,6 +67,84 @@ def test_masked_hides_the_secret_and_drops_empty_fields() -> None:
     assert "login" not in shown and "extra" not in shown
 
 
+# --- Azure: a service principal of Entra ID, or the Airflow workers' managed identity ---------------------
+def _azure_sp(**kw):
+    base = {"auth_type": "azure-client-secret", "token": None, "azure_client_id": "arm-client-id",
+            "azure_client_secret": "armSECRET", "azure_tenant_id": "tenant-1", "azure_workspace_resource_id": None,
+            "arm_environment": SimpleNamespace(name="PUBLIC")}
+    return _cfg(**{**base, **kw})
+
+
+def _azure_msi(**kw):
+    base = {"auth_type": dbx.AZURE_MSI, "token": None, "azure_client_id": None, "azure_workspace_resource_id": None}
+    return _cfg(**{**base, **kw})
+
+
+def test_azure_service_principal_connection_is_what_the_provider_reads() -> None:
+    payload = dbx.connection_payload(_azure_sp(), "dbx")
+    # DatabricksBaseHook: login = client id, password = client secret, extra azure_tenant_id -> ClientSecretCredential
+    assert (payload["login"], payload["password"]) == ("arm-client-id", "armSECRET")
+    assert json.loads(payload["extra"]) == {"azure_tenant_id": "tenant-1"}
+    rid = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Databricks/workspaces/w"
+    payload = dbx.connection_payload(_azure_sp(azure_workspace_resource_id=rid), "dbx")
+    assert json.loads(payload["extra"]) == {"azure_tenant_id": "tenant-1", "azure_resource_id": rid}
+    assert dbx.needs_azure_identity(payload)
+
+
+def test_masked_hides_the_azure_client_secret() -> None:
+    shown = dbx.masked(dbx.connection_payload(_azure_sp(), "dbx"))
+    assert shown["password"] == dbx.MASK and shown["login"] == "arm-client-id"
+    assert "armSECRET" not in json.dumps(shown)
+
+
+def test_azure_service_principal_without_a_tenant_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no tenant id") as exc:
+        dbx.connection_payload(_azure_sp(azure_tenant_id=None), "dbx")
+    assert "ARM_TENANT_ID" in exc.value.hint
+
+
+@pytest.mark.parametrize("cloud", ["USGOVERNMENT", "CHINA"])
+def test_azure_service_principal_of_another_cloud_is_refused(cloud: str) -> None:
+    with pytest.raises(ConfigError, match=f"Azure {cloud} cloud") as exc:
+        dbx.connection_payload(_azure_sp(arm_environment=SimpleNamespace(name=cloud)), "dbx")
+    assert "armSECRET" not in exc.value.message + exc.value.hint
+    assert "OAuth M2M" in exc.value.hint
+
+
+def test_managed_identity_connection_has_no_secret_and_clears_an_earlier_one() -> None:
+    payload = dbx.connection_payload(_azure_msi(), "dbx")
+    # login and password empty ("" so that a PATCH over a token connection drops the token), MI in the extra
+    assert (payload["login"], payload["password"]) == ("", "")
+    assert json.loads(payload["extra"]) == {"use_azure_managed_identity": True}
+    assert dbx.needs_azure_identity(payload)
+    user_assigned = dbx.connection_payload(_azure_msi(azure_client_id="mi-client-id"), "dbx")
+    assert json.loads(user_assigned["extra"]) == {"use_azure_managed_identity": True,
+                                                  "azure_managed_identity_client_id": "mi-client-id"}
+    assert "password" not in dbx.masked(payload)
+
+
+def test_token_connections_need_no_azure_identity() -> None:
+    assert not dbx.needs_azure_identity(dbx.connection_payload(_cfg(), "c"))
+
+
+def test_managed_identity_config_reads_the_workspace_without_signing_in(monkeypatch, databricks_server) -> None:  # noqa: F811
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("ARM_CLIENT_ID", "mi-client-id")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapiIGNORED")  # another auth configured too: the flag decides
+    config = dbx.managed_identity_config()
+    assert config.host == databricks_server.url and config.auth_type == dbx.AZURE_MSI
+    payload = dbx.connection_payload(config, "c", insecure=True)
+    assert json.loads(payload["extra"])["azure_managed_identity_client_id"] == "mi-client-id"
+    assert payload["password"] == "" and "dapiIGNORED" not in json.dumps(payload)
+
+
+def test_managed_identity_needs_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARM_USE_MSI", "true")
+    with pytest.raises(ConfigError, match="host") as exc:
+        dbx.managed_identity_config()
+    assert "DATABRICKS_HOST" in exc.value.hint
+
+
 def test_no_credentials_lists_what_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as exc:
         dbx.workspace_client()

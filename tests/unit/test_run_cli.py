@@ -198,3 +198,44 @@ def test_a_preflight_check_stops_the_run_before_anything_is_triggered(fakes) -> 
         service.trigger(get_pipeline("build-model"), {"max_depth": 3})
     assert seen == ["build_model"]
     assert not [r for r in airflow.requests if r.method == "POST" and r.url.path.endswith("/dagRuns")]
+
+
+# --- data sources against the compute the DAG publishes (its `compute:<kind>` tag) -------------------------
+def _triggered_conf(airflow) -> dict | None:
+    posts = [r for r in airflow.requests if r.method == "POST" and r.url.path.endswith("/dagRuns")]
+    return json.loads(posts[-1].content)["conf"] if posts else None
+
+
+@pytest.mark.parametrize("argv", [["run", "build-model"], ["grid-search"]])
+def test_a_local_data_path_is_refused_before_triggering_when_the_dag_runs_on_databricks(fakes, cli, project, argv):
+    airflow, _, _ = fakes
+    airflow.tags = ["mlopsctl", "compute:databricks"]
+    (project / "houses.csv").write_text("a,target\n1,2\n")
+    code, out, err = cli(*argv, "--data", "houses.csv", "--json")
+    assert code == ExitCode.USAGE, err
+    assert "is a path on this machine" in err and "cannot see this machine's files" in err
+    assert "databricks fs cp" in err and "Traceback" not in err and out == ""
+    assert _triggered_conf(airflow) is None
+    assert not [r for r in airflow.requests if r.method == "PATCH"]  # the DAG was not unpaused either
+
+
+@pytest.mark.parametrize("data", ["main.sales.houses", "/Volumes/main/sales/raw/houses.csv", "s3://b/houses.csv"])
+def test_cluster_data_is_triggered_unchanged_on_databricks(fakes, cli, data):
+    airflow, _, _ = fakes
+    airflow.tags = ["mlopsctl", "compute:databricks"]
+    code, _, err = cli("run", "build-model", "--data", data, "--no-wait")
+    assert code == 0, err
+    assert _triggered_conf(airflow)["data"] == data
+
+
+@pytest.mark.parametrize("tags", [["mlopsctl"], ["mlopsctl", "compute:local"]])
+def test_a_local_path_goes_absolute_where_the_dag_is_local_or_says_nothing(fakes, cli, project, tags):
+    airflow, _, _ = fakes
+    airflow.tags = tags
+    (project / "houses.csv").write_text("a,target\n1,2\n")
+    code, _, err = cli("run", "build-model", "--data", "houses.csv", "--no-wait")
+    assert code == 0, err
+    assert _triggered_conf(airflow)["data"] == str(project / "houses.csv")
+    code, _, err = cli("run", "build-model", "--data", "main.sales.houses", "--no-wait")
+    assert code == 0, err
+    assert _triggered_conf(airflow)["data"] == "main.sales.houses"

@@ -172,3 +172,24 @@ def test_experiment_prefix_comes_from_settings_including_dotenv(project: Path, m
     assert AppContext().tracking().experiment_name("build_model") == "/Shared/team/build_model"
     monkeypatch.setenv("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX", "/Users/me@example.com/mlops")
     assert AppContext().tracking().experiment_name("grid_search") == "/Users/me@example.com/mlops/grid_search"
+
+
+@pytest.mark.parametrize("uri", ["databricks", "databricks://prod"])
+def test_with_databricks_tracking_the_experiments_are_where_the_databricks_backend_puts_them(
+    project: Path, monkeypatch: pytest.MonkeyPatch, uri: str
+) -> None:
+    monkeypatch.setenv("MLOPSCTL_MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX", "/mlopsctl-local")  # the local stack's: not read here
+    assert load_settings().experiment_prefix == "/Shared/mlopsctl"  # the backend's default folder
+    assert AppContext().tracking().experiment_name("build_model") == "/Shared/mlopsctl/build_model"
+    (project / ".env").write_text("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX=/Shared/team/\n")
+    assert AppContext().tracking().experiment_name("build_model") == "/Shared/team/build_model"
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", "/Users/me@example.com/mlops")
+    assert AppContext().tracking().experiment_name("grid_search") == "/Users/me@example.com/mlops/grid_search"
+
+
+def test_elsewhere_the_databricks_experiment_folder_is_not_read(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", "/Shared/team")
+    assert load_settings().experiment_prefix == "/mlopsctl"
+    monkeypatch.setenv("MLOPSCTL_MLFLOW_TRACKING_URI", "https://mlflow.example.com")
+    assert AppContext().tracking().experiment_name("build_model") == "/mlopsctl/build_model"

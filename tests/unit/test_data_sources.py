@@ -1,0 +1,142 @@
+"""What a --data value names, judged the same way on both sides: the CLI (`mlopsctl.pipelines.data_kind`,
+`check_data`) and the job (`rf_core.source_kind`, its own copy: the jobs import nothing from mlopsctl).
+
+rf_core is loaded from its file: at import it needs only the standard library."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlopsctl import pipelines
+from mlopsctl.errors import ExitCode, InputError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _rf_core():
+    spec = importlib.util.spec_from_file_location("rf_core_as_written", REPO / "spark_jobs" / "rf_core.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+rf_core = _rf_core()
+
+KINDS = [
+    ("s3://bucket/sales/houses.csv", "uri"),
+    ("s3a://bucket/houses", "uri"),
+    ("abfss://raw@acct.dfs.core.windows.net/sales/houses.parquet", "uri"),
+    ("gs://bucket/dir/", "uri"),
+    ("dbfs:/FileStore/houses.csv", "uri"),
+    ("file:/tmp/houses.csv", "uri"),
+    ("file:///tmp/houses.csv", "uri"),
+    ("/Volumes/main/sales/raw/houses.csv", "volume"),
+    ("/Workspace/Users/me@example.com/houses.csv", "workspace"),
+    ("/dbfs/FileStore/houses.csv", "dbfs"),
+    ("main.sales.houses", "table"),
+    ("sales.houses", "table"),
+    ("`my-catalog`.sales.houses", "table"),
+    ("sales.houses_2026", "table"),
+    ("houses.csv", "local"),
+    ("sales.houses.csv", "local"),  # a file name, not catalog.schema.table
+    ("houses.parquet", "local"),
+    ("data/houses.pq", "local"),
+    ("houses", "local"),  # one part: a relative path (the job still tries the catalog when no such file)
+    ("./main.sales.houses", "local"),
+    ("a.b.c.d", "local"),
+    ("C:/data/houses.csv", "local"),  # a drive letter is no URI scheme
+    ("~/houses.csv", "local"),
+    ("/tmp/houses.csv", "local"),
+    ("1sales.houses", "local"),
+]
+
+
+@pytest.mark.parametrize(("data", "kind"), KINDS)
+def test_cli_and_job_classify_alike(data: str, kind: str) -> None:
+    assert pipelines.data_kind(data) == kind
+    assert rf_core.source_kind(data) == kind
+
+
+def test_the_two_copies_use_the_same_rules() -> None:
+    assert rf_core.FILE_EXTENSIONS == pipelines.FILE_EXTENSIONS
+    assert rf_core._URI_RE.pattern == pipelines._URI_RE.pattern
+    assert rf_core._TABLE_RE.pattern == pipelines._TABLE_RE.pattern
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ("/Workspace/Users/me@example.com/houses.csv", "file:/Workspace/Users/me@example.com/houses.csv"),
+        ("/dbfs/FileStore/houses.csv", "dbfs:/FileStore/houses.csv"),
+        ("/Volumes/main/sales/raw/houses.csv", "/Volumes/main/sales/raw/houses.csv"),
+        ("s3://bucket/houses", "s3://bucket/houses"),
+    ],
+)
+def test_the_job_hands_spark_the_path_it_reads(data: str, path: str) -> None:
+    assert rf_core.spark_path(data, rf_core.source_kind(data)) == path
+
+
+@pytest.mark.parametrize("compute", [None, "local", "spark", "databricks"])
+@pytest.mark.parametrize("data", ["main.sales.houses", "s3://bucket/houses.csv", "/Volumes/main/sales/raw/h.csv",
+                                  "/Workspace/Shared/h.csv", "dbfs:/FileStore/h.csv"])
+def test_cluster_data_passes_through_unchanged(data: str, compute: str | None, project: Path) -> None:
+    assert pipelines.check_data(f"  {data} ", compute=compute) == data
+
+
+@pytest.mark.parametrize("compute", [None, "local", "spark"])
+def test_local_path_is_checked_and_made_absolute_off_databricks(compute, project: Path) -> None:
+    (project / "h.csv").write_text("a,target\n1,2\n")
+    assert pipelines.check_data("h.csv", compute=compute) == str(project / "h.csv")
+    with pytest.raises(InputError, match="does not exist") as err:
+        pipelines.check_data("missing.csv", compute=compute)
+    assert "/Volumes/" in err.value.hint and "catalog.schema.table" in err.value.hint
+
+
+def test_local_path_is_refused_when_the_tasks_run_on_databricks(project: Path) -> None:
+    (project / "h.csv").write_text("a,target\n1,2\n")
+    for data in ("h.csv", str(project / "h.csv"), "missing.csv"):
+        with pytest.raises(InputError) as err:
+            pipelines.check_data(data, compute="databricks", dag_id="build_model")
+        exc = err.value
+        assert exc.exit_code == ExitCode.USAGE
+        assert exc.message.startswith(f"--data: {data} is a path on this machine, but build_model's tasks run on "
+                                      "Databricks, which cannot see this machine's files.")
+        assert "/Volumes/<catalog>/<schema>/<volume>" in exc.message and "catalog.schema.table" in exc.message
+        name = Path(data).name
+        assert f"databricks fs cp {data} dbfs:/Volumes/<catalog>/<schema>/<volume>/{name}" in exc.hint
+        assert f"--data /Volumes/<catalog>/<schema>/<volume>/{name}" in exc.hint
+
+
+def test_a_table_like_name_that_exists_here_is_a_local_path(project: Path) -> None:
+    folder = project / "sales.houses"
+    folder.mkdir()
+    (folder / "part-0.parquet").write_bytes(b"PAR1")
+    assert pipelines.check_data("sales.houses") == str(folder)
+    with pytest.raises(InputError, match="is a path on this machine"):
+        pipelines.check_data("sales.houses", compute="databricks")
+
+
+def test_the_conf_builders_pass_a_table_name_through(project: Path) -> None:
+    # the README's `--data main.sales.houses`: no longer refused as a missing file
+    assert pipelines.build_model_conf(data="main.sales.houses")["data"] == "main.sales.houses"
+    assert pipelines.grid_conf(data="s3://bucket/h.parquet")["data"] == "s3://bucket/h.parquet"
+
+
+@pytest.mark.parametrize(
+    ("tags", "compute"),
+    [
+        ([{"name": "mlopsctl", "dag_id": "d"}, {"name": "compute:databricks", "dag_id": "d"}], "databricks"),
+        ([{"name": "compute:local"}], "local"),
+        (["mlopsctl", "compute:spark"], "spark"),
+        ([{"name": "mlopsctl"}, {"name": "build-model"}], None),  # a deployment older than the tag
+        ([], None),
+        ([{"name": "compute:"}], None),
+    ],
+)
+def test_compute_of_reads_the_dag_tag(tags, compute) -> None:
+    assert pipelines.compute_of(tags) == compute
