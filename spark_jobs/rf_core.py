@@ -707,7 +707,7 @@ def prepare_tracking(args: argparse.Namespace, *, figures: bool = False) -> str:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401 - used by `heatmap_figure`
+        import matplotlib.pyplot  # used by `heatmap_figure`; imported here, off the critical path
     exp_id = setup_mlflow(tracking_uri(args), experiment_name(args.experiment_prefix, args.dag_id), args.registry_uri)
     close_stale_runs(exp_id, args.run_id)
     return exp_id
