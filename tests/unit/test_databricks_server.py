@@ -294,3 +294,16 @@ def test_a_lost_submit_response_is_found_by_the_retry_with_the_same_token(databr
     assert databricks_server.runs() == [created]
     assert databricks_server.executions == [created.tasks[0].run_id]
     assert created.tasks[0].result_state == "SUCCESS" and "hello" in created.tasks[0].logs
+
+
+def test_the_sdk_retries_a_lost_503_into_the_same_run(sdk, databricks_server) -> None:  # noqa: F811
+    from databricks.sdk.service.jobs import SparkPythonTask, SubmitTask
+
+    databricks_server.inject(503, path_prefix="/api/2.2/jobs/runs/submit", lost_response=True)
+    run_id = sdk.jobs.submit(run_name="lost", idempotency_token="lost-2", tasks=[SubmitTask(
+        task_key="t", existing_cluster_id=TEST_CLUSTER_ID,
+        spark_python_task=SparkPythonTask(python_file="/Workspace/none.py"))]).run_id
+    submits = [p for _, p in databricks_server.requests if p == "/api/2.2/jobs/runs/submit"]
+    assert len(submits) == 2 and databricks_server.pending_faults() == 0
+    assert [r.run_id for r in databricks_server.runs()] == [run_id]
+    databricks_server.wait_idle()
