@@ -239,12 +239,13 @@ def test_get_output_logs_are_the_job_streams_and_error_is_not_made_from_them(sdk
 
 
 def test_existing_clusters_come_from_the_registry(sdk, databricks_server) -> None:  # noqa: F811
-    from databricks.sdk.errors import InvalidParameterValue
+    from databricks.sdk.errors import InvalidParameterValue, ResourceDoesNotExist
     from databricks.sdk.service.jobs import SparkPythonTask, SubmitTask
 
     cluster = sdk.clusters.get(TEST_CLUSTER_ID)
     assert cluster.cluster_id == TEST_CLUSTER_ID and "-ml-" in cluster.spark_version
-    with pytest.raises(InvalidParameterValue, match="does not exist"):
+    # 400 INVALID_PARAMETER_VALUE "Cluster ... does not exist": the SDK's own override makes it a 404 kind
+    with pytest.raises(ResourceDoesNotExist, match="does not exist"):
         sdk.clusters.get("0000-nope")
     with pytest.raises(InvalidParameterValue, match="Cluster 0000-nope does not exist"):
         sdk.jobs.submit(run_name="x", tasks=[SubmitTask(task_key="t", existing_cluster_id="0000-nope",
