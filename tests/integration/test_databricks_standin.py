@@ -170,7 +170,7 @@ def test_serverless_and_standard_clusters_are_connect_dedicated_is_classic(sdk, 
     dedicated = _submit(sdk, standin, "ctx_dedicated", job, {"existing_cluster_id": TEST_CLUSTER_ID})
     for connect in (serverless, standard):
         assert connect.result_state == "FAILED" and "COUNT 5" in connect.logs
-        assert "[NOT_IMPLEMENTED] sparkContext() is not implemented" in connect.logs
+        assert "[JVM_ATTRIBUTE_NOT_SUPPORTED] Attribute `sparkContext` is not supported in Spark Connect" in connect.logs
     assert standard.environment == serverless.environment  # the same base: one venv, one Connect server
     assert dedicated.result_state == "SUCCESS", dedicated.logs  # classic Spark; the ML runtime lends sklearn
     assert "MASTER=local[2]" in dedicated.logs
