@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from mlopsctl.errors import ExitCode
-from tests.fixtures.databricks_server import DatabricksTestServer
+from tests.fixtures.databricks_server import TEST_CLUSTERS, DatabricksTestServer
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings, stop_and_check
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,7 +56,8 @@ class DbxEnv:
 @pytest.fixture(scope="module")
 def dbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbxEnv]:
     root = tmp_path_factory.mktemp("dbx-live")
-    server = DatabricksTestServer(root / "databricks-server").start()
+    server = DatabricksTestServer(root / "databricks-server", clusters=TEST_CLUSTERS,
+                                  hide=[tmp_path_factory.getbasetemp()]).start()
     project = make_project(root / "project")
     airflow_port = free_port({server.port})
     mlflow_port = free_port({server.port, airflow_port})

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from tests.fixtures.databricks_server import (
+    TEST_CLUSTER_ID,
+    TEST_CLUSTERS,
     DatabricksTestServer,
     databricks_server,  # noqa: F401 - fixture
 )
@@ -297,6 +299,7 @@ def deployed(backend, databricks_server: DatabricksTestServer, monkeypatch, tmp_
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_POLL_SECONDS", "1")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "existing")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-test")
+    databricks_server.clusters["0101-test"] = TEST_CLUSTERS[TEST_CLUSTER_ID]  # the workspace's cluster
     return databricks_server
 
 

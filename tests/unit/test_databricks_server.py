@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.fixtures.databricks_server import (
+    TEST_CLUSTER_ID,
     DatabricksTestServer,
     databricks_server,  # noqa: F401 - fixture
 )
@@ -92,7 +93,7 @@ def test_fault_control_endpoint(databricks_server) -> None:  # noqa: F811
 def test_submit_validates_the_payload(databricks_server) -> None:  # noqa: F811
     headers = {"Authorization": f"Bearer {databricks_server.token}"}
     url = f"{databricks_server.url}/api/2.2/jobs/runs/submit"
-    bad_params = {"run_name": "x", "existing_cluster_id": "c1",
+    bad_params = {"run_name": "x", "existing_cluster_id": TEST_CLUSTER_ID,
                   "spark_python_task": {"python_file": "/Workspace/a.py", "parameters": [1]}}
     resp = httpx.post(url, json=bad_params, headers=headers)
     assert resp.status_code == 400 and "list of strings" in resp.json()["message"]
@@ -111,7 +112,7 @@ def test_missing_python_file_fails_the_run(sdk, databricks_server) -> None:  # n
     from databricks.sdk.service.jobs import RunResultState, SparkPythonTask, SubmitTask
 
     run = sdk.jobs.submit(run_name="missing", tasks=[SubmitTask(
-        task_key="t", existing_cluster_id="c1", spark_python_task=SparkPythonTask(python_file="/Workspace/none.py"))]
+        task_key="t", existing_cluster_id=TEST_CLUSTER_ID, spark_python_task=SparkPythonTask(python_file="/Workspace/none.py"))]
     ).result()
     assert run.state.result_state == RunResultState.FAILED
     out = sdk.jobs.get_run_output(run.tasks[0].run_id)
@@ -136,10 +137,10 @@ def test_spark_python_task_runs_for_real_success_and_failure(sdk, databricks_ser
     sdk.workspace.mkdirs("/Shared/jobs")
     sdk.workspace.upload("/Shared/jobs/count.py", io.BytesIO(job), format=ImportFormat.AUTO, overwrite=True)
     ok = sdk.jobs.submit(run_name="ok", tasks=[SubmitTask(
-        task_key="count", existing_cluster_id="c1",
+        task_key="count", existing_cluster_id=TEST_CLUSTER_ID,
         spark_python_task=SparkPythonTask(python_file="/Workspace/Shared/jobs/count.py", parameters=["7", "ok"]))])
     failed = sdk.jobs.submit(run_name="bad", tasks=[SubmitTask(
-        task_key="count", existing_cluster_id="c1",
+        task_key="count", existing_cluster_id=TEST_CLUSTER_ID,
         spark_python_task=SparkPythonTask(python_file="/Workspace/Shared/jobs/count.py", parameters=["3", "fail"]))])
     ok_run = ok.result()
     assert ok_run.state.life_cycle_state == RunLifeCycleState.TERMINATED
@@ -211,7 +212,7 @@ def test_submit_accepts_the_full_payload_of_each_compute_kind(databricks_server)
 def test_idempotency_token_launches_exactly_one_run(sdk, databricks_server) -> None:  # noqa: F811
     from databricks.sdk.service.jobs import SparkPythonTask, SubmitTask
 
-    task = SubmitTask(task_key="t", existing_cluster_id="c1",
+    task = SubmitTask(task_key="t", existing_cluster_id=TEST_CLUSTER_ID,
                       spark_python_task=SparkPythonTask(python_file="/Workspace/none.py"))
     first = sdk.jobs.submit(run_name="a", tasks=[task], idempotency_token="tok-1").run_id
     again = sdk.jobs.submit(run_name="a", tasks=[task], idempotency_token="tok-1").run_id
@@ -229,9 +230,81 @@ def test_get_output_logs_are_the_job_streams_and_error_is_not_made_from_them(sdk
     sdk.workspace.mkdirs("/Shared/jobs")
     sdk.workspace.upload("/Shared/jobs/bad.py", io.BytesIO(job), format=ImportFormat.AUTO, overwrite=True)
     run = sdk.jobs.submit(run_name="bad", tasks=[SubmitTask(
-        task_key="t", existing_cluster_id="c1",
+        task_key="t", existing_cluster_id=TEST_CLUSTER_ID,
         spark_python_task=SparkPythonTask(python_file="/Workspace/Shared/jobs/bad.py"))]).result()
     assert run.state.result_state == RunResultState.FAILED
     out = sdk.jobs.get_run_output(run.tasks[0].run_id)
     assert "to stdout" in out.logs and "mlopsctl-error: bad column" in out.logs  # stdout and stderr
     assert out.error and "bad column" not in out.error and "mlopsctl-error" not in out.error
+
+
+def test_existing_clusters_come_from_the_registry(sdk, databricks_server) -> None:  # noqa: F811
+    from databricks.sdk.errors import InvalidParameterValue, ResourceDoesNotExist
+    from databricks.sdk.service.jobs import SparkPythonTask, SubmitTask
+
+    cluster = sdk.clusters.get(TEST_CLUSTER_ID)
+    assert cluster.cluster_id == TEST_CLUSTER_ID and "-ml-" in cluster.spark_version
+    # 400 INVALID_PARAMETER_VALUE "Cluster ... does not exist": the SDK's own override makes it a 404 kind
+    with pytest.raises(ResourceDoesNotExist, match="does not exist"):
+        sdk.clusters.get("0000-nope")
+    with pytest.raises(InvalidParameterValue, match="Cluster 0000-nope does not exist"):
+        sdk.jobs.submit(run_name="x", tasks=[SubmitTask(task_key="t", existing_cluster_id="0000-nope",
+                                                        spark_python_task=SparkPythonTask(python_file="/a.py"))])
+    assert databricks_server.runs() == []
+
+
+@pytest.mark.parametrize(("dependencies", "expected"), [
+    (["pyspark==3.5.1"], "the runtime provides PySpark"),
+    (["/Volumes/main/default/libs/missing-1.0-py3-none-any.whl"], "does not exist"),
+    (["not a requirement!"], "not a valid requirement"),
+])
+def test_undeclarable_dependencies_fail_the_run(sdk, databricks_server, dependencies, expected) -> None:  # noqa: F811
+    from databricks.sdk.service.compute import Environment
+    from databricks.sdk.service.jobs import JobEnvironment, RunResultState, SparkPythonTask, SubmitTask
+
+    sdk.files.upload("/Volumes/main/default/jobs/j.py", io.BytesIO(b"print('ran')\n"), overwrite=True)
+    run = sdk.jobs.submit(
+        run_name="deps",
+        environments=[JobEnvironment(environment_key="e", spec=Environment(environment_version="2",
+                                                                           dependencies=dependencies))],
+        tasks=[SubmitTask(task_key="t", environment_key="e",
+                          spark_python_task=SparkPythonTask(python_file="/Volumes/main/default/jobs/j.py"))],
+    ).result()
+    assert run.state.result_state == RunResultState.FAILED
+    assert expected in run.state.state_message
+    assert databricks_server.executions == []  # nothing ran: the environment could not be made
+
+
+def test_a_lost_submit_response_is_found_by_the_retry_with_the_same_token(databricks_server) -> None:  # noqa: F811
+    """The run is created, the client sees a 500, its retry with the same token gets that run: one execution."""
+    headers = {"Authorization": f"Bearer {databricks_server.token}"}
+    base = databricks_server.url
+    httpx.post(f"{base}/api/2.0/workspace/mkdirs", json={"path": "/Shared/jobs"}, headers=headers)
+    httpx.post(f"{base}/api/2.0/workspace/import", headers=headers, json={
+        "path": "/Shared/jobs/hello.py", "format": "AUTO", "overwrite": True, "content": "cHJpbnQoJ2hlbGxvJykK"})
+    body = {"run_name": "lost", "idempotency_token": "lost-1", "tasks": [{
+        "task_key": "t", "existing_cluster_id": TEST_CLUSTER_ID,
+        "spark_python_task": {"python_file": "/Workspace/Shared/jobs/hello.py"}}]}
+    databricks_server.inject(500, path_prefix="/api/2.2/jobs/runs/submit", lost_response=True)
+    lost = httpx.post(f"{base}/api/2.2/jobs/runs/submit", json=body, headers=headers)
+    assert lost.status_code == 500 and lost.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    [created] = databricks_server.runs()  # the run exists although the client never learnt its id
+    retry = httpx.post(f"{base}/api/2.2/jobs/runs/submit", json=body, headers=headers)
+    assert retry.status_code == 200 and retry.json() == {"run_id": created.run_id}
+    databricks_server.wait_idle()
+    assert databricks_server.runs() == [created]
+    assert databricks_server.executions == [created.tasks[0].run_id]
+    assert created.tasks[0].result_state == "SUCCESS" and "hello" in created.tasks[0].logs
+
+
+def test_the_sdk_retries_a_lost_503_into_the_same_run(sdk, databricks_server) -> None:  # noqa: F811
+    from databricks.sdk.service.jobs import SparkPythonTask, SubmitTask
+
+    databricks_server.inject(503, path_prefix="/api/2.2/jobs/runs/submit", lost_response=True)
+    run_id = sdk.jobs.submit(run_name="lost", idempotency_token="lost-2", tasks=[SubmitTask(
+        task_key="t", existing_cluster_id=TEST_CLUSTER_ID,
+        spark_python_task=SparkPythonTask(python_file="/Workspace/none.py"))]).run_id
+    submits = [p for _, p in databricks_server.requests if p == "/api/2.2/jobs/runs/submit"]
+    assert len(submits) == 2 and databricks_server.pending_faults() == 0
+    assert [r.run_id for r in databricks_server.runs()] == [run_id]
+    databricks_server.wait_idle()

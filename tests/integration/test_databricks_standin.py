@@ -1,0 +1,203 @@
+"""The Databricks stand-in runs jobs as strictly as a workspace: the compute decides classic Spark or Spark
+Connect, a job imports only what its compute lends and its payload declares, and it sees only /Workspace
+and /Volumes. Real venvs (uv), a real Spark Connect server per dependency set, real spark-submit."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import textwrap
+import zipfile
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.databricks import sandbox
+from tests.fixtures.databricks_server import (
+    STANDARD_CLUSTER_ID,
+    TEST_CLUSTER_ID,
+    TEST_CLUSTERS,
+    DatabricksTestServer,
+    TaskRun,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+LIBS = "/Volumes/main/default/libs"
+SERVERLESS: dict[str, Any] = {"environment_key": "e"}
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabricksTestServer]:
+    """One stand-in for the module, so its Connect servers (one per dependency set) are started once."""
+    server = DatabricksTestServer(tmp_path_factory.mktemp("standin"), clusters=TEST_CLUSTERS,
+                                  hide=[tmp_path_factory.getbasetemp()], pending_seconds=0.1).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def sdk(standin: DatabricksTestServer):
+    from databricks.sdk import WorkspaceClient
+
+    client = WorkspaceClient(host=standin.url, token=standin.token)
+    client.files.upload(f"{LIBS}/{TINYLIB.name}", io.BytesIO(TINYLIB.data), overwrite=True)
+    return client
+
+
+class _Wheel:
+    """A one-module wheel, byte-identical on every build (so its venv is reused across sessions)."""
+
+    def __init__(self, name: str, version: str, module: str, source: str) -> None:
+        self.name = f"{name}-{version}-py3-none-any.whl"
+        dist = f"{name}-{version}.dist-info"
+        files = {f"{module}.py": source,
+                 f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                 f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+        record = []
+        for path, text in files.items():
+            digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+            record.append(f"{path},sha256={digest},{len(text.encode())}")
+        files[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as archive:
+            for path, text in files.items():
+                archive.writestr(zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0)), text)
+        self.data = buf.getvalue()
+
+
+TINYLIB = _Wheel("tinylib", "0.1", "tinylib", "def tag():\n    return 'tinylib-ok'\n")
+
+
+def _submit(sdk, standin: DatabricksTestServer, name: str, code: str, compute: dict[str, Any], *,
+            dependencies: list[str] | None = None, params: tuple[str, ...] = ()) -> TaskRun:
+    from databricks.sdk.service.jobs import JobEnvironment, SubmitTask
+
+    sdk.workspace.mkdirs("/Shared/standin")
+    path = f"/Workspace/Shared/standin/{name}.py"
+    sdk.workspace.import_(path, content=base64.b64encode(textwrap.dedent(code).encode()).decode(),
+                          format=_auto(), overwrite=True)
+    task = {"task_key": name, "spark_python_task": {"python_file": path, "parameters": list(params)}, **compute}
+    environments = None
+    if "environment_key" in compute:
+        environments = [JobEnvironment.from_dict({"environment_key": "e", "spec": {
+            "environment_version": "2", "dependencies": dependencies or []}})]
+    run = sdk.jobs.submit(run_name=name, tasks=[SubmitTask.from_dict(task)], environments=environments).result(
+        timeout=timedelta(minutes=20))
+    [job] = [r for r in standin.runs() if r.run_id == run.run_id]
+    return job.tasks[0]
+
+
+def _auto():
+    from databricks.sdk.service.workspace import ImportFormat
+
+    return ImportFormat.AUTO
+
+
+def test_serverless_job_imports_only_what_it_declares(sdk, standin) -> None:
+    """No scikit-learn on serverless unless declared; declared (with a wheel from a volume), the client and
+    the Connect server's Python workers both import it. The job's environment is a Databricks task's."""
+    job = """
+        import json, os
+        print("ENV " + json.dumps(sorted(os.environ)))
+        print("RUNTIME " + os.environ["DATABRICKS_RUNTIME_VERSION"])
+        import sklearn
+    """
+    forgot = _submit(sdk, standin, "forgot", job, SERVERLESS)
+    assert forgot.result_state == "FAILED"
+    assert "ModuleNotFoundError: No module named 'sklearn'" in forgot.logs
+    env = json.loads(next(ln for ln in forgot.logs.splitlines() if ln.startswith("ENV "))[4:])
+    assert "SPARK_REMOTE" in env and "DATABRICKS_RUNTIME_VERSION" in env
+    assert not [k for k in env if k.startswith(("AIRFLOW", "MLOPSCTL_", "PYTEST", "VIRTUAL_ENV", "UV"))]
+    assert "PYTHONPATH" not in env and "RUNTIME client.2" in forgot.logs
+
+    declared = """
+        import sklearn, tinylib
+        from pyspark.sql import SparkSession
+
+        def in_worker(batches):
+            import sklearn, tinylib
+            for batch in batches:
+                yield batch.assign(tag=tinylib.tag() + "/" + sklearn.__version__)
+
+        spark = SparkSession.builder.getOrCreate()
+        print("SESSION " + type(spark).__module__)
+        rows = spark.range(3).mapInPandas(in_worker, "id long, tag string").collect()
+        print("WORKERS " + ",".join(sorted({r.tag for r in rows})))
+        print("CLIENT " + tinylib.tag() + "/" + sklearn.__version__)
+    """
+    ok = _submit(sdk, standin, "declared", declared, SERVERLESS,
+                 dependencies=[f"{LIBS}/{TINYLIB.name}", "scikit-learn"])
+    assert ok.result_state == "SUCCESS", ok.logs
+    assert "SESSION pyspark.sql.connect" in ok.logs
+    client = next(ln for ln in ok.logs.splitlines() if ln.startswith("CLIENT ")).split(" ", 1)[1]
+    assert client.startswith("tinylib-ok/") and f"WORKERS {client}" in ok.logs
+    assert ok.environment != forgot.environment
+
+
+def test_a_second_run_of_a_dependency_set_builds_nothing(sdk, standin) -> None:
+    job = "import sklearn, tinylib\nprint('again', tinylib.tag())\n"
+    deps = [f"{LIBS}/{TINYLIB.name}", "scikit-learn"]
+    first = _submit(sdk, standin, "reuse1", job, SERVERLESS, dependencies=deps)
+    builds = sum(standin.environments.builds.values())
+    connect_servers = standin.connect_servers()
+    second = _submit(sdk, standin, "reuse2", job, SERVERLESS, dependencies=deps)
+    assert first.result_state == second.result_state == "SUCCESS", second.logs
+    assert first.environment == second.environment and first.venv == second.venv
+    assert standin.environments.builds[first.environment] <= 1  # at most once this session (0: cached before)
+    assert sum(standin.environments.builds.values()) == builds  # the second run built no venv
+    assert standin.connect_servers() == connect_servers  # and started no Connect server
+
+
+def test_serverless_and_standard_clusters_are_connect_dedicated_is_classic(sdk, standin) -> None:
+    job = """
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        print("COUNT", spark.range(5).count())
+        print("MASTER=" + spark.sparkContext.master)
+        import sklearn
+    """
+    serverless = _submit(sdk, standin, "ctx_serverless", job, SERVERLESS)
+    standard = _submit(sdk, standin, "ctx_standard", job, {"existing_cluster_id": STANDARD_CLUSTER_ID})
+    dedicated = _submit(sdk, standin, "ctx_dedicated", job, {"existing_cluster_id": TEST_CLUSTER_ID})
+    for connect in (serverless, standard):
+        assert connect.result_state == "FAILED" and "COUNT 5" in connect.logs
+        assert "[JVM_ATTRIBUTE_NOT_SUPPORTED] Attribute `sparkContext` is not supported in Spark Connect" in connect.logs
+    assert standard.environment == serverless.environment  # the same base: one venv, one Connect server
+    assert dedicated.result_state == "SUCCESS", dedicated.logs  # classic Spark; the ML runtime lends sklearn
+    assert "MASTER=local[2]" in dedicated.logs
+    assert standard.compute.connect and not dedicated.compute.connect
+
+
+def test_jobs_see_the_workspace_and_volumes_only(sdk, standin, tmp_path) -> None:
+    reason = sandbox.unavailable()
+    if reason:
+        pytest.skip(f"job isolation is not available here: {reason}")
+    secret = tmp_path / "test-machine.csv"
+    secret.write_text("x\n1\n")
+    sdk.files.upload("/Volumes/main/default/data/rows.csv", io.BytesIO(b"x\n1\n2\n3\n"), overwrite=True)
+    job = """
+        import os, sys
+        from pyspark.sql import SparkSession
+        print("CWD", os.getcwd(), os.listdir("."))
+        for path in sys.argv[1:3]:
+            print("EXISTS", path, os.path.exists(path))
+        spark = SparkSession.builder.getOrCreate()
+        print("ROWS", spark.read.csv(sys.argv[3], header=True).count())  # the Connect server reads it
+        print("LOCAL", len(open(sys.argv[3]).read().splitlines()))
+        spark.read.csv(sys.argv[1], header=True).count()
+    """
+    run = _submit(sdk, standin, "sandbox", job, SERVERLESS,
+                  params=(str(secret), str(REPO / "pyproject.toml"), "/Volumes/main/default/data/rows.csv"))
+    assert f"EXISTS {secret} False" in run.logs and f"EXISTS {REPO / 'pyproject.toml'} False" in run.logs
+    assert "ROWS 3" in run.logs and "LOCAL 4" in run.logs
+    assert f"CWD /tmp/run-{run.run_id} []" in run.logs  # a fresh scratch dir
+    assert run.result_state == "FAILED" and "PATH_NOT_FOUND" in run.logs  # the server cannot read it either
