@@ -1,10 +1,16 @@
-"""End-to-end on the Databricks path: real Airflow 3 (MLOPSCTL_COMPUTE=databricks) + the real Databricks
-provider operator -> the local Databricks test server -> spark-submit -> the real MLflow server.
+"""End-to-end on the Databricks path, with the settings a user sets for a real workspace.
 
-The backend kind is read when the DAGs are parsed (dags/common/compute.py), and the session stack runs
-with `local`, so this module starts its own stack (same devenv code as `mlopsctl dev start`) with
-MLOPSCTL_COMPUTE=databricks and the MLOPSCTL_DATABRICKS_* runtime settings in its environment. The job
-files reach the "workspace" through `mlopsctl deploy jobs --set-variable` (the Airflow Variable path).
+Real Airflow 3 (MLOPSCTL_COMPUTE=databricks) + the real Databricks provider operator -> the local Databricks
+stand-in (tests/fixtures/databricks/) -> each job in a venv of only what its compute lends and its payload
+declares, in a mount namespace that sees only /Workspace and /Volumes: serverless and the standard-access
+cluster as Spark Connect clients, the dedicated job cluster under classic Spark -> the workspace's MLflow
+(tracking URI `databricks`, registry `databricks-uc`), which the stand-in serves with the workspace's rules
+over a real MLflow server.
+
+The backend kind is read when the DAGs are parsed (dags/common/compute.py), so this module starts its own
+stack (same devenv code as `mlopsctl dev start`) with MLOPSCTL_COMPUTE=databricks and the runtime settings in
+its environment. The job files and their wheel reach a UC volume through `mlopsctl deploy jobs
+--set-variable`; the compute mode is switched per test with the Airflow Variable MLOPSCTL_DATABRICKS_COMPUTE.
 """
 
 from __future__ import annotations
@@ -20,14 +26,23 @@ import httpx
 import pytest
 
 from mlopsctl.errors import ExitCode
-from tests.fixtures.databricks_server import TEST_CLUSTERS, DatabricksTestServer
+from tests.fixtures.databricks_server import STANDARD_CLUSTER_ID, TEST_CLUSTERS, DatabricksTestServer
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings, stop_and_check
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT = 1200  # a bound so a hang fails the test instead of the CI job; asserts nothing about speed
-JOBS_ROOT = "/Workspace/Shared/mlopsctl/jobs"
+JOBS_ROOT = "/Volumes/main/mlops/jobs"  # a UC volume: the work dir defaults to /Volumes/main/mlops/jobs/work
+UC_SCHEMA = "main.mlops"
+EXPERIMENTS = "/Shared/mlopsctl"  # the default MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX; `deploy jobs` creates it
+MODEL = f"{UC_SCHEMA}.mlopsctl-random-forest"
+#: compute mode -> (what its task payload carries, the engine its Spark jobs report)
+MODES = {
+    "serverless": ("environment_key", "spark-connect("),
+    "jobs": ("new_cluster", "spark(local"),  # a dedicated-access ML job cluster: classic Spark
+    "existing": ("existing_cluster_id", "spark-connect("),  # the standard-access cluster: Spark Connect only
+}
 
 
 class DbxEnv:
@@ -39,7 +54,8 @@ class DbxEnv:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPSCTL_", "DATABRICKS_"))}
         env.update(self.stack.env)
-        env.update(NO_COLOR="1", COLUMNS="200", PYTHONPATH=str(REPO),
+        # the CLI reads the runs' metrics where the jobs logged them: the workspace's MLflow
+        env.update(NO_COLOR="1", COLUMNS="200", PYTHONPATH=str(REPO), MLOPSCTL_MLFLOW_TRACKING_URI="databricks",
                    DATABRICKS_HOST=self.server.url, DATABRICKS_TOKEN=self.server.token)
         env.update(extra)
         return env
@@ -52,28 +68,39 @@ class DbxEnv:
         self.outputs += [res.stdout, res.stderr]
         return res
 
+    def use_compute(self, mode: str) -> None:
+        client = self.stack.client()
+        try:
+            client.set_variable("MLOPSCTL_DATABRICKS_COMPUTE", mode)
+        finally:
+            client.close()
+
 
 @pytest.fixture(scope="module")
 def dbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbxEnv]:
     root = tmp_path_factory.mktemp("dbx-live")
-    server = DatabricksTestServer(root / "databricks-server", clusters=TEST_CLUSTERS,
-                                  hide=[tmp_path_factory.getbasetemp()]).start()
     project = make_project(root / "project")
-    airflow_port = free_port({server.port})
-    mlflow_port = free_port({server.port, airflow_port})
+    airflow_port = free_port()
+    mlflow_port = free_port({airflow_port})
     settings = stack_settings(project, airflow_port, mlflow_port, compute="databricks")
-    runtime = {  # what a Dockerfile would set on the Airflow components for a real workspace, test values
+    # the workspace's MLflow is the stand-in's, over the stack's real MLflow server
+    server = DatabricksTestServer(root / "databricks-server", clusters=TEST_CLUSTERS,
+                                  hide=[tmp_path_factory.getbasetemp()], mlflow_url=settings.local_mlflow_url,
+                                  sandboxed=True)
+    server.start(free_port({airflow_port, mlflow_port, settings.spark_connect_port}))
+    runtime = {  # what the image sets on the Airflow components for a real workspace (tracking URI, registry
+        # and experiment folder keep their defaults: databricks, databricks-uc, /Shared/mlopsctl)
         "MLOPSCTL_COMPUTE": "databricks",
-        "MLOPSCTL_DATABRICKS_COMPUTE": "existing",
-        "MLOPSCTL_DATABRICKS_CLUSTER_ID": "0101-000000-test",
-        "MLOPSCTL_DATABRICKS_WORK_DIR": str(root / "databricks-work"),
-        "MLOPSCTL_DATABRICKS_TRACKING_URI": settings.local_mlflow_url,  # instead of `databricks`
-        "MLOPSCTL_DATABRICKS_REGISTRY_URI": "",  # the tracking server's registry, instead of databricks-uc
-        "MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX": "/mlopsctl",
+        "MLOPSCTL_DATABRICKS_COMPUTE": "serverless",
+        "MLOPSCTL_DATABRICKS_NODE_TYPE_ID": "i3.xlarge",
+        "MLOPSCTL_DATABRICKS_CLUSTER_ID": STANDARD_CLUSTER_ID,
+        "MLOPSCTL_DATABRICKS_UC_SCHEMA": UC_SCHEMA,
         "MLOPSCTL_DATABRICKS_POLL_SECONDS": "2",
     }
     stack = LocalStack(settings)
     with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("MLOPSCTL_DATABRICKS_")]:
+            mp.delenv(key)
         for key, value in runtime.items():
             mp.setenv(key, value)
         try:
@@ -130,6 +157,7 @@ def test_deploy_jobs_uploads_and_sets_the_variable(dbx: DbxEnv) -> None:
         if remote != doc["wheel"]:
             local = REPO / "spark_jobs" / remote.removeprefix(doc["path"] + "/")
             assert dbx.server.workspace_path(remote).read_bytes() == local.read_bytes()
+    assert doc["experiment_folder"] == EXPERIMENTS and dbx.server.workspace_path(EXPERIMENTS).is_dir()
     client = _airflow(dbx)
     try:
         assert client.get_variable("MLOPSCTL_DATABRICKS_JOBS_PATH").value == doc["path"]
@@ -137,16 +165,24 @@ def test_deploy_jobs_uploads_and_sets_the_variable(dbx: DbxEnv) -> None:
         client.close()
 
 
-def _mlflow_runs(dbx: DbxEnv, dag_run_id: str) -> list[dict]:
-    base = f"{dbx.stack.mlflow_url}/api/2.0/mlflow"
+def _mlflow(dbx: DbxEnv, path: str, **body: object) -> dict:
+    """The real MLflow server behind the workspace's MLflow (what the jobs logged, bypassing the stand-in)."""
     with httpx.Client(timeout=30) as http:
-        exp = http.get(f"{base}/experiments/get-by-name", params={"experiment_name": "/mlopsctl/build_model"})
-        exp.raise_for_status()
-        body = http.post(f"{base}/runs/search", json={
-            "experiment_ids": [exp.json()["experiment"]["experiment_id"]],
-            "filter": f"tags.`airflow.dag_run_id` = '{dag_run_id}'"})
-        body.raise_for_status()
-        return body.json().get("runs", [])
+        res = (http.post(f"{dbx.stack.mlflow_url}/api/2.0/mlflow/{path}", json=body) if body
+               else http.get(f"{dbx.stack.mlflow_url}/api/2.0/mlflow/{path}"))
+        res.raise_for_status()
+        return res.json()
+
+
+def _runs_of(dbx: DbxEnv, dag_id: str, dag_run_id: str) -> list[dict]:
+    exp = _mlflow(dbx, f"experiments/get-by-name?experiment_name={EXPERIMENTS}/{dag_id}")["experiment"]
+    found = _mlflow(dbx, "runs/search", experiment_ids=[exp["experiment_id"]],
+                    filter=f"tags.`airflow.dag_run_id` = '{dag_run_id}'", max_results=100)
+    return found.get("runs", [])
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
 
 def _run_id(doc: dict) -> str:
@@ -156,43 +192,71 @@ def _run_id(doc: dict) -> str:
     return doc["run"]["dag_run_id"]
 
 
-def test_build_model_runs_on_databricks_and_survives_429s(dbx: DbxEnv) -> None:
-    deployed = dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable", "--json")  # idempotent
-    assert deployed.returncode == 0, deployed.stderr
-    jobs_path = json.loads(deployed.stdout)["path"]
+def _submitted_since(dbx: DbxEnv, before: int) -> list[dict]:
+    return [body for path, body in dbx.server.bodies[before:] if path.endswith("/runs/submit")]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_all_three_pipelines_run_on_each_compute(dbx: DbxEnv, mode: str) -> None:
+    """build-model, grid-search and grid-search --spark, end to end, on serverless, a new job cluster and an
+    existing standard-access cluster, with the workspace's MLflow and the Unity Catalog registry."""
+    assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0  # idempotent
     assert dbx.cli("connect", "databricks", "--insecure").returncode == 0
-    submitted_before = len(dbx.server.bodies)
-    dbx.server.inject(429, times=2, path_prefix="/api/2.2/jobs/runs/submit")
-    dbx.server.inject(429, times=2, path_prefix="/api/2.2/jobs/runs/get")
-    dbx.server.inject(503, times=1, path_prefix="/api/2.2/jobs/runs/get")
+    dbx.use_compute(mode)
+    compute_field, engine = MODES[mode]
+    versions_before = len(dbx.server.mlflow.models[MODEL.lower()].versions) if MODEL.lower() in dbx.server.mlflow.models else 0
+    runs_before, bodies_before = len(dbx.server.runs()), len(dbx.server.bodies)
+    if mode == "serverless":  # the provider's retries: throttling, and a submit whose answer is lost
+        dbx.server.inject(429, times=2, path_prefix="/api/2.2/jobs/runs/get")
+        dbx.server.inject(503, times=1, path_prefix="/api/2.2/jobs/runs/submit", lost_response=True)
 
-    res = dbx.cli("run", "build-model", "--max-depth", "80", "--n-estimators", "100", "--json")
-    assert res.returncode == 0, res.stdout + res.stderr
-    doc = json.loads(res.stdout)
+    build = dbx.cli("run", "build-model", "--max-depth", "8", "--n-estimators", "20", "--json")
+    assert build.returncode == 0, build.stdout + build.stderr
+    grid = dbx.cli("grid-search", "--max-depth", "3,6", "--n-estimators", "5,10", "--cv", "2", "--json")
+    assert grid.returncode == 0, grid.stdout + grid.stderr
+    spark_grid = dbx.cli("grid-search", "--spark", "--max-depth", "3,6", "--n-estimators", "5,10", "--cv", "2",
+                         "--json")
+    assert spark_grid.returncode == 0, spark_grid.stdout + spark_grid.stderr
     assert dbx.server.pending_faults() == 0
-    bodies = dbx.server.bodies[submitted_before:]
-    files = [b["tasks"][0]["spark_python_task"]["python_file"] for _, b in bodies]
-    assert files == [f"{jobs_path}/preprocess_data.py", f"{jobs_path}/train_model.py"]
-    train_params = bodies[1][1]["tasks"][0]["spark_python_task"]["parameters"]
-    assert all(isinstance(p, str) for p in train_params)
-    assert train_params[train_params.index("--max-depth") + 1] == "80"
-    assert train_params[train_params.index("--n-estimators") + 1] == "100"
-    assert bodies[1][1]["tasks"][0]["existing_cluster_id"] == "0101-000000-test"
-    assert all(t.result_state == "SUCCESS" for r in dbx.server.runs()[-2:] for t in r.tasks)
 
-    # What the CLI printed matches what MLflow holds for this Airflow run.
-    [run] = _mlflow_runs(dbx, _run_id(doc))
-    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-    params = {p["key"]: p["value"] for p in run["data"]["params"]}
-    assert params["max_depth"] == "80" and params["n_estimators"] == "100"
-    assert 0 < metrics["rmse"] < 200 and -1 < metrics["r2"] <= 1
-    printed = json.dumps(doc)
-    assert f"{metrics['rmse']}"[:6] in printed
+    # Six tasks, one Databricks run each (the lost submit answer found its run again by idempotency token).
+    bodies = _submitted_since(dbx, bodies_before)
+    runs = dbx.server.runs()[runs_before:]
+    assert len(runs) == 6, [r.run_name for r in runs]
+    assert len({b["idempotency_token"] for b in bodies}) == 6
+    assert all(t.result_state == "SUCCESS" for r in runs for t in r.tasks), [t.logs[-2000:] for r in runs for t in r.tasks]
+    for body in bodies:
+        [task] = body["tasks"]
+        assert task.get(compute_field), (mode, task)
+    if mode == "serverless":
+        deps = bodies[0]["environments"][0]["spec"]["dependencies"]
+        assert deps[0].startswith(JOBS_ROOT) and deps[0].endswith(".whl") and not bodies[0]["tasks"][0].get("libraries")
+    else:
+        assert all(b["tasks"][0]["libraries"][0]["whl"].endswith(".whl") for b in bodies)
+    if mode == "jobs":
+        sizes = {b["tasks"][0]["spark_python_task"]["python_file"].rsplit("/", 1)[1]: b["tasks"][0]["new_cluster"]
+                 for b in bodies}
+        assert sizes["grid_search.py"]["num_workers"] == 0 and sizes["grid_search_spark.py"]["num_workers"] >= 1
+    spark_logs = [t.logs for r in runs for t in r.tasks if "spark:" in t.logs]
+    assert spark_logs and all(f"spark: {engine}" in logs for logs in spark_logs), spark_logs[0][-1500:]
+
+    # MLflow: the workspace experiments under /Shared/mlopsctl hold each pipeline's runs, and the CLI printed them.
+    [single] = _runs_of(dbx, "build_model", _run_id(json.loads(build.stdout)))
+    metrics = {m["key"]: m["value"] for m in single["data"]["metrics"]}
+    assert 0 < metrics["rmse"] < 200 and f"{metrics['rmse']}"[:6] in build.stdout
+    assert engine in _tags(single)["mlopsctl.engine"]
+    for doc, dag_id in ((grid, "grid_search"), (spark_grid, "grid_search_spark")):
+        logged = _runs_of(dbx, dag_id, _run_id(json.loads(doc.stdout)))
+        roles = sorted(_tags(r)["mlopsctl.role"] for r in logged)
+        assert roles == ["child"] * 4 + ["parent"], roles
+    # Unity Catalog: each pipeline registered a version of catalog.schema.model
+    assert len(dbx.server.mlflow.models[MODEL.lower()].versions) == versions_before + 3
 
 
 def test_failing_job_fails_the_task_with_the_databricks_error(dbx: DbxEnv, tmp_path: Path) -> None:
     assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0
     assert dbx.cli("connect", "databricks", "--insecure").returncode == 0
+    dbx.use_compute("serverless")
     bad = tmp_path / "no-target.csv"
     bad.write_text("a,b\n1,2\n3,4\n5,6\n")
     runs_before = len(dbx.server.runs())
@@ -201,8 +265,11 @@ def test_failing_job_fails_the_task_with_the_databricks_error(dbx: DbxEnv, tmp_p
     assert refused.returncode == ExitCode.USAGE, refused.stdout + refused.stderr
     assert "cannot see this machine's files" in refused.stderr and "databricks fs cp" in refused.stderr
     assert len(dbx.server.runs()) == runs_before
-    # A URI (the test server's "cluster" shares this file system): passes the CLI; the job finds the column missing
-    res = dbx.cli("run", "build-model", "--data", bad.as_uri(), "--max-depth", "5", "--n-estimators", "5")
+    # The same file in a UC volume: it reaches the job, which finds the target column missing (bad data).
+    volume_file = "/Volumes/main/mlops/data/no-target.csv"
+    dbx.server.workspace_path(volume_file).parent.mkdir(parents=True, exist_ok=True)
+    dbx.server.workspace_path(volume_file).write_bytes(bad.read_bytes())
+    res = dbx.cli("run", "build-model", "--data", volume_file, "--max-depth", "5", "--n-estimators", "5")
     assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr
     [failed] = dbx.server.runs()[runs_before:]  # bad data: the task failed without an Airflow retry
     task = failed.tasks[0]
