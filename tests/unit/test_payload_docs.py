@@ -21,7 +21,7 @@ SECTIONS = {"serverless": "## Serverless", "jobs": "## Jobs compute", "existing"
 def _example(kind: str) -> dict:
     text = DOC.read_text()
     section = text[text.index(SECTIONS[kind]):]
-    block = re.search(r"```json\n(.*?)\n```", section, re.S)
+    block = re.search(r"```json\n(.*?)\n```", section, re.DOTALL)
     assert block, f"no JSON example under {SECTIONS[kind]!r}"
     return json.loads(block.group(1))
 
