@@ -640,10 +640,15 @@ def evaluate_task_batches(
 # MLflow
 # ----------------------------------------------------------------------------------------------
 def quiet_mlflow_env() -> None:
-    """Keep task logs readable: no progress bars."""
+    """Set before MLflow is imported: no progress bars in task logs, and no usage telemetry.
+
+    MLflow's telemetry client sets and unsets ``_MLFLOW_TELEMETRY_SESSION_ID`` in ``os.environ`` from its
+    own thread; a request being made at that moment iterates ``os.environ`` (for proxy settings) and fails
+    with KeyError, which failed whole tasks. A batch job has no use for it either."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def warn_if_tracking_unreachable(tracking_uri: str, timeout: float = 5.0) -> bool:
@@ -700,6 +705,7 @@ def prepare_tracking(args: argparse.Namespace, *, figures: bool = False) -> str:
     Nothing here depends on the model, so the jobs run it in a thread beside their Spark read, fit or
     search: MLflow's import alone takes seconds of a job's critical path otherwise. Callers import
     scikit-learn first (`import_sklearn`), so the two threads never import the same packages at once."""
+    quiet_mlflow_env()
     import mlflow.sklearn  # noqa: F401 - used by `log_model`
     from mlflow.models import infer_signature  # noqa: F401
 

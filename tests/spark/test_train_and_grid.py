@@ -206,3 +206,22 @@ def test_rf_core_is_shipped_to_connect_workers_only_from_a_folder(spark, monkeyp
     assert rf_core.ship_module_to_workers(spark) is True  # run from spark_jobs/: added as a session artifact
     monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(JOBS_DIR), "platlib": str(JOBS_DIR)})
     assert rf_core.ship_module_to_workers(spark) is False  # installed (the Databricks wheel): nothing to ship
+
+
+def test_jobs_run_mlflow_without_its_telemetry_thread() -> None:
+    """MLflow's telemetry thread edits os.environ while requests iterate it (KeyError mid-request): the
+    jobs turn it off before importing MLflow. Checked in a process without the CI/pytest variables that
+    would turn it off anyway, as a task's job process has."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    jobs = Path(rf_core.__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST", "CI", "GITHUB", "MLFLOW", "DO_NOT_TRACK", "BUILD", "JENKINS"))}
+    code = ("import rf_core; rf_core.quiet_mlflow_env(); "
+            "from mlflow.telemetry.utils import is_telemetry_disabled; print(is_telemetry_disabled())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=jobs, env=env, capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
