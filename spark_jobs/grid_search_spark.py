@@ -33,8 +33,6 @@ def run_grid_spark(
     workers, which holds on a laptop, a standalone cluster and Databricks serverless alike. Every task
     partition carries one task id, so Spark schedules one fit per task slot.
     """
-    from pyspark.sql import functions as F
-
     folds = rf_core.fold_indices(len(X), cv, random_state)  # raises DataError before any Spark work
     tasks = rf_core.grid_tasks(points, folds)
     rows = X.reset_index(drop=True).assign(
@@ -43,7 +41,7 @@ def run_grid_spark(
     training = spark.createDataFrame(rows)
     task_ids = spark.range(0, len(tasks), 1, numPartitions=len(tasks)).withColumnRenamed("id", rf_core.TASK_COL)
     fit = functools.partial(rf_core.evaluate_task_batches, tasks=tasks, cv=cv, random_state=random_state)
-    fold_rows = task_ids.crossJoin(F.broadcast(training)).mapInPandas(fit, schema=rf_core.FOLD_RESULT_SCHEMA)
+    fold_rows = task_ids.crossJoin(training.hint("broadcast")).mapInPandas(fit, schema=rf_core.FOLD_RESULT_SCHEMA)
     return rf_core.aggregate(points, [row.asDict() for row in fold_rows.collect()])
 
 
