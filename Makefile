@@ -12,7 +12,7 @@ RUN := $(UV) run --locked --extra local
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	$(UV) sync --locked --extra local
+	$(UV) sync --locked --extra local --compile-bytecode
 
 java:
 	@command -v java >/dev/null 2>&1 || { \

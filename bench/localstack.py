@@ -19,6 +19,7 @@ from bench.common import (
     airflow_healthy,
     bench_env,
     free_port,
+    http,
     log,
     run_cmd,
     tree_memory,
@@ -96,11 +97,9 @@ class LocalStack:
         shutil.rmtree(self.state, ignore_errors=True)
 
     def healthy(self) -> bool:
-        import httpx
-
         if not airflow_healthy(self.airflow_url):
             return False
-        return httpx.get(f"{self.mlflow_url}/health", timeout=2).status_code == 200
+        return http().get(f"{self.mlflow_url}/health").status_code == 200
 
     def pids(self) -> list[int]:
         """Leader PIDs of every component and every process in their trees (project helpers)."""

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import VENV_BIN, NotMeasured, bench_env, free_port, kill_group, log, wait_until
+from bench.common import VENV_BIN, NotMeasured, bench_env, free_port, http, kill_group, log, wait_until
 
 
 def spark_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -77,11 +77,9 @@ class StandaloneCluster:
                    what=f"{want} Spark worker(s) registered")
 
     def _state(self) -> dict | None:
-        import httpx
-
         if self.master is not None and self.master.poll() is not None:
             raise NotMeasured(f"Spark master exited {self.master.returncode} (log: {self.workdir}/master.log)")
-        r = httpx.get(f"http://127.0.0.1:{self.ui_port}/json/", timeout=2)
+        r = http().get(f"http://127.0.0.1:{self.ui_port}/json/")
         return r.json() if r.status_code == 200 else None
 
     def alive_workers(self) -> int:

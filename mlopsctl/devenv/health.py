@@ -7,6 +7,7 @@ import-error listings go through `mlopsctl.airflow.client.AirflowClient`.
 
 from __future__ import annotations
 
+import functools
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,14 @@ import httpx
 _PROBE_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
+@functools.cache
+def _probe_client() -> httpx.Client:
+    """The one client every probe uses. Building a client loads the CA bundle into a fresh SSL context (tens of
+    milliseconds of CPU, even for plain-HTTP URLs); `dev start` probes several times a second while the stack
+    competes for the same cores, so a client per probe would cost seconds of start-up."""
+    return httpx.Client(timeout=_PROBE_TIMEOUT)
+
+
 def airflow_health(
     base_url: str, *, timeout: httpx.Timeout | float = _PROBE_TIMEOUT
 ) -> dict[str, Any] | None:
@@ -25,7 +34,7 @@ def airflow_health(
 
     Airflow answers 200 even when a component is unhealthy: callers read each component's `status`."""
     try:
-        resp = httpx.get(f"{base_url}/api/v2/monitor/health", timeout=timeout)
+        resp = _probe_client().get(f"{base_url}/api/v2/monitor/health", timeout=timeout)
     except httpx.HTTPError:
         return None
     if resp.status_code != 200:
@@ -55,7 +64,7 @@ def heartbeat(health: dict[str, Any] | None, key: str, field_name: str) -> datet
 
 def mlflow_healthy(base_url: str, *, timeout: httpx.Timeout | float = _PROBE_TIMEOUT) -> bool:
     try:
-        resp = httpx.get(f"{base_url}/health", timeout=timeout)
+        resp = _probe_client().get(f"{base_url}/health", timeout=timeout)
     except httpx.HTTPError:
         return False
     return resp.status_code == 200
