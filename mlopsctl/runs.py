@@ -4,8 +4,8 @@ It returns typed results (pydantic models) and never prints: notices go to a `Re
 implements it), poll updates go to the `on_update` callback of :func:`follow_run`. Errors are raised as
 :mod:`mlopsctl.errors` types; `mlopsctl.cli.main` maps them to exit codes.
 
-Following polls ~1 s apart, growing to at most 2 s during the first two minutes (most runs end there),
-then to 5 s; the interval resets when something changes. A `timeout` raises WaitTimeoutError and Ctrl-C
+Following polls every second during the first two minutes (most runs end there, and their end is then seen
+within a second), then backs off from 1 s to 5 s; the back-off restarts when something changes. A `timeout` raises WaitTimeoutError and Ctrl-C
 raises FollowInterrupted: the run keeps going in Airflow either way.
 """
 
@@ -50,7 +50,7 @@ LOG_TAIL_LINES = 30
 POLL_INITIAL = 1.0
 POLL_MAX = 5.0
 #: during the first FAST_WINDOW seconds of following, polls are at most POLL_MAX_FAST apart
-POLL_MAX_FAST = 2.0
+POLL_MAX_FAST = 1.0
 FAST_WINDOW = 120.0
 POLL_FACTOR = 1.5
 #: keep following through an Airflow outage (api-server restart, network blip) this long before giving up
