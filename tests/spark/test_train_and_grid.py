@@ -80,6 +80,21 @@ def test_all_points_failing_is_a_grid_error(diabetes_xy) -> None:
         rf_core.choose_best(results)
 
 
+def test_the_joblib_search_leaves_no_worker_processes_for_the_exit(diabetes_xy) -> None:
+    """grid_search ends its process at once (`run_script`): joblib's pool is shut down beside the MLflow
+    logging, so no worker is left to hold the task's output pipe open or to slow the exit. (Its resource
+    trackers stay: they exit when this process does.)"""
+    import psutil
+
+    def loky_workers() -> list[psutil.Process]:
+        return [p for p in psutil.Process().children(recursive=True) if "LokyProcess" in " ".join(p.cmdline())]
+
+    X, y = diabetes_xy
+    rf_core.run_grid_joblib(X, y, [(3, 5), (4, 5)], cv=2, random_state=7, n_jobs=2)
+    rf_core.wait_for_background_work()
+    assert not loky_workers()
+
+
 def test_fold_indices_cover_every_row_once() -> None:
     folds = rf_core.fold_indices(10, 3, 1)
     tested = sorted(i for _, test in folds for i in test)
