@@ -54,6 +54,15 @@ def settings_for(project: Path, **kw) -> Settings:
     return Settings(_env_file=None, project_dir=project, **kw)
 
 
+def settings_on_free_ports(project: Path) -> Settings:
+    """Settings whose Airflow, MLflow and Spark Connect ports are free right now, not the defaults that a dev
+    stack running on this machine may hold."""
+    airflow = free_port()
+    mlflow = free_port({airflow})
+    return settings_for(project, airflow_port=airflow, mlflow_port=mlflow,
+                        spark_connect_port=free_port({airflow, mlflow}))
+
+
 @pytest.fixture
 def procs():
     """Processes a test spawned; all killed at the end whatever happens."""
@@ -444,7 +453,7 @@ def _fake_specs(tmp_path: Path, codes: dict[str, str]):
 
 
 def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = settings_for(tmp_path / "p", airflow_port=(port := free_port()), mlflow_port=free_port({port}))
+    s = settings_on_free_ports(tmp_path / "p")
     monkeypatch.setattr(
         manager,
         "component_specs",
@@ -468,7 +477,7 @@ def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: 
 def test_start_times_out_naming_the_unhealthy_component(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    s = settings_for(tmp_path / "p", airflow_port=(port := free_port()), mlflow_port=free_port({port}))
+    s = settings_on_free_ports(tmp_path / "p")
     monkeypatch.setattr(manager, "component_specs", _fake_specs(tmp_path, {}))
     monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
     monkeypatch.setattr(manager, "_POLL", 0.1)
@@ -686,7 +695,7 @@ def test_start_cli_reports_import_errors_and_login(
 
 
 def test_start_refuses_other_ports_while_running(tmp_path: Path, procs: list) -> None:
-    s = settings_for(tmp_path, airflow_port=(port := free_port()), mlflow_port=free_port({port}))
+    s = settings_on_free_ports(tmp_path)
     layout = StackLayout.from_settings(s)
     layout.ensure()
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
