@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from mlopsctl.devenv.stack import ComponentSpec
 
 _CREATE_TIME_TOLERANCE = 0.5  # seconds; psutil's create_time is derived from clock ticks since boot
+_SINCE_BOOT_TOLERANCE = 0.05  # seconds; the kernel counts a process's start in clock ticks (10 ms)
 
 
 def _psutil():
@@ -47,9 +48,37 @@ class PidRecord:
     create_time: float
     argv: list[str]
     started_at: float  # wall clock (time.time()) when spawned
+    #: when the process started, in seconds after boot (-1: unknown, a PID file from an older mlopsctl).
+    #: Unlike `create_time` (boot time + that offset), a step of the system clock (NTP, a laptop or VM
+    #: resumed after a pause) does not move it, so the record keeps matching its own process.
+    since_boot: float = -1.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+
+def _tolerance(record: PidRecord) -> float:
+    return _SINCE_BOOT_TOLERANCE if record.since_boot >= 0 else _CREATE_TIME_TOLERANCE
+
+
+def _start_key(record: PidRecord) -> float:
+    """The record's start time, on the clock `_started` reads for it."""
+    return record.since_boot if record.since_boot >= 0 else record.create_time
+
+
+def _started(pid: int, record: PidRecord) -> float:
+    """When process ``pid`` started, on the same clock as `_start_key(record)`. Raises NoSuchProcess."""
+    ps = _psutil()
+    if record.since_boot >= 0:
+        return started_since_boot(pid)
+    return ps.Process(pid).create_time()
+
+
+def started_since_boot(pid: int) -> float:
+    """When process ``pid`` started, in seconds after boot (psutil's create_time minus the boot time it is
+    derived from, read again now: a clock step between two calls moves both alike). Raises NoSuchProcess."""
+    ps = _psutil()
+    return ps.Process(pid).create_time() - ps.boot_time()
 
 
 def write_pid_file(path: Path, record: PidRecord) -> None:
@@ -80,6 +109,7 @@ def read_pid_file(path: Path) -> PidRecord | None:
             create_time=float(data.get("create_time", -1.0)),
             argv=list(data.get("argv", [])),
             started_at=float(data.get("started_at", 0.0)),
+            since_boot=float(data.get("since_boot", -1.0)),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -101,10 +131,10 @@ def process_of(record: PidRecord | None) -> psutil.Process | None:
         proc = ps.Process(record.pid)
         if proc.status() == ps.STATUS_ZOMBIE:
             return None
-        if record.create_time < 0:  # bare-PID file: fall back to the command line
+        if record.create_time < 0 and record.since_boot < 0:  # bare-PID file: fall back to the command line
             cmd = " ".join(proc.cmdline())
             return proc if any(word in cmd for word in ("airflow", "mlflow", "spark")) else None
-        if abs(proc.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE:
+        if abs(_started(record.pid, record) - _start_key(record)) > _tolerance(record):
             return None
         return proc
     except (ps.NoSuchProcess, ps.AccessDenied):
@@ -132,10 +162,11 @@ def spawn(spec: ComponentSpec, log_file: Path, pid_file: Path) -> tuple[subproce
         )
     ps = _psutil()
     try:
-        create_time = ps.Process(proc.pid).create_time()
+        since_boot = started_since_boot(proc.pid)
+        create_time = since_boot + ps.boot_time()
     except ps.NoSuchProcess:
-        create_time = time.time()
-    record = PidRecord(spec.name, proc.pid, create_time, list(spec.argv), time.time())
+        since_boot, create_time = -1.0, time.time()
+    record = PidRecord(spec.name, proc.pid, create_time, list(spec.argv), time.time(), since_boot)
     write_pid_file(pid_file, record)
     return proc, record
 
@@ -165,14 +196,11 @@ def tree_of(record: PidRecord) -> list[psutil.Process]:
     if leader is None:
         try:
             squatter = ps.Process(sid)
-            if (
-                _session_id(sid) == sid
-                and squatter.create_time() > record.create_time + _CREATE_TIME_TOLERANCE
-            ):
+            if _session_id(sid) == sid and _started(squatter.pid, record) > _start_key(record) + _tolerance(record):
                 sid = -1
         except ps.NoSuchProcess:
             pass
-    if sid > 0 and record.create_time >= 0:
+    if sid > 0 and (record.create_time >= 0 or record.since_boot >= 0):
         me = os.getpid()
         for proc in ps.process_iter(["pid"]):
             pid = proc.info["pid"]
@@ -180,7 +208,7 @@ def tree_of(record: PidRecord) -> list[psutil.Process]:
                 continue
             if _session_id(pid) == sid:
                 try:
-                    if proc.create_time() + _CREATE_TIME_TOLERANCE >= record.create_time:
+                    if _started(pid, record) + _tolerance(record) >= _start_key(record):
                         found[pid] = proc
                 except ps.NoSuchProcess:
                     continue

@@ -330,6 +330,25 @@ def _spawn(
     return proc, record
 
 
+def test_a_clock_step_does_not_orphan_a_running_component(
+    tmp_path: Path, procs: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psutil's create_time is the boot time plus the kernel's tick count, and the boot time moves when the
+    system clock is stepped (NTP, a VM or laptop resumed after a pause). The record keys on the start since
+    boot, so after a 40 s step the component is still found, stopped and swept, not reported as dead."""
+    proc, record = _spawn(tmp_path, "tree", TREE)
+    procs.append(psutil.Process(proc.pid))
+    assert record.since_boot > 0 and read_pid_file(tmp_path / "tree.pid") == record
+    real_boot_time, real_create_time = psutil.boot_time, psutil.Process.create_time
+    monkeypatch.setattr(psutil, "boot_time", lambda: real_boot_time() + 40.0)
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: real_create_time(self) + 40.0)
+    assert abs(psutil.Process(proc.pid).create_time() - record.create_time) > 30  # what the step did
+    assert process_of(record) is not None
+    assert len(tree_of(record)) == 3  # the leader and the two children it started
+    assert terminate([record], grace=5) == []
+    assert proc.wait(timeout=10) is not None
+
+
 def test_spawn_detaches_into_its_own_session_and_logs(tmp_path: Path, procs: list) -> None:
     proc, record = _spawn(tmp_path, "tree", TREE)
     procs.append(psutil.Process(proc.pid))
