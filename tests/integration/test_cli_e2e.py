@@ -193,27 +193,36 @@ def test_a_table_name_reaches_the_job_which_says_the_table_is_missing(local_stac
 
 
 def test_no_wait_then_sigint_while_reattached_then_reattach_again(local_stack) -> None:
-    res = cli(local_stack, "run", "build-model", "--max-depth", "4", "--n-estimators", "5", "--no-register", "--no-wait")
-    assert res.returncode == 0, res.stderr
-    run_id = res.stdout.strip()
-    assert run_id.startswith("mlopsctl__") and f"mlopsctl status {run_id} --wait" in res.stderr
-
-    # reattach, then Ctrl-C while it waits: exit 130, the reattach hint, and the run is NOT cancelled
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlopsctl", "status", run_id, "--wait"],
-        env=_env(local_stack), cwd=str(local_stack.project_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )
-    first = proc.stderr.readline()  # the first progress line: it is following now
-    assert run_id in first, first
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == ExitCode.INTERRUPTED == 130, first + err
-    assert f"mlopsctl status {run_id} --wait" in err
+    # the DAG is paused first, so the run is still waiting (queued) whenever the Ctrl-C arrives: a fast
+    # machine would otherwise finish it before the reattached command had printed its first line
     with local_stack.client() as client:
-        assert client.get_run("build_model", run_id).state in ("queued", "running", "success")
+        client.set_paused("build_model", True)
+    try:
+        res = cli(local_stack, "run", "build-model", "--max-depth", "4", "--n-estimators", "5", "--no-register",
+                  "--no-wait", "--no-auto-unpause")
+        assert res.returncode == 0, res.stderr
+        run_id = res.stdout.strip()
+        assert run_id.startswith("mlopsctl__") and f"mlopsctl status {run_id} --wait" in res.stderr
 
-    # reattach again: follows to the end with the same result/exit code as `run`
+        # reattach, then Ctrl-C while it waits: exit 130, the reattach hint, and the run is NOT cancelled
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlopsctl", "status", run_id, "--wait"],
+            env=_env(local_stack), cwd=str(local_stack.project_dir), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        first = proc.stderr.readline()  # the first progress line: it is following now
+        assert run_id in first, first
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == ExitCode.INTERRUPTED == 130, first + err
+        assert f"mlopsctl status {run_id} --wait" in err
+        with local_stack.client() as client:
+            assert client.get_run("build_model", run_id).state == "queued"  # still there, not cancelled
+    finally:
+        with local_stack.client() as client:
+            client.set_paused("build_model", False)
+
+    # reattach again once the DAG runs: follows to the end with the same result/exit code as `run`
     again = cli(local_stack, "status", run_id, "--wait", "--json")
     assert again.returncode == 0, again.stderr[-3000:]
     doc = json.loads(again.stdout)
