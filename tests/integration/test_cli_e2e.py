@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from mlopsctl.errors import ExitCode
+from tests.fixtures.signals import popen_with_default_sigint
 
 pytestmark = pytest.mark.integration
 
@@ -205,7 +206,7 @@ def test_no_wait_then_sigint_while_reattached_then_reattach_again(local_stack) -
         assert run_id.startswith("mlopsctl__") and f"mlopsctl status {run_id} --wait" in res.stderr
 
         # reattach, then Ctrl-C while it waits: exit 130, the reattach hint, and the run is NOT cancelled
-        proc = subprocess.Popen(
+        proc = popen_with_default_sigint(
             [sys.executable, "-m", "mlopsctl", "status", run_id, "--wait"],
             env=_env(local_stack), cwd=str(local_stack.project_dir), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,

@@ -87,7 +87,14 @@ def test_the_joblib_search_leaves_no_worker_processes_for_the_exit(diabetes_xy) 
     import psutil
 
     def loky_workers() -> list[psutil.Process]:
-        return [p for p in psutil.Process().children(recursive=True) if "LokyProcess" in " ".join(p.cmdline())]
+        workers = []
+        for proc in psutil.Process().children(recursive=True):
+            try:  # a zombie (any exited child not reaped yet) has no command line and is not running
+                if proc.status() != psutil.STATUS_ZOMBIE and "LokyProcess" in " ".join(proc.cmdline()):
+                    workers.append(proc)
+            except psutil.Error:
+                continue
+        return workers
 
     X, y = diabetes_xy
     rf_core.run_grid_joblib(X, y, [(3, 5), (4, 5)], cv=2, random_state=7, n_jobs=2)

@@ -47,6 +47,7 @@ from mlopsctl.devenv.stack import (
 from mlopsctl.errors import ConfigError, ExitCode, StackError
 from mlopsctl.paths import bundled_dags_dir, bundled_spark_jobs_dir
 from mlopsctl.settings import Settings
+from tests.fixtures.signals import popen_with_default_sigint
 from tests.fixtures.stack import free_port
 
 
@@ -745,7 +746,7 @@ def test_logs_follow_prints_new_lines(project: Path) -> None:
     log = logs / "triggerer.log"
     log.write_text("old line\n")
     env = dict(os.environ, MLOPSCTL_PROJECT_DIR=str(project))
-    proc = subprocess.Popen(
+    proc = popen_with_default_sigint(
         [sys.executable, "-m", "mlopsctl", "dev", "logs", "triggerer", "-f", "-n", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
