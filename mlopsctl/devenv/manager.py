@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from mlopsctl.devenv import health as hc
+from mlopsctl.devenv.launcher import ping
 from mlopsctl.devenv.process import (
     PidRecord,
     kill_all,
@@ -254,6 +255,7 @@ def _ports(settings: Settings) -> dict[str, int | None]:
         "triggerer": None,
         "mlflow": settings.mlflow_port,
         "spark": settings.spark_connect_port,
+        "launcher": None,  # a Unix socket in the state dir, no port
     }
 
 
@@ -312,6 +314,7 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
     mlflow_ok = probe and alive.get("mlflow") is not None and hc.mlflow_healthy(mlflow_url)
     spark_port = ports["spark"] or settings.spark_connect_port
     spark_ok = probe and alive.get("spark") is not None and spark_serving(spark_port)
+    launcher_ok = probe and alive.get("launcher") is not None and ping(layout.launcher_socket) is not None
     states = []
     for name in COMPONENTS:
         rec, proc = records[name], alive[name]
@@ -335,6 +338,8 @@ def stack_status(settings: Settings, *, probe: bool = True) -> StackStatus:
             h = "healthy" if mlflow_ok else "unhealthy"
         elif name == "spark":
             h = "healthy" if spark_ok else "unhealthy"
+        elif name == "launcher":
+            h = "healthy" if launcher_ok else "unhealthy"
         elif name == "api-server":
             h = "healthy" if health is not None else "unhealthy"
         else:
@@ -456,6 +461,8 @@ def _wait_healthy(
                 healthy = hc.mlflow_healthy(settings.local_mlflow_url)
             elif name == "spark":
                 healthy = spark_serving(settings.spark_connect_port)
+            elif name == "launcher":
+                healthy = ping(layout.launcher_socket) is not None
             elif name == "api-server":
                 healthy = health is not None and hc.component_status(health, "metadatabase") == "healthy"
             else:

@@ -1,8 +1,8 @@
 """What the local stack is made of: the state-dir layout, the component command lines and their environment.
 
-Six components: the four Airflow 3 components, an MLflow tracking server and a Spark Connect server
+Seven components: the four Airflow 3 components, an MLflow tracking server, a Spark Connect server
 (pyspark's own `SparkConnectServer`, run in the foreground through `spark-submit` so it is supervised like
-the others).
+the others) and the job launcher (`mlopsctl.devenv.launcher`: a warm Python that forks the local jobs).
 
 Pure functions of Settings (plus a few file reads/writes in the state dir); no processes are started here.
 """
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from mlopsctl.settings import Settings
 
 AIRFLOW_COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor", "triggerer")
-COMPONENTS: tuple[str, ...] = (*AIRFLOW_COMPONENTS, "mlflow", "spark")
+COMPONENTS: tuple[str, ...] = (*AIRFLOW_COMPONENTS, "mlflow", "spark", "launcher")
 #: spawn order: the Spark server's JVM starts slowest and needs nothing else, so it goes first
-START_ORDER: tuple[str, ...] = ("spark", "mlflow", *AIRFLOW_COMPONENTS)
+START_ORDER: tuple[str, ...] = ("spark", "launcher", "mlflow", *AIRFLOW_COMPONENTS)
 #: component -> the setting naming its port
 PORT_ENV_VARS: dict[str, str] = {
     "api-server": "MLOPSCTL_AIRFLOW_PORT",
@@ -53,6 +53,7 @@ HEARTBEAT_KEYS: dict[str, str] = {
 }
 
 ADMIN_USER = "admin"
+_MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 on Linux, 104 on macOS
 STACK_MARKER = "_MLOPSCTL_STACK"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 # Airflow plugin folder of the embedded stack (SQLite write serialisation + busy timeout; see the module)
@@ -107,6 +108,19 @@ class StackLayout:
         return self.state / "spark"
 
     @property
+    def launcher_socket(self) -> Path:
+        """The job launcher's Unix socket: in the state dir, unless that path is too long for a socket address
+        (about 100 bytes), then in a private per-user folder of the temp dir, named after the state dir."""
+        path = self.state / "launcher.sock"
+        if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
+            return path
+        import hashlib
+        import tempfile
+
+        digest = hashlib.sha256(os.fsencode(self.state.resolve())).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"mlopsctl-{os.getuid()}" / f"{digest}.sock"
+
+    @property
     def logs_dir(self) -> Path:
         return self.state / "logs"
 
@@ -138,6 +152,13 @@ class StackLayout:
             self.work_dir,
         ):
             path.mkdir(parents=True, exist_ok=True)
+        socket_dir = self.launcher_socket.parent
+        if socket_dir != self.state:
+            socket_dir.mkdir(mode=0o700, exist_ok=True)
+            if socket_dir.stat().st_uid != os.getuid():
+                raise ConfigError(f"{socket_dir} belongs to another user; the job launcher cannot use it.",
+                                  hint="Remove it, or use a shorter MLOPSCTL_STATE_DIR.")
+            os.chmod(socket_dir, 0o700)
 
 
 @dataclass(frozen=True)
@@ -238,6 +259,7 @@ def runtime_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
         "MLOPSCTL_COMPUTE": settings.compute,
         "MLOPSCTL_SPARK_REMOTE": settings.spark_remote,
         "MLOPSCTL_SPARK_MASTER": settings.spark_master,
+        "MLOPSCTL_JOB_LAUNCHER": str(layout.launcher_socket),
         "MLOPSCTL_SPARK_JOBS_DIR": str(spark_jobs_dir(settings)),
         "MLOPSCTL_WORK_DIR": str(layout.work_dir),
         "MLOPSCTL_STATE_DIR": str(layout.state),
@@ -261,6 +283,7 @@ def airflow_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(settings.parallelism),
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(settings.scheduler_idle_sleep),
             "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
@@ -288,6 +311,15 @@ def airflow_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
 def mlflow_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
     env = base_env(settings, layout)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return env
+
+
+def launcher_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
+    """Environment of the job launcher. Each job gets the environment its task asks for, not this one."""
+    from mlopsctl.devenv.launcher import PRELOAD_ENV
+
+    env = base_env(settings, layout)
+    env.update(PRELOAD_ENV)
     return env
 
 
@@ -403,7 +435,7 @@ def _check_distinct_ports(settings: Settings) -> None:
 
 
 def component_specs(settings: Settings, layout: StackLayout | None = None) -> dict[str, ComponentSpec]:
-    """The six components of the local stack, in start order."""
+    """The seven components of the local stack, in start order."""
     layout = layout or StackLayout.from_settings(settings)
     _check_distinct_ports(settings)
     airflow = _tool("airflow")
@@ -416,6 +448,12 @@ def component_specs(settings: Settings, layout: StackLayout | None = None) -> di
             spark_env(settings, layout),
             layout.spark_dir,
             settings.spark_connect_port,
+        ),
+        "launcher": ComponentSpec(
+            "launcher",
+            [sys.executable, "-m", "mlopsctl.devenv.launcher", "--socket", str(layout.launcher_socket)],
+            launcher_env(settings, layout),
+            layout.state,
         ),
         "mlflow": ComponentSpec(
             "mlflow",

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.dags.conftest import DAGS_DIR
+from tests.fixtures.launcher import running_launcher
 
 if str(DAGS_DIR) not in sys.path:
     sys.path.append(str(DAGS_DIR))
@@ -18,8 +21,19 @@ if str(DAGS_DIR) not in sys.path:
 from common import compute
 
 
-@pytest.fixture
-def jobs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(scope="module")
+def launcher_socket() -> Iterator[Path]:
+    with running_launcher("json") as path:
+        yield path
+
+
+@pytest.fixture(params=["fresh-python", "launcher"])
+def jobs_dir(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The job folder; every operator test runs its jobs both as fresh processes and through a real launcher."""
+    if request.param == "launcher":
+        monkeypatch.setenv("MLOPSCTL_JOB_LAUNCHER", str(request.getfixturevalue("launcher_socket")))
+    else:
+        monkeypatch.delenv("MLOPSCTL_JOB_LAUNCHER", raising=False)
     d = tmp_path / "jobs"
     d.mkdir()
     (d / "rf_core.py").write_text("")
@@ -93,6 +107,28 @@ def test_operator_passes_arguments_verbatim(jobs_dir: Path, tmp_path: Path, monk
     assert result["returncode"] == 0
     assert json.loads(out.read_text()) == weird
     assert not Path("pwned").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_the_launcher_runs_the_job_and_a_dead_one_falls_back_to_a_fresh_python(
+    jobs_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from mlopsctl.devenv.launcher import ping
+
+    (jobs_dir / "parent.py").write_text("import os, sys\nopen(sys.argv[1], 'w').write(str(os.getppid()))\n")
+    out = tmp_path / "ppid"
+    launcher = os.environ.get("MLOPSCTL_JOB_LAUNCHER")
+    op = compute.LocalJobOperator(task_id="t", job="parent.py", arguments=[str(out)], spark=False)
+    assert op.execute({})["returncode"] == 0
+    if launcher:
+        assert int(out.read_text()) == ping(launcher)["pid"]  # forked by the launcher
+    else:
+        assert int(out.read_text()) == os.getpid()  # a child of the task itself
+    monkeypatch.setenv("MLOPSCTL_JOB_LAUNCHER", str(tmp_path / "gone.sock"))
+    capsys.readouterr()
+    assert op.execute({})["returncode"] == 0
+    assert int(out.read_text()) == os.getpid()
+    logged = capsys.readouterr().out  # Airflow's task logger writes to stdout outside a task runner
+    assert "gone.sock did not start the job" in logged and "starting a fresh Python" in logged
 
 
 def test_bad_data_fails_fast_without_retry(jobs_dir: Path) -> None:

@@ -126,6 +126,8 @@ def test_airflow_env_has_what_the_components_and_tasks_need(tmp_path: Path) -> N
     assert env["MLOPSCTL_SPARK_MASTER"] == "local[2]"
     assert env["MLOPSCTL_SPARK_JOBS_DIR"] == str(tmp_path / "spark_jobs")
     assert env["MLOPSCTL_WORK_DIR"] == str(layout.work_dir)
+    assert env["MLOPSCTL_JOB_LAUNCHER"] == str(layout.launcher_socket)
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == str(s.scheduler_idle_sleep)
     assert env["PYSPARK_PYTHON"] == env["PYSPARK_DRIVER_PYTHON"] == sys.executable
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     assert env["SPARK_LOCAL_IP"] == "127.0.0.1"
@@ -144,7 +146,7 @@ def test_dags_and_spark_jobs_fall_back_to_the_bundled_ones(tmp_path: Path) -> No
 def test_component_commands_bind_loopback_and_skip_log_servers(tmp_path: Path) -> None:
     s = settings_for(tmp_path, airflow_port=18001, mlflow_port=18002)
     specs = component_specs(s)
-    assert list(specs) == ["spark", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer"]
+    assert list(specs) == ["spark", "launcher", "mlflow", "api-server", "scheduler", "dag-processor", "triggerer"]
     assert list(specs) == list(START_ORDER) and set(specs) == set(COMPONENTS)
     api = specs["api-server"].argv
     assert api[api.index("--host") + 1] == "127.0.0.1" and api[api.index("--port") + 1] == "18001"

@@ -1,0 +1,438 @@
+"""The local stack's job launcher: a warm Python that starts each local job as a fork of itself.
+
+A job is a plain Python process (a Spark Connect client). Started fresh, each one spends seconds of CPU
+importing pyspark, pandas, scikit-learn and MLflow before its first line of work; in the embedded stack
+that was most of `run build-model`'s time. The launcher imports them once (`PRELOAD`), then listens on a
+Unix socket. For each request it forks; the child becomes the job: its own session (so the task can
+signal the job's process group), the requester's pipe as stdout and stderr, the requested environment,
+working directory and argv, and the script run as ``__main__``. Modules the job imports from its own
+folder (``rf_core``) are never preloaded, so an edited job is always run as it is on disk.
+
+Only the local backend of the DAGs uses it (``dags/common/compute.py``, when ``MLOPSCTL_JOB_LAUNCHER``
+names the socket), and only for jobs run with the launcher's own interpreter; anything else, or a launcher
+that does not answer, gets a fresh process as before. Upgrading a preloaded package needs a restart of the
+stack (`mlopsctl dev stop && mlopsctl dev start`), as for every other long-running component.
+
+Protocol (one request per connection; JSON, each message prefixed with its length as 4 bytes big-endian):
+
+* ``{"op": "ping"}`` -> ``{"ok": true, "pid": ..., "python": ..., "preloaded": [...]}``
+* ``{"op": "run", "argv": [python, script, *args], "env": {...}, "cwd": "..."}``, with two file
+  descriptors attached (SCM_RIGHTS): the job's stdin, then its stdout+stderr.
+  -> ``{"pid": N}`` once forked (or ``{"error": "..."}``), later ``{"exit": code}`` when the job ends
+  (``code`` as `subprocess.Popen.returncode`: negative for a signal). A requester that disconnects
+  before then ends the job (SIGTERM to its process group).
+
+Run by `mlopsctl dev start` as ``python -m mlopsctl.devenv.launcher --socket PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: what a job's fresh interpreter would spend its first seconds importing
+PRELOAD: tuple[str, ...] = (
+    "pyspark.sql.connect.session",
+    "pandas",
+    "pyarrow.parquet",
+    "sklearn.datasets",
+    "sklearn.ensemble",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "mlflow.sklearn",
+    "mlflow.models",
+)
+#: set before MLflow is imported: no telemetry thread (a thread does not survive a fork) and quiet logs
+PRELOAD_ENV: dict[str, str] = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "TQDM_DISABLE": "1",
+}
+_HEADER = struct.Struct("!I")
+_MAX_MESSAGE = 16 << 20
+_REQUEST_TIMEOUT = 10.0
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def encode(message: dict) -> bytes:
+    body = json.dumps(message).encode()
+    return _HEADER.pack(len(body)) + body
+
+
+def read_message(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict | None, list[int]]:
+    """One length-prefixed JSON message (None at a clean end of stream) and the descriptors sent with it."""
+    buf = b""
+    fds: list[int] = []
+    while len(buf) < _HEADER.size or len(buf) < _HEADER.size + _HEADER.unpack_from(buf)[0]:
+        if max_fds and not fds:
+            chunk, got, _flags, _addr = socket.recv_fds(sock, 1 << 16, max_fds)
+            fds.extend(got)
+        else:
+            chunk = sock.recv(1 << 16)
+        if not chunk:
+            if buf:
+                raise ProtocolError("connection closed in the middle of a message")
+            return None, fds
+        buf += chunk
+        if len(buf) >= _HEADER.size and _HEADER.unpack_from(buf)[0] > _MAX_MESSAGE:
+            raise ProtocolError("message too large")
+    size = _HEADER.unpack_from(buf)[0]
+    return json.loads(buf[_HEADER.size:_HEADER.size + size]), fds
+
+
+@dataclass
+class Job:
+    """What a forked child runs."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    stdin: int
+    output: int
+
+
+class Launcher:
+    """The launcher's accept loop (single-threaded, so a fork never copies another thread's half-held lock)."""
+
+    def __init__(self, path: Path, preloaded: list[str]) -> None:
+        self.path = path
+        self.preloaded = preloaded
+        #: job pid -> the connection of the task that asked for it (None once that task is gone)
+        self.jobs: dict[int, socket.socket | None] = {}
+        self.stopping = False
+        self.sel = selectors.DefaultSelector()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.wake_r, self.wake_w = os.pipe()
+
+    def serve(self) -> Job | None:
+        """Accept requests until SIGTERM/SIGINT. Returns None in the launcher when it stops, and the `Job` to
+        run in each forked child."""
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so SIGCHLD writes to the wakeup fd
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+        self.path.unlink(missing_ok=True)
+        old_umask = os.umask(0o177)  # the socket is created 0600: only this user may start jobs
+        try:
+            self.listener.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        self.listener.listen(16)
+        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        print(f"mlopsctl job launcher: pid {os.getpid()}, listening on {self.path}", flush=True)
+
+        while not self.stopping:
+            for key, _ in self.sel.select(timeout=1.0):
+                if key.data == "wake":
+                    self._drain()
+                elif key.data == "accept":
+                    conn, _ = self.listener.accept()
+                    job = self._handle(conn)
+                    if job is not None:  # in the forked child
+                        return job
+                else:  # a requester's connection: it sends nothing after its request, so this is its end
+                    self._requester_gone(key.fileobj)  # type: ignore[arg-type]
+            self._reap()
+        self._shutdown()
+        return None
+
+    # --- requests
+    def _handle(self, conn: socket.socket) -> Job | None:
+        conn.settimeout(_REQUEST_TIMEOUT)
+        fds: list[int] = []
+        try:
+            message, fds = read_message(conn, max_fds=2)
+            if message is None:
+                conn.close()
+                return None
+            op = message.get("op")
+            if op == "ping":
+                conn.sendall(encode({"ok": True, "pid": os.getpid(), "python": sys.executable,
+                                     "preloaded": self.preloaded}))
+                conn.close()
+                return None
+            if op != "run":
+                raise ProtocolError(f"unknown op {op!r}")
+            job = self._job(message, fds)
+        except (OSError, ValueError, ProtocolError) as exc:
+            self._refuse(conn, fds, str(exc))
+            return None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._become_child(conn)
+            return job
+        for fd in fds:
+            os.close(fd)
+        self.jobs[pid] = conn
+        print(f"job {pid}: {job.argv[1]}", flush=True)
+        try:
+            conn.sendall(encode({"pid": pid}))
+        except OSError:
+            self._requester_gone(conn)
+            return None
+        conn.setblocking(False)
+        self.sel.register(conn, selectors.EVENT_READ, pid)
+        return None
+
+    def _job(self, message: dict, fds: list[int]) -> Job:
+        argv, env, cwd = message.get("argv"), message.get("env"), message.get("cwd")
+        if len(fds) != 2:
+            raise ProtocolError("a run request carries two file descriptors (stdin, output)")
+        if not (isinstance(argv, list) and len(argv) >= 2 and all(isinstance(a, str) for a in argv)):
+            raise ProtocolError("argv must be [python, script, *arguments]")
+        if os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
+            raise ProtocolError(f"this launcher runs {sys.executable}, not {argv[0]}")
+        if not isinstance(env, dict) or not isinstance(cwd, str):
+            raise ProtocolError("env must be an object and cwd a string")
+        return Job(argv, {str(k): str(v) for k, v in env.items()}, cwd, fds[0], fds[1])
+
+    @staticmethod
+    def _refuse(conn: socket.socket, fds: list[int], why: str) -> None:
+        for fd in fds:
+            os.close(fd)
+        try:
+            conn.settimeout(_REQUEST_TIMEOUT)
+            conn.sendall(encode({"error": why}))
+        except OSError:
+            pass
+        conn.close()
+
+    # --- children
+    def _become_child(self, conn: socket.socket) -> None:
+        """In the forked child: drop what belongs to the launcher (its sockets, selector, wakeup pipe and signal
+        handlers), so that what is left is a process like the one ``python script.py`` would start. Closing
+        this process's copies leaves the launcher's own untouched."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.sel.close()
+        self.listener.close()
+        for c in (conn, *[c for c in self.jobs.values() if c is not None]):
+            c.close()
+        self.jobs.clear()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def _reap(self) -> None:
+        while self.jobs:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            print(f"job {pid}: exit {code}", flush=True)
+            conn = self.jobs.pop(pid, None)
+            if conn is not None:
+                try:
+                    conn.setblocking(True)
+                    conn.settimeout(_REQUEST_TIMEOUT)
+                    conn.sendall(encode({"exit": code}))
+                except OSError:
+                    pass
+                self._close(conn)
+
+    def _requester_gone(self, conn: socket.socket) -> None:
+        """The task that asked for a job closed its connection before the job ended: end the job too."""
+        for pid, c in self.jobs.items():
+            if c is conn:
+                self.jobs[pid] = None
+                print(f"job {pid}: its task went away; ending it", flush=True)
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                break
+        self._close(conn)
+
+    def _close(self, conn: socket.socket) -> None:
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def _shutdown(self) -> None:
+        self.listener.close()
+        self.path.unlink(missing_ok=True)
+        for pid in list(self.jobs):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while self.jobs and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        self.sel.close()
+
+
+# --- the requesting side (a task of the local backend)
+class LaunchRefused(Exception):
+    """The launcher answered but will not run this job (the reason is the message)."""
+
+
+class LaunchedJob:
+    """A job started by the launcher, with the part of `subprocess.Popen`'s interface a task uses: ``pid``
+    (also its process group), ``stdout`` (text, its stdout and stderr), `poll`, `wait` and ``returncode``."""
+
+    def __init__(self, conn: socket.socket, pid: int, stdout_fd: int) -> None:
+        self._conn = conn
+        self.pid = pid
+        self.stdout = open(stdout_fd, encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._conn.setblocking(False)
+            try:
+                self._receive()
+            except BlockingIOError:
+                pass
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                self._receive()
+            except TimeoutError:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(f"job {self.pid}", timeout or 0) from None
+        return self.returncode  # type: ignore[return-value]
+
+    def _receive(self) -> None:
+        message, _ = read_message(self._conn)
+        # no message: the launcher itself went away (its job was ended with it)
+        self.returncode = int(message["exit"]) if message and "exit" in message else -int(signal.SIGKILL)
+        self._conn.close()
+
+
+def launch(path: str, argv: list[str], env: dict[str, str], cwd: str, *, timeout: float = 10.0) -> LaunchedJob:
+    """Ask the launcher at ``path`` to start ``argv`` (``[python, script, *args]``). Raises OSError when it does
+    not answer and `LaunchRefused` when it will not run the job; the caller then starts a fresh process."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    read_fd, write_fd = os.pipe()
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    try:
+        conn.connect(path)
+        request = encode({"op": "run", "argv": argv, "env": env, "cwd": cwd})
+        sent = socket.send_fds(conn, [request], [stdin, write_fd])
+        if sent < len(request):
+            conn.sendall(request[sent:])
+        reply, _ = read_message(conn)
+    except BaseException:
+        conn.close()
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+        os.close(stdin)
+    if not reply or "pid" not in reply:
+        conn.close()
+        os.close(read_fd)
+        raise LaunchRefused((reply or {}).get("error") or "the launcher closed the connection")
+    return LaunchedJob(conn, int(reply["pid"]), read_fd)
+
+
+def ping(path: str | Path, timeout: float = 2.0) -> dict | None:
+    """The launcher's answer to a ping, or None when nothing answers at ``path``."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(str(path))
+            conn.sendall(encode({"op": "ping"}))
+            reply, _ = read_message(conn)
+    except (OSError, ValueError, ProtocolError):
+        return None
+    return reply if reply and reply.get("ok") else None
+
+
+def run_job(job: Job) -> None:
+    """In the forked child: become ``python <script> <args>`` with the job's stdio, env and cwd, and run it."""
+    os.setsid()
+    os.dup2(job.stdin, 0)
+    os.dup2(job.output, 1)
+    os.dup2(job.output, 2)
+    for fd in (job.stdin, job.output):
+        if fd > 2:
+            os.close(fd)
+    os.chdir(job.cwd)
+    os.environ.clear()
+    os.environ.update(job.env)
+    unbuffered = bool(job.env.get("PYTHONUNBUFFERED"))
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, write_through=unbuffered)  # type: ignore[attr-defined]
+    script = job.argv[1]
+    sys.argv = job.argv[1:]
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    runpy.run_path(script, run_name="__main__")
+
+
+def preload(modules: list[str]) -> list[str]:
+    """Import what the jobs import; a module that fails to import is reported and skipped."""
+    for key, value in PRELOAD_ENV.items():
+        os.environ.setdefault(key, value)
+    done = []
+    for name in modules:
+        started = time.monotonic()
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the jobs then import it themselves
+            print(f"preload {name}: not available ({type(exc).__name__}: {exc})", flush=True)
+            continue
+        done.append(name)
+        print(f"preload {name}: {time.monotonic() - started:.2f}s", flush=True)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--preload", default=",".join(PRELOAD),
+                        help="comma-separated modules to import before serving (default: %(default)s)")
+    args = parser.parse_args(argv)
+    launcher = Launcher(args.socket, preload([m for m in args.preload.split(",") if m]))
+    job = launcher.serve()
+    if job is None:
+        return 0
+    run_job(job)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
