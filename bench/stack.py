@@ -26,7 +26,7 @@ from bench.localstack import new_stack
 NAME = "stack"
 TITLE = "2. Local stack start-up and memory"
 DESCRIPTION = """
-`mlopsctl dev start` returns when all four Airflow components, MLflow and the Spark Connect server report
+`mlopsctl dev start` returns when all four Airflow components, MLflow, the Spark Connect server and the job launcher report
 healthy and the DAG files are parsed. Cold = fresh state dir (DB migration included); warm = existing DBs after `dev stop`. Memory: sum of
 RSS and of PSS over every process of the stack (psutil, process trees from the stack's PID files), 5 s after a
 warm start (idle; Airflow parallelism 4). RSS counts shared pages once per process, PSS splits them. Peer:

@@ -36,7 +36,9 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,28 +312,38 @@ class LaunchedJob:
 
     def __init__(self, conn: socket.socket, pid: int, stdout_fd: int) -> None:
         self._conn = conn
+        self._lock = threading.Lock()  # one reader of the connection at a time (on_kill polls beside a wait)
         self.pid = pid
         self.stdout = open(stdout_fd, encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            self._conn.setblocking(False)
+        if self.returncode is None and self._lock.acquire(blocking=False):  # else another thread is waiting
             try:
-                self._receive()
-            except BlockingIOError:
-                pass
+                if self.returncode is None:
+                    self._conn.setblocking(False)
+                    try:
+                        self._receive()
+                    except BlockingIOError:
+                        pass
+            finally:
+                self._lock.release()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
         if self.returncode is None:
-            self._conn.settimeout(timeout)
+            if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise subprocess.TimeoutExpired(f"job {self.pid}", timeout or 0)
             try:
-                self._receive()
-            except TimeoutError:
-                import subprocess
-
-                raise subprocess.TimeoutExpired(f"job {self.pid}", timeout or 0) from None
+                if self.returncode is None:
+                    self._conn.settimeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    try:
+                        self._receive()
+                    except TimeoutError:
+                        raise subprocess.TimeoutExpired(f"job {self.pid}", timeout or 0) from None
+            finally:
+                self._lock.release()
         return self.returncode  # type: ignore[return-value]
 
     def _receive(self) -> None:

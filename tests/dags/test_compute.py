@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +131,39 @@ def test_the_launcher_runs_the_job_and_a_dead_one_falls_back_to_a_fresh_python(
     assert int(out.read_text()) == os.getpid()
     logged = capsys.readouterr().out  # Airflow's task logger writes to stdout outside a task runner
     assert "gone.sock did not start the job" in logged and "starting a fresh Python" in logged
+
+
+def test_killing_the_task_ends_its_job(jobs_dir: Path, tmp_path: Path) -> None:
+    """Airflow calls `on_kill` when it stops a running task (a timeout, a mark-failed): the job ends with it."""
+    import threading
+
+    from airflow.sdk.exceptions import AirflowException
+
+    pid_file = tmp_path / "job.pid"
+    (jobs_dir / "slow.py").write_text(
+        "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    )
+    op = compute.LocalJobOperator(task_id="t", job="slow.py", arguments=[str(pid_file)], spark=False)
+    failure: list[BaseException] = []
+
+    def execute() -> None:
+        try:
+            op.execute({})
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            failure.append(exc)
+
+    task = threading.Thread(target=execute)
+    task.start()
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    op.on_kill()
+    task.join(timeout=30)
+    assert not task.is_alive()
+    assert len(failure) == 1 and isinstance(failure[0], AirflowException)
+    assert f"exit {-signal.SIGTERM}" in str(failure[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_bad_data_fails_fast_without_retry(jobs_dir: Path) -> None:

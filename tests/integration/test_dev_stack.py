@@ -2,8 +2,8 @@
 
 The tests run in file order and share the one session stack to stay cheap on a 2-core CI machine: start
 twice, status, a real Spark Connect client of the stack's Spark server, a port already taken (refused before
-anything is spawned), a `kill -9` of the scheduler and of the Spark server (each restarted alone, orphans
-cleaned up), then stop (nothing left) and start again (warm), so the stack is up again for the tests that
+anything is spawned), a `kill -9` of the scheduler, of the Spark server and of the job launcher (each restarted alone,
+orphans cleaned up), then stop (nothing left) and start again (warm), so the stack is up again for the tests that
 follow.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mlopsctl.devenv.launcher import ping
 from mlopsctl.devenv.manager import spark_server_down, stack_status, start_stack
 from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
 from mlopsctl.devenv.stack import COMPONENTS, StackLayout
@@ -278,6 +280,43 @@ def test_a_dead_spark_server_is_reported_and_restarted_alone(
         assert not [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "orphans"
         assert spark_server_down(local_stack.settings) is None
         assert _connect_round_trip(local_stack.spark_remote)[0] == 10
+    finally:  # the stack is shared: whatever happened above, leave it whole
+        start_stack(local_stack.settings)
+    assert stack_status(local_stack.settings).all_healthy
+
+
+def test_the_tasks_fork_their_jobs_from_the_launcher_and_a_dead_one_is_restarted_alone(
+    local_stack: LocalStack, cli_env: dict[str, str], cli
+) -> None:
+    layout = StackLayout(local_stack.state_dir)
+    log = layout.log_file("launcher")
+    before = _pids(local_stack)
+    record = read_pid_file(layout.pid_file("launcher"))
+    assert record is not None and ping(layout.launcher_socket)["pid"] == record.pid
+    try:
+        os.kill(record.pid, signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(record.pid)], timeout=30)
+        code, out, err = cli("dev", "status", "--json")
+        assert code == ExitCode.STACK, err
+        comps = {c["component"]: c for c in json.loads(out)["components"]}
+        assert comps["launcher"]["health"] == "stopped"
+        assert all(c["health"] == "healthy" for name, c in comps.items() if name != "launcher")
+
+        code, _out, err = cli("dev", "start")  # the stale socket file is replaced
+        assert code == 0, err
+        after = _pids(local_stack)
+        assert after["launcher"] != record.pid
+        assert {k: v for k, v in after.items() if k != "launcher"} == {
+            k: v for k, v in before.items() if k != "launcher"
+        }
+        assert ping(layout.launcher_socket)["pid"] == after["launcher"]
+
+        logged = log.stat().st_size
+        code, out, err = cli("run", "build-model", "--max-depth", "3", "--n-estimators", "5", "--no-register")
+        assert code == 0, err
+        forked = log.read_bytes()[logged:].decode()
+        for job in ("preprocess_data.py", "train_model.py"):
+            assert re.search(rf"job (\d+): \S*{job}\n(.|\n)*job \1: exit 0", forked), forked
     finally:  # the stack is shared: whatever happened above, leave it whole
         start_stack(local_stack.settings)
     assert stack_status(local_stack.settings).all_healthy
