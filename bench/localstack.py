@@ -101,6 +101,14 @@ class LocalStack:
             return False
         return http().get(f"{self.mlflow_url}/health").status_code == 200
 
+    def launcher_ready(self) -> bool:
+        """The job launcher answers and has ended its preload (it starts healthy and imports afterwards, at the
+        lowest CPU priority): only then is the stack's idle memory its steady one."""
+        from mlopsctl.devenv.launcher import ping
+        from mlopsctl.devenv.stack import StackLayout
+
+        return bool((ping(StackLayout(self.state).launcher_socket) or {}).get("ready"))
+
     def pids(self) -> list[int]:
         """Leader PIDs of every component and every process in their trees (project helpers)."""
         from mlopsctl.devenv.process import read_pid_file, tree_of

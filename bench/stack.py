@@ -29,7 +29,7 @@ DESCRIPTION = """
 `mlopsctl dev start` returns when all four Airflow components, MLflow, the Spark Connect server and the job launcher report
 healthy and the DAG files are parsed. Cold = fresh state dir (DB migration included); warm = existing DBs after `dev stop`. Memory: sum of
 RSS and of PSS over every process of the stack (psutil, process trees from the stack's PID files), 5 s after a
-warm start (idle; Airflow parallelism 4). RSS counts shared pages once per process, PSS splits them. Peer:
+warm start and the job launcher's preload (idle; Airflow parallelism 4). RSS counts shared pages once per process, PSS splits them. Peer:
 `airflow standalone` (defaults except: examples off, AIRFLOW_HOME in a temp dir, API on 127.0.0.1:<free
 port>), measured first, with no stack of ours running, to all components healthy in `/api/v2/monitor/health`;
 it forks one LocalExecutor worker per slot (parallelism 32 by default). Its log servers bind all interfaces
@@ -108,6 +108,7 @@ def run(ctx: BenchContext) -> list[Row]:
             st.stop()
             log(f"stack: warm dev start {i + 1}/{n['warm']}")
             warm.append(st.start())
+            wait_until(st.launcher_ready, timeout=120, what="the job launcher's preload")
             time.sleep(SETTLE)
             r, p, k = st.memory()
             by_comp = st.memory_by_component()

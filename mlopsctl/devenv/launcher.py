@@ -2,11 +2,13 @@
 
 A job is a plain Python process (a Spark Connect client). Started fresh, each one spends seconds of CPU
 importing pyspark, pandas, scikit-learn and MLflow before its first line of work; in the embedded stack
-that was most of `run build-model`'s time. The launcher imports them once (`PRELOAD`), then listens on a
-Unix socket. For each request it forks; the child becomes the job: its own session (so the task can
-signal the job's process group), the requester's pipe as stdout and stderr, the requested environment,
-working directory and argv, and the script run as ``__main__``. Modules the job imports from its own
-folder (``rf_core``) are never preloaded, so an edited job is always run as it is on disk.
+that was most of `run build-model`'s time. The launcher listens on a Unix socket at once, and imports those
+libraries (`PRELOAD`) in a background thread of the lowest CPU priority: it is healthy at once, and its
+imports only use CPU that the rest of the starting stack leaves. For each request it forks (after the
+imports have ended); the child becomes the job: its own session (so the task can signal the job's process
+group), the requester's pipe as stdout and stderr, the requested environment, working directory and argv,
+and the script run as ``__main__``. Modules the job imports from its own folder (``rf_core``) are never
+preloaded, so an edited job is always run as it is on disk.
 
 Only the local backend of the DAGs uses it (``dags/common/compute.py``, when ``MLOPSCTL_JOB_LAUNCHER``
 names the socket), and only for jobs run with the launcher's own interpreter; anything else, or a launcher
@@ -15,7 +17,8 @@ stack (`mlopsctl dev stop && mlopsctl dev start`), as for every other long-runni
 
 Protocol (one request per connection; JSON, each message prefixed with its length as 4 bytes big-endian):
 
-* ``{"op": "ping"}`` -> ``{"ok": true, "pid": ..., "python": ..., "preloaded": [...]}``
+* ``{"op": "ping"}`` -> ``{"ok": true, "pid": ..., "python": ..., "preloaded": [...], "ready": bool}``
+  (``ready``: the preload has ended; a job asked for before then waits for it)
 * ``{"op": "run", "argv": [python, script, *args], "env": {...}, "cwd": "..."}``, with two file
   descriptors attached (SCM_RIGHTS): the job's stdin, then its stdout+stderr.
   -> ``{"pid": N}`` once forked (or ``{"error": "..."}``), later ``{"exit": code}`` when the job ends
@@ -108,11 +111,14 @@ class Job:
 
 
 class Launcher:
-    """The launcher's accept loop (single-threaded, so a fork never copies another thread's half-held lock)."""
+    """The launcher's accept loop. It forks only from its main thread, and only once the preload thread has
+    ended, so a fork never copies another thread's half-held lock."""
 
-    def __init__(self, path: Path, preloaded: list[str]) -> None:
+    def __init__(self, path: Path, modules: list[str]) -> None:
         self.path = path
-        self.preloaded = preloaded
+        self.modules = modules
+        self.preloaded: list[str] = []
+        self._preloading: threading.Thread | None = None
         #: job pid -> the connection of the task that asked for it (None once that task is gone)
         self.jobs: dict[int, socket.socket | None] = {}
         self.stopping = False
@@ -140,6 +146,10 @@ class Launcher:
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         print(f"mlopsctl job launcher: pid {os.getpid()}, listening on {self.path}", flush=True)
+        for key, value in PRELOAD_ENV.items():
+            os.environ.setdefault(key, value)
+        self._preloading = threading.Thread(target=self._preload, name="preload", daemon=True)
+        self._preloading.start()
 
         while not self.stopping:
             for key, _ in self.sel.select(timeout=1.0):
@@ -167,8 +177,9 @@ class Launcher:
                 return None
             op = message.get("op")
             if op == "ping":
+                ready = self._preloading is None or not self._preloading.is_alive()
                 conn.sendall(encode({"ok": True, "pid": os.getpid(), "python": sys.executable,
-                                     "preloaded": self.preloaded}))
+                                     "preloaded": list(self.preloaded), "ready": ready}))
                 conn.close()
                 return None
             if op != "run":
@@ -177,6 +188,9 @@ class Launcher:
         except (OSError, ValueError, ProtocolError) as exc:
             self._refuse(conn, fds, str(exc))
             return None
+        if self._preloading is not None:  # a job asked for before the preload ended waits for it
+            self._preloading.join()
+            self._preloading = None
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -282,6 +296,16 @@ class Launcher:
                 pass
         except BlockingIOError:
             pass
+
+    def _preload(self) -> None:
+        """The imports, in a thread of the lowest CPU priority: `dev start` starts the launcher beside Airflow,
+        MLflow and Spark, and this work must not slow them down; it uses the CPU they leave. On Linux the nice
+        value is per thread, so the main thread, and every job it forks, keeps the launcher's own priority."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (OSError, AttributeError):  # not Linux: the imports run at the launcher's priority
+            pass
+        preload(self.modules, self.preloaded)
 
     def _stop(self, *_: object) -> None:
         self.stopping = True
@@ -415,11 +439,9 @@ def run_job(job: Job) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
-def preload(modules: list[str]) -> list[str]:
-    """Import what the jobs import; a module that fails to import is reported and skipped."""
-    for key, value in PRELOAD_ENV.items():
-        os.environ.setdefault(key, value)
-    done = []
+def preload(modules: list[str], done: list[str]) -> None:
+    """Import what the jobs import, appending each to ``done``; a module that fails to import is reported and
+    skipped (the jobs then import it themselves)."""
     for name in modules:
         started = time.monotonic()
         try:
@@ -429,7 +451,6 @@ def preload(modules: list[str]) -> list[str]:
             continue
         done.append(name)
         print(f"preload {name}: {time.monotonic() - started:.2f}s", flush=True)
-    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preload", default=",".join(PRELOAD),
                         help="comma-separated modules to import before serving (default: %(default)s)")
     args = parser.parse_args(argv)
-    launcher = Launcher(args.socket, preload([m for m in args.preload.split(",") if m]))
+    launcher = Launcher(args.socket, [m for m in args.preload.split(",") if m])
     job = launcher.serve()
     if job is None:
         return 0

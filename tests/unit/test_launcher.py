@@ -75,6 +75,19 @@ def test_a_job_starts_with_the_preloaded_modules_and_reads_its_own_modules_fresh
     assert run(launcher, script)[1:] == ("True True 2\n", 0)
 
 
+def test_it_answers_before_its_preload_ends_and_a_job_waits_for_the_preload(tmp_path: Path) -> None:
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "slow_import.py").write_text("import time\ntime.sleep(3)\n")
+    script = tmp_path / "job.py"
+    script.write_text("import os, sys\nprint('slow_import' in sys.modules, os.getpriority(os.PRIO_PROCESS, 0))\n")
+    with running_launcher("slow_import", env={"PYTHONPATH": str(mods)}, ready=False) as path:
+        assert ping(path)["ready"] is False and ping(path)["preloaded"] == []
+        # imported before the fork; and at the launcher's priority, not the preload thread's lowest one
+        assert run(path, script)[1:] == (f"True {os.getpriority(os.PRIO_PROCESS, 0)}\n", 0)
+        assert ping(path)["ready"] is True and ping(path)["preloaded"] == ["slow_import"]
+
+
 def test_exit_codes_and_tracebacks_are_those_of_a_fresh_python(launcher: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import sys\nprint('mlopsctl-error: no rows', file=sys.stderr)\nsys.exit(3)\n")
