@@ -146,8 +146,7 @@ class Launcher:
         self.sel.register(self.listener, selectors.EVENT_READ, "accept")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         print(f"mlopsctl job launcher: pid {os.getpid()}, listening on {self.path}", flush=True)
-        for key, value in PRELOAD_ENV.items():
-            os.environ.setdefault(key, value)
+        os.environ.update(PRELOAD_ENV)
         self._preloading = threading.Thread(target=self._preload, name="preload", daemon=True)
         self._preloading.start()
 

@@ -314,15 +314,6 @@ def mlflow_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
     return env
 
 
-def launcher_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
-    """Environment of the job launcher. Each job gets the environment its task asks for, not this one."""
-    from mlopsctl.devenv.launcher import PRELOAD_ENV
-
-    env = base_env(settings, layout)
-    env.update(PRELOAD_ENV)
-    return env
-
-
 def spark_home() -> Path:
     """The installed pyspark folder, which is a full Spark distribution (bin/, jars/); found without importing
     pyspark."""
@@ -452,7 +443,7 @@ def component_specs(settings: Settings, layout: StackLayout | None = None) -> di
         "launcher": ComponentSpec(
             "launcher",
             [sys.executable, "-m", "mlopsctl.devenv.launcher", "--socket", str(layout.launcher_socket)],
-            launcher_env(settings, layout),
+            base_env(settings, layout),  # each job gets the environment its task asks for, not this one
             layout.state,
         ),
         "mlflow": ComponentSpec(
