@@ -102,8 +102,8 @@ class LocalStack:
         return http().get(f"{self.mlflow_url}/health").status_code == 200
 
     def launcher_ready(self) -> bool:
-        """The job launcher answers and has ended its preload (it starts healthy and imports afterwards, at the
-        lowest CPU priority): only then is the stack's idle memory its steady one."""
+        """The job launcher answers and has ended its preload (it is healthy at once, and imports once `dev start`
+        has seen the whole stack healthy): only then is the stack's idle memory its steady one."""
         from mlopsctl.devenv.launcher import ping
         from mlopsctl.devenv.stack import StackLayout
 

@@ -3,9 +3,12 @@
 A job is a plain Python process (a Spark Connect client). Started fresh, each one spends seconds of CPU
 importing pyspark, pandas, scikit-learn and MLflow before its first line of work; in the embedded stack
 that was most of `run build-model`'s time. The launcher listens on a Unix socket at once, and imports those
-libraries (`PRELOAD`) in a background thread of the lowest CPU priority: it is healthy at once, and its
-imports only use CPU that the rest of the starting stack leaves. For each request it forks (after the
-imports have ended); the child becomes the job: its own session (so the task can signal the job's process
+libraries (`PRELOAD`) only when asked: `mlopsctl dev start` asks once the whole stack is healthy, so the
+imports' CPU and disk reads do not slow the start of Airflow, MLflow and Spark. They run in a background
+thread of the lowest CPU priority; a job asked for before they have run waits for them (and has them run at
+once, at the launcher's priority, if nobody asked yet); with no request at all they start on their own after
+``--preload-after`` seconds. For each request it forks (after the imports have ended); the child becomes
+the job: its own session (so the task can signal the job's process
 group), the requester's pipe as stdout and stderr, the requested environment, working directory and argv,
 and the script run as ``__main__``. Modules the job imports from its own folder (``rf_core``) are never
 preloaded, so an edited job is always run as it is on disk.
@@ -19,6 +22,7 @@ Protocol (one request per connection; JSON, each message prefixed with its lengt
 
 * ``{"op": "ping"}`` -> ``{"ok": true, "pid": ..., "python": ..., "preloaded": [...], "ready": bool}``
   (``ready``: the preload has ended; a job asked for before then waits for it)
+* ``{"op": "preload"}``: start the preload in the background now, if it has not started -> as ``ping``
 * ``{"op": "run", "argv": [python, script, *args], "env": {...}, "cwd": "..."}``, with two file
   descriptors attached (SCM_RIGHTS): the job's stdin, then its stdout+stderr.
   -> ``{"pid": N}`` once forked (or ``{"error": "..."}``), later ``{"exit": code}`` when the job ends
@@ -67,6 +71,8 @@ PRELOAD_ENV: dict[str, str] = {
 _HEADER = struct.Struct("!I")
 _MAX_MESSAGE = 16 << 20
 _REQUEST_TIMEOUT = 10.0
+#: with nobody asking for it, the preload starts this long after the launcher
+PRELOAD_AFTER = 60.0
 
 
 class ProtocolError(Exception):
@@ -114,10 +120,12 @@ class Launcher:
     """The launcher's accept loop. It forks only from its main thread, and only once the preload thread has
     ended, so a fork never copies another thread's half-held lock."""
 
-    def __init__(self, path: Path, modules: list[str]) -> None:
+    def __init__(self, path: Path, modules: list[str], preload_after: float = PRELOAD_AFTER) -> None:
         self.path = path
         self.modules = modules
+        self.preload_after = preload_after
         self.preloaded: list[str] = []
+        self._preload_started = False
         self._preloading: threading.Thread | None = None
         #: job pid -> the connection of the task that asked for it (None once that task is gone)
         self.jobs: dict[int, socket.socket | None] = {}
@@ -147,8 +155,7 @@ class Launcher:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         print(f"mlopsctl job launcher: pid {os.getpid()}, listening on {self.path}", flush=True)
         os.environ.update(PRELOAD_ENV)
-        self._preloading = threading.Thread(target=self._preload, name="preload", daemon=True)
-        self._preloading.start()
+        preload_at = time.monotonic() + self.preload_after
 
         while not self.stopping:
             for key, _ in self.sel.select(timeout=1.0):
@@ -162,6 +169,8 @@ class Launcher:
                 else:  # a requester's connection: it sends nothing after its request, so this is its end
                     self._requester_gone(key.fileobj)  # type: ignore[arg-type]
             self._reap()
+            if not self._preload_started and time.monotonic() >= preload_at:
+                self._start_preload()
         self._shutdown()
         return None
 
@@ -175,10 +184,10 @@ class Launcher:
                 conn.close()
                 return None
             op = message.get("op")
-            if op == "ping":
-                ready = self._preloading is None or not self._preloading.is_alive()
-                conn.sendall(encode({"ok": True, "pid": os.getpid(), "python": sys.executable,
-                                     "preloaded": list(self.preloaded), "ready": ready}))
+            if op in ("ping", "preload"):
+                if op == "preload":
+                    self._start_preload()
+                conn.sendall(encode(self._status()))
                 conn.close()
                 return None
             if op != "run":
@@ -187,9 +196,7 @@ class Launcher:
         except (OSError, ValueError, ProtocolError) as exc:
             self._refuse(conn, fds, str(exc))
             return None
-        if self._preloading is not None:  # a job asked for before the preload ended waits for it
-            self._preloading.join()
-            self._preloading = None
+        self._finish_preload()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -296,10 +303,32 @@ class Launcher:
         except BlockingIOError:
             pass
 
-    def _preload(self) -> None:
-        """The imports, in a thread of the lowest CPU priority: `dev start` starts the launcher beside Airflow,
-        MLflow and Spark, and this work must not slow them down; it uses the CPU they leave. On Linux the nice
-        value is per thread, so the main thread, and every job it forks, keeps the launcher's own priority."""
+    # --- the preload
+    def _status(self) -> dict:
+        ready = self._preload_started and (self._preloading is None or not self._preloading.is_alive())
+        return {"ok": True, "pid": os.getpid(), "python": sys.executable, "preloaded": list(self.preloaded),
+                "ready": ready}
+
+    def _start_preload(self) -> None:
+        if not self._preload_started:
+            self._preload_started = True
+            self._preloading = threading.Thread(target=self._preload_in_background, name="preload", daemon=True)
+            self._preloading.start()
+
+    def _finish_preload(self) -> None:
+        """Before a fork: a job waits for a running preload, and has one nobody asked for yet run now, in this
+        thread, at the launcher's own priority."""
+        if not self._preload_started:
+            self._preload_started = True
+            preload(self.modules, self.preloaded)
+        elif self._preloading is not None:
+            self._preloading.join()
+            self._preloading = None
+
+    def _preload_in_background(self) -> None:
+        """The imports, in a thread of the lowest CPU priority, so that they take only the CPU the stack's other
+        components leave. On Linux the nice value is per thread: the main thread, and every job it forks, keeps
+        the launcher's own priority."""
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (OSError, AttributeError):  # not Linux: the imports run at the launcher's priority
@@ -406,11 +435,21 @@ def launch(path: str, argv: list[str], env: dict[str, str], cwd: str, *, timeout
 
 def ping(path: str | Path, timeout: float = 2.0) -> dict | None:
     """The launcher's answer to a ping, or None when nothing answers at ``path``."""
+    return _ask(path, "ping", timeout)
+
+
+def start_preload(path: str | Path, timeout: float = 2.0) -> dict | None:
+    """Have the launcher at ``path`` start its preload in the background (if it has not started); its answer
+    as for `ping`, or None when nothing answers."""
+    return _ask(path, "preload", timeout)
+
+
+def _ask(path: str | Path, op: str, timeout: float) -> dict | None:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(str(path))
-            conn.sendall(encode({"op": "ping"}))
+            conn.sendall(encode({"op": op}))
             reply, _ = read_message(conn)
     except (OSError, ValueError, ProtocolError):
         return None
@@ -456,9 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--preload", default=",".join(PRELOAD),
-                        help="comma-separated modules to import before serving (default: %(default)s)")
+                        help="comma-separated modules the jobs would import (default: %(default)s)")
+    parser.add_argument("--preload-after", type=float, default=PRELOAD_AFTER, metavar="SECONDS",
+                        help="start the preload this long after starting, if nobody has asked (default: %(default)s)")
     args = parser.parse_args(argv)
-    launcher = Launcher(args.socket, [m for m in args.preload.split(",") if m])
+    launcher = Launcher(args.socket, [m for m in args.preload.split(",") if m], args.preload_after)
     job = launcher.serve()
     if job is None:
         return 0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from mlopsctl.devenv import health as hc
-from mlopsctl.devenv.launcher import ping
+from mlopsctl.devenv.launcher import ping, start_preload
 from mlopsctl.devenv.process import (
     PidRecord,
     kill_all,
@@ -599,6 +599,9 @@ def start_stack(
         raise
     finally:
         client.close()
+    # the launcher's imports wait until now, so that they do not slow the start of the rest of the stack;
+    # if this request is lost, the launcher starts them on its own, or for its first job
+    start_preload(layout.launcher_socket)
 
     return StartResult(
         already_running=not to_start,

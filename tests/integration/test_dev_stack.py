@@ -310,6 +310,11 @@ def test_the_tasks_fork_their_jobs_from_the_launcher_and_a_dead_one_is_restarted
             k: v for k, v in before.items() if k != "launcher"
         }
         assert ping(layout.launcher_socket)["pid"] == after["launcher"]
+        # `dev start` asked for the preload once the stack was healthy (unasked, it would start after 60 s)
+        deadline = time.monotonic() + 45
+        while not ping(layout.launcher_socket)["ready"]:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
 
         logged = log.stat().st_size
         code, out, err = cli("run", "build-model", "--max-depth", "3", "--n-estimators", "5", "--no-register")

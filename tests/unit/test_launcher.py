@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl.devenv.launcher import LaunchRefused, encode, launch, ping, read_message
+from mlopsctl.devenv.launcher import LaunchRefused, encode, launch, ping, read_message, start_preload
 from tests.fixtures.launcher import running_launcher
 
 
@@ -75,17 +75,54 @@ def test_a_job_starts_with_the_preloaded_modules_and_reads_its_own_modules_fresh
     assert run(launcher, script)[1:] == ("True True 2\n", 0)
 
 
-def test_it_answers_before_its_preload_ends_and_a_job_waits_for_the_preload(tmp_path: Path) -> None:
+@pytest.fixture
+def slow_import(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A module that takes 3 s to import, and a job that says whether it was imported before the job started
+    and at which CPU priority the job runs."""
     mods = tmp_path / "mods"
     mods.mkdir()
     (mods / "slow_import.py").write_text("import time\ntime.sleep(3)\n")
     script = tmp_path / "job.py"
     script.write_text("import os, sys\nprint('slow_import' in sys.modules, os.getpriority(os.PRIO_PROCESS, 0))\n")
-    with running_launcher("slow_import", env={"PYTHONPATH": str(mods)}, ready=False) as path:
+    return {"PYTHONPATH": str(mods)}, script
+
+
+def test_it_answers_at_once_and_preloads_only_when_asked(slow_import: tuple[dict[str, str], Path]) -> None:
+    env, _ = slow_import
+    with running_launcher("slow_import", env=env, ready=False) as path:
+        time.sleep(1.5)  # past a poll of its loop: still nothing imported, nobody asked
         assert ping(path)["ready"] is False and ping(path)["preloaded"] == []
-        # imported before the fork; and at the launcher's priority, not the preload thread's lowest one
-        assert run(path, script)[1:] == (f"True {os.getpriority(os.PRIO_PROCESS, 0)}\n", 0)
+        started = time.monotonic()
+        assert start_preload(path)["ready"] is False  # the answer does not wait for the imports
+        assert time.monotonic() - started < 2.5
+        while not ping(path)["ready"]:
+            assert time.monotonic() - started < 30
+            time.sleep(0.1)
+        assert ping(path)["preloaded"] == ["slow_import"]
+
+
+def test_a_job_waits_for_the_preload_at_the_launchers_priority(slow_import: tuple[dict[str, str], Path]) -> None:
+    env, script = slow_import
+    launcher_priority = f"True {os.getpriority(os.PRIO_PROCESS, 0)}\n"
+    # nobody asked: the job has the preload run first
+    with running_launcher("slow_import", env=env, ready=False) as path:
+        assert run(path, script)[1:] == (launcher_priority, 0)
         assert ping(path)["ready"] is True and ping(path)["preloaded"] == ["slow_import"]
+    # asked, and still importing in its lowest-priority thread: the job waits for it, and itself runs at the
+    # launcher's priority
+    with running_launcher("slow_import", env=env, ready=False) as path:
+        assert start_preload(path)["ready"] is False
+        assert run(path, script)[1:] == (launcher_priority, 0)
+
+
+def test_with_nobody_asking_the_preload_starts_on_its_own(slow_import: tuple[dict[str, str], Path]) -> None:
+    env, _ = slow_import
+    with running_launcher("slow_import", env=env, ready=False, preload_after=0.2) as path:
+        deadline = time.monotonic() + 30
+        while not ping(path)["ready"]:
+            assert time.monotonic() < deadline, "the preload did not start on its own"
+            time.sleep(0.1)
+        assert ping(path)["preloaded"] == ["slow_import"]
 
 
 def test_exit_codes_and_tracebacks_are_those_of_a_fresh_python(launcher: Path, tmp_path: Path) -> None:
