@@ -50,6 +50,7 @@ from mlopsctl.devenv.stack import (
     migrate_argv,
     migration_needed,
     read_admin_password,
+    spark_class_archive,
     write_migrate_stamp,
 )
 from mlopsctl.errors import StackError
@@ -527,11 +528,13 @@ def start_stack(
     layout = StackLayout.from_settings(settings)
     layout.ensure()
     password = ensure_admin_password(layout)
+    records = _records(layout)
+    if process_of(records["spark"]) is None and (archive := spark_class_archive(settings, layout)) is not None:
+        archive.prepare()  # before its argv is built: the previous server's dump becomes the archive it maps
     specs = component_specs(settings, layout)
     folder = dags_folder(settings)
     dag_files = hc.expected_dag_files(folder)
 
-    records = _records(layout)
     wanted = _ports(settings)
     for name, env_var in PORT_ENV_VARS.items():
         port = wanted[name]

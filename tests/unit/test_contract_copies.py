@@ -58,3 +58,24 @@ def test_every_copy_has_the_same_value(name: str, expected: object) -> None:
     expected = default_registered_model() if expected is None else expected
     copies = _copies()[name]
     assert copies == dict.fromkeys(copies, expected)
+
+
+def _setdefaults_in(path: Path, function: str) -> dict[str, str]:
+    """The ``os.environ.setdefault(KEY, VALUE)`` calls of one function, as {KEY: VALUE}."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    func = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    return {
+        ast.literal_eval(call.args[0]): ast.literal_eval(call.args[1])
+        for call in ast.walk(func)
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "setdefault"
+    }
+
+
+def test_the_launcher_imports_mlflow_as_quietly_as_a_job_would() -> None:
+    # the launcher imports MLflow before any job runs (its forks inherit that import), so it sets what a job's
+    # `rf_core.quiet_mlflow_env` sets before its own import: above all, no telemetry thread
+    from mlopsctl.devenv.launcher import PRELOAD_ENV
+
+    job = _setdefaults_in(REPO / "spark_jobs/rf_core.py", "quiet_mlflow_env")
+    assert "MLFLOW_DISABLE_TELEMETRY" in PRELOAD_ENV
+    assert {key: job.get(key) for key in PRELOAD_ENV} == PRELOAD_ENV
