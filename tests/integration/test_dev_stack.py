@@ -25,7 +25,7 @@ import pytest
 from mlopsctl.devenv.launcher import ping
 from mlopsctl.devenv.manager import spark_server_down, stack_status, start_stack
 from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
-from mlopsctl.devenv.stack import COMPONENTS, StackLayout
+from mlopsctl.devenv.stack import COMPONENTS, StackLayout, spark_class_archive
 from mlopsctl.errors import ExitCode, StackError
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings
 
@@ -357,6 +357,12 @@ def test_stop_leaves_nothing_and_ignores_a_reused_pid(
         result = local_stack.start()
         assert sorted(result.started) == sorted(COMPONENTS) and not result.migrated
         assert bystander.poll() is None
+        # the stopped Spark server wrote its class-data archive on its way out (or had mapped one written
+        # before): the new one maps it
+        archive = spark_class_archive(local_stack.settings, layout)
+        spark = read_pid_file(layout.pid_file("spark"))
+        assert archive is not None and archive.path.is_file() and spark is not None
+        assert str(archive.path.resolve()) in {m.path for m in psutil.Process(spark.pid).memory_maps()}
     finally:
         bystander.kill()
         bystander.wait()

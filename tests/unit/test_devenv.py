@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from mlopsctl.devenv.stack import (
     dags_folder,
     ensure_admin_password,
     migration_needed,
+    spark_class_archive,
     spark_jobs_dir,
     write_migrate_stamp,
 )
@@ -161,6 +163,19 @@ def test_component_commands_bind_loopback_and_skip_log_servers(tmp_path: Path) -
 
 def _conf(argv: list[str]) -> dict[str, str]:
     return dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--conf")
+
+
+def test_spark_server_maps_its_class_archive_given_as_whole_words_even_from_a_path_with_spaces(
+    tmp_path: Path,
+) -> None:
+    s = settings_for(tmp_path, state_dir=tmp_path / "my state")
+    layout = StackLayout.from_settings(s)
+    spec = component_specs(s, layout)["spark"]
+    options = shlex.split(_conf(spec.argv)["spark.driver.extraJavaOptions"])  # Spark splits it as shlex does
+    archive = spark_class_archive(s, layout)
+    assert archive is not None and archive.folder.parent == spec.cwd == layout.spark_dir  # relative paths
+    assert archive.java_options() and set(archive.java_options()) <= set(options)
+    assert "-XX:+UseSerialGC" in options
 
 
 def test_spark_server_runs_in_the_foreground_on_loopback(
