@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from mlopsctl.devenv import health as hc
+from mlopsctl.devenv.classarchive import WRITE_GRACE, writes_archive
 from mlopsctl.devenv.launcher import ping, start_preload
 from mlopsctl.devenv.process import (
+    STOP_GRACE,
     PidRecord,
     kill_all,
     marked_processes,
@@ -625,9 +627,13 @@ def start_stack(
 # --------------------------------------------------------------------------------------------- stop
 
 
-def stop_stack(settings: Settings, *, grace: float = 20.0, on_progress: Progress | None = None) -> StopResult:
-    """Stop every component this state dir started (process groups, SIGTERM then SIGKILL), leaving no
-    orphans. Stale PID files (dead process, or PID reused by someone else) are removed, never killed."""
+def stop_stack(
+    settings: Settings, *, grace: float | None = None, on_progress: Progress | None = None
+) -> StopResult:
+    """Stop every component this state dir started (process groups, SIGTERM then SIGKILL after ``grace``
+    seconds), leaving no orphans. Stale PID files (dead process, or PID reused by someone else) are removed,
+    never killed. Without a ``grace``: 20 s, or `WRITE_GRACE` while the Spark server writes its class-data
+    archive on its way out."""
     progress = on_progress or _noop
     t0 = time.monotonic()
     layout = StackLayout.from_settings(settings)
@@ -642,6 +648,8 @@ def stop_stack(settings: Settings, *, grace: float = 20.0, on_progress: Progress
             progress(name, "stopping", f"pid {record.pid}")
         else:
             stale.append(name)
+    if grace is None:
+        grace = WRITE_GRACE if "spark" in live and writes_archive(live["spark"].argv) else STOP_GRACE
     leftover = terminate(list(live.values()), grace=grace) if live else []
     # final sweep: anything still carrying this stack's marker escaped its session (e.g. a setsid'd task)
     strays = [

@@ -283,7 +283,11 @@ def _signal(proc: psutil.Process, sig: int) -> None:
         pass
 
 
-def terminate(records: Iterable[PidRecord], *, grace: float = 20.0) -> list[psutil.Process]:
+#: seconds a component gets between SIGTERM and SIGKILL
+STOP_GRACE = 20.0
+
+
+def terminate(records: Iterable[PidRecord], *, grace: float = STOP_GRACE) -> list[psutil.Process]:
     """End every process of the given components: SIGTERM to each leader's process group and to any stray
     member, wait up to `grace` seconds, then SIGKILL what is left. Returns processes still alive (should be
     none)."""

@@ -18,6 +18,7 @@ import pytest
 
 from mlopsctl.devenv import health as hc
 from mlopsctl.devenv import manager
+from mlopsctl.devenv.classarchive import writes_archive
 from mlopsctl.devenv.process import (
     PidRecord,
     file_sizes,
@@ -799,3 +800,17 @@ def test_follow_lines_yields_complete_appended_lines_and_rereads_a_replaced_file
     assert next(lines) == ("a", "partial")
     a.write_text("new\n")  # replaced by a shorter file (log rotation): read from its start
     assert next(lines) == ("a", "new")
+
+
+def test_the_spark_server_writes_its_class_archive_until_one_exists_and_stop_waits_longer_then(
+    tmp_path: Path,
+) -> None:
+    s = settings_for(tmp_path)
+    layout = StackLayout.from_settings(s)
+    archive = spark_class_archive(s, layout)
+    assert archive is not None
+    assert writes_archive(component_specs(s, layout)["spark"].argv)  # `stop_stack` then waits WRITE_GRACE
+    archive.folder.mkdir(parents=True)
+    archive.path.write_bytes(b"an archive")
+    argv = component_specs(s, layout)["spark"].argv
+    assert not writes_archive(argv) and f"-XX:SharedArchiveFile=cds/{archive.path.name}" in " ".join(argv)
