@@ -4,8 +4,9 @@ loads instead of loading and verifying them again.
 This is HotSpot's dynamic AppCDS (JDK 13 and newer). A server started with ``-XX:ArchiveClassesAtExit`` writes
 the classes it loaded into an archive when it exits (on `mlopsctl dev stop`); a server started with
 ``-XX:SharedArchiveFile`` maps them. On a 2-core machine the server took 9.1-9.9 s (10.7-11.6 s of CPU) to
-answer without the archive and 4.2-4.4 s (5.4-5.6 s of CPU) with it; the run that writes the archive pays about
-20 s of CPU to answer, and about 3 s at its exit, once.
+answer without the archive and 4.2-4.4 s (5.4-5.6 s of CPU) with it. The server that writes the archive pays,
+once: about 20 s of CPU to answer, Spark work about 1.4x slower until it stops, and 15-20 s at its exit
+(`WRITE_GRACE`).
 
 The JVM writes the archive in place and maps it without checking its length: a truncated archive (a server
 killed while writing it) would crash the next server. So a server writes to ``<name>.jsa.partial`` and logs the

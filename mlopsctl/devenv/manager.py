@@ -632,8 +632,8 @@ def stop_stack(
 ) -> StopResult:
     """Stop every component this state dir started (process groups, SIGTERM then SIGKILL after ``grace``
     seconds), leaving no orphans. Stale PID files (dead process, or PID reused by someone else) are removed,
-    never killed. Without a ``grace``: 20 s, or `WRITE_GRACE` while the Spark server writes its class-data
-    archive on its way out."""
+    never killed. Without a ``grace``: `STOP_GRACE`, or `WRITE_GRACE` while the Spark server writes its
+    class-data archive on its way out."""
     progress = on_progress or _noop
     t0 = time.monotonic()
     layout = StackLayout.from_settings(settings)
