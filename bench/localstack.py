@@ -109,6 +109,15 @@ class LocalStack:
 
         return bool((ping(StackLayout(self.state).launcher_socket) or {}).get("ready"))
 
+    def archive_writer_done(self) -> bool:
+        """No writer of the Spark server's class-data archive is at work: `dev start` starts one in the
+        background after a start without an archive, and `dev stop` would kill it. A stack used for longer
+        than the writer takes has its archive at its next start, as a warm start should."""
+        from mlopsctl.devenv.process import process_of, read_pid_file
+        from mlopsctl.devenv.stack import ARCHIVE_WRITER, StackLayout
+
+        return process_of(read_pid_file(StackLayout(self.state).pid_file(ARCHIVE_WRITER))) is None
+
     def pids(self) -> list[int]:
         """Leader PIDs of every component and every process in their trees (project helpers)."""
         from mlopsctl.devenv.process import read_pid_file, tree_of

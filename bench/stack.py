@@ -27,7 +27,8 @@ NAME = "stack"
 TITLE = "2. Local stack start-up and memory"
 DESCRIPTION = """
 `mlopsctl dev start` returns when all four Airflow components, MLflow, the Spark Connect server and the job launcher report
-healthy and the DAG files are parsed. Cold = fresh state dir (DB migration included); warm = existing DBs after `dev stop`. Memory: sum of
+healthy and the DAG files are parsed. Cold = fresh state dir (DB migration included); warm = existing DBs and the Spark server's
+class-data archive (written in the background after the cold start, which the bench waits for) after `dev stop`. Memory: sum of
 RSS and of PSS over every process of the stack (psutil, process trees from the stack's PID files), 5 s after a
 warm start and the job launcher's preload (idle; Airflow parallelism 4). RSS counts shared pages once per process, PSS splits them. Peer:
 `airflow standalone` (defaults except: examples off, AIRFLOW_HOME in a temp dir, API on 127.0.0.1:<free
@@ -102,6 +103,7 @@ def run(ctx: BenchContext) -> list[Row]:
             st.wipe()
             log(f"stack: cold dev start {i + 1}/{n['cold']}")
             cold.append(st.start())
+            wait_until(st.archive_writer_done, timeout=600, what="the Spark server's class-data archive")
         for i in range(n["warm"]):
             if warm:
                 ctx.check_budget("more warm starts")

@@ -9,7 +9,6 @@ import typer
 
 from mlopsctl.commands._common import JsonOpt, app_context
 from mlopsctl.context import AppContext
-from mlopsctl.devenv.classarchive import WRITE_GRACE
 from mlopsctl.devenv.process import STOP_GRACE
 from mlopsctl.devenv.stack import COMPONENTS, PORT_ENV_VARS
 from mlopsctl.errors import InputError
@@ -112,15 +111,8 @@ def start(
 def stop(
     ctx: typer.Context,
     grace: Annotated[
-        float | None,
-        typer.Option(
-            "--grace",
-            min=0,
-            help=f"Seconds to wait after SIGTERM before SIGKILL [default: {STOP_GRACE:.0f}; {WRITE_GRACE:.0f} "
-            "while the Spark server writes its class-data archive, after its first start].",
-            show_default=False,
-        ),
-    ] = None,
+        float, typer.Option("--grace", min=0, help="Seconds to wait after SIGTERM before SIGKILL.")
+    ] = STOP_GRACE,
     json_output: JsonOpt = False,
 ) -> None:
     """Stop every process of the local stack (SIGTERM, then SIGKILL after --grace), leaving no orphans.

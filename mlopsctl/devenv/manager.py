@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from mlopsctl.devenv import health as hc
-from mlopsctl.devenv.classarchive import WRITE_GRACE, writes_archive
 from mlopsctl.devenv.launcher import ping, start_preload
 from mlopsctl.devenv.process import (
     STOP_GRACE,
@@ -37,6 +36,7 @@ from mlopsctl.devenv.process import (
 from mlopsctl.devenv.stack import (
     ADMIN_USER,
     AIRFLOW_COMPONENTS,
+    ARCHIVE_WRITER,
     COMPONENTS,
     CONNECT_PORT_CONF,
     HEALTH_KEYS,
@@ -46,6 +46,7 @@ from mlopsctl.devenv.stack import (
     START_ORDER,
     StackLayout,
     airflow_env,
+    archive_writer_spec,
     component_specs,
     dags_folder,
     ensure_admin_password,
@@ -531,8 +532,11 @@ def start_stack(
     layout.ensure()
     password = ensure_admin_password(layout)
     records = _records(layout)
-    if process_of(records["spark"]) is None and (archive := spark_class_archive(settings, layout)) is not None:
-        archive.prepare()  # before its argv is built: the previous server's dump becomes the archive it maps
+    archive = spark_class_archive(settings, layout)
+    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
+    writing = process_of(writer) is not None
+    if archive is not None and process_of(records["spark"]) is None and not writing:
+        archive.prepare()  # before the server's argv is built, which maps the archive if there is one
     specs = component_specs(settings, layout)
     folder = dags_folder(settings)
     dag_files = hc.expected_dag_files(folder)
@@ -607,6 +611,10 @@ def start_stack(
     # the launcher's imports wait until now, so that they do not slow the start of the rest of the stack;
     # if this request is lost, the launcher starts them on its own, or for its first job
     start_preload(layout.launcher_socket)
+    # likewise the Spark server's class-data archive, for the next start (`mlopsctl.devenv.classarchive`)
+    if archive is not None and not archive.path.is_file() and not writing:
+        spawn(archive_writer_spec(settings, layout, archive), layout.log_file(ARCHIVE_WRITER),
+              layout.pid_file(ARCHIVE_WRITER))
 
     return StartResult(
         already_running=not to_start,
@@ -628,15 +636,19 @@ def start_stack(
 
 
 def stop_stack(
-    settings: Settings, *, grace: float | None = None, on_progress: Progress | None = None
+    settings: Settings, *, grace: float = STOP_GRACE, on_progress: Progress | None = None
 ) -> StopResult:
     """Stop every component this state dir started (process groups, SIGTERM then SIGKILL after ``grace``
     seconds), leaving no orphans. Stale PID files (dead process, or PID reused by someone else) are removed,
-    never killed. Without a ``grace``: `STOP_GRACE`, or `WRITE_GRACE` while the Spark server writes its
-    class-data archive on its way out."""
+    never killed. A writer of the Spark server's class-data archive still at work is killed at once: the next
+    start drops what it wrote, and writes the archive again."""
     progress = on_progress or _noop
     t0 = time.monotonic()
     layout = StackLayout.from_settings(settings)
+    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
+    if writer is not None:
+        terminate([writer], grace=0)
+        remove_pid_file(layout.pid_file(ARCHIVE_WRITER))
     records = _records(layout)
     live: dict[str, PidRecord] = {}
     stale: list[str] = []
@@ -648,8 +660,6 @@ def stop_stack(
             progress(name, "stopping", f"pid {record.pid}")
         else:
             stale.append(name)
-    if grace is None:
-        grace = WRITE_GRACE if "spark" in live and writes_archive(live["spark"].argv) else STOP_GRACE
     leftover = terminate(list(live.values()), grace=grace) if live else []
     # final sweep: anything still carrying this stack's marker escaped its session (e.g. a setsid'd task)
     strays = [

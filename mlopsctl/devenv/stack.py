@@ -15,7 +15,9 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -366,12 +368,14 @@ def spark_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
     return env
 
 
-def spark_argv(settings: Settings, layout: StackLayout, class_archive: ClassArchive | None = None) -> list[str]:
+def spark_argv(
+    settings: Settings, layout: StackLayout, java_options: Sequence[str] = (), port: int | None = None
+) -> list[str]:
     """`spark-submit` of pyspark's SparkConnectServer in the foreground (what sbin/start-connect-server.sh
-    runs, minus the daemonizing): gRPC on 127.0.0.1, no UI, and for a local master every driver port on
-    127.0.0.1 too (by default the driver RPC and block manager listen on the external address). With
-    ``class_archive``, the server maps that class-data archive, or writes it at exit; it must then run in
-    ``layout.spark_dir``."""
+    runs, minus the daemonizing): gRPC on 127.0.0.1 (on ``port``, by default the setting's), no UI, and for a
+    local master every driver port on 127.0.0.1 too (by default the driver RPC and block manager listen on the
+    external address). ``java_options`` are added to the driver JVM's (the class-data archive's, whose paths
+    are relative to ``layout.spark_dir``, where the server runs)."""
     if java_binary() is None:
         raise ConfigError(
             "Java is not installed: the local Spark Connect server needs a JDK/JRE 17 or newer.",
@@ -380,14 +384,14 @@ def spark_argv(settings: Settings, layout: StackLayout, class_archive: ClassArch
     master = settings.spark_master
     conf = {
         "spark.connect.grpc.binding.address": "127.0.0.1",
-        CONNECT_PORT_CONF: str(settings.spark_connect_port),
+        CONNECT_PORT_CONF: str(port or settings.spark_connect_port),
         "spark.ui.enabled": "false",
         # IPv4 sockets: the JVM's listeners show up as 127.0.0.1, not as IPv4-mapped IPv6 addresses.
         # C1-only JIT and the serial GC: on a 2-core machine the server then takes ~40% less CPU to start
         # (it starts next to Airflow and MLflow) and answers small jobs faster; same memory.
         "spark.driver.extraJavaOptions": " ".join(
             ["-Djava.net.preferIPv4Stack=true", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
-             *(class_archive.java_options() if class_archive else [])]
+             *java_options]
         ),
         "spark.local.dir": str(layout.spark_dir / "tmp"),
         "spark.sql.warehouse.dir": str(layout.spark_dir / "warehouse"),
@@ -419,6 +423,26 @@ def spark_class_archive(settings: Settings, layout: StackLayout) -> ClassArchive
     return ClassArchive.for_server(layout.spark_dir, spark_home(), settings.spark_driver_memory)
 
 
+#: the background process that writes the Spark server's class-data archive (not a component: nothing waits
+#: for it, and `dev stop` kills it)
+ARCHIVE_WRITER = "spark-archive"
+
+
+def archive_writer_spec(settings: Settings, layout: StackLayout, archive: ClassArchive) -> ComponentSpec:
+    """The writer of the Spark server's class-data archive: the server's own command, on a free loopback port
+    and with the archive's write options, under `mlopsctl.devenv.classarchive`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return ComponentSpec(
+        ARCHIVE_WRITER,
+        [sys.executable, "-m", "mlopsctl.devenv.classarchive", "--archive", str(archive.folder / archive.name),
+         "--port", str(port), "--", *spark_argv(settings, layout, archive.write_options(), port)],
+        spark_env(settings, layout),
+        layout.spark_dir,
+    )
+
+
 def _check_distinct_ports(settings: Settings) -> None:
     ports = {
         "Airflow": ("MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
@@ -442,10 +466,11 @@ def component_specs(settings: Settings, layout: StackLayout | None = None) -> di
     airflow = _tool("airflow")
     aenv = airflow_env(settings, layout)
     home = layout.airflow_home
+    archive = spark_class_archive(settings, layout)
     return {
         "spark": ComponentSpec(
             "spark",
-            spark_argv(settings, layout, spark_class_archive(settings, layout)),
+            spark_argv(settings, layout, archive.map_options() if archive else ()),
             spark_env(settings, layout),
             layout.spark_dir,
             settings.spark_connect_port,

@@ -25,7 +25,7 @@ import pytest
 from mlopsctl.devenv.launcher import ping
 from mlopsctl.devenv.manager import spark_server_down, stack_status, start_stack
 from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
-from mlopsctl.devenv.stack import COMPONENTS, StackLayout, spark_class_archive
+from mlopsctl.devenv.stack import ARCHIVE_WRITER, COMPONENTS, StackLayout, spark_class_archive
 from mlopsctl.errors import ExitCode, StackError
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings
 
@@ -331,12 +331,33 @@ def test_stop_leaves_nothing_and_ignores_a_reused_pid(
     local_stack: LocalStack, cli_env: dict[str, str], cli
 ) -> None:
     layout = StackLayout(local_stack.state_dir)
+    # the Spark server's class-data archive: written in the background after the first start, by a writer
+    # that stops on its own; the serving server neither writes nor (on this first start) maps one
+    archive = spark_class_archive(local_stack.settings, layout)
+    assert archive is not None
+    deadline = time.monotonic() + 600
+    while not archive.path.is_file() and time.monotonic() < deadline:
+        time.sleep(2)
+    assert archive.path.is_file(), (layout.log_file(ARCHIVE_WRITER).read_text()[-3000:])
+    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
+    assert writer is not None and "ArchiveClassesAtExit" in " ".join(writer.argv)
+    assert psutil.wait_procs(tree_of(writer), timeout=30)[1] == []
+    assert "ArchiveClassesAtExit" not in " ".join(read_pid_file(layout.pid_file("spark")).argv)  # type: ignore[union-attr]
+
+    # with the archive put aside, a start of the running stack starts a writer again, and stop kills it
+    aside = archive.folder.parent / "archive-aside.jsa"
+    os.replace(archive.path, aside)
+    assert local_stack.start().started == []
+    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
+    assert writer is not None and tree_of(writer)
+
     assert local_stack.processes()
     code, out, err = cli("dev", "stop", "--json")
     assert code == 0, err
     assert sorted(json.loads(out)["stopped"]) == sorted(COMPONENTS)
-    assert local_stack.processes() == []
-    assert not any(layout.pid_file(n).exists() for n in COMPONENTS)
+    assert local_stack.processes() == [] and tree_of(writer) == []
+    assert not any(layout.pid_file(n).exists() for n in [*COMPONENTS, ARCHIVE_WRITER])
+    os.replace(aside, archive.path)
 
     # A stale PID file whose PID now belongs to an unrelated process: stop/start must not touch it
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
@@ -357,12 +378,11 @@ def test_stop_leaves_nothing_and_ignores_a_reused_pid(
         result = local_stack.start()
         assert sorted(result.started) == sorted(COMPONENTS) and not result.migrated
         assert bystander.poll() is None
-        # the stopped Spark server wrote its class-data archive on its way out (or had mapped one written
-        # before): the new one maps it
-        archive = spark_class_archive(local_stack.settings, layout)
+        # the new Spark server maps the archive, and no writer starts
         spark = read_pid_file(layout.pid_file("spark"))
-        assert archive is not None and archive.path.is_file() and spark is not None
+        assert archive.path.is_file() and spark is not None
         assert str(archive.path.resolve()) in {m.path for m in psutil.Process(spark.pid).memory_maps()}
+        assert read_pid_file(layout.pid_file(ARCHIVE_WRITER)) is None
     finally:
         bystander.kill()
         bystander.wait()

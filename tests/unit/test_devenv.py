@@ -18,7 +18,6 @@ import pytest
 
 from mlopsctl.devenv import health as hc
 from mlopsctl.devenv import manager
-from mlopsctl.devenv.classarchive import writes_archive
 from mlopsctl.devenv.process import (
     PidRecord,
     file_sizes,
@@ -34,11 +33,13 @@ from mlopsctl.devenv.process import (
 )
 from mlopsctl.devenv.stack import (
     COMPONENTS,
+    CONNECT_PORT_CONF,
     STACK_MARKER,
     START_ORDER,
     ComponentSpec,
     StackLayout,
     airflow_env,
+    archive_writer_spec,
     component_specs,
     dags_folder,
     ensure_admin_password,
@@ -162,21 +163,34 @@ def test_component_commands_bind_loopback_and_skip_log_servers(tmp_path: Path) -
     assert specs["mlflow"].env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
 
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+
+
 def _conf(argv: list[str]) -> dict[str, str]:
     return dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--conf")
 
 
-def test_spark_server_maps_its_class_archive_given_as_whole_words_even_from_a_path_with_spaces(
+def _java_options(argv: list[str]) -> list[str]:
+    return shlex.split(_conf(argv)[JAVA_OPTIONS])  # Spark splits them as shlex does
+
+
+def test_spark_server_and_its_archive_writer_get_the_archive_options_as_whole_words_from_a_path_with_spaces(
     tmp_path: Path,
 ) -> None:
     s = settings_for(tmp_path, state_dir=tmp_path / "my state")
     layout = StackLayout.from_settings(s)
-    spec = component_specs(s, layout)["spark"]
-    options = shlex.split(_conf(spec.argv)["spark.driver.extraJavaOptions"])  # Spark splits it as shlex does
     archive = spark_class_archive(s, layout)
-    assert archive is not None and archive.folder.parent == spec.cwd == layout.spark_dir  # relative paths
-    assert archive.java_options() and set(archive.java_options()) <= set(options)
+    assert archive is not None
+    archive.folder.mkdir(parents=True)
+    archive.path.write_bytes(b"an archive")
+    spec = component_specs(s, layout)["spark"]
+    assert archive.folder.parent == spec.cwd == layout.spark_dir  # the options' paths are relative to it
+    options = _java_options(spec.argv)
+    assert archive.map_options() and set(archive.map_options()) <= set(options)
     assert "-XX:+UseSerialGC" in options
+    writer = archive_writer_spec(s, layout, archive)
+    assert writer.cwd == layout.spark_dir
+    assert set(archive.write_options()) <= set(_java_options(writer.argv))
 
 
 def test_spark_server_runs_in_the_foreground_on_loopback(
@@ -802,15 +816,23 @@ def test_follow_lines_yields_complete_appended_lines_and_rereads_a_replaced_file
     assert next(lines) == ("a", "new")
 
 
-def test_the_spark_server_writes_its_class_archive_until_one_exists_and_stop_waits_longer_then(
+def test_the_serving_spark_server_never_writes_the_class_archive_its_writer_does_on_another_port(
     tmp_path: Path,
 ) -> None:
-    s = settings_for(tmp_path)
+    s = settings_for(tmp_path, spark_connect_port=18003)
     layout = StackLayout.from_settings(s)
     archive = spark_class_archive(s, layout)
     assert archive is not None
-    assert writes_archive(component_specs(s, layout)["spark"].argv)  # `stop_stack` then waits WRITE_GRACE
-    archive.folder.mkdir(parents=True)
-    archive.path.write_bytes(b"an archive")
-    argv = component_specs(s, layout)["spark"].argv
-    assert not writes_archive(argv) and f"-XX:SharedArchiveFile=cds/{archive.path.name}" in " ".join(argv)
+    server = component_specs(s, layout)["spark"]
+    assert "ArchiveClassesAtExit" not in " ".join(server.argv) and "SharedArchiveFile" not in " ".join(server.argv)
+
+    writer = archive_writer_spec(s, layout, archive)
+    assert writer.argv[:3] == [sys.executable, "-m", "mlopsctl.devenv.classarchive"]
+    port = int(writer.argv[writer.argv.index("--port") + 1])
+    server_argv = writer.argv[writer.argv.index("--") + 1 :]
+    assert port != 18003 and _conf(server_argv)[CONNECT_PORT_CONF] == str(port)
+    # the same server otherwise, and one of this stack's processes (`dev stop` sweeps by the marker)
+    assert {k: v for k, v in _conf(server_argv).items() if k not in (CONNECT_PORT_CONF, JAVA_OPTIONS)} == {
+        k: v for k, v in _conf(server.argv).items() if k not in (CONNECT_PORT_CONF, JAVA_OPTIONS)
+    }
+    assert writer.env[STACK_MARKER] == str(layout.state) and writer.env == server.env
