@@ -20,8 +20,13 @@ from mlopsctl.devenv.stack import spark_home
 # HTTP/2 preface with a SETTINGS frame (what `grpc_serving` looks for) until it is stopped
 SERVER = """
 import java.net.*;
+import java.nio.file.*;
 public class Server {
     public static void main(String[] args) throws Exception {
+        for (String name : new String[] {"stat", "autogroup"}) {  // its priority, for the test to read
+            Path source = Paths.get("/proc/self/" + name);
+            if (Files.exists(source)) Files.copy(source, Paths.get("server-" + name));
+        }
         try (ServerSocket listener = new ServerSocket(Integer.parseInt(args[0]), 50, InetAddress.getLoopbackAddress())) {
             while (true) {
                 try (Socket client = listener.accept()) {
@@ -60,7 +65,7 @@ def writer(archive: ClassArchive, port: int, *server_argv: str) -> subprocess.Co
     return subprocess.run(
         [sys.executable, "-m", "mlopsctl.devenv.classarchive", "--archive", str(archive.folder / archive.name),
          "--port", str(port), "--", *server_argv],
-        check=False, capture_output=True, text=True, timeout=300,
+        check=False, capture_output=True, text=True, timeout=300, start_new_session=True,  # as `dev start` does
     )
 
 
@@ -100,6 +105,11 @@ def test_the_writer_stops_its_server_once_it_answers_and_keeps_the_archive_it_wr
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"written: {archive.path}" in done.stdout
     assert not tcp_accepts("127.0.0.1", port)  # the server is gone
+    # it ran at the lowest priority, its session (autogroup) included
+    assert int((archive.folder.parent / "server-stat").read_text().rsplit(")", 1)[1].split()[16]) == 19
+    autogroup = archive.folder.parent / "server-autogroup"
+    if autogroup.exists():
+        assert autogroup.read_text().split()[-1] == "19"
     assert sorted(p.name for p in archive.folder.iterdir()) == [archive.path.name]
     mapped = java(archive, *archive.map_options(), "-Xshare:on")
     assert mapped.returncode == 0, mapped.stderr
