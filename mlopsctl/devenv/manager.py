@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlparse
 
 from mlopsctl.devenv import health as hc
 from mlopsctl.devenv.launcher import ping, start_preload
 from mlopsctl.devenv.process import (
     STOP_GRACE,
+    ForkError,
     PidRecord,
     kill_all,
     marked_processes,
@@ -29,6 +30,7 @@ from mlopsctl.devenv.process import (
     read_pid_file,
     remove_pid_file,
     spawn,
+    spawn_forks,
     tail,
     terminate,
     tree_of,
@@ -46,6 +48,7 @@ from mlopsctl.devenv.stack import (
     START_ORDER,
     StackLayout,
     airflow_env,
+    airflow_zygote_spec,
     archive_writer_spec,
     component_specs,
     dags_folder,
@@ -412,16 +415,21 @@ def _cleanup_stale(name: str, record: PidRecord | None, layout: StackLayout) -> 
 
 
 def _fail(
-    name: str, reason: str, layout: StackLayout, started: dict[str, PidRecord], hint: str | None = None
-) -> None:
-    log = layout.log_file(name)
+    name: str, reason: str, layout: StackLayout, started: dict[str, PidRecord], hint: str | None = None,
+    explain: str | None = None,
+) -> NoReturn:
+    """Stop what this start launched and raise StackError: `name` `reason`, then ``explain`` (by default the
+    last lines of the component's log)."""
     if started:
         terminate(list(started.values()), grace=10.0)
         for comp in started:
             remove_pid_file(layout.pid_file(comp))
     stopped = f" Stopped what this start had launched ({', '.join(started)})." if started else ""
+    if explain is None:
+        log = layout.log_file(name)
+        explain = f"Last lines of {log}:\n{tail(log, 20)}"
     raise StackError(
-        f"{name} {reason}.{stopped} Last lines of {log}:\n{tail(log, 20)}",
+        f"{name} {reason}.{stopped} {explain}",
         hint=hint or f"See the whole log with `mlopsctl dev logs {name}`.",
     )
 
@@ -453,6 +461,9 @@ def _wait_healthy(
         for name, proc in procs.items():
             if proc.poll() is not None:
                 _fail(name, f"exited during start (exit code {proc.returncode})", layout, started)
+        for name, record in started.items():
+            if name not in procs and process_of(record) is None:  # a fork of the zygote: not our child
+                _fail(name, "exited during start", layout, started)
         for name in COMPONENTS:
             if name not in to_start and process_of(records[name]) is None:
                 _fail(name, "stopped while the stack was starting", layout, started)
@@ -578,12 +589,29 @@ def start_stack(
     started: dict[str, PidRecord] = {}
     procs: dict[str, subprocess.Popen] = {}
     for name in START_ORDER:
-        if name not in to_start:
+        if name not in to_start or name in AIRFLOW_COMPONENTS:
             continue
         proc, record = spawn(specs[name], layout.log_file(name), layout.pid_file(name))
         started[name] = record
         procs[name] = proc
         progress(name, "starting", f"pid {record.pid}")
+    forked = [name for name in START_ORDER if name in to_start and name in AIRFLOW_COMPONENTS]
+    if forked:
+        try:
+            records_forked = spawn_forks(
+                airflow_zygote_spec(settings, layout),
+                [specs[name] for name in forked],
+                {name: layout.log_file(name) for name in forked},
+                {name: layout.pid_file(name) for name in forked},
+                timeout=max(1.0, deadline - time.monotonic()),
+            )
+        except ForkError as exc:
+            _fail(", ".join(forked), "could not be started", layout, started,
+                  explain=f"The process that forks them (python -m mlopsctl.devenv.zygote) failed: {exc}",
+                  hint="Check the Airflow install with `python -m airflow version`.")
+        for name, record in records_forked.items():
+            started[name] = record
+            progress(name, "starting", f"pid {record.pid}")
 
     # ---- wait for real health
     from mlopsctl.airflow.client import AirflowClient

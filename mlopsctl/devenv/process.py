@@ -141,15 +141,33 @@ def process_of(record: PidRecord | None) -> psutil.Process | None:
         return None
 
 
-def spawn(spec: ComponentSpec, log_file: Path, pid_file: Path) -> tuple[subprocess.Popen, PidRecord]:
-    """Start a component detached in its own session, stdout+stderr appended to its log file."""
+def _start_log(spec: ComponentSpec, log_file: Path) -> None:
+    """Create the component's folders and mark the start in its log."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     spec.cwd.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         log.write(
             f"\n=== mlopsctl: starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode()
         )
-        log.flush()
+
+
+def _record(spec: ComponentSpec, pid: int, pid_file: Path) -> PidRecord:
+    """Write and return the PID file of a component just started as ``pid``."""
+    ps = _psutil()
+    try:
+        since_boot = started_since_boot(pid)
+        create_time = since_boot + ps.boot_time()
+    except ps.NoSuchProcess:
+        since_boot, create_time = -1.0, time.time()
+    record = PidRecord(spec.name, pid, create_time, list(spec.argv), time.time(), since_boot)
+    write_pid_file(pid_file, record)
+    return record
+
+
+def spawn(spec: ComponentSpec, log_file: Path, pid_file: Path) -> tuple[subprocess.Popen, PidRecord]:
+    """Start a component detached in its own session, stdout+stderr appended to its log file."""
+    _start_log(spec, log_file)
+    with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             spec.argv,
             env=spec.env,
@@ -160,15 +178,48 @@ def spawn(spec: ComponentSpec, log_file: Path, pid_file: Path) -> tuple[subproce
             start_new_session=True,
             close_fds=True,
         )
-    ps = _psutil()
+    return proc, _record(spec, proc.pid, pid_file)
+
+
+class ForkError(Exception):
+    """The zygote did not fork the components; the message says why (its error output, or its timeout)."""
+
+
+def spawn_forks(
+    zygote: ComponentSpec, specs: list[ComponentSpec], logs: dict[str, Path], pid_files: dict[str, Path],
+    timeout: float,
+) -> dict[str, PidRecord]:
+    """Start components as forks of `mlopsctl.devenv.zygote` (``zygote``: its command, environment and working
+    dir), each detached in its own session like `spawn`'s, stdout+stderr appended to ``logs[name]``."""
+    for spec in specs:
+        _start_log(spec, logs[spec.name])
+    request = [
+        {"name": spec.name, "argv": spec.argv, "cwd": str(spec.cwd), "log": str(logs[spec.name])} for spec in specs
+    ]
+    proc = subprocess.Popen(
+        zygote.argv,
+        env=zygote.env,
+        cwd=str(zygote.cwd),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+    )
     try:
-        since_boot = started_since_boot(proc.pid)
-        create_time = since_boot + ps.boot_time()
-    except ps.NoSuchProcess:
-        since_boot, create_time = -1.0, time.time()
-    record = PidRecord(spec.name, proc.pid, create_time, list(spec.argv), time.time(), since_boot)
-    write_pid_file(pid_file, record)
-    return proc, record
+        out, err = proc.communicate(json.dumps(request).encode(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise ForkError(f"it had not forked them after {timeout:.0f} s") from None
+    try:
+        pids = json.loads(out) if proc.returncode == 0 else None
+    except ValueError:
+        pids = None
+    if not isinstance(pids, dict) or set(pids) != {spec.name for spec in specs}:
+        detail = err.decode("utf-8", errors="replace").strip() or out.decode("utf-8", errors="replace").strip()
+        raise ForkError(f"it exited with code {proc.returncode}: {detail or 'no output'}")
+    return {spec.name: _record(spec, int(pids[spec.name]), pid_files[spec.name]) for spec in specs}
 
 
 def _session_id(pid: int) -> int | None:

@@ -1,6 +1,7 @@
 """What the local stack is made of: the state-dir layout, the component command lines and their environment.
 
-Seven components: the four Airflow 3 components, an MLflow tracking server, a Spark Connect server
+Seven components: the four Airflow 3 components (started as forks of one process that imports Airflow once:
+`mlopsctl.devenv.zygote`), an MLflow tracking server, a Spark Connect server
 (pyspark's own `SparkConnectServer`, run in the foreground through `spark-submit` so it is supervised like
 the others) and the job launcher (`mlopsctl.devenv.launcher`: a warm Python that forks the local jobs).
 
@@ -223,6 +224,17 @@ def read_admin_password(layout: StackLayout) -> str | None:
 
 def _venv_bin() -> Path:
     return Path(sys.executable).parent
+
+
+def _airflow_module() -> list[str]:
+    """Command prefix of the Airflow CLI run as a module of this environment's Python (`python -m airflow`), the
+    form `mlopsctl.devenv.zygote` forks."""
+    if importlib.util.find_spec("airflow") is None:
+        raise ConfigError(
+            f"`airflow` is not installed in this environment ({sys.executable}).",
+            hint="The local stack needs the `local` extra: pip install 'mlopsctl[local]'.",
+        )
+    return [sys.executable, "-m", "airflow"]
 
 
 def _tool(name: str) -> list[str]:
@@ -463,7 +475,7 @@ def component_specs(settings: Settings, layout: StackLayout | None = None) -> di
     """The seven components of the local stack, in start order."""
     layout = layout or StackLayout.from_settings(settings)
     _check_distinct_ports(settings)
-    airflow = _tool("airflow")
+    airflow = _airflow_module()
     aenv = airflow_env(settings, layout)
     home = layout.airflow_home
     archive = spark_class_archive(settings, layout)
@@ -521,6 +533,26 @@ def component_specs(settings: Settings, layout: StackLayout | None = None) -> di
         "dag-processor": ComponentSpec("dag-processor", [*airflow, "dag-processor"], aenv, home),
         "triggerer": ComponentSpec("triggerer", [*airflow, "triggerer", "--skip-serve-logs"], aenv, home),
     }
+
+
+#: what every Airflow component imports before its own work: its forks share one import of them
+AIRFLOW_PRELOAD: tuple[str, ...] = (
+    "argcomplete",
+    "airflow.cli.cli_parser",
+    "airflow.cli.commands.api_server_command",
+    "airflow.cli.commands.scheduler_command",
+    "airflow.cli.commands.dag_processor_command",
+    "airflow.cli.commands.triggerer_command",
+)
+
+
+def airflow_zygote_spec(settings: Settings, layout: StackLayout) -> ComponentSpec:
+    """The process that starts the Airflow components as forks of itself (`mlopsctl.devenv.zygote`), with their
+    shared environment."""
+    argv = [sys.executable, "-m", "mlopsctl.devenv.zygote"]
+    for module in AIRFLOW_PRELOAD:
+        argv += ["--preload", module]
+    return ComponentSpec("airflow", argv, airflow_env(settings, layout), layout.airflow_home)
 
 
 def migrate_argv() -> list[str]:
