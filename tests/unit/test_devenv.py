@@ -32,6 +32,7 @@ from mlopsctl.devenv.process import (
     write_pid_file,
 )
 from mlopsctl.devenv.stack import (
+    AIRFLOW_COMPONENTS,
     COMPONENTS,
     CONNECT_PORT_CONF,
     STACK_MARKER,
@@ -66,20 +67,6 @@ def settings_on_free_ports(project: Path) -> Settings:
     mlflow = free_port({airflow})
     return settings_for(project, airflow_port=airflow, mlflow_port=mlflow,
                         spark_connect_port=free_port({airflow, mlflow}))
-
-
-@pytest.fixture
-def procs():
-    """Processes a test spawned; all killed at the end whatever happens."""
-    spawned: list[psutil.Process] = []
-    yield spawned
-    for proc in spawned:
-        try:
-            for child in proc.children(recursive=True):
-                child.kill()
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 # ------------------------------------------------------------------------------------------ layout / env
@@ -156,6 +143,12 @@ def test_component_commands_bind_loopback_and_skip_log_servers(tmp_path: Path) -
     assert api[api.index("--host") + 1] == "127.0.0.1" and api[api.index("--port") + 1] == "18001"
     assert "--skip-serve-logs" in specs["scheduler"].argv and "--skip-serve-logs" in specs["triggerer"].argv
     assert "standalone" not in " ".join(" ".join(spec.argv) for spec in specs.values())
+    # the Airflow components are `python -m airflow ...`, the form the zygote forks, with one environment
+    for name in AIRFLOW_COMPONENTS:
+        assert specs[name].argv[:3] == [sys.executable, "-m", "airflow"] and specs[name].env == specs["scheduler"].env
+    zygote = manager.airflow_zygote_spec(s, StackLayout.from_settings(s))
+    assert zygote.argv[:3] == [sys.executable, "-m", "mlopsctl.devenv.zygote"]
+    assert zygote.env == specs["scheduler"].env and zygote.cwd == specs["scheduler"].cwd
     ml = specs["mlflow"].argv
     assert ml[ml.index("--host") + 1] == "127.0.0.1" and ml[ml.index("--port") + 1] == "18002"
     assert ml[ml.index("--workers") + 1] == "1"
@@ -469,6 +462,7 @@ def test_start_refuses_a_taken_port_before_spawning(
 ) -> None:
     spawned = []
     monkeypatch.setattr(manager, "spawn", lambda *a, **k: spawned.append(a))
+    monkeypatch.setattr(manager, "spawn_forks", lambda *a, **k: spawned.append(a))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -489,39 +483,86 @@ def test_start_refuses_a_taken_port_before_spawning(
     assert spawned == []
 
 
-def _fake_specs(tmp_path: Path, codes: dict[str, str]):
-    def specs(settings, layout=None):
-        return {
-            name: ComponentSpec(
-                name,
-                [sys.executable, "-c", codes.get(name, "import time; time.sleep(300)")],
-                dict(os.environ, **{STACK_MARKER: str(settings.state)}),
-                tmp_path,
-            )
-            for name in START_ORDER
-        }
+def _fake_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, codes: dict[str, str]) -> None:
+    """Components that run ``codes[name]`` (by default: sleep); the Airflow ones as modules forked by the real
+    zygote (`mlopsctl.devenv.zygote`), which runs ``python -m MODULE`` commands, the others spawned."""
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
 
-    return specs
+    def env(settings: Settings) -> dict[str, str]:
+        return dict(os.environ, PYTHONPATH=path, **{STACK_MARKER: str(settings.state)})
+
+    def specs(settings, layout=None):
+        out = {}
+        for name in START_ORDER:
+            code = codes.get(name, "import time; time.sleep(300)")
+            if name in AIRFLOW_COMPONENTS:
+                module = "fake_" + name.replace("-", "_")
+                (tmp_path / f"{module}.py").write_text(code)
+                argv = [sys.executable, "-m", module]
+            else:
+                argv = [sys.executable, "-c", code]
+            out[name] = ComponentSpec(name, argv, env(settings), tmp_path)
+        return out
+
+    def zygote(settings, layout):
+        return ComponentSpec("airflow", [sys.executable, "-m", "mlopsctl.devenv.zygote"], env(settings), tmp_path)
+
+    monkeypatch.setattr(manager, "component_specs", specs)
+    monkeypatch.setattr(manager, "airflow_zygote_spec", zygote)
 
 
 def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = settings_on_free_ports(tmp_path / "p")
-    monkeypatch.setattr(
-        manager,
-        "component_specs",
-        _fake_specs(
-            tmp_path,
-            {"scheduler": "import sys; print('scheduler exploded: bad config', flush=True); sys.exit(3)"},
-        ),
+    _fake_stack(
+        monkeypatch,
+        tmp_path,
+        {
+            "mlflow": "import sys; print('mlflow exploded: bad store', flush=True); sys.exit(3)",
+            "scheduler": "import sys; print('scheduler exploded: bad config', flush=True); sys.exit(3)",
+        },
     )
     monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
     with pytest.raises(StackError) as exc:
         manager.start_stack(s, timeout=60)
     msg = exc.value.message
-    assert msg.startswith("scheduler exited during start (exit code 3)")
-    assert "scheduler exploded: bad config" in msg  # the tail of its log
+    # a spawned component: its exit code is known
+    assert msg.startswith("mlflow exited during start (exit code 3)")
+    assert "mlflow exploded: bad store" in msg  # the tail of its log
+    assert "mlopsctl dev logs mlflow" in exc.value.hint
+    assert marked_processes(STACK_MARKER, str(s.state)) == []
+    assert not any(StackLayout(s.state).pid_file(n).exists() for n in COMPONENTS)
+
+    # a forked one (the zygote's child, not ours): found dead, its log shown
+    _fake_stack(
+        monkeypatch, tmp_path,
+        {"scheduler": "import sys; print('scheduler exploded: bad config', flush=True); sys.exit(3)"},
+    )
+    with pytest.raises(StackError) as exc:
+        manager.start_stack(s, timeout=60)
+    msg = exc.value.message
+    assert msg.startswith("scheduler exited during start.")
+    assert "scheduler exploded: bad config" in msg
     assert "mlopsctl dev logs scheduler" in exc.value.hint
     # what this start launched was stopped again
+    assert marked_processes(STACK_MARKER, str(s.state)) == []
+    assert not any(StackLayout(s.state).pid_file(n).exists() for n in COMPONENTS)
+
+
+def test_start_fails_clearly_when_the_zygote_cannot_fork_the_airflow_components(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings_on_free_ports(tmp_path / "p")
+    _fake_stack(monkeypatch, tmp_path, {})
+    broken = manager.airflow_zygote_spec(s, StackLayout(s.state))
+    broken = ComponentSpec(broken.name, [*broken.argv, "--preload", "no_such_airflow_module"], broken.env, broken.cwd)
+    monkeypatch.setattr(manager, "airflow_zygote_spec", lambda settings, layout: broken)
+    monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
+    with pytest.raises(StackError) as exc:
+        manager.start_stack(s, timeout=60)
+    msg = exc.value.message
+    assert msg.startswith("api-server, scheduler, dag-processor, triggerer could not be started.")
+    assert "ModuleNotFoundError" in msg and "no_such_airflow_module" in msg
+    assert "Stopped what this start had launched (spark, launcher, mlflow)" in msg
     assert marked_processes(STACK_MARKER, str(s.state)) == []
     assert not any(StackLayout(s.state).pid_file(n).exists() for n in COMPONENTS)
 
@@ -530,7 +571,7 @@ def test_start_times_out_naming_the_unhealthy_component(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = settings_on_free_ports(tmp_path / "p")
-    monkeypatch.setattr(manager, "component_specs", _fake_specs(tmp_path, {}))
+    _fake_stack(monkeypatch, tmp_path, {})
     monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
     monkeypatch.setattr(manager, "_POLL", 0.1)
     with pytest.raises(StackError) as exc:
