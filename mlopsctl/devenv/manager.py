@@ -46,6 +46,7 @@ from mlopsctl.devenv.stack import (
     PORT_ENV_VARS,
     STACK_MARKER,
     START_ORDER,
+    ComponentSpec,
     StackLayout,
     airflow_env,
     airflow_zygote_spec,
@@ -528,6 +529,45 @@ def _wait_healthy(
         time.sleep(_POLL)
 
 
+def _spawn_components(
+    settings: Settings,
+    layout: StackLayout,
+    specs: dict[str, ComponentSpec],
+    to_start: list[str],
+    started: dict[str, PidRecord],
+    procs: dict[str, subprocess.Popen],
+    deadline: float,
+    progress: Progress,
+) -> None:
+    """Start the components in ``to_start``, recording each in ``started`` (and ``procs``, for those that are
+    this process's children) as soon as it runs: the Airflow ones as forks of one zygote, the others spawned."""
+    for name in START_ORDER:
+        if name not in to_start or name in AIRFLOW_COMPONENTS:
+            continue
+        proc, record = spawn(specs[name], layout.log_file(name), layout.pid_file(name))
+        started[name] = record
+        procs[name] = proc
+        progress(name, "starting", f"pid {record.pid}")
+    forked = [name for name in START_ORDER if name in to_start and name in AIRFLOW_COMPONENTS]
+    if not forked:
+        return
+    try:
+        records = spawn_forks(
+            airflow_zygote_spec(settings, layout),
+            [specs[name] for name in forked],
+            {name: layout.log_file(name) for name in forked},
+            {name: layout.pid_file(name) for name in forked},
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+    except ForkError as exc:
+        _fail(", ".join(forked), "could not be started", layout, started,
+              explain=f"The process that forks them (python -m mlopsctl.devenv.zygote) failed: {exc}",
+              hint="Check the Airflow install with `python -m airflow version`.")
+    for name, record in records.items():
+        started[name] = record
+        progress(name, "starting", f"pid {record.pid}")
+
+
 def start_stack(
     settings: Settings, *, on_progress: Progress | None = None, timeout: float | None = None
 ) -> StartResult:
@@ -588,32 +628,6 @@ def start_stack(
 
     started: dict[str, PidRecord] = {}
     procs: dict[str, subprocess.Popen] = {}
-    for name in START_ORDER:
-        if name not in to_start or name in AIRFLOW_COMPONENTS:
-            continue
-        proc, record = spawn(specs[name], layout.log_file(name), layout.pid_file(name))
-        started[name] = record
-        procs[name] = proc
-        progress(name, "starting", f"pid {record.pid}")
-    forked = [name for name in START_ORDER if name in to_start and name in AIRFLOW_COMPONENTS]
-    if forked:
-        try:
-            records_forked = spawn_forks(
-                airflow_zygote_spec(settings, layout),
-                [specs[name] for name in forked],
-                {name: layout.log_file(name) for name in forked},
-                {name: layout.pid_file(name) for name in forked},
-                timeout=max(1.0, deadline - time.monotonic()),
-            )
-        except ForkError as exc:
-            _fail(", ".join(forked), "could not be started", layout, started,
-                  explain=f"The process that forks them (python -m mlopsctl.devenv.zygote) failed: {exc}",
-                  hint="Check the Airflow install with `python -m airflow version`.")
-        for name, record in records_forked.items():
-            started[name] = record
-            progress(name, "starting", f"pid {record.pid}")
-
-    # ---- wait for real health
     from mlopsctl.airflow.client import AirflowClient
 
     client = AirflowClient(
@@ -625,6 +639,7 @@ def start_stack(
         retries=0,
     )
     try:
+        _spawn_components(settings, layout, specs, to_start, started, procs, deadline, progress)
         report = _wait_healthy(
             settings, layout, records, to_start, started, procs, client, dag_files, deadline, limit, progress
         )

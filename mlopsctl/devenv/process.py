@@ -208,18 +208,40 @@ def spawn_forks(
     )
     try:
         out, err = proc.communicate(json.dumps(request).encode(), timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException as exc:  # a timeout or Ctrl-C: end the zygote and whatever it has forked so far
         proc.kill()
-        proc.communicate()
-        raise ForkError(f"it had not forked them after {timeout:.0f} s") from None
-    try:
-        pids = json.loads(out) if proc.returncode == 0 else None
-    except ValueError:
-        pids = None
-    if not isinstance(pids, dict) or set(pids) != {spec.name for spec in specs}:
+        out, _err = proc.communicate()
+        _kill_groups(_forked(out).values())
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise ForkError(f"it had not forked them after {timeout:.0f} s") from None
+        raise
+    pids = _forked(out)
+    if proc.returncode != 0 or set(pids) != {spec.name for spec in specs}:
+        _kill_groups(pids.values())
         detail = err.decode("utf-8", errors="replace").strip() or out.decode("utf-8", errors="replace").strip()
         raise ForkError(f"it exited with code {proc.returncode}: {detail or 'no output'}")
-    return {spec.name: _record(spec, int(pids[spec.name]), pid_files[spec.name]) for spec in specs}
+    return {spec.name: _record(spec, pids[spec.name], pid_files[spec.name]) for spec in specs}
+
+
+def _kill_groups(pids: Iterable[int]) -> None:
+    """SIGKILL the process groups led by ``pids`` (components just forked, which have nothing to save yet)."""
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _forked(out: bytes) -> dict[str, int]:
+    """The zygote's report, one ``{"name", "pid"}`` line per child forked: name -> PID."""
+    pids = {}
+    for line in out.decode("utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            pids[str(entry["name"])] = int(entry["pid"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return pids
 
 
 def _session_id(pid: int) -> int | None:

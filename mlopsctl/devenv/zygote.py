@@ -18,9 +18,10 @@ they open must not cross a fork: Airflow disposes its SQLAlchemy pools in a fork
 (`airflow.settings`, via `os.register_at_fork`), as it does for its own forks.
 
 Protocol: the request is one JSON list on stdin, ``[{"name", "argv", "cwd", "log"}, ...]``, where each
-``argv`` is ``[sys.executable, "-m", MODULE, *args]``. Once every child is forked, this process writes one
-JSON object, ``{name: pid}``, to stdout and exits 0; on a bad request or a failed import it writes the error
-to stderr and exits 2 without forking anything.
+``argv`` is ``[sys.executable, "-m", MODULE, *args]``. Right after each fork this process writes one line,
+``{"name": ..., "pid": ...}``, to stdout (so a caller interrupted halfway knows which children to end), and
+exits 0 once every child is forked; on a bad request or a failed import it writes the error to stderr and
+exits 2 without forking anything.
 
 Run by `mlopsctl dev start` as ``python -m mlopsctl.devenv.zygote --preload MODULE [--preload MODULE ...]``.
 """
@@ -101,13 +102,11 @@ def start(components: list[Component], preload: list[str]) -> Component | None:
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         raise RuntimeError(f"the preloaded modules left threads running ({names}); a fork would not copy them")
-    pids: dict[str, int] = {}
     for component in components:
         pid = fork(component)
         if pid == 0:
             return component
-        pids[component.name] = pid
-    print(json.dumps(pids), flush=True)
+        print(json.dumps({"name": component.name, "pid": pid}), flush=True)
     return None
 
 

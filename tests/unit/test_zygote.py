@@ -138,3 +138,14 @@ def test_the_zygote_forks_nothing_when_it_cannot_start_every_component(
     assert (tmp_path / "c.log").read_text().strip().startswith("=== mlopsctl: starting c at ")
     assert "{" not in (tmp_path / "c.log").read_text()  # the component never ran
     assert not (tmp_path / "c.pid").exists()
+
+
+def test_a_zygote_that_does_not_answer_in_time_is_killed(tmp_path: Path, code: Path) -> None:
+    (code / "slow_import.py").write_text("import time\ntime.sleep(120)\n")
+    with pytest.raises(ForkError) as exc:
+        spawn_forks(_zygote(code, "slow_import"), [_spec("c", tmp_path)], {"c": tmp_path / "c.log"},
+                    {"c": tmp_path / "c.pid"}, timeout=1)
+    assert "had not forked them after 1 s" in str(exc.value)
+    zygotes = [p for p in psutil.process_iter(["cmdline"]) if "slow_import" in (p.info["cmdline"] or [])]
+    assert zygotes == []
+    assert not (tmp_path / "c.pid").exists()
