@@ -190,8 +190,11 @@ def spawn_forks(
     timeout: float,
 ) -> dict[str, PidRecord]:
     """Start components as forks of `mlopsctl.devenv.zygote` (``zygote``: its command, environment and working
-    dir), each detached in its own session like `spawn`'s, stdout+stderr appended to ``logs[name]``."""
+    dir), each detached in its own session like `spawn`'s, stdout+stderr appended to ``logs[name]``. A fork
+    has the zygote's environment, so every spec must have that one."""
     for spec in specs:
+        if spec.env != zygote.env:
+            raise ValueError(f"{spec.name} cannot be forked by {zygote.name}: their environments differ")
         _start_log(spec, logs[spec.name])
     request = [
         {"name": spec.name, "argv": spec.argv, "cwd": str(spec.cwd), "log": str(logs[spec.name])} for spec in specs

@@ -238,7 +238,7 @@ def _airflow_module() -> list[str]:
 
 
 def _tool(name: str) -> list[str]:
-    """Command prefix for a console script of this environment (`airflow`, `mlflow`)."""
+    """Command prefix for a console script of this environment (`mlflow`)."""
     script = _venv_bin() / name
     if script.is_file():
         return [sys.executable, str(script)]
@@ -556,7 +556,7 @@ def airflow_zygote_spec(settings: Settings, layout: StackLayout) -> ComponentSpe
 
 
 def migrate_argv() -> list[str]:
-    return [*_tool("airflow"), "db", "migrate"]
+    return [*_airflow_module(), "db", "migrate"]
 
 
 def airflow_version() -> str:

@@ -46,16 +46,20 @@ def code(tmp_path: Path) -> Path:
     return folder
 
 
+def _env(code: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])))
+
+
 def _zygote(code: Path, *preload: str) -> ComponentSpec:
     argv = [sys.executable, "-m", "mlopsctl.devenv.zygote"]
     for module in preload:
         argv += ["--preload", module]
-    path = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
-    return ComponentSpec("zygote", argv, dict(os.environ, PYTHONPATH=path), code)
+    return ComponentSpec("zygote", argv, _env(code), code)
 
 
-def _spec(name: str, cwd: Path, *args: str) -> ComponentSpec:
-    return ComponentSpec(name, [sys.executable, "-m", "component", *args], {}, cwd)
+def _spec(code: Path, name: str, *args: str) -> ComponentSpec:
+    """Component `name`, run in a folder of its own beside the code, with the zygote's environment."""
+    return ComponentSpec(name, [sys.executable, "-m", "component", *args], _env(code), code.parent / name)
 
 
 def _report(log: Path) -> dict:
@@ -72,9 +76,7 @@ def test_each_fork_is_a_detached_component_with_its_own_log_argv_and_cwd(
     tmp_path: Path, code: Path, procs: list
 ) -> None:
     names = ("first", "second")
-    for name in names:
-        (tmp_path / name).mkdir()
-    specs = [_spec(name, tmp_path / name, "--flag", f"value for {name}") for name in names]
+    specs = [_spec(code, name, "--flag", f"value for {name}") for name in names]
     logs = {name: tmp_path / f"{name}.log" for name in names}
     pid_files = {name: tmp_path / f"{name}.pid" for name in names}
 
@@ -105,7 +107,7 @@ def test_each_fork_is_a_detached_component_with_its_own_log_argv_and_cwd(
 
 def test_a_fork_that_exits_is_gone_and_leaves_its_output_in_its_log(tmp_path: Path, code: Path) -> None:
     records = spawn_forks(
-        _zygote(code), [_spec("quitter", tmp_path, "7")], {"quitter": tmp_path / "q.log"},
+        _zygote(code), [_spec(code, "quitter", "7")], {"quitter": tmp_path / "q.log"},
         {"quitter": tmp_path / "q.pid"}, timeout=60,
     )
     assert _report(tmp_path / "q.log")["argv"] == ["7"]
@@ -129,9 +131,9 @@ def test_the_zygote_forks_nothing_when_it_cannot_start_every_component(
     (code / "threads_left_running.py").write_text(
         "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), name='stray', daemon=True).start()\n"
     )
-    spec = _spec("c", tmp_path)
+    spec = _spec(code, "c")
     if argv is not None:
-        spec = ComponentSpec("c", [sys.executable, *argv], {}, tmp_path)
+        spec = ComponentSpec("c", [sys.executable, *argv], spec.env, spec.cwd)
     with pytest.raises(ForkError) as exc:
         spawn_forks(_zygote(code, *preload), [spec], {"c": tmp_path / "c.log"}, {"c": tmp_path / "c.pid"}, 60)
     assert "exited with code 2" in str(exc.value) and error in str(exc.value)
@@ -143,9 +145,17 @@ def test_the_zygote_forks_nothing_when_it_cannot_start_every_component(
 def test_a_zygote_that_does_not_answer_in_time_is_killed(tmp_path: Path, code: Path) -> None:
     (code / "slow_import.py").write_text("import time\ntime.sleep(120)\n")
     with pytest.raises(ForkError) as exc:
-        spawn_forks(_zygote(code, "slow_import"), [_spec("c", tmp_path)], {"c": tmp_path / "c.log"},
+        spawn_forks(_zygote(code, "slow_import"), [_spec(code, "c")], {"c": tmp_path / "c.log"},
                     {"c": tmp_path / "c.pid"}, timeout=1)
     assert "had not forked them after 1 s" in str(exc.value)
     zygotes = [p for p in psutil.process_iter(["cmdline"]) if "slow_import" in (p.info["cmdline"] or [])]
     assert zygotes == []
     assert not (tmp_path / "c.pid").exists()
+
+
+def test_only_components_with_the_zygotes_environment_are_forked(tmp_path: Path, code: Path) -> None:
+    spec = _spec(code, "c")
+    other = ComponentSpec("c", spec.argv, dict(spec.env, AIRFLOW_HOME="/elsewhere"), spec.cwd)
+    with pytest.raises(ValueError, match="their environments differ"):
+        spawn_forks(_zygote(code), [other], {"c": tmp_path / "c.log"}, {"c": tmp_path / "c.pid"}, 60)
+    assert not (tmp_path / "c.log").exists() and not (tmp_path / "c.pid").exists()
