@@ -109,14 +109,16 @@ class LocalStack:
 
         return bool((ping(StackLayout(self.state).launcher_socket) or {}).get("ready"))
 
-    def archive_writer_done(self) -> bool:
-        """No writer of the Spark server's class-data archive is at work: `dev start` starts one in the
-        background after a start without an archive, and `dev stop` would kill it. A stack used for longer
-        than the writer takes has its archive at its next start, as a warm start should."""
+    def helpers_done(self) -> bool:
+        """No background helper of `dev start` is at work: the writer of the Spark server's class-data archive
+        (started after a start without an archive) and the Spark server's warm-up job (after each start of the
+        server). `dev stop` would kill them; a stack used for longer than they take has its archive at its next
+        start, as a warm start should, and its idle memory is measured after the warm-up."""
         from mlopsctl.devenv.process import process_of, read_pid_file
-        from mlopsctl.devenv.stack import ARCHIVE_WRITER, StackLayout
+        from mlopsctl.devenv.stack import HELPERS, StackLayout
 
-        return process_of(read_pid_file(StackLayout(self.state).pid_file(ARCHIVE_WRITER))) is None
+        layout = StackLayout(self.state)
+        return all(process_of(read_pid_file(layout.pid_file(helper))) is None for helper in HELPERS)
 
     def pids(self) -> list[int]:
         """Leader PIDs of every component and every process in their trees (project helpers)."""

@@ -103,7 +103,7 @@ def run(ctx: BenchContext) -> list[Row]:
             st.wipe()
             log(f"stack: cold dev start {i + 1}/{n['cold']}")
             cold.append(st.start())
-            wait_until(st.archive_writer_done, timeout=600, what="the Spark server's class-data archive")
+            wait_until(st.helpers_done, timeout=600, what="the Spark server's class-data archive and warm-up")
         for i in range(n["warm"]):
             if warm:
                 ctx.check_budget("more warm starts")
@@ -111,6 +111,7 @@ def run(ctx: BenchContext) -> list[Row]:
             log(f"stack: warm dev start {i + 1}/{n['warm']}")
             warm.append(st.start())
             wait_until(st.launcher_ready, timeout=120, what="the job launcher's preload")
+            wait_until(st.helpers_done, timeout=120, what="the Spark server's warm-up")
             time.sleep(SETTLE)
             r, p, k = st.memory()
             by_comp = st.memory_by_component()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ from mlopsctl.devenv.stack import (
     CONNECT_PORT_CONF,
     HEALTH_KEYS,
     HEARTBEAT_KEYS,
+    HELPERS,
     PORT_ENV_VARS,
+    SPARK_WARMUP,
     STACK_MARKER,
     START_ORDER,
     ComponentSpec,
@@ -58,6 +61,7 @@ from mlopsctl.devenv.stack import (
     migration_needed,
     read_admin_password,
     spark_class_archive,
+    spark_warmup_spec,
     write_migrate_stamp,
 )
 from mlopsctl.errors import StackError
@@ -435,6 +439,25 @@ def _fail(
     )
 
 
+class _BackgroundProbe:
+    """A slow probe run in a daemon thread (started again after a failure), so that the poll loop goes on
+    looking at the other components meanwhile."""
+
+    def __init__(self, probe: Callable[[], bool]) -> None:
+        self._probe = probe
+        self._thread: threading.Thread | None = None
+        self._ok = False
+
+    def passed(self) -> bool:
+        if not self._ok and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+            self._thread.start()
+        return self._ok
+
+    def _run(self) -> None:
+        self._ok = self._probe()
+
+
 def _wait_healthy(
     settings: Settings,
     layout: StackLayout,
@@ -452,6 +475,7 @@ def _wait_healthy(
     done: set[str] = set()
     report: hc.ParseReport | None = None
     last: dict[str, str] = {}
+    execution_api = _BackgroundProbe(lambda: hc.execution_api_ready(settings.local_airflow_url))
 
     def note(name: str, state: str, detail: str = "") -> None:
         if last.get(name) != state + detail:
@@ -479,8 +503,12 @@ def _wait_healthy(
                 healthy = spark_serving(settings.spark_connect_port)
             elif name == "launcher":
                 healthy = ping(layout.launcher_socket) is not None
-            elif name == "api-server":
-                healthy = health is not None and hc.component_status(health, "metadatabase") == "healthy"
+            elif name == "api-server":  # its public API answers, then its execution API (which tasks call)
+                healthy = (
+                    health is not None
+                    and hc.component_status(health, "metadatabase") == "healthy"
+                    and execution_api.passed()
+                )
             else:
                 since = started[name].started_at - 1.0 if name in started else None
                 healthy = _airflow_component_health(health, name, since) == "healthy"
@@ -658,6 +686,9 @@ def start_stack(
     if archive is not None and not archive.path.is_file() and not writing:
         spawn(archive_writer_spec(settings, layout, archive), layout.log_file(ARCHIVE_WRITER),
               layout.pid_file(ARCHIVE_WRITER))
+    # and a freshly started Spark server's first job (`mlopsctl.devenv.sparkwarmup`)
+    if "spark" in started:
+        spawn(spark_warmup_spec(settings, layout), layout.log_file(SPARK_WARMUP), layout.pid_file(SPARK_WARMUP))
 
     return StartResult(
         already_running=not to_start,
@@ -683,15 +714,17 @@ def stop_stack(
 ) -> StopResult:
     """Stop every component this state dir started (process groups, SIGTERM then SIGKILL after ``grace``
     seconds), leaving no orphans. Stale PID files (dead process, or PID reused by someone else) are removed,
-    never killed. A writer of the Spark server's class-data archive still at work is killed at once: the next
-    start drops what it wrote, and writes the archive again."""
+    never killed. The start's background helpers still at work are killed at once: a writer of the Spark
+    server's class-data archive (the next start drops what it wrote, and writes the archive again) and the
+    Spark server's warm-up job."""
     progress = on_progress or _noop
     t0 = time.monotonic()
     layout = StackLayout.from_settings(settings)
-    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
-    if writer is not None:
-        terminate([writer], grace=0)
-        remove_pid_file(layout.pid_file(ARCHIVE_WRITER))
+    for helper in HELPERS:
+        record = read_pid_file(layout.pid_file(helper))
+        if record is not None:
+            terminate([record], grace=0)
+            remove_pid_file(layout.pid_file(helper))
     records = _records(layout)
     live: dict[str, PidRecord] = {}
     stale: list[str] = []

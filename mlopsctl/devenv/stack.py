@@ -455,6 +455,24 @@ def archive_writer_spec(settings: Settings, layout: StackLayout, archive: ClassA
     )
 
 
+#: the background job that warms the freshly started Spark server up (`mlopsctl.devenv.sparkwarmup`; not a
+#: component either: nothing waits for it, and `dev stop` kills it)
+SPARK_WARMUP = "spark-warmup"
+#: the one-shot background processes of a start, which `dev stop` kills at once
+HELPERS = (ARCHIVE_WRITER, SPARK_WARMUP)
+
+
+def spark_warmup_spec(settings: Settings, layout: StackLayout) -> ComponentSpec:
+    """The warm-up job of the stack's Spark server: a Connect client of it, writing in the Spark dir."""
+    return ComponentSpec(
+        SPARK_WARMUP,
+        [sys.executable, "-m", "mlopsctl.devenv.sparkwarmup", "--remote", settings.local_spark_remote,
+         "--folder", str(layout.spark_dir / "warmup")],
+        base_env(settings, layout),
+        layout.state,
+    )
+
+
 def _check_distinct_ports(settings: Settings) -> None:
     ports = {
         "Airflow": ("MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),

@@ -25,7 +25,7 @@ import pytest
 from mlopsctl.devenv.launcher import ping
 from mlopsctl.devenv.manager import spark_server_down, stack_status, start_stack
 from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
-from mlopsctl.devenv.stack import ARCHIVE_WRITER, COMPONENTS, StackLayout, spark_class_archive
+from mlopsctl.devenv.stack import ARCHIVE_WRITER, COMPONENTS, SPARK_WARMUP, StackLayout, spark_class_archive
 from mlopsctl.errors import ExitCode, StackError
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings
 
@@ -356,7 +356,7 @@ def test_stop_leaves_nothing_and_ignores_a_reused_pid(
     assert code == 0, err
     assert sorted(json.loads(out)["stopped"]) == sorted(COMPONENTS)
     assert local_stack.processes() == [] and tree_of(writer) == []
-    assert not any(layout.pid_file(n).exists() for n in [*COMPONENTS, ARCHIVE_WRITER])
+    assert not any(layout.pid_file(n).exists() for n in [*COMPONENTS, ARCHIVE_WRITER, SPARK_WARMUP])
     os.replace(aside, archive.path)
 
     # A stale PID file whose PID now belongs to an unrelated process: stop/start must not touch it
@@ -383,6 +383,16 @@ def test_stop_leaves_nothing_and_ignores_a_reused_pid(
         assert archive.path.is_file() and spark is not None
         assert str(archive.path.resolve()) in {m.path for m in psutil.Process(spark.pid).memory_maps()}
         assert read_pid_file(layout.pid_file(ARCHIVE_WRITER)) is None
+        # the new server's warm-up job: run in the background, it reports its steps and removes its table
+        warmup = read_pid_file(layout.pid_file(SPARK_WARMUP))
+        assert warmup is not None and "mlopsctl.devenv.sparkwarmup" in warmup.argv
+        assert psutil.wait_procs(tree_of(warmup), timeout=300)[1] == []
+        assert "spark warm-up: session" in layout.log_file(SPARK_WARMUP).read_text()
+        assert not (layout.spark_dir / "warmup").exists()
+        # the start had the new api-server build its execution API (which tasks call): nothing else asks for
+        # /execution/health
+        this_server = layout.log_file("api-server").read_text().rsplit("=== mlopsctl: starting api-server", 1)[1]
+        assert re.search(r"path=/execution/health .*status_code=200", this_server)
     finally:
         bystander.kill()
         bystander.wait()

@@ -636,6 +636,63 @@ def test_grpc_probe_needs_a_real_http2_answer(servers) -> None:
     assert not hc.grpc_serving("127.0.0.1", free_port()) and not hc.tcp_accepts("127.0.0.1", free_port())
 
 
+def test_execution_api_probe_wants_its_health_route_answered() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    status = {"code": 503}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(status["code"] if self.path == "/execution/health" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert not hc.execution_api_ready(url)  # the server answers, its execution API does not (yet)
+        status["code"] = 200
+        assert hc.execution_api_ready(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not hc.execution_api_ready(url)  # nothing listens
+
+
+def test_a_slow_probe_runs_beside_the_poll_loop_and_again_after_a_failure() -> None:
+    import threading
+
+    release = threading.Event()
+    answers = iter([False, True])
+    calls: list[int] = []
+
+    entered = threading.Event()
+
+    def probe() -> bool:
+        calls.append(1)
+        entered.set()
+        release.wait(60)
+        return next(answers)
+
+    check = manager._BackgroundProbe(probe)
+    assert not check.passed()  # started, not waited for
+    entered.wait(60)
+    assert not check.passed() and len(calls) == 1  # still running: not started twice
+    release.set()
+    check._thread.join()  # type: ignore[union-attr]
+    release.clear()
+    assert not check.passed()  # it failed: this look starts it again
+    release.set()
+    check._thread.join()  # type: ignore[union-attr]
+    assert check.passed() and check.passed()
+    assert len(calls) == 2  # once passed, never run again
+
+
 def test_spark_server_down_says_why(tmp_path: Path, procs: list, servers) -> None:
     server = servers(True)
     s = settings_for(tmp_path, spark_connect_port=server.port)
