@@ -643,7 +643,7 @@ def test_execution_api_probe_wants_its_health_route_answered() -> None:
     status = {"code": 503}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self.send_response(status["code"] if self.path == "/execution/health" else 404)
             self.send_header("Content-Length", "0")
             self.end_headers()
