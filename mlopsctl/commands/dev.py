@@ -10,7 +10,7 @@ import typer
 from mlopsctl.commands._common import JsonOpt, app_context
 from mlopsctl.context import AppContext
 from mlopsctl.devenv.process import STOP_GRACE
-from mlopsctl.devenv.stack import COMPONENTS, PORT_ENV_VARS
+from mlopsctl.devenv.stack import COMPONENTS, HELPERS, PORT_ENV_VARS
 from mlopsctl.errors import InputError
 from mlopsctl.extras import require_local_extra
 
@@ -194,7 +194,8 @@ def logs(
     component: Annotated[
         str | None,
         typer.Argument(
-            help=f"One of: {', '.join(COMPONENTS)}, db-migrate. Default: all components.",
+            help=f"One of: {', '.join(COMPONENTS)}, db-migrate, or a background helper of the start "
+            f"({', '.join(HELPERS)}). Default: all components.",
             show_default=False,
         ),
     ] = None,
@@ -216,7 +217,7 @@ def logs(
     from mlopsctl.devenv.process import file_sizes, follow_lines, tail
 
     actx = app_context(ctx)
-    valid = (*COMPONENTS, "db-migrate")
+    valid = (*COMPONENTS, "db-migrate", *HELPERS)
     if component is not None and component not in valid:
         raise InputError(f"Unknown component {component!r}.", hint=f"Use one of: {', '.join(valid)}.")
     names = [component] if component else list(COMPONENTS)

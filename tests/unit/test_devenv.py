@@ -797,6 +797,10 @@ def test_logs(project: Path, cli) -> None:
     assert code == 0 and out.splitlines() == ["two", "three"]
     code, out, _ = cli("dev", "logs", "spark", "-n", "1")
     assert code == 0 and out.splitlines() == ["Spark Connect server started at: 127.0.0.1:15002"]
+    # a background helper of the start: by name only, not among the components' logs
+    (logs / "spark-warmup.log").write_text("spark warm-up: session 0.50s\n")
+    code, out, _ = cli("dev", "logs", "spark-warmup")
+    assert code == 0 and out.splitlines() == ["spark warm-up: session 0.50s"]
     code, out, _ = cli("dev", "logs", "-n", "1")
     assert code == 0 and out.splitlines() == [
         "scheduler | three",
