@@ -114,11 +114,11 @@ class LocalStack:
         (started after a start without an archive) and the Spark server's warm-up job (after each start of the
         server). `dev stop` would kill them; a stack used for longer than they take has its archive at its next
         start, as a warm start should, and its idle memory is measured after the warm-up."""
-        from mlopsctl.devenv.process import process_of, read_pid_file
+        from mlopsctl.devenv.manager import helper_running
         from mlopsctl.devenv.stack import HELPERS, StackLayout
 
         layout = StackLayout(self.state)
-        return all(process_of(read_pid_file(layout.pid_file(helper))) is None for helper in HELPERS)
+        return not any(helper_running(layout, helper) for helper in HELPERS)
 
     def pids(self) -> list[int]:
         """Leader PIDs of every component and every process in their trees (project helpers)."""

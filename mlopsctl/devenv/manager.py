@@ -612,8 +612,7 @@ def start_stack(
     password = ensure_admin_password(layout)
     records = _records(layout)
     archive = spark_class_archive(settings, layout)
-    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
-    writing = process_of(writer) is not None
+    writing = helper_running(layout, ARCHIVE_WRITER)
     if archive is not None and process_of(records["spark"]) is None and not writing:
         archive.prepare()  # before the server's argv is built, which maps the archive if there is one
     specs = component_specs(settings, layout)
@@ -704,6 +703,11 @@ def start_stack(
         import_errors=report.import_errors,
         spark_url=settings.local_spark_remote,
     )
+
+
+def helper_running(layout: StackLayout, helper: str) -> bool:
+    """A background helper of the start (one of ``HELPERS``) is still at work."""
+    return process_of(read_pid_file(layout.pid_file(helper))) is not None
 
 
 # --------------------------------------------------------------------------------------------- stop
