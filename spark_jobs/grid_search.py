@@ -1,7 +1,7 @@
 """Job `grid_search` (no Spark): k-fold grid search of scikit-learn's RandomForestRegressor over
-max_depth x n_estimators with joblib on every core of this machine, in this process and its joblib
-workers. Logs one MLflow parent run (best params, held-out metrics of the refit best model, heatmap,
-registered model) and one child run per grid point (a failed point is a FAILED child run).
+max_depth x n_estimators with joblib on every core of this machine, in threads of this process. Logs one
+MLflow parent run (best params, held-out metrics of the refit best model, heatmap, registered model) and
+one child run per grid point (a failed point is a FAILED child run).
 
 Example (bare, outside Airflow; after preprocess_data for the same --run-id):
     python spark_jobs/grid_search.py --dag-id grid_search --run-id manual_1 --work-dir /tmp/work \\
@@ -11,7 +11,6 @@ Example (bare, outside Airflow; after preprocess_data for the same --run-id):
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,8 +44,8 @@ def search_and_log(
 ) -> rf_core.GridOutcome:
     """The body shared by grid_search and grid_search_spark: search, print, log to MLflow.
 
-    MLflow's import and the experiment lookup run in a thread during the search, which leaves the driver
-    process idle (joblib's workers or the Spark cluster do the fits)."""
+    MLflow's import and the experiment lookup run in a thread during the search, whose fits run without the
+    GIL (joblib's threads) or elsewhere (the Spark cluster)."""
     started = time.monotonic()
     rf_core.import_sklearn()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
@@ -86,7 +85,9 @@ def search_and_log(
 
 
 def joblib_engine() -> str:
-    return f"sklearn-joblib(n_jobs={os.cpu_count() or 1})"
+    from joblib import effective_n_jobs
+
+    return f"sklearn-joblib-threads(n_jobs={effective_n_jobs(-1)})"
 
 
 def main(argv: list[str] | None = None) -> None:

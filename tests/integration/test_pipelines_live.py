@@ -187,7 +187,7 @@ def test_grid_search_shape(name, runs, stack_client, mlflow_client) -> None:
     assert all(math.isfinite(parent.data.metrics[m]) for m in ("rmse", "mae", "r2"))
     engine = parent.data.tags["mlopsctl.engine"]
     assert engine.startswith("spark-connect(sc://127.0.0.1:") if name == "grid_spark" else engine.startswith(
-        "sklearn-joblib(n_jobs=")
+        "sklearn-joblib-threads(n_jobs=")
     assert "heatmap.png" in [a.path for a in mlflow_client.list_artifacts(parent.info.run_id)]
     assert parent.data.tags["mlopsctl.registered_model_version"]
 

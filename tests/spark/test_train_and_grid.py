@@ -80,26 +80,40 @@ def test_all_points_failing_is_a_grid_error(diabetes_xy) -> None:
         rf_core.choose_best(results)
 
 
-def test_the_joblib_search_leaves_no_worker_processes_for_the_exit(diabetes_xy) -> None:
-    """grid_search ends its process at once (`run_script`): joblib's pool is shut down beside the MLflow
-    logging, so no worker is left to hold the task's output pipe open or to slow the exit. (Its resource
-    trackers stay: they exit when this process does.)"""
+def test_the_joblib_search_fits_in_threads_of_this_process(diabetes_xy, monkeypatch) -> None:
+    """No worker process is started (none to start per search, none left to slow the job's exit), and two
+    fits run at once: each thread's first fit waits at a barrier for the other's."""
+    import threading
+
     import psutil
 
-    def loky_workers() -> list[psutil.Process]:
-        workers = []
-        for proc in psutil.Process().children(recursive=True):
-            try:  # a zombie (any exited child not reaped yet) has no command line and is not running
-                if proc.status() != psutil.STATUS_ZOMBIE and "LokyProcess" in " ".join(proc.cmdline()):
-                    workers.append(proc)
-            except psutil.Error:
-                continue
-        return workers
+    both_fitting = threading.Barrier(2, timeout=30)
+    seen: set[str] = set()
+    fit = rf_core.evaluate_fold
 
+    def fit_in_step(*args, **kwargs):
+        name = threading.current_thread().name
+        if name not in seen:
+            seen.add(name)
+            both_fitting.wait()  # BrokenBarrierError unless a second thread fits meanwhile
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(rf_core, "evaluate_fold", fit_in_step)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     X, y = diabetes_xy
-    rf_core.run_grid_joblib(X, y, [(3, 5), (4, 5)], cv=2, random_state=7, n_jobs=2)
-    rf_core.wait_for_background_work()
-    assert not loky_workers()
+    results = rf_core.run_grid_joblib(X, y, [(3, 5), (4, 5), (5, 5), (6, 5)], cv=2, random_state=7, n_jobs=2)
+    assert all(r.ok for r in results)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+    assert len(seen) == 2 and threading.main_thread().name not in seen
+
+
+def test_grid_tasks_come_costliest_first_and_cover_every_fit_once() -> None:
+    points = rf_core.grid_points([4, 16], [10, 30])
+    tasks = rf_core.grid_tasks(points, folds=[None, None])
+    assert sorted(tasks) == sorted((d, n, k) for d, n in points for k in (0, 1))
+    assert tasks[:2] == [(16, 30, 0), (16, 30, 1)] and tasks[-2:] == [(4, 10, 0), (4, 10, 1)]
+    costs = [d * n for d, n, _ in tasks]
+    assert costs == sorted(costs, reverse=True)
 
 
 def test_fold_indices_cover_every_row_once() -> None:
