@@ -25,16 +25,19 @@ NAME = "scaleout"
 TITLE = "5. Scale-out on a Spark standalone cluster (1 -> 2 one-core workers)"
 PREDICT_WORKERS = 16
 DESCRIPTION = f"""
-pyspark's own `spark-class` runs a standalone Master and 1, then 2 Workers (`--cores 1`) on 127.0.0.1. In front
-of it runs the embedded stack's Spark Connect server component (`MLOPSCTL_SPARK_MASTER=spark://...`, the
-same argv as `dev start`, `spark.cores.max` = the worker count), started once per worker count and warmed with a
-tiny `mapInPandas` that imports scikit-learn on each executor, as a long-lived server is. The project's
-`spark_jobs/grid_search_spark.py` runs as a plain Python Connect client of it (12-point grid x {CV} folds = 36
-Spark tasks, make_friedman1 data preprocessed once by `preprocess_data.py`; MLflow logging to a local SQLite
-store). "search" is the job's own timing of the fan-out (it prints it); "wall" is the client process's start to
-exit. Fixed cost F and per-worker work W are solved from T(n) = F + W/n at n = 1, 2. This machine has 2 cores,
-so 2 workers plus the driver share them: the 2-worker figure is a lower bound. The 16-worker line is on paper:
-F + ceil(36/16) waves x (W/36), no cluster start-up, same per-fit speed.
+pyspark's own `spark-class` runs a standalone Master and 1, then 2 Workers (`--cores 1`) on 127.0.0.1, each
+pinned to a CPU of its own (`os.sched_setaffinity`, inherited by its executor and Python workers): `--cores 1`
+alone only limits task slots, and an unpinned one-core worker's JVM and Python workers also use the other CPU,
+which a one-core machine does not have. In front of it runs the embedded stack's Spark Connect server
+component (`MLOPSCTL_SPARK_MASTER=spark://...`, the same argv as `dev start`, `spark.cores.max` = the worker
+count), started once per worker count and warmed with a tiny `mapInPandas` that imports scikit-learn on each
+executor, as a long-lived server is. The project's `spark_jobs/grid_search_spark.py` runs as a plain Python
+Connect client of it (12-point grid x {CV} folds = 36 Spark tasks, make_friedman1 data preprocessed once by
+`preprocess_data.py`; MLflow logging to a local SQLite store). "search" is the job's own timing of the fan-out
+(it prints it); "wall" is the client process's start to exit. Fixed cost F and per-worker work W are solved
+from T(n) = F + W/n at n = 1, 2. This machine has 2 cores, so 2 workers plus the driver (not pinned) share
+them: the 2-worker figure is a lower bound. The 16-worker line is on paper: F + ceil(36/16) waves x (W/36), no
+cluster start-up, same per-fit speed.
 """
 
 
@@ -105,11 +108,13 @@ def run(ctx: BenchContext) -> list[Row]:
     ctx.cleanups.append(cluster.stop)
     walls: dict[int, list[float]] = {1: [], 2: []}
     searches: dict[int, list[float]] = {1: [], 2: []}
+    pinned: list[set[int] | None] = []
     try:
         cluster.start_master(None if ctx.quick else 7077)
         for workers in (1, 2):
             ctx.check_budget(f"the {workers}-worker run")
             cluster.add_worker(cores=1)
+            pinned = list(cluster.pinned)
             server = ConnectServer(work / f"connect{workers}", cluster.url, workers)
             ctx.cleanups.append(server.stop)
             try:
@@ -143,6 +148,8 @@ def run(ctx: BenchContext) -> list[Row]:
     s1, s2 = Stats(walls[1]), Stats(walls[2])
     note_runs = (f"{runs} run: minutes each on one core; no separate warm-up (the grid benchmark's Spark runs"
                  " just before warmed the caches)")
+    note_runs += ("; workers pinned to CPUs " + " and ".join(",".join(map(str, sorted(c))) for c in pinned)
+                  if pinned and all(c is not None for c in pinned) else "; workers not pinned to CPUs")
     for k, s, srch in ((1, s1, searches[1]), (2, s2, searches[2])):
         r = Row(NAME, f"{NAME}.w{k}", f"{k} worker{'s' if k > 1 else ''}: grid wall, {n:,} rows",
                 stats=s.as_dict(), note=note_runs)

@@ -3,10 +3,16 @@ the embedded stack's Spark Connect server component in front of it.
 
 Everything binds to loopback (`SPARK_LOCAL_IP`, `--host 127.0.0.1`); web UIs are on free loopback ports.
 Each daemon runs in its own process group and is stopped by group (SIGTERM, then SIGKILL).
+
+A worker started with `--cores N` only offers N task slots: its executor JVM and Python workers still see and
+use every CPU of the machine (the JVM sizes its GC and compiler threads by them). So each worker is pinned to
+N CPUs of its own, where the OS allows it (`os.sched_setaffinity`, inherited by its executors and their
+Python workers), as it would be on an N-core machine. The master and the Connect server (the driver) are not.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,19 +45,35 @@ class StandaloneCluster:
     ui_port: int = 0
     master: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
+    worker_cores: list[int] = field(default_factory=list)
+    #: the CPUs each worker is pinned to (None: not pinned)
+    pinned: list[set[int] | None] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"spark://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None,
+               cpus: set[int] | None = None) -> subprocess.Popen:
         self.workdir.mkdir(parents=True, exist_ok=True)
         logf = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         try:
-            return subprocess.Popen([str(VENV_BIN / "spark-class"), *argv], env=spark_env(extra_env), stdout=logf,
+            proc = subprocess.Popen([str(VENV_BIN / "spark-class"), *argv], env=spark_env(extra_env), stdout=logf,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             logf.close()
+        if cpus is not None:  # spark-class execs the JVM in this process; its executors start much later
+            os.sched_setaffinity(proc.pid, cpus)
+        return proc
+
+    def worker_cpus(self, cores: int) -> set[int] | None:
+        """The next `cores` CPUs of the machine for the next worker (round robin), or None where the OS cannot
+        pin a process to CPUs."""
+        if not hasattr(os, "sched_setaffinity"):
+            return None
+        available = sorted(os.sched_getaffinity(0))
+        first = sum(self.worker_cores)
+        return {available[(first + i) % len(available)] for i in range(cores)}
 
     def start_master(self, preferred_port: int | None = 7077) -> None:
         self.port = free_port(preferred_port)
@@ -67,11 +89,16 @@ class StandaloneCluster:
         i = len(self.workers) + 1
         wdir = self.workdir / f"worker{i}"
         wdir.mkdir(parents=True, exist_ok=True)
+        cpus = self.worker_cpus(cores)
         self.workers.append(
             self._spawn(f"worker{i}", ["org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
                                         "--cores", str(cores), "--memory", memory, "--webui-port",
-                                        str(free_port()), "--work-dir", str(wdir)])
+                                        str(free_port()), "--work-dir", str(wdir)], cpus=cpus)
         )
+        self.worker_cores.append(cores)
+        self.pinned.append(cpus)
+        log(f"spark: worker {i} ({cores} core{'s' if cores > 1 else ''}"
+            + (f", pinned to CPU {','.join(map(str, sorted(cpus)))})" if cpus is not None else ", not pinned)"))
         want = len(self.workers)
         wait_until(lambda: self.alive_workers() >= want, timeout=120, interval=0.5,
                    what=f"{want} Spark worker(s) registered")
@@ -91,6 +118,8 @@ class StandaloneCluster:
             if p is not None:
                 kill_group(p, timeout=20)
         self.workers.clear()
+        self.worker_cores.clear()
+        self.pinned.clear()
         self.master = None
 
 

@@ -65,5 +65,7 @@ def test_bench_quick_produces_every_row(tmp_path: Path, capsys: pytest.CaptureFi
         assert row["measured"] or row["reason"], f"{key}: neither a figure nor a reason"
         assert row["what"] in md, f"{key} missing from latest.md"
     assert doc["meta"]["mode"] == "quick"
+    if rows["scaleout.w1"]["measured"] and hasattr(os, "sched_setaffinity"):
+        assert "workers pinned to CPUs" in rows["scaleout.w1"]["note"]
     with capsys.disabled():  # where a CI run's minutes went, for whoever trims the quick mode
         print(f"\n[bench --quick] seconds per benchmark: {json.dumps(doc['meta']['seconds_per_benchmark'])}")

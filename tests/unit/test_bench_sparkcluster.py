@@ -1,0 +1,22 @@
+"""The bench's standalone cluster gives each worker CPUs of its own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.sparkcluster import StandaloneCluster
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+
+
+def test_workers_get_the_next_cpus_round_robin(tmp_path: Path) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    cluster = StandaloneCluster(tmp_path)
+    assert cluster.worker_cpus(1) == {cpus[0]}
+    cluster.worker_cores.append(1)
+    assert cluster.worker_cpus(1) == {cpus[1 % len(cpus)]}
+    cluster.worker_cores.append(1)
+    assert cluster.worker_cpus(len(cpus)) == set(cpus)
