@@ -148,11 +148,13 @@ def run(ctx: BenchContext) -> list[Row]:
     s1, s2 = Stats(walls[1]), Stats(walls[2])
     note_runs = (f"{runs} run: minutes each on one core; no separate warm-up (the grid benchmark's Spark runs"
                  " just before warmed the caches)")
-    note_runs += ("; workers pinned to CPUs " + " and ".join(",".join(map(str, sorted(c))) for c in pinned)
-                  if pinned and all(c is not None for c in pinned) else "; workers not pinned to CPUs")
     for k, s, srch in ((1, s1, searches[1]), (2, s2, searches[2])):
+        pins = pinned[:k]
+        where = ("; each worker pinned to a CPU of its own (CPU " + " and CPU ".join(
+            ",".join(map(str, sorted(c))) for c in pins if c is not None) + ")"
+                 if pins and all(c is not None for c in pins) else "; workers not pinned to CPUs")
         r = Row(NAME, f"{NAME}.w{k}", f"{k} worker{'s' if k > 1 else ''}: grid wall, {n:,} rows",
-                stats=s.as_dict(), note=note_runs)
+                stats=s.as_dict(), note=note_runs + where)
         if srch:
             r.note = (r.note + "; " if r.note else "") + f"search part {Stats(srch).median:.1f} s"
         if k == 2:
