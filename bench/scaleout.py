@@ -150,9 +150,8 @@ def run(ctx: BenchContext) -> list[Row]:
                  " just before warmed the caches)")
     for k, s, srch in ((1, s1, searches[1]), (2, s2, searches[2])):
         pins = pinned[:k]
-        where = ("; each worker pinned to a CPU of its own (CPU " + " and CPU ".join(
-            ",".join(map(str, sorted(c))) for c in pins if c is not None) + ")"
-                 if pins and all(c is not None for c in pins) else "; workers not pinned to CPUs")
+        where = ("; workers not pinned to CPUs" if None in pins else "; each worker pinned to a CPU of its own ("
+                 + " and ".join(f"CPU {','.join(map(str, sorted(cpus)))}" for cpus in pins) + ")")
         r = Row(NAME, f"{NAME}.w{k}", f"{k} worker{'s' if k > 1 else ''}: grid wall, {n:,} rows",
                 stats=s.as_dict(), note=note_runs + where)
         if srch:

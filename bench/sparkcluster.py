@@ -38,6 +38,11 @@ def spark_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def cpu_text(cpus: set[int] | None) -> str:
+    """How a worker's CPUs read in the bench's log and tables."""
+    return "not pinned" if cpus is None else f"pinned to CPU {','.join(map(str, sorted(cpus)))}"
+
+
 @dataclass
 class StandaloneCluster:
     workdir: Path
@@ -45,7 +50,6 @@ class StandaloneCluster:
     ui_port: int = 0
     master: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
-    worker_cores: list[int] = field(default_factory=list)
     #: the CPUs each worker is pinned to (None: not pinned)
     pinned: list[set[int] | None] = field(default_factory=list)
 
@@ -72,7 +76,7 @@ class StandaloneCluster:
         if not hasattr(os, "sched_setaffinity"):
             return None
         available = sorted(os.sched_getaffinity(0))
-        first = sum(self.worker_cores)
+        first = sum(len(cpus) for cpus in self.pinned if cpus)
         return {available[(first + i) % len(available)] for i in range(cores)}
 
     def start_master(self, preferred_port: int | None = 7077) -> None:
@@ -95,10 +99,8 @@ class StandaloneCluster:
                                         "--cores", str(cores), "--memory", memory, "--webui-port",
                                         str(free_port()), "--work-dir", str(wdir)], cpus=cpus)
         )
-        self.worker_cores.append(cores)
         self.pinned.append(cpus)
-        log(f"spark: worker {i} ({cores} core{'s' if cores > 1 else ''}"
-            + (f", pinned to CPU {','.join(map(str, sorted(cpus)))})" if cpus is not None else ", not pinned)"))
+        log(f"spark: worker {i} ({cores} core{'s' if cores > 1 else ''}, {cpu_text(cpus)})")
         want = len(self.workers)
         wait_until(lambda: self.alive_workers() >= want, timeout=120, interval=0.5,
                    what=f"{want} Spark worker(s) registered")
@@ -118,7 +120,6 @@ class StandaloneCluster:
             if p is not None:
                 kill_group(p, timeout=20)
         self.workers.clear()
-        self.worker_cores.clear()
         self.pinned.clear()
         self.master = None
 

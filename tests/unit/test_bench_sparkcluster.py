@@ -16,7 +16,7 @@ def test_workers_get_the_next_cpus_round_robin(tmp_path: Path) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     cluster = StandaloneCluster(tmp_path)
     assert cluster.worker_cpus(1) == {cpus[0]}
-    cluster.worker_cores.append(1)
+    cluster.pinned.append({cpus[0]})
     assert cluster.worker_cpus(1) == {cpus[1 % len(cpus)]}
-    cluster.worker_cores.append(1)
+    cluster.pinned.append({cpus[1 % len(cpus)]})
     assert cluster.worker_cpus(len(cpus)) == set(cpus)
