@@ -69,7 +69,8 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], modules: list[Any]) -
         lines += ["## Targets", ""]
         for r in verdicts:
             lines.append(f"- {'MET' if r.verdict == 'met' else 'MISSED'}: {r.what} — target {r.target}"
-                         f" — measured {fmt(r.stats['median'] if r.stats else r.value, r.unit)} {r.unit}"
+                         f" — measured {fmt(r.stats['median'] if r.stats else r.value, r.unit)}"
+                         + ("" if r.unit == "%" else f" {r.unit}")
                          + (f" ({r.note})" if r.note else ""))
         lines.append("")
     if meta.get("plots"):

@@ -165,21 +165,34 @@ class ConnectServer:
         wait_until(serving, timeout=180, interval=0.5, what="Spark Connect server serving")
         self.warm()
 
-    def warm(self) -> None:
-        """Executors up and each one's Python worker importing scikit-learn once, as on a long-lived server."""
+    def warm(self, timeout: float = 120) -> None:
+        """Every executor up and its Python worker importing scikit-learn once, as on a long-lived server.
+
+        Executors register with the driver one after the other, and a job started before the last one is up
+        runs on the others; so the warm-up job repeats until it has run on each executor (told apart by
+        their Python daemons, the parents of the Python workers)."""
         from pyspark.sql import SparkSession
 
         def load(batches):
+            import os
+
             import pandas as pd
             import sklearn.ensemble  # noqa: F401 - the import the grid's fits pay once per worker
 
-            for batch in batches:
-                yield pd.DataFrame({"n": [len(batch)]})
+            for _ in batches:
+                pass
+            yield pd.DataFrame({"daemon": [os.getppid()]})
 
         spark = SparkSession.builder.remote(self.url).create()
         try:
             n = self.cores_max * 2
-            spark.range(0, n, 1, n).mapInPandas(load, "n long").collect()
+            seen: set[int] = set()
+
+            def all_warm() -> bool:
+                seen.update(r.daemon for r in spark.range(0, n, 1, n).mapInPandas(load, "daemon long").collect())
+                return len(seen) >= self.cores_max
+
+            wait_until(all_warm, timeout=timeout, interval=1, what=f"{self.cores_max} executor(s) warmed")
         finally:
             spark.stop()
 

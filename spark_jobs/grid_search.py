@@ -19,6 +19,8 @@ from typing import Any
 import rf_core
 
 SearchFn = Callable[[Any, Any, Sequence[tuple[int, int]], int, int], list[rf_core.PointResult]]
+#: What a job's feature read returns: X, y, and the rows preprocess_data dropped (None where unknown).
+Features = tuple[Any, Any, "int | None"]
 
 
 def add_grid_args(parser: argparse.ArgumentParser) -> None:
@@ -40,16 +42,19 @@ def search(
 
 
 def search_and_log(
-    args: argparse.Namespace, X: Any, y: Any, engine: str, search_fn: SearchFn, rows_dropped: int | None = None
+    args: argparse.Namespace, load: Callable[[], Features], engine: str, search_fn: SearchFn
 ) -> rf_core.GridOutcome:
-    """The body shared by grid_search and grid_search_spark: search, print, log to MLflow.
+    """The body shared by grid_search and grid_search_spark: read the features, search, print, log to MLflow.
 
-    MLflow's import and the experiment lookup run in a thread during the search, whose fits run without the
-    GIL (joblib's threads) or elsewhere (the Spark cluster)."""
-    started = time.monotonic()
+    MLflow's import, the experiment lookup and the close of stale runs run in a thread from the start, beside
+    the feature read (a wait on the disk or on the Spark server) and then the search, whose fits run without
+    the GIL (joblib's threads) or elsewhere (the Spark cluster). Started before the read, that setup is mostly
+    done before the fits begin, so it takes little CPU from them where they share the job's machine."""
     rf_core.import_sklearn()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
         tracking: Future[str] = pool.submit(rf_core.prepare_tracking, args, figures=True)
+        X, y, rows_dropped = load()
+        started = time.monotonic()
         results, X_train, X_test, y_train, y_test = search(
             X, y, max_depths=args.max_depth, n_estimators=args.n_estimators, cv=args.cv,
             test_size=args.test_size, random_state=args.random_state, search_fn=search_fn,
@@ -97,10 +102,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> None:
         features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
-        X, y = rf_core.load_features(features)
-        search_and_log(args, X, y, joblib_engine(),
-                       lambda X_, y_, pts, cv, rs: rf_core.run_grid_joblib(X_, y_, pts, cv, rs, n_jobs=-1),
-                       rf_core.read_rows_dropped(features))
+        search_and_log(args, lambda: (*rf_core.load_features(features), rf_core.read_rows_dropped(features)),
+                       joblib_engine(),
+                       lambda X_, y_, pts, cv, rs: rf_core.run_grid_joblib(X_, y_, pts, cv, rs, n_jobs=-1))
 
     rf_core.run_main(body)
 

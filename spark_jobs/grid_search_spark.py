@@ -54,11 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         spark = rf_core.spark_session(f"mlopsctl-grid-{args.dag_id}")
         try:
             features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
-            X, y = rf_core.read_features(spark, features)
             grid_search.search_and_log(
-                args, X, y, rf_core.engine_name(spark),
-                lambda X_, y_, pts, cv, rs: run_grid_spark(spark, X_, y_, pts, cv, rs),
-                rf_core.read_rows_dropped(features, spark),
+                args, lambda: (*rf_core.read_features(spark, features), rf_core.read_rows_dropped(features, spark)),
+                rf_core.engine_name(spark), lambda X_, y_, pts, cv, rs: run_grid_spark(spark, X_, y_, pts, cv, rs),
             )
         finally:
             rf_core.release_session(spark)

@@ -49,6 +49,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -864,15 +865,19 @@ def log_grid(
     extra_metrics: dict[str, float] | None = None,
 ) -> GridOutcome:
     """One parent run + one child per grid point; best point refit (``refit``) and logged on the parent.
-    Runs of a crashed earlier try are closed beforehand (`prepare_tracking`)."""
+    Runs of a crashed earlier try are closed beforehand (`prepare_tracking`).
+
+    The refit runs in a thread while the child runs are logged: it fits in native code without the GIL, and
+    the logging mostly waits on the tracking server."""
     import mlflow
 
     best = choose_best(results)  # raises GridError before anything is logged if every point failed
-    with mlflow.start_run(
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit") as pool, mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"{dag_id} {dag_run_id}",
         tags=run_tags(dag_id, dag_run_id, "parent", engine, try_number),
     ) as parent:
+        fitted = pool.submit(refit, best)
         mlflow.log_params({**common_params, "cv": cv, "grid_size": len(results)})
         child_ids = []
         for r in results:
@@ -894,7 +899,7 @@ def log_grid(
                 mlflow.MlflowClient().set_terminated(child.info.run_id, status="FAILED")
             if r is best:
                 best_child = child.info.run_id
-        model, holdout = refit(best)
+        model, holdout = fitted.result()
         mlflow.set_tag("mlopsctl.best_child_run_id", best_child)
         mlflow.log_params({"best_max_depth": best.max_depth, "best_n_estimators": best.n_estimators})
         mlflow.log_metrics({"best_cv_rmse": best.cv_rmse_mean, **holdout, **(extra_metrics or {})})

@@ -390,7 +390,7 @@ def test_one_failing_grid_point_is_recorded_and_the_best_is_chosen_among_the_oth
     from sklearn.datasets import load_diabetes
 
     frame = load_diabetes(as_frame=True)
-    outcome = job.search_and_log(args, frame.data, frame.target, "test-injected",
+    outcome = job.search_and_log(args, lambda: (frame.data, frame.target, None), "test-injected",
                                  lambda X, y, pts, cv, rs: rf.run_grid_joblib(X, y, pts, cv, rs, n_jobs=1))
     runs = mlflow_runs(local_stack, "grid_search", run_id)
     parent = [r for r in runs if tags(r)["mlopsctl.role"] == "parent"]

@@ -192,6 +192,73 @@ def test_log_grid_shape(mlflow_uri: str, diabetes_xy) -> None:
     assert loaded.predict(X_test.head(3)).shape == (3,)
 
 
+def test_the_refit_runs_while_the_child_runs_are_logged(mlflow_uri: str, diabetes_xy, monkeypatch) -> None:
+    """The best point's refit runs in a thread of its own: the first child run is only logged once the refit
+    has started, which waits forever (here: 30 s, then fails) if the two run one after the other."""
+    import threading
+
+    X, y = diabetes_xy
+    refit_started = threading.Event()
+    refit_threads: list[str] = []
+    tags = rf_core.run_tags
+
+    def child_after_refit_started(dag_id, run_id, role, *args, **kwargs):
+        if role == "child":
+            assert refit_started.wait(timeout=30), "the first child run was logged before the refit started"
+        return tags(dag_id, run_id, role, *args, **kwargs)
+
+    def refit(best):
+        refit_threads.append(threading.current_thread().name)
+        refit_started.set()
+        model = rf_core.train_model(X, y, best.max_depth, best.n_estimators, 1)
+        return model, rf_core.evaluate_model(model, X, y)
+
+    monkeypatch.setattr(rf_core, "run_tags", child_after_refit_started)
+    exp_id = rf_core.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
+    outcome = rf_core.log_grid(
+        experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual__overlap", try_number=1, engine="e",
+        results=[rf_core.PointResult(3, 5, 60.0, 1.0, 0.3), rf_core.PointResult(4, 5, 59.0, 1.0, 0.3)], cv=2,
+        common_params={}, refit=refit, X_sample=X, register_as=None,
+    )
+    assert len(outcome.child_run_ids) == 2 and (outcome.best.max_depth, outcome.best.n_estimators) == (4, 5)
+    assert set(outcome.holdout) == {"rmse", "mae", "r2"}
+    assert refit_threads and refit_threads != [threading.main_thread().name]
+
+
+def test_tracking_setup_runs_beside_the_feature_read(diabetes_xy, monkeypatch) -> None:
+    """MLflow's setup starts before the features are read: the read waits for it to have started (30 s, then
+    fails), and the search then uses the experiment it returned."""
+    import argparse
+    import threading
+
+    X, y = diabetes_xy
+    setup_started = threading.Event()
+    logged: dict[str, object] = {}
+
+    def prepare_tracking(args, *, figures=False):
+        setup_started.set()
+        return "exp-7"
+
+    def load():
+        assert setup_started.wait(timeout=30), "the features were read before MLflow's setup started"
+        return X, y, 3
+
+    def log_grid(**kwargs):
+        logged.update(kwargs)
+        best = rf_core.choose_best(kwargs["results"])
+        _model, holdout = kwargs["refit"](best)
+        return rf_core.GridOutcome("parent", best, holdout, [], (None, None))
+
+    monkeypatch.setattr(rf_core, "prepare_tracking", prepare_tracking)
+    monkeypatch.setattr(rf_core, "log_grid", log_grid)
+    args = argparse.Namespace(dag_id="grid_search", run_id="manual__t", try_number=1, data=None, target="target",
+                              max_depth=[3], n_estimators=[5], cv=2, test_size=0.2, random_state=7,
+                              register_model=None)
+    outcome = grid_search.search_and_log(args, load, "e", _joblib)
+    assert logged["experiment_id"] == "exp-7" and logged["extra_metrics"] == {"n_rows_dropped": 3}
+    assert (outcome.best.max_depth, outcome.best.n_estimators) == (3, 5)
+
+
 def test_log_grid_all_failed_logs_nothing(mlflow_uri: str) -> None:
     import mlflow
 
