@@ -24,7 +24,7 @@ from bench.sparkcluster import ConnectServer, StandaloneCluster, cpu_text, spark
 NAME = "scaleout"
 TITLE = "5. Scale-out on a Spark standalone cluster (1 -> 2 one-core workers)"
 PREDICT_WORKERS = 16
-
+MAX_PAIRS = 3  # a 1-worker run takes about 3 minutes
 DESCRIPTION = f"""
 pyspark's own `spark-class` runs a standalone Master and 2 Workers (`--cores 1`) on 127.0.0.1, each pinned to
 a CPU of its own (`os.sched_setaffinity`, inherited by its executor and Python workers): `--cores 1` alone
@@ -43,7 +43,6 @@ This machine has 2 cores, so 2 workers plus the driver and the client (not pinne
 figure is a lower bound. The 16-worker line is on paper: F + ceil(36/16) waves x (W/36), no cluster
 start-up, same per-fit speed.
 """
-MAX_PAIRS = 3  # a 1-worker run takes about 3 minutes
 
 
 def run_order(pairs: int) -> list[int]:
