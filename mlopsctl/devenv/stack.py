@@ -344,6 +344,10 @@ def spark_home() -> Path:
     return home
 
 
+#: the Python daemon of a local-master server's workers
+SPARK_DAEMON_MODULE = "mlopsctl.devenv.sparkdaemon"
+
+
 def is_loopback_master(master: str) -> bool:
     """local[...] or a cluster manager on this machine: the driver can then bind to 127.0.0.1 only."""
     if master.startswith("local"):
@@ -381,13 +385,15 @@ def spark_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
 
 
 def spark_argv(
-    settings: Settings, layout: StackLayout, java_options: Sequence[str] = (), port: int | None = None
+    settings: Settings, layout: StackLayout, java_options: Sequence[str] = (), port: int | None = None,
+    python_daemon: str | None = SPARK_DAEMON_MODULE,
 ) -> list[str]:
     """`spark-submit` of pyspark's SparkConnectServer in the foreground (what sbin/start-connect-server.sh
     runs, minus the daemonizing): gRPC on 127.0.0.1 (on ``port``, by default the setting's), no UI, and for a
     local master every driver port on 127.0.0.1 too (by default the driver RPC and block manager listen on the
     external address). ``java_options`` are added to the driver JVM's (the class-data archive's, whose paths
-    are relative to ``layout.spark_dir``, where the server runs)."""
+    are relative to ``layout.spark_dir``, where the server runs). A local master's Python workers run under
+    ``python_daemon`` (None: pyspark's own daemon), which their Python must be able to import."""
     if java_binary() is None:
         raise ConfigError(
             "Java is not installed: the local Spark Connect server needs a JDK/JRE 17 or newer.",
@@ -412,8 +418,10 @@ def spark_argv(
         conf["spark.driver.bindAddress"] = "127.0.0.1"
         conf["spark.driver.host"] = "127.0.0.1"
     cores = local_cores(master)
-    if cores is not None:  # small local data: a few shuffle partitions instead of 200
-        conf["spark.sql.shuffle.partitions"] = str(max(2, cores))
+    if cores is not None:
+        conf["spark.sql.shuffle.partitions"] = str(max(2, cores))  # small local data: not 200 partitions
+        if python_daemon:
+            conf["spark.python.daemon.module"] = python_daemon
     argv = [
         str(spark_home() / "bin" / "spark-submit"),
         "--class",

@@ -39,3 +39,30 @@ def test_elsewhere_the_session_is_stopped(connect_server: SparkConnectServer, mo
     assert session.is_stopped
     with pytest.raises(Exception):  # noqa: B017 - a closed client refuses any further request
         session.range(1).count()
+
+
+def test_each_session_runs_its_python_workers_under_the_stack_daemon(connect_server: SparkConnectServer) -> None:
+    """A Connect session's Python workers get a daemon of the session's own (Spark isolates each session's
+    artifacts): on the stack's server that daemon is `mlopsctl.devenv.sparkdaemon`, which ends once idle
+    (tests/unit/test_sparkdaemon.py), so no session leaves one behind for good."""
+    import psutil
+
+    def parent(batches):
+        import os
+
+        import pandas as pd
+
+        for _ in batches:
+            pass
+        yield pd.DataFrame({"daemon": [os.getppid()]})
+
+    daemons = []
+    for _ in range(2):
+        session = _own_session(connect_server)
+        try:
+            (row,) = session.range(0, 1, 1, 1).mapInPandas(parent, "daemon long").collect()
+        finally:
+            session.stop()
+        daemons.append(row.daemon)
+        assert "mlopsctl.devenv.sparkdaemon" in psutil.Process(row.daemon).cmdline()
+    assert daemons[0] != daemons[1]

@@ -241,6 +241,8 @@ def test_spark_server_runs_in_the_foreground_on_loopback(
 def test_spark_server_in_front_of_a_cluster(
     tmp_path: Path, master: str, loopback: bool, partitions: str | None
 ) -> None:
+    """Settings that only hold for a local master (its Python workers run here, under this venv's daemon
+    module) are left to the cluster otherwise."""
     s = settings_for(
         tmp_path, airflow_port=18001, mlflow_port=18002, spark_connect_port=18003, spark_master=master
     )
@@ -251,6 +253,8 @@ def test_spark_server_in_front_of_a_cluster(
     # the driver binds to loopback only when its executors are on this machine
     assert ("spark.driver.bindAddress" in conf) == loopback and ("SPARK_LOCAL_IP" in spec.env) == loopback
     assert conf.get("spark.sql.shuffle.partitions") == partitions
+    local = master.startswith("local")
+    assert conf.get("spark.python.daemon.module") == ("mlopsctl.devenv.sparkdaemon" if local else None)
 
 
 @pytest.mark.parametrize(
