@@ -10,11 +10,10 @@ allocator.
 So once `dev start` has seen the stack healthy, it runs this module in the background (``python -m
 mlopsctl.devenv.sparkwarmup --remote sc://127.0.0.1:15002 --folder <state>/spark/warmup``): the same kinds of
 operations on a small generated table (write Parquet, read it, one aggregation pass with medians, write it
-again and collect it to pandas through Arrow), then it deletes the table. It leaves out ``mapInPandas``: Spark
-stops idle Python workers after a minute, so warming them would not last, and their daemon would stay in the
-idle stack. Nothing waits for it; a task that starts meanwhile shares the server with it, and `dev stop` kills
-it. It gives up after ``--deadline`` seconds: a Connect client retries a server that does not answer for
-minutes.
+again and collect it to pandas through Arrow), then it deletes the table. It leaves out ``mapInPandas``: each
+Connect session's Python workers are its own, so no job could use workers started here. Nothing waits for it;
+a task that starts meanwhile shares the server with it, and `dev stop` kills it. It gives up after
+``--deadline`` seconds: a Connect client retries a server that does not answer for minutes.
 """
 
 from __future__ import annotations
