@@ -158,7 +158,7 @@ def run(ctx: BenchContext) -> list[Row]:
                  " Connect server of its own, started and warmed untimed")
     cpus = " and ".join(cpu_text(c).removeprefix("pinned to ") for c in pinned)
     where = ("; workers not pinned to CPUs" if None in pinned else
-             f"; 2 workers, each pinned to a CPU of its own ({cpus})")
+             f"; the cluster's 2 workers, each worker pinned to a CPU of its own ({cpus})")
     for k, s, srch in ((1, s1, searches[1]), (2, s2, searches[2])):
         r = Row(NAME, f"{NAME}.w{k}", f"{k} worker{'s' if k > 1 else ''}: grid wall, {n:,} rows",
                 stats=s.as_dict(), note=note_runs + where + (": spark.cores.max=1 gives the run one executor on"
