@@ -32,7 +32,8 @@ only limits task slots, and an unpinned one-core worker's JVM and Python workers
 a one-core machine does not have. In front of it runs the embedded stack's Spark Connect server component
 (`MLOPSCTL_SPARK_MASTER=spark://...`, the same argv as `dev start`), with `spark.cores.max` = 1 or 2: one
 executor on one worker, or one on each. Each run has a server of its own, started and warmed (untimed) with a
-tiny `mapInPandas` that imports scikit-learn on every executor, as on a long-lived server. The project's
+tiny `mapInPandas` on every executor, as on a long-lived server (the job's Python workers, its session's own,
+start fresh on any Connect server). The project's
 `spark_jobs/grid_search_spark.py` runs as a plain Python Connect client of it (12-point grid x {CV} folds =
 36 Spark tasks, make_friedman1 data preprocessed once by `preprocess_data.py`; MLflow logging to a local
 SQLite store). "search" is the job's own timing of the fan-out (it prints it); "wall" is the client process's

@@ -166,7 +166,9 @@ class ConnectServer:
         self.warm()
 
     def warm(self, timeout: float = 120) -> None:
-        """Every executor up and its Python worker importing scikit-learn once, as on a long-lived server.
+        """Every executor up and warm (its JVM has run a `mapInPandas`, and scikit-learn's files are in the page
+        cache), as on a long-lived server. The job's Python workers still start fresh: a Connect server gives
+        each session Python workers of its own, so no session can use another's.
 
         Executors register with the driver one after the other, and a job started before the last one is up
         runs on the others; so the warm-up job repeats until it has run on each executor (told apart by
@@ -177,7 +179,7 @@ class ConnectServer:
             import os
 
             import pandas as pd
-            import sklearn.ensemble  # noqa: F401 - the import the grid's fits pay once per worker
+            import sklearn.ensemble  # noqa: F401 - its files in the page cache for the job's own workers
 
             for _ in batches:
                 pass
