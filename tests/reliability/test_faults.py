@@ -37,7 +37,7 @@ from tests.reliability._helpers import (
 )
 
 SMALL = ["--n-estimators", "5", "--max-depth", "4", "--no-register"]
-WAIT = 1500  # upper bound of any wait below (a hang fails the test); asserts nothing about speed
+WAIT = 600  # upper bound of any wait below, short of pytest's timeout so a hang names what it waited for
 
 
 def _wait_for(predicate, what: str, timeout: float = WAIT, interval: float = 1.0) -> Any:
@@ -56,6 +56,19 @@ def _task_state(stack, dag_id: str, run_id: str, task_id: str) -> str | None:
             if ti.task_id == task_id:
                 return ti.state
     return None
+
+
+def _task_started(stack, dag_id: str, run_id: str, task_id: str) -> str:
+    """Wait until the task runs or has run. A task may pass through "running" between two polls, so
+    "success" counts too; a task that failed ends the wait at once."""
+
+    def started() -> str | None:
+        state = _task_state(stack, dag_id, run_id, task_id)
+        if state in ("failed", "upstream_failed"):
+            raise AssertionError(f"{task_id} of {dag_id} run {run_id} ended {state}")
+        return state if state in ("running", "success") else None
+
+    return _wait_for(started, f"{task_id} to start")
 
 
 def _component_record(stack, name: str):
@@ -226,8 +239,7 @@ def test_api_server_restart_while_following(local_stack, stack_healthy) -> None:
     proc = _start_cli(local_stack, "run", "build-model", *SMALL, "--json")
     try:
         run_id = _new_run(local_stack, "build_model", before)
-        _wait_for(lambda: _task_state(local_stack, "build_model", run_id, "preprocess_data") == "running",
-                  "preprocess_data to run")
+        _task_started(local_stack, "build_model", run_id, "preprocess_data")
         _stop_component(local_stack, "api-server")
         time.sleep(8)  # the CLI polls a dead api-server meanwhile
         start_stack(local_stack.settings)
@@ -254,8 +266,7 @@ def test_scheduler_kill_9_mid_run_then_restart(local_stack, stack_healthy) -> No
     res = cli("run", "build-model", *SMALL, "--no-wait", "--json", stack=local_stack)
     assert res.returncode == 0, res.stderr
     run_id = json_out(res)["dag_run_id"]
-    _wait_for(lambda: _task_state(local_stack, "build_model", run_id, "preprocess_data") == "running",
-              "preprocess_data to run")
+    _task_started(local_stack, "build_model", run_id, "preprocess_data")
     record = _component_record(local_stack, "scheduler")
     os.kill(record.pid, signal.SIGKILL)
     time.sleep(3)
@@ -283,8 +294,7 @@ def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
 
     res = cli("run", "build-model", *SMALL, "--no-wait", "--json", stack=local_stack)
     run_id = json_out(res)["dag_run_id"]
-    _wait_for(lambda: _task_state(local_stack, "build_model", run_id, "preprocess_data") in ("running", "success"),
-              "preprocess_data to start")
+    _task_started(local_stack, "build_model", run_id, "preprocess_data")
     _stop_component(local_stack, "mlflow")
 
     outage_line = f"mlopsctl: MLflow tracking server {local_stack.mlflow_url} is not reachable"
