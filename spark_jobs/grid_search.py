@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import rf_core
@@ -51,8 +50,7 @@ def search_and_log(
     the GIL (joblib's threads) or elsewhere (the Spark cluster). Started before the read, that setup is mostly
     done before the fits begin, so it takes little CPU from them where they share the job's machine."""
     rf_core.import_sklearn()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
-        tracking: Future[str] = pool.submit(rf_core.prepare_tracking, args, figures=True)
+    with rf_core.beside(rf_core.prepare_tracking, args, figures=True, name="mlflow-setup") as tracking:
         X, y, rows_dropped = load()
         started = time.monotonic()
         results, X_train, X_test, y_train, y_test = search(

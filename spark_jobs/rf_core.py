@@ -48,8 +48,9 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -709,6 +710,21 @@ def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = 
         except Exception as exc:  # noqa: BLE001 - RESOURCE_ALREADY_EXISTS race; re-read
             last_error = exc
     raise RuntimeError(f"could not get or create MLflow experiment {experiment!r}: {last_error}")
+
+
+@contextmanager
+def beside(fn: Callable[..., Any], *args: Any, name: str, **kwargs: Any) -> Iterator[Future]:
+    """Run ``fn`` in a thread beside the ``with`` block, which gets its future. A block that ends normally
+    waits for the thread; one that raises does not, so a job that fails on its data exits at once even while
+    MLflow's client is still retrying an unreachable tracking server."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    future = pool.submit(fn, *args, **kwargs)
+    try:
+        yield future
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def prepare_tracking(args: argparse.Namespace, *, figures: bool = False) -> str:

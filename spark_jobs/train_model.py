@@ -11,7 +11,6 @@ Example (bare, outside Airflow; after preprocess_data for the same --run-id; or 
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,8 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         # same packages at once; MLflow's import (seconds) and its first requests then overlap the Spark
         # read (a wait on the server) and the fit (native code, GIL released).
         rf_core.import_sklearn()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-setup") as pool:
-            tracking: Future[str] = pool.submit(rf_core.prepare_tracking, args)
+        with rf_core.beside(rf_core.prepare_tracking, args, name="mlflow-setup") as tracking:
             try:
                 engine = rf_core.engine_name(spark)
                 features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)

@@ -259,6 +259,36 @@ def test_tracking_setup_runs_beside_the_feature_read(diabetes_xy, monkeypatch) -
     assert (outcome.best.max_depth, outcome.best.n_estimators) == (3, 5)
 
 
+def test_a_failed_read_does_not_wait_for_the_tracking_setup(monkeypatch) -> None:
+    """Bad data ends the job while MLflow's setup is still running (a tracking server that does not answer
+    keeps MLflow's client retrying for minutes): the DataError reaches the caller before that thread ends."""
+    import argparse
+    import threading
+
+    setup_running, caller_saw_error, setup_ended = threading.Event(), threading.Event(), threading.Event()
+    setup_outcome: list[str] = []
+
+    def prepare_tracking(args, *, figures=False):
+        setup_running.set()
+        setup_outcome.append("released by the caller" if caller_saw_error.wait(timeout=60) else "waited out")
+        setup_ended.set()
+        return "exp-1"
+
+    def load():
+        assert setup_running.wait(timeout=30)
+        raise rf_core.DataError("target column 'target' not found")
+
+    monkeypatch.setattr(rf_core, "prepare_tracking", prepare_tracking)
+    args = argparse.Namespace(dag_id="grid_search", run_id="manual__t", try_number=1, data=None, target="target",
+                              max_depth=[3], n_estimators=[5], cv=2, test_size=0.2, random_state=7,
+                              register_model=None)
+    with pytest.raises(rf_core.DataError, match="target column"):
+        grid_search.search_and_log(args, load, "e", _joblib)
+    caller_saw_error.set()
+    assert setup_ended.wait(timeout=90)
+    assert setup_outcome == ["released by the caller"]
+
+
 def test_log_grid_all_failed_logs_nothing(mlflow_uri: str) -> None:
     import mlflow
 
