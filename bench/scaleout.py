@@ -118,6 +118,7 @@ def run(ctx: BenchContext) -> list[Row]:
     ctx.cleanups.append(cluster.stop)
     walls: dict[int, list[float]] = {1: [], 2: []}
     searches: dict[int, list[float]] = {1: [], 2: []}
+    done: list[int] = []  # worker counts of the runs measured, in their order
     why = ""
     try:
         cluster.start_master(None if ctx.quick else 7077)
@@ -132,6 +133,7 @@ def run(ctx: BenchContext) -> list[Row]:
                 log(f"scaleout: run {i + 1}/{2 * pairs}, {workers} worker(s)")
                 w, s = grid_once(server.url)
                 walls[workers].append(w)
+                done.append(workers)
                 if s is not None:
                     searches[workers].append(s)
             finally:
@@ -154,9 +156,9 @@ def run(ctx: BenchContext) -> list[Row]:
                               ("predict16", f"on paper: {PREDICT_WORKERS}-worker cluster"))]
         return rows
     s1, s2 = Stats(walls[1]), Stats(walls[2])
-    order = " | ".join(",".join(map(str, p)) for p in zip(*[iter(run_order(pairs))] * 2))
-    note_runs = (f"{s1.n} run{'s' if s1.n > 1 else ''} of each size, in the order {order} (workers), each on a"
-                 " Connect server of its own, started and warmed untimed")
+    order = " | ".join(",".join(map(str, done[i:i + 2])) for i in range(0, len(done), 2))
+    note_runs = (f"{len(done)} runs, in the order {order} (workers), each on a Connect server of its own, started"
+                 " and warmed untimed")
     cpus = " and ".join(cpu_text(c).removeprefix("pinned to ") for c in pinned)
     where = ("; workers not pinned to CPUs" if None in pinned else
              f"; the cluster's 2 workers, each worker pinned to a CPU of its own ({cpus})")
