@@ -715,8 +715,8 @@ def setup_mlflow(tracking_uri: str, experiment: str, registry_uri: str | None = 
 @contextmanager
 def beside(fn: Callable[..., Any], *args: Any, name: str, **kwargs: Any) -> Iterator[Future]:
     """Run ``fn`` in a thread beside the ``with`` block, which gets its future. A block that ends normally
-    waits for the thread; one that raises does not, so a job that fails on its data exits at once even while
-    MLflow's client is still retrying an unreachable tracking server."""
+    waits for the thread; one that raises does not, so a failing job exits at once: one that fails on its data,
+    say, while MLflow's client in the thread still retries an unreachable tracking server."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
     future = pool.submit(fn, *args, **kwargs)
     try:
@@ -888,12 +888,11 @@ def log_grid(
     import mlflow
 
     best = choose_best(results)  # raises GridError before anything is logged if every point failed
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit") as pool, mlflow.start_run(
+    with beside(refit, best, name="refit") as fitted, mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"{dag_id} {dag_run_id}",
         tags=run_tags(dag_id, dag_run_id, "parent", engine, try_number),
     ) as parent:
-        fitted = pool.submit(refit, best)
         mlflow.log_params({**common_params, "cv": cv, "grid_size": len(results)})
         child_ids = []
         for r in results:
