@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from mlopsctl import __version__
+from mlopsctl.appcontext import AppContext
 from mlopsctl.commands import (
     check,
     connect,
@@ -26,7 +27,6 @@ from mlopsctl.commands import (
     run,
     status,
 )
-from mlopsctl.context import AppContext
 from mlopsctl.errors import ExitCode, MlopsctlError
 
 app = typer.Typer(

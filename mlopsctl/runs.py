@@ -370,7 +370,7 @@ class RunsService:
     def check_conf(self, dag: Dag, conf: dict[str, Any]) -> None:
         """What only the DAG can tell: its compute kind (its `compute:<kind>` tag). A path on this machine as
         `data` is refused (InputError) when the tasks run on Databricks; a DAG without the tag refuses nothing."""
-        from mlopsctl.pipelines import check_data, compute_of
+        from mlopsctl.datasources import check_data, compute_of
 
         check_data(conf.get("data"), compute=compute_of(dag.tags), dag_id=dag.dag_id)
 

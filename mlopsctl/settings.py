@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ):
         """flag > env > .env > named context (`mlopsctl context`) > default."""
-        from mlopsctl.targets import ContextSettingsSource
+        from mlopsctl.contexts import ContextSettingsSource
 
         return (init_settings, env_settings, dotenv_settings, ContextSettingsSource(settings_cls), file_secret_settings)
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import random
-import secrets
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote, urlparse
@@ -44,12 +42,6 @@ API = "/api/v2"
 PAGE_LIMIT = 100  # Airflow's default [api] maximum_page_limit
 MAX_RETRY_AFTER = 60.0  # never sleep longer than this on a Retry-After header
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def new_run_id(prefix: str = "mlopsctl") -> str:
-    """A fresh client-chosen dag_run_id (matches Airflow's default allowed_run_id_pattern)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{prefix}__{stamp}_{secrets.token_hex(4)}"
 
 
 def is_local_url(url: str, port: int | None = None) -> bool:
@@ -352,12 +344,11 @@ class AirflowClient:
 
     # --- dag runs -------------------------------------------------------------------------------
     def trigger(
-        self, dag_id: str, conf: dict[str, Any], *, dag_run_id: str | None = None, note: str | None = None
+        self, dag_id: str, conf: dict[str, Any], *, dag_run_id: str, note: str | None = None
     ) -> DagRun:
         """POST dagRuns with logical_date null. On 409 for our own dag_run_id, returns the existing run
         (idempotent retry after a lost response). 400 -> RejectedError carrying Airflow's message."""
-        run_id = dag_run_id or new_run_id()
-        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
+        body: dict[str, Any] = {"dag_run_id": dag_run_id, "logical_date": None, "conf": dict(conf or {})}
         if note is not None:
             body["note"] = note
         path = f"{API}/dags/{_quote(dag_id)}/dagRuns"
@@ -368,12 +359,12 @@ class AirflowClient:
             return DagRun.model_validate(resp.json())
         # Same run id already exists: either our earlier attempt's response was lost, or the caller reused an id.
         try:
-            existing = self.get_run(dag_id, run_id)
+            existing = self.get_run(dag_id, dag_run_id)
         except NotFoundError:
             raise self._error(resp, "POST", path) from None
         if (existing.conf or {}) != body["conf"]:
             raise ConflictError(
-                f"A run {run_id!r} of DAG {dag_id!r} already exists with a different conf.",
+                f"A run {dag_run_id!r} of DAG {dag_id!r} already exists with a different conf.",
                 hint="Pick another --run-id (or omit it to let mlopsctl choose one).",
             )
         return existing

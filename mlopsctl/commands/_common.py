@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlopsctl.context import AppContext
+from mlopsctl.appcontext import AppContext
 from mlopsctl.errors import InputError
 
 if TYPE_CHECKING:

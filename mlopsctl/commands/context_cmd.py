@@ -12,15 +12,15 @@ from mlopsctl.errors import ConfigError, InputError
 
 
 class _LazyModule:
-    """`mlopsctl.targets` pulls in pydantic-settings: import it on first use, not at CLI start."""
+    """`mlopsctl.contexts` pulls in pydantic-settings: import it on first use, not at CLI start."""
 
     def __getattr__(self, name: str) -> Any:
         import importlib
 
-        return getattr(importlib.import_module("mlopsctl.targets"), name)
+        return getattr(importlib.import_module("mlopsctl.contexts"), name)
 
 
-targets = _LazyModule()
+contexts = _LazyModule()
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -80,10 +80,10 @@ def add(
     Example: mlopsctl context add prod --airflow-url https://airflow.example.com --auth password --username ops --use
     """
     app_ctx = app_context(ctx, json_output)
-    ca_bundle = targets.check_new(
+    ca_bundle = contexts.check_new(
         name, auth=auth, token_env=token_env, ca_bundle=ca_bundle, mlflow_uri=mlflow_uri
     )
-    new = targets.parse_context(
+    new = contexts.parse_context(
         airflow_url=airflow_url,
         auth=auth,
         username=username,
@@ -93,7 +93,7 @@ def add(
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         description=description,
     )
-    cfg, path = targets.add(name, new, use=use, force=force)
+    cfg, path = contexts.add(name, new, use=use, force=force)
     if new.insecure_transport:
         app_ctx.console.warn(
             f"{new.airflow_url} is plain HTTP: credentials would cross the network unencrypted."
@@ -101,7 +101,7 @@ def add(
     if insecure:
         app_ctx.console.warn("TLS certificate verification is off for this context.")
     if json_output:
-        app_ctx.console.json(targets.describe(name, new, cfg.current) | {"path": str(path)})
+        app_ctx.console.json(contexts.describe(name, new, cfg.current) | {"path": str(path)})
     else:
         app_ctx.console.success(
             f"Context {escape(name)} saved to {escape(str(path))}" + (" (current)" if use else "")
@@ -115,8 +115,8 @@ def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     Example: mlopsctl context list --json
     """
     app_ctx = app_context(ctx, json_output)
-    cfg = targets.load()
-    rows = targets.summaries(cfg)
+    cfg = contexts.load()
+    rows = contexts.summaries(cfg)
     if json_output:
         app_ctx.console.json({"current": cfg.current, "contexts": rows})
         return
@@ -153,7 +153,7 @@ def use(
     app_ctx = app_context(ctx)
     if (name is None) == (not unset):
         raise InputError("Give a context NAME or --unset (not both).")
-    targets.set_current(name)
+    contexts.set_current(name)
     if name is None:
         app_ctx.console.success("No current context (env, .env and defaults apply).")
     else:
@@ -171,19 +171,19 @@ def show(
     Example: mlopsctl context show prod
     """
     app_ctx = app_context(ctx, json_output)
-    cfg = targets.load()
+    cfg = contexts.load()
     if name is None:
-        name = targets.active_name(app_ctx.settings.context)
+        name = contexts.active_name(app_ctx.settings.context)
         if not name:
             raise ConfigError("No context selected.", hint="Give a NAME, or run `mlopsctl context use NAME`.")
-    data = targets.describe(name, targets.get(name, cfg), cfg.current)
+    data = contexts.describe(name, contexts.get(name, cfg), cfg.current)
     if json_output:
         app_ctx.console.json(data)
         return
     from rich.table import Table
 
     table = Table(show_header=False, box=None)
-    for key in targets.SHOWN_FIELDS:
+    for key in contexts.SHOWN_FIELDS:
         if key not in data:
             continue
         value = data[key]
@@ -203,7 +203,7 @@ def remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Context
     Example: mlopsctl context remove staging
     """
     app_ctx = app_context(ctx)
-    targets.remove(name)
+    contexts.remove(name)
     app_ctx.console.success(f"Removed context {escape(name)}")
 
 
@@ -218,9 +218,9 @@ def set_secret(
     Example: mlopsctl context set-secret astro
     """
     app_ctx = app_context(ctx)
-    kind, target = targets.secret_kind(name)
+    kind, target = contexts.secret_kind(name)
     secret = typer.prompt(f"{kind.capitalize()} for {name}", hide_input=True)
     if not secret:
         raise InputError(f"Empty {kind}.")
-    targets.keyring_set(name, kind, secret, target.username)
+    contexts.keyring_set(name, kind, secret, target.username)
     app_ctx.console.success(f"Stored the {kind} for {escape(name)} in the OS keyring.")

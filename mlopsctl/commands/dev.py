@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from mlopsctl.appcontext import AppContext
 from mlopsctl.commands._common import JsonOpt, app_context
-from mlopsctl.context import AppContext
 from mlopsctl.devenv.process import STOP_GRACE
 from mlopsctl.devenv.stack import COMPONENTS, HELPERS, PORT_ENV_VARS
 from mlopsctl.errors import InputError

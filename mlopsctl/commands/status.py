@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
+from mlopsctl.appcontext import AppContext
 from mlopsctl.commands._common import JsonOpt, app_context, check_timeout
-from mlopsctl.context import AppContext
 from mlopsctl.errors import InputError
 from mlopsctl.pipelines import complete_pipeline
 

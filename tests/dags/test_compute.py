@@ -278,6 +278,6 @@ def test_compute_tag_publishes_the_backend_kind(monkeypatch, backend, tag) -> No
     else:
         monkeypatch.setenv("MLOPSCTL_COMPUTE", backend)
     assert compute.compute_tag() == tag
-    from mlopsctl.pipelines import compute_of  # the CLI reads it back
+    from mlopsctl.datasources import compute_of  # the CLI reads it back
 
     assert compute_of([{"name": "mlopsctl"}, {"name": tag}]) == tag.removeprefix("compute:")

@@ -126,12 +126,12 @@ def test_bad_conf_is_rejected_with_airflows_message_and_creates_no_run(
     with pytest.raises(NotFoundError):
         client.get_run(tiny_dag, rid)
     with pytest.raises(RejectedError, match="Invalid input for param n"):
-        client.trigger(tiny_dag, {"n": "abc"})
+        client.trigger(tiny_dag, {"n": "abc"}, dag_run_id=run_id("bad2"))
 
 
 def test_unknown_dag_and_run_are_not_found(client: AirflowClient, tiny_dag: str) -> None:
     with pytest.raises(NotFoundError, match="DAG 'no_such_dag_xyz' not found"):
-        client.trigger("no_such_dag_xyz", {})
+        client.trigger("no_such_dag_xyz", {}, dag_run_id=run_id("nodag"))
     with pytest.raises(NotFoundError, match="Run 'no_such_run' of DAG"):
         client.get_run(tiny_dag, "no_such_run")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlopsctl import targets
+from mlopsctl import contexts
 from mlopsctl.airflow.client import AirflowClient
 from mlopsctl.errors import AuthError, ExitCode
 from mlopsctl.settings import load_settings
@@ -35,9 +35,9 @@ def cfg_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def add_context(name: str, **fields: object) -> None:
-    cfg = targets.load()
-    cfg.contexts[name] = targets.Context(**fields)
-    targets.save(cfg)
+    cfg = contexts.load()
+    cfg.contexts[name] = contexts.Context(**fields)
+    contexts.save(cfg)
 
 
 def dag_ids(client: AirflowClient) -> set[str]:
@@ -83,9 +83,9 @@ def test_bearer_token_from_the_env_var_the_context_names(
 ) -> None:
     token = mint_token(local_stack)
     add_context("tok", airflow_url=local_stack.airflow_url, auth="token", token_env="LIVE_AIRFLOW_TOKEN")
-    cfg = targets.load()
+    cfg = contexts.load()
     cfg.current = "tok"  # selected by `context use`, not by a flag
-    targets.save(cfg)
+    contexts.save(cfg)
     monkeypatch.setenv("LIVE_AIRFLOW_TOKEN", token)
     monkeypatch.delenv("MLOPSCTL_AIRFLOW_PASSWORD", raising=False)
     settings = load_settings()

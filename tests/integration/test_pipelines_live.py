@@ -242,9 +242,10 @@ def test_user_csv_with_awkward_path(runs, stack_client, mlflow_client, user_csv:
 )
 def test_bad_conf_is_rejected_by_airflow(stack_client, dag_id, conf, fragment) -> None:
     from mlopsctl.errors import RejectedError
+    from mlopsctl.pipelines import new_dag_run_id
 
     with pytest.raises(RejectedError) as err:
-        stack_client.trigger(dag_id, conf)
+        stack_client.trigger(dag_id, conf, dag_run_id=new_dag_run_id())
     assert fragment in str(err.value)
 
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from mlopsctl import targets
+from mlopsctl import contexts
+from mlopsctl.appcontext import AppContext
 from mlopsctl.cli import app
-from mlopsctl.context import AppContext
 from mlopsctl.errors import ConfigError, ExitCode
 from mlopsctl.settings import load_settings
 
@@ -60,9 +60,9 @@ def fake_keyring(monkeypatch: pytest.MonkeyPatch) -> FakeKeyring:
 
 
 def add(name: str, **kw: object) -> None:
-    cfg = targets.load()
-    cfg.contexts[name] = targets.Context(**kw)
-    targets.save(cfg)
+    cfg = contexts.load()
+    cfg.contexts[name] = contexts.Context(**kw)
+    contexts.save(cfg)
 
 
 # --- file ------------------------------------------------------------------------------------------
@@ -70,15 +70,15 @@ def add(name: str, **kw: object) -> None:
 
 def test_config_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    assert targets.contexts_path() == Path.home() / ".config" / "mlopsctl" / "contexts.toml"
+    assert contexts.contexts_path() == Path.home() / ".config" / "mlopsctl" / "contexts.toml"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert targets.contexts_path() == tmp_path / "xdg" / "mlopsctl" / "contexts.toml"
+    assert contexts.contexts_path() == tmp_path / "xdg" / "mlopsctl" / "contexts.toml"
     monkeypatch.setenv("MLOPSCTL_CONFIG_DIR", str(tmp_path / "explicit"))
-    assert targets.contexts_path() == tmp_path / "explicit" / "contexts.toml"
+    assert contexts.contexts_path() == tmp_path / "explicit" / "contexts.toml"
 
 
 def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
-    assert targets.load().contexts == {}  # missing file = no contexts
+    assert contexts.load().contexts == {}  # missing file = no contexts
     add(
         "prod",
         airflow_url="https://af.example.com/",
@@ -87,10 +87,10 @@ def test_save_load_roundtrip_private_file(cfg_dir: Path) -> None:
         mlflow_tracking_uri="databricks",
         description='quote " and \\ backslash',
     )
-    cfg = targets.load()
+    cfg = contexts.load()
     cfg.current = "prod"
-    path = targets.save(cfg)
-    again = targets.load()
+    path = contexts.save(cfg)
+    again = contexts.load()
     assert again.current == "prod"
     prod = again.contexts["prod"]
     assert prod.airflow_url == "https://af.example.com"
@@ -106,27 +106,27 @@ def test_a_secret_in_the_file_is_refused(cfg_dir: Path) -> None:
         '[targets.prod]\nairflow_url = "https://x.example"\ntoken = "abc"\n'
     )
     with pytest.raises(ConfigError, match="secrets never go in this file"):
-        targets.load()
+        contexts.load()
 
 
 def test_bad_toml_is_a_config_error(cfg_dir: Path) -> None:
     cfg_dir.mkdir()
     (cfg_dir / "contexts.toml").write_text("[targets.prod\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        targets.load()
+        contexts.load()
 
 
 @pytest.mark.parametrize("url", ["ftp://x.example", "x.example", "https://user:pw@x.example"])
 def test_bad_airflow_url_rejected(url: str) -> None:
     with pytest.raises(ValueError):
-        targets.Context(airflow_url=url)
+        contexts.Context(airflow_url=url)
 
 
 def test_insecure_transport_flag() -> None:
-    assert targets.Context(airflow_url="http://10.1.2.3:8080").insecure_transport
-    assert not targets.Context(airflow_url="http://127.0.0.1:8080").insecure_transport
-    assert not targets.Context(airflow_url="https://af.example.com").insecure_transport
-    assert not targets.Context(airflow_url="http://10.1.2.3:8080", auth="none").insecure_transport
+    assert contexts.Context(airflow_url="http://10.1.2.3:8080").insecure_transport
+    assert not contexts.Context(airflow_url="http://127.0.0.1:8080").insecure_transport
+    assert not contexts.Context(airflow_url="https://af.example.com").insecure_transport
+    assert not contexts.Context(airflow_url="http://10.1.2.3:8080", auth="none").insecure_transport
 
 
 # --- settings precedence -----------------------------------------------------------------------------
@@ -182,9 +182,9 @@ def test_current_context_applies_and_explicit_choice_wins(
 ) -> None:
     add("a", airflow_url="https://a.example", auth="none")
     add("b", airflow_url="https://b.example", auth="none")
-    cfg = targets.load()
+    cfg = contexts.load()
     cfg.current = "a"
-    targets.save(cfg)
+    contexts.save(cfg)
     assert load_settings().airflow_url == "https://a.example"
     monkeypatch.setenv("MLOPSCTL_CONTEXT", "b")
     assert load_settings().airflow_url == "https://b.example"
@@ -347,13 +347,13 @@ def test_cli_add_list_use_show_remove(
     )
     r = cli("context", "show")
     assert "super-secret-token-value" not in r.output and "****" in r.stdout
-    assert "super-secret-token-value" not in targets.contexts_path().read_text()
+    assert "super-secret-token-value" not in contexts.contexts_path().read_text()
 
     r = cli("context", "use", "local")
-    assert r.exit_code == 0 and targets.load().current == "local"
+    assert r.exit_code == 0 and contexts.load().current == "local"
     r = cli("context", "remove", "local")
     assert r.exit_code == 0
-    cfg = targets.load()
+    cfg = contexts.load()
     assert cfg.current is None and list(cfg.contexts) == ["astro"]
 
 
@@ -371,9 +371,9 @@ def test_cli_add_refuses_duplicates_unless_forced(cli, cfg_dir: Path, project: P
     )
     r = cli("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none")
     assert r.exit_code == ExitCode.CONFIG
-    assert targets.load().contexts["p"].airflow_url == "https://a.example"
+    assert contexts.load().contexts["p"].airflow_url == "https://a.example"
     r = cli("context", "add", "p", "--airflow-url", "https://b.example", "--auth", "none", "--force")
-    assert r.exit_code == 0 and targets.load().contexts["p"].airflow_url == "https://b.example"
+    assert r.exit_code == 0 and contexts.load().contexts["p"].airflow_url == "https://b.example"
 
 
 @pytest.mark.parametrize(
@@ -394,7 +394,7 @@ def test_cli_add_rejects_bad_input(
     code, _out, err = cli("context", "add", *args)
     assert code in (ExitCode.USAGE, ExitCode.CONFIG)
     assert "Error:" in err and "Traceback" not in err
-    assert targets.load().contexts == {}
+    assert contexts.load().contexts == {}
 
 
 def test_cli_add_warns_on_plain_http_to_remote_host(cli, cfg_dir: Path, project: Path) -> None:
@@ -425,7 +425,7 @@ def test_cli_use_unknown_and_unset(cli, cfg_dir: Path, project: Path) -> None:
     assert r.exit_code == ExitCode.CONFIG
     assert cli("context", "use", "a").exit_code == 0
     assert cli("context", "use", "--unset").exit_code == 0
-    assert targets.load().current is None
+    assert contexts.load().current is None
     assert cli("context", "use").exit_code == ExitCode.USAGE
 
 
@@ -434,7 +434,7 @@ def test_cli_set_secret_into_keyring(cli, cfg_dir: Path, project: Path, fake_key
     r = runner.invoke(app, ["context", "set-secret", "astro"], input="kr-token\n")
     assert r.exit_code == 0, r.output
     assert fake_keyring.store[("mlopsctl", "astro:token")] == "kr-token"
-    assert "kr-token" not in targets.contexts_path().read_text()
+    assert "kr-token" not in contexts.contexts_path().read_text()
     assert load_settings(context="astro").airflow_token.get_secret_value() == "kr-token"
     assert cli("context", "remove", "astro").exit_code == 0
     assert fake_keyring.store == {}  # removing the context removes its stored secret
@@ -449,9 +449,9 @@ def test_cli_set_secret_without_keyring(cli, cfg_dir: Path, project: Path, no_ke
 def test_cli_show_follows_the_context_named_in_dotenv(cli, cfg_dir: Path, project: Path, no_keyring: None) -> None:
     add("astro", airflow_url="https://astro.example", auth="token", token_env="ASTRO_API_TOKEN")
     add("local", airflow_url="http://127.0.0.1:8080")
-    cfg = targets.load()
+    cfg = contexts.load()
     cfg.current = "astro"
-    targets.save(cfg)
+    contexts.save(cfg)
     (project / ".env").write_text("MLOPSCTL_CONTEXT=local\n")
     r = cli("context", "show", "--json")
     assert r.exit_code == 0, r.output

@@ -1,4 +1,4 @@
-"""What a --data value names, judged the same way on both sides: the CLI (`mlopsctl.pipelines.data_kind`,
+"""What a --data value names, judged the same way on both sides: the CLI (`mlopsctl.datasources.data_kind`,
 `check_data`) and the job (`rf_core.source_kind`, its own copy: the jobs import nothing from mlopsctl).
 
 rf_core is loaded from its file: at import it needs only the standard library."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl import pipelines
+from mlopsctl import datasources, pipelines
 from mlopsctl.errors import ExitCode, InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,14 +58,14 @@ KINDS = [
 
 @pytest.mark.parametrize(("data", "kind"), KINDS)
 def test_cli_and_job_classify_alike(data: str, kind: str) -> None:
-    assert pipelines.data_kind(data) == kind
+    assert datasources.data_kind(data) == kind
     assert rf_core.source_kind(data) == kind
 
 
 def test_the_two_copies_use_the_same_rules() -> None:
-    assert rf_core.FILE_EXTENSIONS == pipelines.FILE_EXTENSIONS
-    assert rf_core._URI_RE.pattern == pipelines._URI_RE.pattern
-    assert rf_core._TABLE_RE.pattern == pipelines._TABLE_RE.pattern
+    assert rf_core.FILE_EXTENSIONS == datasources.FILE_EXTENSIONS
+    assert rf_core._URI_RE.pattern == datasources._URI_RE.pattern
+    assert rf_core._TABLE_RE.pattern == datasources._TABLE_RE.pattern
 
 
 @pytest.mark.parametrize(
@@ -85,15 +85,15 @@ def test_the_job_hands_spark_the_path_it_reads(data: str, path: str) -> None:
 @pytest.mark.parametrize("data", ["main.sales.houses", "s3://bucket/houses.csv", "/Volumes/main/sales/raw/h.csv",
                                   "/Workspace/Shared/h.csv", "dbfs:/FileStore/h.csv"])
 def test_cluster_data_passes_through_unchanged(data: str, compute: str | None, project: Path) -> None:
-    assert pipelines.check_data(f"  {data} ", compute=compute) == data
+    assert datasources.check_data(f"  {data} ", compute=compute) == data
 
 
 @pytest.mark.parametrize("compute", [None, "local", "spark"])
 def test_local_path_is_checked_and_made_absolute_off_databricks(compute, project: Path) -> None:
     (project / "h.csv").write_text("a,target\n1,2\n")
-    assert pipelines.check_data("h.csv", compute=compute) == str(project / "h.csv")
+    assert datasources.check_data("h.csv", compute=compute) == str(project / "h.csv")
     with pytest.raises(InputError, match="does not exist") as err:
-        pipelines.check_data("missing.csv", compute=compute)
+        datasources.check_data("missing.csv", compute=compute)
     assert "/Volumes/" in err.value.hint and "catalog.schema.table" in err.value.hint
 
 
@@ -101,7 +101,7 @@ def test_local_path_is_refused_when_the_tasks_run_on_databricks(project: Path) -
     (project / "h.csv").write_text("a,target\n1,2\n")
     for data in ("h.csv", str(project / "h.csv"), "missing.csv"):
         with pytest.raises(InputError) as err:
-            pipelines.check_data(data, compute="databricks", dag_id="build_model")
+            datasources.check_data(data, compute="databricks", dag_id="build_model")
         exc = err.value
         assert exc.exit_code == ExitCode.USAGE
         assert exc.message.startswith(f"--data: {data} is a path on this machine, but build_model's tasks run on "
@@ -116,9 +116,9 @@ def test_a_table_like_name_that_exists_here_is_a_local_path(project: Path) -> No
     folder = project / "sales.houses"
     folder.mkdir()
     (folder / "part-0.parquet").write_bytes(b"PAR1")
-    assert pipelines.check_data("sales.houses") == str(folder)
+    assert datasources.check_data("sales.houses") == str(folder)
     with pytest.raises(InputError, match="is a path on this machine"):
-        pipelines.check_data("sales.houses", compute="databricks")
+        datasources.check_data("sales.houses", compute="databricks")
 
 
 def test_the_conf_builders_pass_a_table_name_through(project: Path) -> None:
@@ -139,4 +139,4 @@ def test_the_conf_builders_pass_a_table_name_through(project: Path) -> None:
     ],
 )
 def test_compute_of_reads_the_dag_tag(tags, compute) -> None:
-    assert pipelines.compute_of(tags) == compute
+    assert datasources.compute_of(tags) == compute

@@ -86,12 +86,12 @@ def test_placeholders_are_valid_settings(tmp_path: Path, monkeypatch: pytest.Mon
     """Uncommenting every entry gives a .env that Settings accept (the named context exists here)."""
     cfg = tmp_path / "cfg"
     monkeypatch.setenv("MLOPSCTL_CONFIG_DIR", str(cfg))
-    from mlopsctl import targets
+    from mlopsctl import contexts
 
     values = entries()
-    targets.save(
-        targets.ContextFile(
-            contexts={values["MLOPSCTL_CONTEXT"]: targets.Context(airflow_url="https://airflow.example.com")}
+    contexts.save(
+        contexts.ContextFile(
+            contexts={values["MLOPSCTL_CONTEXT"]: contexts.Context(airflow_url="https://airflow.example.com")}
         )
     )
     fields = settings_names()

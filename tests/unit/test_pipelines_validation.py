@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
 import pytest
 
+from mlopsctl.datasources import check_data
 from mlopsctl.errors import ExitCode, InputError
 from mlopsctl.pipelines import (
     PIPELINES,
     build_model_conf,
-    check_data,
     default_registered_model,
     flag_for,
     get_pipeline,
@@ -207,6 +208,8 @@ def test_run_ids_are_unique_and_shaped() -> None:
     ids = {new_dag_run_id() for _ in range(50)}
     assert len(ids) == 50
     assert all(i.startswith("mlopsctl__") and i.endswith(tuple("0123456789abcdef")) for i in ids)
+    # Airflow's default [scheduler] allowed_run_id_pattern
+    assert all(re.fullmatch(r"^[A-Za-z0-9_.~:+-]+$", i) for i in ids)
 
 
 # --- through the CLI: exit USAGE and not one request -------------------------------------------------

@@ -20,7 +20,7 @@ from tests.fixtures.fakes import BUILD, GRID, RID, FakeAirflow, FakeMlflow
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch, project: Path):
     from mlopsctl.airflow.client import AirflowClient
-    from mlopsctl.context import AppContext
+    from mlopsctl.appcontext import AppContext
 
     airflow = FakeAirflow()
     mlflow = FakeMlflow([BUILD, *GRID])
@@ -181,7 +181,7 @@ def test_a_broken_dag_file_is_not_blamed_on_a_dag_whose_id_is_its_prefix(fakes, 
 
 
 def test_a_preflight_check_stops_the_run_before_anything_is_triggered(fakes) -> None:
-    from mlopsctl.context import AppContext
+    from mlopsctl.appcontext import AppContext
     from mlopsctl.errors import StackError
     from mlopsctl.pipelines import get_pipeline
 

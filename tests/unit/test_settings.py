@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from mlopsctl.context import AppContext
+from mlopsctl.appcontext import AppContext
 from mlopsctl.errors import ConfigError, ExitCode
 from mlopsctl.settings import Settings, load_settings
 
