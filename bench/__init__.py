@@ -1,4 +1,7 @@
-"""Benchmarks of mlopsctl against the tools a user would otherwise use (`python -m bench`)."""
+"""Benchmarks of mlopsctl against the tools a user would otherwise use (`python -m bench`).
+
+What each measures, against which peer, and the latest figures: docs/benchmarks.md.
+"""
 
 from __future__ import annotations
 

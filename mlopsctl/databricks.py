@@ -3,7 +3,7 @@ payload, and the upload of the job scripts and the jobs' wheel to a versioned wo
 
 databricks-sdk is imported inside functions only (never at CLI import time). Secrets (tokens, client
 secrets) stay in the SDK's Config and in the connection payload sent to Airflow; nothing here prints,
-logs or writes them, and `masked()` is what any display gets.
+logs or writes them, and `masked()` is what any display gets. Databricks in depth: docs/databricks.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Exception hierarchy and the exit codes they map to (documented in README.md)."""
+"""Exception hierarchy and the exit codes they map to.
+
+README.md lists the exit codes for users; docs/architecture.md explains how errors become exit codes.
+"""
 
 from __future__ import annotations
 

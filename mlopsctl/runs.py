@@ -6,7 +6,8 @@ implements it), poll updates go to the `on_update` callback of :func:`follow_run
 
 Following polls every second during the first two minutes (most runs end there, and their end is then seen
 within a second), then backs off from 1 s to 5 s; the back-off restarts when something changes. A `timeout` raises WaitTimeoutError and Ctrl-C
-raises FollowInterrupted: the run keeps going in Airflow either way.
+raises FollowInterrupted: the run keeps going in Airflow either way. A run's path end to end:
+docs/architecture.md.
 """
 
 from __future__ import annotations

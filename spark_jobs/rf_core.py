@@ -9,35 +9,8 @@ jobs run unchanged as Connect clients, under ``spark-submit`` and as Databricks 
 libraries (pyspark, sklearn, pandas, mlflow, matplotlib) are imported inside the functions that need
 them, so Python workers running :func:`evaluate_task_batches` only pay for what they use.
 
-Data handling (deterministic, documented in the README):
-
-* Source: ``data`` empty/None -> scikit-learn's bundled diabetes data (442 x 10, target ``target``);
-  otherwise (see `source_kind`):
-
-  - a path on the job's machine: a ``.csv`` file (header row; see "Missing values in CSV" below), a
-    ``.parquet``/``.pq`` file or a directory of Parquet files (a plain name that is no path but a table
-    of the session's catalog is read as that table);
-  - a URI Spark reads (``s3://``, ``s3a://``, ``abfss://``, ``gs://``, ``dbfs:/``, ``file:/`` ...), a Unity
-    Catalog volume path ``/Volumes/<catalog>/<schema>/<volume>/...``, a workspace file ``/Workspace/...`` or
-    a DBFS FUSE path ``/dbfs/...``: handed to ``spark.read`` by its extension (``.csv``; ``.parquet``/``.pq``;
-    none = a Parquet directory). DBFS is limited on serverless compute (a warning is printed);
-  - a table name, ``catalog.schema.table`` or ``schema.table``: ``spark.table``.
-* Validation (fails fast, :class:`DataError`): missing path/URI/table, unsupported extension, no rows,
-  target column missing (the columns found are listed), non-numeric target, target all-null,
-  no usable feature column left.
-* Missing values in CSV: a field that is empty or, once surrounding blanks are trimmed, equals one of
-  ``NA_VALUES`` (pandas' default list: ``NA``, ``N/A``, ``NaN``, ``nan``, ``null``, ``NULL``, ``None``,
-  ``#N/A``, ``<NA>``, ``n/a``, ...) is missing; ``--na-values`` replaces that list (empty fields stay
-  missing). Every CSV column is read as text, then a column is numeric when each of its non-missing
-  values casts to a number, and text otherwise. Parquet and tables keep their own types and nulls.
-* Rows whose target is null are dropped; how many is written beside the features table
-  (`write_prepare_report`) and logged by the training and grid jobs as the MLflow metric
-  ``n_rows_dropped``. Feature columns that are entirely null are dropped.
-* Numeric features: cast to double; NaN/null replaced with the column's exact median.
-* Non-numeric features (strings, booleans, dates): ordinal-encoded by the sorted order of their
-  distinct string values (0, 1, 2, ...); null -> -1.
-* Column names are sanitised to ``[A-Za-z0-9_]`` (unique); the target is stored as ``__target__``
-  and a ``__row_id__`` column keeps the source row order.
+The data rules (what a source may be, missing values, validation, cleaning, column names) are
+described in docs/data.md.
 """
 
 from __future__ import annotations
@@ -126,7 +99,7 @@ def na_values_arg(text: str) -> tuple[str, ...] | None:
 
 
 #: what a ``--data`` value names, judged from its text alone. The CLI keeps its own copy (``data_kind`` in
-#: mlopsctl/pipelines.py: the jobs import nothing from mlopsctl); tests/unit/test_data_sources.py pins the two.
+#: mlopsctl/datasources.py: the jobs import nothing from mlopsctl); tests/unit/test_data_sources.py pins the two.
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: C:/ stays a local path
 _IDENTIFIER = r"(?:[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)"
 _TABLE_RE = re.compile(rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER}){{1,2}}$")
@@ -161,7 +134,7 @@ def spark_path(data: str, kind: str) -> str:
 
 
 def load_source(spark: Any, data: str | None, na_values: Sequence[str] | None = None) -> Any:
-    """Read the raw source into a Spark DataFrame (see the module docstring for what is accepted)."""
+    """Read the raw source into a Spark DataFrame (what is accepted: docs/data.md)."""
     if not data:
         from sklearn.datasets import load_diabetes
 
@@ -300,7 +273,7 @@ class PrepareReport:
 
 
 def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
-    """Validate and clean a raw Spark DataFrame into the features table (see the module docstring)."""
+    """Validate and clean a raw Spark DataFrame into the features table (the rules: docs/data.md)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -610,8 +583,8 @@ def run_grid_joblib(
 
     scikit-learn builds and applies its trees without the GIL (RandomForest's own ``n_jobs`` uses threads
     for that reason), so threads fit in parallel with no worker processes to start, no copy of the data per
-    worker, and nothing left to stop afterwards. Worker processes (joblib's default) cost each search 1.5-2 s
-    of start-up and about 3 s of CPU on a 2-core machine, for the same results."""
+    worker, and nothing left to stop afterwards, where worker processes (joblib's default) cost each search
+    their start-up for the same results (measured in docs/architecture.md)."""
     from joblib import Parallel, delayed
 
     folds = fold_indices(len(X), cv, random_state)
@@ -1027,7 +1000,7 @@ def run_script(main: Callable[[], Any]) -> None:
 
     Everything the job does (Spark writes, MLflow logging, the session's release) is finished when ``main``
     returns; what is left is the interpreter's teardown of mlflow, scikit-learn, pandas, pyarrow and the
-    gRPC client, which took 2-8 s of CPU per job here and does nothing the caller can see. Exit codes are
+    gRPC client, which costs seconds of CPU (docs/architecture.md) and does nothing the caller can see. Exit codes are
     kept (0, or 3 for bad data). An uncaught exception takes the normal path (traceback, exit 1). On
     Databricks the runtime owns the process, so the job ends normally there."""
     try:

@@ -1,36 +1,19 @@
-"""The ONE place the compute backend of the mlopsctl DAGs is chosen.
+"""The ONE place the compute backend of the mlopsctl DAGs is chosen, from ``MLOPSCTL_COMPUTE``.
 
-Backends (``MLOPSCTL_COMPUTE``):
-
-* ``local`` (default): the task runs the job from the worker, its output streamed into the task log:
-  - with ``MLOPSCTL_SPARK_REMOTE`` set (``sc://host:port``; ``mlopsctl dev start`` sets it to the
-    embedded stack's Spark Connect server), as a plain Python process that is a Spark Connect client of
-    that server: no JVM per task;
-  - without it (an image without the embedded stack), with ``spark-submit --master
-    $MLOPSCTL_SPARK_MASTER`` (default ``local[*]``, Spark UI off, driver bound to 127.0.0.1).
+* ``local`` (default): the task runs the job from the worker, its output streamed into the task log: as a
+  Spark Connect client of ``MLOPSCTL_SPARK_REMOTE`` (forked by the stack's job launcher when
+  ``MLOPSCTL_JOB_LAUNCHER`` names one), or, where that is unset, with ``spark-submit --master
+  $MLOPSCTL_SPARK_MASTER``.
 * a Spark master URL (``spark://host:7077``, ``yarn``, ``k8s://...``): ``spark-submit`` against that master.
-* ``databricks``: the task is whatever ``common.databricks_backend.make_databricks_task`` returns
-  (imported lazily, only for this backend).
+* ``databricks``: the task is whatever ``common.databricks_backend.make_databricks_task(task_id, script,
+  arguments)`` returns (imported lazily, only for this backend). ``script`` is a file name from spark_jobs/,
+  ``arguments`` the job's argv, whose items may be Jinja templates (``{{ params.max_depth }}``); the operator
+  must fail the task when the job fails.
 
-The jobs use only the Spark Connect API, so the same job file runs in every one of these ways.
-
-Seam for the Databricks backend (what this module calls; implemented in
-``dags/common/databricks_backend.py``)::
-
-    make_databricks_task(task_id: str, script: str, arguments: list[str]) -> BaseOperator
-
-``script`` is a file name from spark_jobs/ (``preprocess_data.py``, ``train_model.py``,
-``grid_search.py``, ``grid_search_spark.py``; every job imports ``rf_core``: here from the same folder, on
-Databricks from the jobs' wheel that ``deploy jobs`` uploads beside the scripts).
-``arguments`` is the job's argv; items may be Jinja templates (``{{ run_id }}``,
-``{{ params.max_depth }}``, ``{{ mlopsctl.work_dir }}``...), so the operator must list the field
-holding them in ``template_fields``. The returned operator must fail the task when the job fails.
-Exit code 3 of a job means "bad data / nothing to retry".
-
-The backend kind (local-ish vs databricks) decides which operator a DAG file builds, so it is read
-when the DAG is parsed (``dev start`` / the Dockerfile set ``MLOPSCTL_COMPUTE`` on every Airflow
-component); everything else (Connect URL, master URL, tracking URI, work dir, jobs dir) is read at task
-run time.
+Exit code 3 of a job means "bad data / nothing to retry". The backend kind decides which operator a DAG file
+builds, so it is read when the DAG is parsed; everything else (Connect URL, master URL, tracking URI, work
+dir, jobs dir) is read at task run time. How the tasks and their compute fit together:
+docs/architecture.md.
 """
 
 from __future__ import annotations

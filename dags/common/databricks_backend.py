@@ -1,99 +1,16 @@
 """The ``databricks`` compute backend: each job runs as a one-time Databricks run of a ``spark_python_task``.
 
-Chosen by ``MLOPSCTL_COMPUTE=databricks`` (see ``common/compute.py``, which calls
-``make_databricks_task``). Nothing here runs at DAG parse time except building the operator; every
-setting below is read when the task runs.
+Chosen by ``MLOPSCTL_COMPUTE=databricks`` (``common/compute.py`` calls ``make_databricks_task``). Nothing here
+runs at DAG parse time except building the operator, a ``DatabricksSubmitRunOperator``; every
+``MLOPSCTL_DATABRICKS_*`` setting is read when the task runs, and a setting that is wrong for the target fails
+the task before anything is submitted. Per compute mode (``jobs``, ``existing``, ``serverless``) it builds the
+compute spec and what the task installs: the jobs' wheel that ``deploy jobs`` uploaded beside the entry
+scripts, plus MLflow and, on serverless, the libraries the serverless image lacks. It rewrites the job's
+Databricks-specific arguments, derives an idempotency token per Airflow try, and turns a job's bad-data exit
+(a ``mlopsctl-error:`` line in the run's log tail) into a failure without retries.
 
-Why ``DatabricksSubmitRunOperator`` (runs/submit): the jobs are already files (``deploy jobs`` uploads
-them, with the jobs' wheel, to a versioned path), each Airflow task is one job with its own parameters
-built from the DAG run's conf, and Airflow owns the retries, dependencies and history. A one-time run
-needs no Databricks job definition to create, version or clean up. ``DatabricksTaskOperator`` /
-``DatabricksWorkflowTaskGroup`` create and run a *Databricks job* (workflow) per DAG run, which pays off
-when several tasks should share one job cluster; here the two/one tasks per pipeline are sequential
-and short, and a shared job definition would tie the DAG's shape to Databricks'. Trade-off: with jobs
-compute, each task starts its own cluster (minutes); use an existing cluster or serverless to avoid it.
-
-Runtime settings (environment of the Airflow workers; read at task run time):
-
-=========================================  =========================================================
-``MLOPSCTL_DATABRICKS_JOBS_PATH``          where ``mlopsctl deploy jobs`` put the job files, e.g.
-                                           ``/Workspace/Shared/mlopsctl/jobs/v0.1.0-1a2b3c4d5e6f`` or
-                                           ``/Volumes/main/mlops/jobs/v0.1.0-...``. The Airflow
-                                           Variable of the same name (``deploy jobs --set-variable``)
-                                           wins over the environment. Required.
-``MLOPSCTL_DATABRICKS_CONN_ID``            Airflow connection (default ``databricks_default``;
-                                           written by ``mlopsctl connect databricks``).
-``MLOPSCTL_DATABRICKS_COMPUTE``            ``jobs`` (default: a ``new_cluster`` per run),
-                                           ``existing`` or ``serverless``. The Airflow Variable of the
-                                           same name wins over the environment, so the compute can
-                                           change without redeploying the image.
-``MLOPSCTL_DATABRICKS_CLUSTER_ID``         the cluster for ``existing`` (Variable first, too).
-``MLOPSCTL_DATABRICKS_SPARK_VERSION``      jobs compute runtime (default ``17.3.x-cpu-ml-scala2.13``,
-                                           17.3 LTS ML: the first ML runtime whose image ships
-                                           MLflow 3, with scikit-learn and pandas).
-``MLOPSCTL_DATABRICKS_NODE_TYPE_ID``       jobs compute node type. Required for ``jobs``: node types
-                                           are cloud-specific (``i3.xlarge`` on AWS,
-                                           ``Standard_DS3_v2`` on Azure, ``n2-standard-4`` on GCP);
-                                           unset, the task refuses to submit.
-``MLOPSCTL_DATABRICKS_NUM_WORKERS``        jobs compute workers (default ``1``). ``grid_search.py``
-                                           (no Spark) always gets a single-node cluster.
-``MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE`` jobs compute access mode: ``DATA_SECURITY_MODE_DEDICATED``
-                                           (default) or its legacy alias ``SINGLE_USER``, the modes
-                                           that read Unity Catalog and run an ML runtime.
-``MLOPSCTL_DATABRICKS_CLUSTER_JSON``       extra ``new_cluster`` fields as a JSON object (optional,
-                                           e.g. ``{"data_security_mode": "SINGLE_USER"}``).
-``MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION`` serverless environment version (default ``2``).
-``MLOPSCTL_DATABRICKS_PIP``                extra serverless pip dependencies, comma-separated,
-                                           appended to the ones below (default: none).
-``MLOPSCTL_DATABRICKS_WORK_DIR``           features tables; must be storage every run sees, e.g.
-                                           ``/Volumes/main/mlops/work`` (default: ``<volume>/work``
-                                           when the jobs path is in a volume, else required).
-``MLOPSCTL_DATABRICKS_TRACKING_URI``       MLflow tracking URI the jobs use (default ``databricks``:
-                                           the workspace's MLflow). Tests point it at a local server.
-``MLOPSCTL_DATABRICKS_REGISTRY_URI``       model registry (default ``databricks-uc``; empty = the
-                                           tracking server's registry).
-``MLOPSCTL_DATABRICKS_UC_SCHEMA``          ``catalog.schema`` prefixed to a ``register_model`` name
-                                           that has no dot, e.g. ``main.mlops``. With the
-                                           ``databricks-uc`` registry a model name must end up
-                                           ``catalog.schema.model``; otherwise the task refuses.
-``MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX``  MLflow experiment folder (default ``/Shared/mlopsctl``).
-                                           With tracking URI ``databricks`` it must be under
-                                           ``/Shared/`` or ``/Users/`` (experiments are workspace
-                                           paths; ``deploy jobs`` creates the folder). The local
-                                           stack's ``MLOPSCTL_MLFLOW_EXPERIMENT_PREFIX`` is not read.
-``MLOPSCTL_DATABRICKS_POLL_SECONDS``       how often the operator polls ``runs/get`` (default 30).
-``MLOPSCTL_DATABRICKS_RETRY_LIMIT``        API attempts on 429/5xx/connection errors (default 6,
-                                           exponential backoff from 1 s).
-=========================================  =========================================================
-
-What a task installs. ``deploy jobs`` uploads the entry scripts and the jobs' wheel into the same
-folder: ``<jobs path>/mlopsctl_jobs-<version>-py3-none-any.whl`` (``JOBS_WHEEL``; ``<version>`` is
-mlopsctl's, so the DAGs know the file name without importing mlopsctl). The wheel packages ``rf_core``,
-which is not uploaded as a file: a task imports it from the installed wheel, never from its working
-directory.
-
-=============================  =============================================================================
-serverless                     ``environments[0].spec``: ``environment_version`` and ``dependencies`` =
-                               the wheel's path, ``SERVERLESS_PINS`` (mlflow, scikit-learn, matplotlib at
-                               the versions of uv.lock: what the jobs import beyond the serverless
-                               image), then
-                               ``MLOPSCTL_DATABRICKS_PIP``.
-``jobs`` and ``existing``      task ``libraries`` = ``{"whl": <the wheel's path>}`` and ``CLASSIC_PYPI``
-                               (``mlflow>=3.1,<4``). Nothing else: the ML runtime provides scikit-learn,
-                               matplotlib, pandas, pyarrow and pyspark, matched to its Spark.
-=============================  =============================================================================
-
-The job's argv (``arguments`` from the DAG, Jinja rendered by Airflow from the run's conf/params) is
-passed as ``spark_python_task.parameters`` (a list of strings); the values of ``--work-dir``,
-``--tracking-uri``, ``--registry-uri`` and ``--experiment-prefix`` are replaced with the Databricks
-settings above, and ``--register-model`` gets the Unity Catalog prefix.
-
-Each submit carries an ``idempotency_token`` derived from the DAG id, the Airflow run id, the task id and
-the try number (a lost response followed by the provider's retry finds the same Databricks run; the next
-Airflow try starts a fresh one), a ``run_name`` naming the DAG, the task and the Airflow run, and
-``timeout_seconds`` from the task's ``execution_timeout``. Bad data (exit 3) is recognised by the
-``mlopsctl-error:`` line in the failed task's ``logs`` (its stdout/stderr tail), not by ``error``,
-whose format Databricks leaves unstructured.
+Every setting, the compute modes and why one-time runs: docs/databricks.md; the payloads it sends:
+docs/databricks-payloads.md.
 """
 
 from __future__ import annotations

@@ -2,15 +2,12 @@
 loads at start instead of loading and verifying them again.
 
 This is HotSpot's dynamic AppCDS (JDK 13 and newer). A JVM started with ``-XX:ArchiveClassesAtExit`` writes
-the classes it loaded into an archive when it exits; a JVM started with ``-XX:SharedArchiveFile`` maps them. On
-a 2-core machine the server took 8.8-9.9 s (10.7-11.6 s of CPU) to answer without the archive and 3.5-4.4 s
-(5.4-5.6 s of CPU) with it, and its idle PSS fell from 320 to 273 MB.
-
-The serving server never writes the archive: a JVM in dump mode ran Spark work about 1.4x slower and took
-15-20 s to exit. Once `dev start` has seen the stack healthy, and while no archive exists, it starts the writer
-(`main`, below) in the background at the lowest CPU priority: a second server, the same command on a free
-port, that it stops as soon as it answers, so that it writes the archive on its way out. `dev stop` kills a
-writer still at work; the next `dev start` starts another.
+the classes it loaded into an archive when it exits; a JVM started with ``-XX:SharedArchiveFile`` maps them.
+The serving server never writes the archive (a JVM in dump mode runs Spark work slower). Once `dev start` has
+seen the stack healthy, and while no archive exists, it starts the writer (`main`, below) in the background at
+the lowest CPU priority: a second server, the same command on a free port, that it stops as soon as it
+answers, so that it writes the archive on its way out. `dev stop` kills a writer still at work; the next
+`dev start` starts another.
 
 The JVM writes the archive in place and maps it without checking its length: a truncated archive (a writer
 killed while writing it) would crash the next server. So the writer's JVM writes ``<name>.jsa.partial`` and
@@ -21,6 +18,7 @@ the Spark jars and the heap size, so an upgrade starts a new one and the old one
 
 The options use paths relative to the server's working directory (the stack's Spark dir): they are passed in
 ``spark.driver.extraJavaOptions``, which Spark splits on spaces, and a state dir's path may contain some.
+Design and measurements: docs/local-stack.md.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ from pathlib import Path
 WRITTEN = "Written dynamic archive"
 FOLDER = "cds"
 #: how long the writer waits for its server to answer, then to write the archive and exit (at nice 19 on a
-#: busy machine both take longer than the 20-40 s they take on an idle one)
+#: busy machine both take far longer than on an idle one)
 START_LIMIT = 600.0
 WRITE_LIMIT = 300.0
 
@@ -158,8 +156,8 @@ def lowest_priority() -> None:
     """Nice 19 for this process and what it starts. Under Linux's autogroup scheduling (``sched_autogroup``,
     on by default in many kernels) CPU time is first shared between sessions, and a nice value only ranks a
     process within its own: this writer leads a session of its own, so the session is lowered too. Without
-    that, the writer's JVM took an equal share of the CPU against each of the stack's components, and the
-    first `run build-model` after a cold `dev start` took 34-37 s instead of 25-30 s on a 2-core machine."""
+    that, the writer's JVM takes an equal share of the CPU against each of the stack's components and slows
+    the first runs after a cold `dev start` (measured in docs/local-stack.md)."""
     os.nice(19)
     if os.getsid(0) != os.getpid():
         return  # the session is someone else's

@@ -53,8 +53,8 @@ EXECUTION_API_TIMEOUT = httpx.Timeout(60.0, connect=2.0)
 def execution_api_ready(base_url: str, *, timeout: httpx.Timeout | float = EXECUTION_API_TIMEOUT) -> bool:
     """True once GET /execution/health answers 200: the api-server can start tasks.
 
-    Airflow builds the execution API's versioned routes on that API's first request (3.3 s of CPU on an idle
-    2-core machine), so the first task of every api-server would otherwise wait for it."""
+    Airflow builds the execution API's versioned routes on that API's first request (seconds of CPU, see
+    docs/local-stack.md), so the first task of every api-server would otherwise wait for it."""
     try:
         resp = _probe_client().get(f"{base_url}/execution/health", timeout=timeout)
     except httpx.HTTPError:

@@ -1,35 +1,24 @@
 """The local stack's job launcher: a warm Python that starts each local job as a fork of itself.
 
-A job is a plain Python process (a Spark Connect client). Started fresh, each one spends seconds of CPU
-importing pyspark, pandas, scikit-learn and MLflow before its first line of work; in the embedded stack
-that was most of `run build-model`'s time. The launcher listens on a Unix socket at once, and imports those
-libraries (`PRELOAD`) only when asked: `mlopsctl dev start` asks once the whole stack is healthy, so the
-imports' CPU and disk reads do not slow the start of Airflow, MLflow and Spark. They run in a background
-thread of the lowest CPU priority; a job asked for before they have run waits for them (and has them run at
-once, at the launcher's priority, if nobody asked yet); with no request at all they start on their own after
-``--preload-after`` seconds. For each request it forks (after the imports have ended); the child becomes
-the job: its own session (so the task can signal the job's process
-group), the requester's pipe as stdout and stderr, the requested environment, working directory and argv,
-and the script run as ``__main__``. Modules the job imports from its own folder (``rf_core``) are never
-preloaded, so an edited job is always run as it is on disk.
-
-Only the local backend of the DAGs uses it (``dags/common/compute.py``, when ``MLOPSCTL_JOB_LAUNCHER``
-names the socket), and only for jobs run with the launcher's own interpreter; anything else, or a launcher
-that does not answer, gets a fresh process as before. Upgrading a preloaded package needs a restart of the
-stack (`mlopsctl dev stop && mlopsctl dev start`), as for every other long-running component.
+A job started fresh spends seconds of CPU importing pyspark, pandas, scikit-learn and MLflow before its first
+line of work. The launcher listens on a Unix socket at once and imports those libraries (`PRELOAD`) in a
+background thread of the lowest CPU priority when asked (`dev start` asks once the stack is healthy), or on its
+own after ``--preload-after`` seconds; a job asked for before then waits for them. For each request it forks:
+the child becomes the job, in its own session, with the requester's pipe as stdout and stderr, the requested
+environment, working directory and argv, and the script run as ``__main__``. Modules of the job's own folder
+are never preloaded. Only the DAGs' local backend uses it, when ``MLOPSCTL_JOB_LAUNCHER`` names the socket.
 
 Protocol (one request per connection; JSON, each message prefixed with its length as 4 bytes big-endian):
 
 * ``{"op": "ping"}`` -> ``{"ok": true, "pid": ..., "python": ..., "preloaded": [...], "ready": bool}``
-  (``ready``: the preload has ended; a job asked for before then waits for it)
-* ``{"op": "preload"}``: start the preload in the background now, if it has not started -> as ``ping``
+* ``{"op": "preload"}``: start the preload now, if it has not started -> as ``ping``
 * ``{"op": "run", "argv": [python, script, *args], "env": {...}, "cwd": "..."}``, with two file
   descriptors attached (SCM_RIGHTS): the job's stdin, then its stdout+stderr.
   -> ``{"pid": N}`` once forked (or ``{"error": "..."}``), later ``{"exit": code}`` when the job ends
-  (``code`` as `subprocess.Popen.returncode`: negative for a signal). A requester that disconnects
-  before then ends the job (SIGTERM to its process group).
+  (``code`` as `subprocess.Popen.returncode`). A requester that disconnects before then ends the job.
 
-Run by `mlopsctl dev start` as ``python -m mlopsctl.devenv.launcher --socket PATH``.
+Run by `mlopsctl dev start` as ``python -m mlopsctl.devenv.launcher --socket PATH``. Design and cost:
+docs/local-stack.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ has had no worker for a while.
 
 A Spark Connect server isolates each session's artifacts, so each session's Python UDFs (``mapInPandas``) run
 under a worker factory and a daemon of that session's own, and pyspark 4.3 never stops them: on the stack's
-long-lived server every job would leave an idle daemon behind (about 35 MB each). Spark kills a session's idle
+long-lived server every job would leave an idle daemon behind (docs/local-stack.md measures them). Spark kills a session's idle
 workers after a minute, and starts a daemon again when a session still needs one ("daemon unexpectedly quit,
 attempting to restart"), so a daemon without workers for longer than that can go.
 

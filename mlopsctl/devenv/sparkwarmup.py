@@ -2,10 +2,10 @@
 server's JVM then loads, links and compiles the paths a job takes before the first task needs them.
 
 A fresh server answers its first job slowly even with the class-data archive (`mlopsctl.devenv.classarchive`,
-which covers only the classes loaded at start): on a 2-core machine the first `preprocess_data` after a start
-spent 6.0 s in Spark, the next one 1.2 s. The first query of a session builds the server's shared state, plans
-and code-generates its first scans and aggregations, and opens the Parquet reader and writer and the Arrow
-allocator.
+which covers only the classes loaded at start): the first `preprocess_data` after a start spends several
+times as long in Spark as the next one (docs/local-stack.md). The first query of a session builds the
+server's shared state, plans and code-generates its first scans and aggregations, and opens the Parquet
+reader and writer and the Arrow allocator.
 
 So once `dev start` has seen the stack healthy, it runs this module in the background (``python -m
 mlopsctl.devenv.sparkwarmup --remote sc://127.0.0.1:15002 --folder <state>/spark/warmup``): the same kinds of

@@ -6,6 +6,7 @@ Seven components: the four Airflow 3 components (started as forks of one process
 the others) and the job launcher (`mlopsctl.devenv.launcher`: a warm Python that forks the local jobs).
 
 Pure functions of Settings (plus a few file reads/writes in the state dir); no processes are started here.
+The stack's design: docs/local-stack.md.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ AIRFLOW_PLUGINS_DIR = Path(__file__).resolve().parent / "airflow_plugins"
 
 @dataclass(frozen=True)
 class StackLayout:
-    """Files and folders of the local stack under the state dir (see the cross-team contract)."""
+    """Files and folders of the local stack under the state dir (docs/local-stack.md)."""
 
     state: Path
 
@@ -268,7 +269,7 @@ def base_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
 
 
 def runtime_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
-    """The runtime env contract the DAG tasks read (see contracts: MLOPSCTL_* + Spark's python)."""
+    """The runtime environment the DAG tasks read: the MLOPSCTL_* settings and Spark's python."""
     env = {
         "MLOPSCTL_MLFLOW_TRACKING_URI": settings.local_mlflow_url,
         "MLOPSCTL_COMPUTE": settings.compute,
@@ -405,8 +406,8 @@ def spark_argv(
         CONNECT_PORT_CONF: str(port or settings.spark_connect_port),
         "spark.ui.enabled": "false",
         # IPv4 sockets: the JVM's listeners show up as 127.0.0.1, not as IPv4-mapped IPv6 addresses.
-        # C1-only JIT and the serial GC: on a 2-core machine the server then takes ~40% less CPU to start
-        # (it starts next to Airflow and MLflow) and answers small jobs faster; same memory.
+        # C1-only JIT and the serial GC: the server then takes less CPU to start (it starts next to Airflow
+        # and MLflow) and answers small jobs faster, for the same memory (figure in docs/local-stack.md).
         "spark.driver.extraJavaOptions": " ".join(
             ["-Djava.net.preferIPv4Stack=true", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
              *java_options]

@@ -1,29 +1,21 @@
 """Start several `python -m MODULE ...` components as forks of one Python that has imported their code once.
 
-The four Airflow components each spend about 3 s of CPU importing Airflow and their command modules before
-they do anything. On a laptop or CI runner with two cores the stack's start is CPU-bound, so four imports of
-the same code cost it seconds of wall time. `mlopsctl dev start` runs this module instead: it imports the
-modules named by ``--preload`` once, forks one child per requested component, and exits. Each child is the
-component as its own command would have started it:
-
-* its own session (its PID is its session and process group id, as with ``start_new_session=True``), so it
-  is supervised and stopped like every other component;
-* stdin from /dev/null, stdout and stderr appended to its log file;
-* its working directory, ``sys.argv`` and process title from its command line, and the module run as
-  ``__main__`` (`runpy`), as ``python -m MODULE`` runs it.
-
-The environment is this process's, so one run starts only components that share it (the Airflow ones do).
-The preloaded modules must leave no thread behind (a fork copies only the calling thread), and connections
-they open must not cross a fork: Airflow disposes its SQLAlchemy pools in a forked child
-(`airflow.settings`, via `os.register_at_fork`), as it does for its own forks.
+`mlopsctl dev start` runs this module for the four Airflow components, which would otherwise each import
+Airflow and their command modules on their own, on a machine whose start is CPU-bound. It imports the modules
+named by ``--preload`` once, forks one child per requested component, and exits. Each child is the component
+as its own command would have started it: its own session (its PID is its session and process group id), stdin
+from /dev/null, stdout and stderr appended to its log file, its working directory, ``sys.argv`` and process
+title from its command line, and the module run as ``__main__`` (`runpy`). The environment is this process's,
+so one run starts only components that share it. The preloaded modules must leave no thread behind (a fork
+copies only the calling thread), and their connections must not cross a fork.
 
 Protocol: the request is one JSON list on stdin, ``[{"name", "argv", "cwd", "log"}, ...]``, where each
 ``argv`` is ``[sys.executable, "-m", MODULE, *args]``. Right after each fork this process writes one line,
-``{"name": ..., "pid": ...}``, to stdout (so a caller interrupted halfway knows which children to end), and
-exits 0 once every child is forked; on a bad request or a failed import it writes the error to stderr and
-exits 2 without forking anything.
+``{"name": ..., "pid": ...}``, to stdout, and exits 0 once every child is forked; on a bad request or a failed
+import it writes the error to stderr and exits 2 without forking anything.
 
 Run by `mlopsctl dev start` as ``python -m mlopsctl.devenv.zygote --preload MODULE [--preload MODULE ...]``.
+Design and measurements: docs/local-stack.md.
 """
 
 from __future__ import annotations

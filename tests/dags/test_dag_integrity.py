@@ -17,7 +17,7 @@ PIPELINES = {"build_model": ["preprocess_data", "train_model"],
              "grid_search": ["preprocess_data", "grid_search"],
              "grid_search_spark": ["preprocess_data", "grid_search_spark"]}
 
-# The contract (/tmp/contracts.md "DAG Params"), written out independently of dags/common/params.py.
+# The DAG Params the CLI and the DAGs agree on, written out here independently of dags/common/params.py.
 COMMON = {
     "data": ({"type": ["null", "string"]}, None),
     "target": ({"type": "string"}, "target"),

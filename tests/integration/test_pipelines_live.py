@@ -1,5 +1,5 @@
 """The three pipelines end to end on the real local stack (Airflow 3 + MLflow + Spark local mode):
-trigger over the REST API with AirflowClient, then assert the MLflow side (the contract's shape).
+trigger over the REST API with AirflowClient, then assert the MLflow side (the runs, tags and metrics the CLI reads).
 
 All runs are triggered together once per module (the stack runs them side by side) and awaited;
 each test then checks one of them. The waits are hang guards, never timing assertions.

@@ -5,16 +5,9 @@ Asserts that all 20 complete, Airflow holds exactly 20 new runs (no duplicate), 
 each with the params its CLI call asked for. Reports (never asserts) the wall time and the stack's peak
 RSS (psutil, summed over every process of the stack: components, executor workers, tasks, Spark JVMs).
 
-Finding (2026-11-24) and fix: on the embedded stack (Airflow on SQLite) this load used to make the api-server
-answer 500 to triggers and the scheduler, dag-processor and triggerer crash with "sqlite3.OperationalError:
-database is locked", within 20 s, even on an idle machine. Cause: Airflow's REST audit-log dependency commits a
-synchronous session on the api-server's event loop; on SQLite that commit waits for the write lock held by
-another request of the same api-server, whose commit needs the blocked loop. The embedded stack now loads an
-Airflow plugin (mlopsctl/devenv/airflow_plugins/mlopsctl_sqlite.py) that passes mutating requests one at a
-time and gives SQLite a 60 s busy timeout. Behind that lock a task's heartbeat may wait longer than Airflow's
-5 s execution-API timeout; three such heartbeats kill the task, and its retry logs a second MLflow run. The
-stack gives the tasks' execution-API calls the same 60 s. Measured after the fix on the idle 2-core machine: 20 runs in
-398 s, stack peak RSS 6.1 GB (24 processes, Spark JVMs included), no "database is locked" in any log.
+On Airflow with SQLite this load made the components crash with "database is locked" until the embedded
+stack loaded its SQLite plugin (mlopsctl/devenv/airflow_plugins/mlopsctl_sqlite.py); the failure, the fix
+and the load's measured cost are in docs/local-stack.md ("Airflow on SQLite").
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from tests.fixtures.files import write_files
 
 
 class FakeAirflowConnections:
-    """Airflow's /api/v2/connections and /variables, as FACTS.md records them (201, 409, PATCH 200, '***')."""
+    """Airflow 3's /api/v2/connections and /variables: 201 on create, 409 for an existing id, 200 on PATCH,
+    and a stored password shown as '***'."""
 
     def __init__(self) -> None:
         self.conns: dict[str, dict] = {}
