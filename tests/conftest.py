@@ -71,9 +71,26 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 
 # The real local stack (Airflow 3 + MLflow), started once per test session: see tests/fixtures/stack.py.
 # A real local Spark Connect server, also once per session: see tests/fixtures/spark_connect.py.
-pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.spark_connect"]
+# pytester runs pytest inside a test (the test of the marking hook below).
+pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.spark_connect", "pytester"]
+
+#: The fixtures that start a JVM, the local stack or one of its servers. A test that uses one of them, itself or
+#: through the fixtures it uses, is marked `integration` by the hook below, so `-m "not integration"` starts none.
+PROCESS_FIXTURES = frozenset({
+    "local_stack",  # tests/fixtures/stack.py: Airflow, MLflow and Spark Connect
+    "connect_server",  # tests/fixtures/spark_connect.py: a Spark Connect server (JVM), `spark` is built on it
+    "databricks_server",  # tests/fixtures/databricks/server.py: its jobs run spark-submit or a Connect server
+    "standin",  # tests/integration/test_databricks_standin.py: a Databricks stand-in of its own
+    "dbx",  # tests/integration/test_databricks_live.py: a Databricks stand-in and a local stack
+    "mlflow_server",  # tests/integration/test_databricks_mlflow.py: a real `mlflow server`
+})
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the load test last: it stresses the shared session stack, which is then restarted."""
+    """Mark the tests that use a PROCESS_FIXTURES fixture `integration`. Run the load test last: it stresses the
+    shared session stack, which is then restarted."""
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
     items.sort(key=lambda item: item.get_closest_marker("load") is not None)
