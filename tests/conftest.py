@@ -8,9 +8,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlopsctl.appcontext import Environment
 
 # The user's own contexts (~/.config/mlopsctl/contexts.toml, `mlopsctl context use`) must not leak into
 # the tests, session fixtures included (they are set up before the per-test isolation below).
@@ -54,15 +57,23 @@ class CliResult(NamedTuple):
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    """Run `mlopsctl ARGS...` in-process through main() (the real error -> exit code mapping), output captured."""
+def environment() -> Environment | None:
+    """What `cli` runs mlopsctl against: None for the real settings, console, Airflow and MLflow. A test module
+    overrides this fixture to hand mlopsctl its fakes (an `mlopsctl.appcontext.Environment`)."""
+    return None
 
-    def run(*args: str) -> CliResult:
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], environment: Environment | None) -> Callable[..., CliResult]:
+    """Run `mlopsctl ARGS...` in-process through main() (the real error -> exit code mapping), output captured,
+    against the `environment` fixture's Environment (or the one passed as `environment=`)."""
+
+    def run(*args: str, environment: Environment | None = environment) -> CliResult:
         from mlopsctl.cli import main
 
         capsys.readouterr()  # only this invocation's output
         with pytest.raises(SystemExit) as exc:
-            main(list(args))
+            main(list(args), environment)
         out, err = capsys.readouterr()
         return CliResult(int(exc.value.code or 0), out, err)
 
