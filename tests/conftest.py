@@ -1,4 +1,5 @@
-"""Test isolation: every test gets its own MLOPSCTL state, no colour, a fixed terminal width."""
+"""Test isolation (every test gets its own MLOPSCTL state, no colour, a fixed terminal width), the in-process
+`cli` runner, and the `integration` mark that follows from the fixtures a test uses."""
 
 from __future__ import annotations
 
