@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from mlopsctl import __version__
-from mlopsctl.appcontext import AppContext
+from mlopsctl.appcontext import AppContext, Environment
 from mlopsctl.commands import (
     check,
     connect,
@@ -82,7 +82,9 @@ def root(
         "airflow_url": airflow_url,
         "mlflow_tracking_uri": mlflow_uri,
     }
-    ctx.obj = AppContext(overrides=overrides, quiet=quiet)
+    # main() hands its Environment in as the context object; the AppContext takes its place
+    environment = ctx.obj if isinstance(ctx.obj, Environment) else Environment()
+    ctx.obj = AppContext(overrides=overrides, quiet=quiet, environment=environment)
 
 
 app.command("init")(init.init)
@@ -103,22 +105,24 @@ def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or bool(__import__("os").environ.get("MLOPSCTL_DEBUG"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turn errors into one message and an exit code."""
+def main(argv: list[str] | None = None, environment: Environment | None = None) -> None:
+    """Console-script entry point: run the app, turn errors into one message and an exit code. `environment`:
+    what the invocation runs against (settings to start from, console, Airflow transport, MLflow reader); the
+    real ones by default."""
     args = list(sys.argv[1:] if argv is None else argv)
+    environment = Environment() if environment is None else environment
     debug = _debug_requested(args)
     try:
         # standalone_mode=False: `raise typer.Exit(n)` in a command makes app() *return* n.
-        result = app(args=args, prog_name="mlopsctl", standalone_mode=False)
+        result = app(args=args, prog_name="mlopsctl", standalone_mode=False, obj=environment)
     except MlopsctlError as exc:
         if debug:
             raise
-        from mlopsctl.console import Console
-
+        console = environment.console(json_mode=False, quiet=False)
         if exc.exit_code == ExitCode.INTERRUPTED:  # Ctrl-C while waiting: a notice, the run keeps going
-            Console().interrupted(exc.message, exc.hint)
+            console.interrupted(exc.message, exc.hint)
         else:
-            Console().error(exc.message, exc.hint)
+            console.error(exc.message, exc.hint)
         sys.exit(int(exc.exit_code))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -135,9 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        from mlopsctl.console import Console
-
-        Console().error(
+        environment.console(json_mode=False, quiet=False).error(
             f"Unexpected error: {type(exc).__name__}: {exc}",
             "This is a bug in mlopsctl. Re-run with --debug for the traceback and report it.",
         )

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import PydanticBaseSettingsSource
 
-from mlopsctl.errors import ConfigError, InputError
+from mlopsctl.errors import ConfigError, InputError, MlopsctlError
 
 KEYRING_SERVICE = "mlopsctl"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -95,9 +95,11 @@ def contexts_path() -> Path:
     return config_dir() / "contexts.toml"
 
 
-def validate_name(name: str) -> str:
+def validate_name(name: str, error: type[MlopsctlError] = ConfigError) -> str:
+    """`name`, if it can name a context; else `error`: ConfigError for a name read from the settings, InputError
+    (exit USAGE) for one typed as an argument."""
     if not _NAME_RE.match(name):
-        raise ConfigError(
+        raise error(
             f"Invalid context name {name!r}.",
             hint="Use letters, digits, '.', '_' or '-' (max 63 characters), starting with a letter or digit.",
         )
@@ -308,7 +310,7 @@ def check_new(
 ) -> Path | None:
     """`context add`'s checks of its flags beyond the model's own (errors name the flag); returns the CA
     bundle, resolved."""
-    validate_name(name)
+    validate_name(name, InputError)
     if auth not in ("password", "token", "none"):
         raise InputError(f"--auth must be password, token or none, got {auth!r}.")
     if ca_bundle is not None:

@@ -1,4 +1,5 @@
-"""Test isolation: every test gets its own MLOPSCTL state, no colour, a fixed terminal width."""
+"""Test isolation (every test gets its own MLOPSCTL state, no colour, a fixed terminal width), the in-process
+`cli` runner, and the `integration` mark that follows from the fixtures a test uses."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlopsctl.appcontext import Environment
 
 # The user's own contexts (~/.config/mlopsctl/contexts.toml, `mlopsctl context use`) must not leak into
 # the tests, session fixtures included (they are set up before the per-test isolation below).
@@ -54,15 +58,23 @@ class CliResult(NamedTuple):
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    """Run `mlopsctl ARGS...` in-process through main() (the real error -> exit code mapping), output captured."""
+def environment() -> Environment | None:
+    """What `cli` runs mlopsctl against: None for the real settings, console, Airflow and MLflow. A test module
+    overrides this fixture to hand mlopsctl its fakes (an `mlopsctl.appcontext.Environment`)."""
+    return None
 
-    def run(*args: str) -> CliResult:
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], environment: Environment | None) -> Callable[..., CliResult]:
+    """Run `mlopsctl ARGS...` in-process through main() (the real error -> exit code mapping), output captured,
+    against the `environment` fixture's Environment (or the one passed as `environment=`)."""
+
+    def run(*args: str, environment: Environment | None = environment) -> CliResult:
         from mlopsctl.cli import main
 
         capsys.readouterr()  # only this invocation's output
         with pytest.raises(SystemExit) as exc:
-            main(list(args))
+            main(list(args), environment)
         out, err = capsys.readouterr()
         return CliResult(int(exc.value.code or 0), out, err)
 
@@ -71,9 +83,26 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 
 # The real local stack (Airflow 3 + MLflow), started once per test session: see tests/fixtures/stack.py.
 # A real local Spark Connect server, also once per session: see tests/fixtures/spark_connect.py.
-pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.spark_connect"]
+# pytester runs pytest inside a test (the test of the marking hook below).
+pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.spark_connect", "pytester"]
+
+#: The fixtures that start a JVM, the local stack or one of its servers. A test that uses one of them, itself or
+#: through the fixtures it uses, is marked `integration` by the hook below, so `-m "not integration"` starts none.
+PROCESS_FIXTURES = frozenset({
+    "local_stack",  # tests/fixtures/stack.py: Airflow, MLflow and Spark Connect
+    "connect_server",  # tests/fixtures/spark_connect.py: a Spark Connect server (JVM), `spark` is built on it
+    "databricks_server",  # tests/fixtures/databricks/server.py: its jobs run spark-submit or a Connect server
+    "standin",  # tests/integration/test_databricks_standin.py: a Databricks stand-in of its own
+    "dbx",  # tests/integration/test_databricks_live.py: a Databricks stand-in and a local stack
+    "mlflow_server",  # tests/integration/test_databricks_mlflow.py: a real `mlflow server`
+})
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the load test last: it stresses the shared session stack, which is then restarted."""
+    """Mark the tests that use a PROCESS_FIXTURES fixture `integration`. Run the load test last: it stresses the
+    shared session stack, which is then restarted."""
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
     items.sort(key=lambda item: item.get_closest_marker("load") is not None)

@@ -139,8 +139,9 @@ class AirflowClient:
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings: Any) -> AirflowClient:
-        """Build from Settings; for the local stack with no password set, reads <state>/airflow/passwords.json."""
+    def from_settings(cls, settings: Any, *, transport: httpx.BaseTransport | None = None) -> AirflowClient:
+        """Build from Settings; for the local stack with no password set, reads <state>/airflow/passwords.json.
+        `transport`: httpx's transport to send through (None: the network)."""
         auth = settings.airflow_auth
         password = settings.airflow_password.get_secret_value() if settings.airflow_password else None
         token = settings.airflow_token.get_secret_value() if settings.airflow_token else None
@@ -164,6 +165,7 @@ class AirflowClient:
             retries=settings.retries,
             verify=verify,
             local_hint=local_stack or is_local_url(settings.airflow_url),
+            transport=transport,
         )
 
     def __repr__(self) -> str:

@@ -15,8 +15,6 @@ from mlopsctl.airflow.client import AirflowClient
 from mlopsctl.airflow.models import DagRun
 from mlopsctl.errors import ConflictError, NotFoundError, RejectedError
 
-pytestmark = pytest.mark.integration
-
 DAG_ID = "mlopsctl_test_tiny"
 WAIT_DAG = 240.0  # generous deadlines: the machine is shared; these bound waits, they assert no timing
 WAIT_RUN = 300.0

@@ -21,8 +21,6 @@ import pytest
 from mlopsctl.errors import ExitCode
 from tests.fixtures.signals import popen_with_default_sigint
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 SMALL_GRID = ["--max-depth", "3,5", "--n-estimators", "10,20", "--cv", "2"]
 CLI_TIMEOUT = 1200  # a bound so a hang fails the test instead of the CI job; asserts nothing about speed

@@ -21,8 +21,6 @@ from mlopsctl.errors import AuthError, ExitCode
 from mlopsctl.settings import load_settings
 from tests.fixtures.stack import LocalStack, free_port
 
-pytestmark = pytest.mark.integration
-
 PIPELINE_DAGS = {"build_model", "grid_search", "grid_search_spark"}
 
 

@@ -29,7 +29,7 @@ from mlopsctl.errors import ExitCode
 from tests.fixtures.databricks_server import STANDARD_CLUSTER_ID, TEST_CLUSTERS, DatabricksTestServer
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings, stop_and_check
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT = 1200  # a bound so a hang fails the test instead of the CI job; asserts nothing about speed

@@ -26,8 +26,6 @@ import pytest
 from tests.fixtures.databricks_mlflow import DatabricksMlflow
 from tests.fixtures.stack import free_port
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "dapi-mlflow-test"
 USER = "tester@example.com"

@@ -26,8 +26,6 @@ from tests.fixtures.databricks_server import (
     TaskRun,
 )
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 LIBS = "/Volumes/main/default/libs"
 SERVERLESS: dict[str, Any] = {"environment_key": "e"}

@@ -29,8 +29,6 @@ from mlopsctl.devenv.stack import ARCHIVE_WRITER, COMPONENTS, SPARK_WARMUP, Stac
 from mlopsctl.errors import ExitCode, StackError
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings
 
-pytestmark = pytest.mark.integration
-
 
 def _pids(stack: LocalStack) -> dict[str, int]:
     layout = StackLayout(stack.state_dir)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DAGS = ("build_model", "grid_search", "grid_search_spark")
 SMALL_GRID = {"max_depth": [3, 8], "n_estimators": [5, 15], "cv": 2}

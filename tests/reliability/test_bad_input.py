@@ -205,7 +205,6 @@ REMOTE_DATA = {
 }
 
 
-@pytest.mark.integration
 def test_data_judged_remotely_fails_the_first_task_with_a_clear_reason(local_stack, tmp_path: Path) -> None:
     """Trigger all bad-data runs at once (--no-wait), then reattach to each: RUN_FAILED, the reason in the
     log tail, preprocess_data failed on its first try (bad data is not retried), train_model never ran,
@@ -234,7 +233,6 @@ def test_data_judged_remotely_fails_the_first_task_with_a_clear_reason(local_sta
         assert len(airflow_runs(local_stack, "build_model", run_id)) == 1
 
 
-@pytest.mark.integration
 def test_unknown_run_id_is_not_found(local_stack) -> None:
     for argv in (["status", "nope__42"], ["status", "nope__42", "--wait"], ["logs", "nope__42"]):
         res = cli(*argv, stack=local_stack)
@@ -244,7 +242,6 @@ def test_unknown_run_id_is_not_found(local_stack) -> None:
         assert "List recent runs with: mlopsctl status" in res.stderr
 
 
-@pytest.mark.integration
 def test_unknown_task_is_not_found(local_stack) -> None:
     res = cli("run", "build-model", "--n-estimators", "3", "--no-register", "--no-wait", "--json", stack=local_stack)
     run_id = json_out(res)["dag_run_id"]

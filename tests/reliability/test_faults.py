@@ -173,7 +173,6 @@ class LoseFirstTriggerResponse(httpx.BaseTransport):
         self.inner.close()
 
 
-@pytest.mark.integration
 def test_lost_trigger_response_then_expired_token_lose_nothing(local_stack) -> None:
     """The trigger's response is lost -> the client's retry finds the run it created (409 -> same run):
     exactly one Airflow run with that id. Mid-follow the cached token goes bad -> refreshed silently. The
@@ -215,7 +214,6 @@ def test_lost_trigger_response_then_expired_token_lose_nothing(local_stack) -> N
     assert {"rmse", "mae", "r2"} <= set(metrics(runs[0]))
 
 
-@pytest.mark.integration
 def test_airflow_down_before_trigger_is_a_clear_error_and_creates_nothing(local_stack) -> None:
     from tests.fixtures.stack import free_port
 
@@ -229,7 +227,6 @@ def test_airflow_down_before_trigger_is_a_clear_error_and_creates_nothing(local_
     assert len(airflow_runs(local_stack, "build_model")) == before
 
 
-@pytest.mark.integration
 def test_api_server_restart_while_following(local_stack, stack_healthy) -> None:
     """The api-server goes away while `run build-model` follows its run, and comes back: the CLI keeps
     following (one warning), then prints the result; one Airflow run, one MLflow run."""
@@ -256,7 +253,6 @@ def test_api_server_restart_while_following(local_stack, stack_healthy) -> None:
     assert len(mlflow_runs(local_stack, "build_model", run_id)) == 1
 
 
-@pytest.mark.integration
 @pytest.mark.slow
 def test_scheduler_kill_9_mid_run_then_restart(local_stack, stack_healthy) -> None:
     """kill -9 the scheduler while a task runs, restart the stack: the run ends (success, or failed with
@@ -285,7 +281,6 @@ def test_scheduler_kill_9_mid_run_then_restart(local_stack, stack_healthy) -> No
     assert len(airflow_runs(local_stack, "build_model", run_id)) == 1
 
 
-@pytest.mark.integration
 def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
     """MLflow is stopped before train_model logs: the job's MLflow client retries (the warnings are in the
     task log), MLflow comes back, the run succeeds with exactly one MLflow run. Then a read with MLflow
@@ -346,7 +341,6 @@ def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
         assert "MLflow result unavailable" in res.stderr
 
 
-@pytest.mark.integration
 def test_spark_job_crash_shows_the_jobs_error_in_the_log_tail(local_stack, tmp_path: Path) -> None:
     """A .parquet file that is really CSV text makes Spark raise inside preprocess_data: the task fails
     (after its retry), the CLI exits RUN_FAILED and prints the job's error in the log tail."""
@@ -371,7 +365,6 @@ def test_spark_job_crash_shows_the_jobs_error_in_the_log_tail(local_stack, tmp_p
 # --- one grid point raising (the job's own code against the real MLflow server) --------------------------
 
 
-@pytest.mark.integration
 def test_one_failing_grid_point_is_recorded_and_the_best_is_chosen_among_the_others(local_stack, monkeypatch) -> None:
     """Run the grid_search job's search+log body against the stack's MLflow with a fault injected into one
     grid point's fits (max_depth=3): that child run is FAILED with the error tag; the other points are

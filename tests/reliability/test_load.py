@@ -23,7 +23,7 @@ import pytest
 
 from tests.reliability._helpers import airflow_runs, cli, json_out, mlflow_runs, params, stack_processes, tags
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 N_RUNS = 20
 

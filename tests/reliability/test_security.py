@@ -34,8 +34,6 @@ from tests.reliability._helpers import (
     tags,
 )
 
-pytestmark = pytest.mark.integration
-
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 

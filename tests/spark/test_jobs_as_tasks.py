@@ -75,6 +75,7 @@ def test_bad_data_as_a_connect_client_fails_without_retry(connect_server, task_e
         op.execute({})
 
 
+@pytest.mark.integration  # runs spark-submit in its body, not through a fixture
 def test_preprocess_under_classic_spark_submit(task_env: Path, monkeypatch) -> None:
     monkeypatch.delenv("MLOPSCTL_SPARK_REMOTE", raising=False)
     op = compute.LocalJobOperator(task_id="preprocess_data", job="preprocess_data.py",

@@ -69,6 +69,7 @@ def writer(archive: ClassArchive, port: int, *server_argv: str) -> subprocess.Co
     )
 
 
+@pytest.mark.integration  # runs java in its body, not through a fixture
 def test_a_jvm_writes_the_archive_at_exit_it_is_kept_when_whole_and_a_jvm_maps_it(tmp_path: Path) -> None:
     archive = new_archive(tmp_path)
     assert archive.map_options() == []
@@ -96,6 +97,7 @@ def test_a_dump_cut_short_is_dropped(tmp_path: Path, log: str | None) -> None:
     assert archive.map_options() == []
 
 
+@pytest.mark.integration  # runs java in its body, not through a fixture
 def test_the_writer_stops_its_server_once_it_answers_and_keeps_the_archive_it_wrote(tmp_path: Path) -> None:
     archive = new_archive(tmp_path)
     source = archive.folder.parent / "Server.java"
@@ -115,6 +117,7 @@ def test_the_writer_stops_its_server_once_it_answers_and_keeps_the_archive_it_wr
     assert mapped.returncode == 0, mapped.stderr
 
 
+@pytest.mark.integration  # runs java in its body, not through a fixture
 def test_a_server_that_exits_before_it_answers_leaves_no_archive(tmp_path: Path) -> None:
     archive = new_archive(tmp_path)
     # a JVM that writes a whole archive of its own few classes, but never serves: not a server's archive

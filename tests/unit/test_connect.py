@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from mlopsctl import __version__
-from mlopsctl.airflow.client import AirflowClient
+from mlopsctl.appcontext import Environment
 from mlopsctl.errors import ExitCode
 from mlopsctl.jobs_wheel import wheel_file_name
 from tests.fixtures.databricks_server import (
@@ -63,14 +63,15 @@ class FakeAirflowConnections:
 
 
 @pytest.fixture
-def airflow(monkeypatch: pytest.MonkeyPatch) -> FakeAirflowConnections:
-    fake = FakeAirflowConnections()
+def airflow() -> FakeAirflowConnections:
+    return FakeAirflowConnections()
 
-    def from_settings(cls, settings):
-        return cls(settings.airflow_url, auth="none", transport=httpx.MockTransport(fake.handler), retries=0)
 
-    monkeypatch.setattr(AirflowClient, "from_settings", classmethod(from_settings))
-    return fake
+@pytest.fixture
+def environment(airflow: FakeAirflowConnections) -> Environment:
+    """mlopsctl in this module reaches Airflow's API in `airflow`."""
+    return Environment(settings={"airflow_auth": "none", "retries": 0},
+                       airflow_transport=httpx.MockTransport(airflow.handler))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,28 @@ def _without(monkeypatch: pytest.MonkeyPatch, *missing: str) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
-def test_installed_extra_passes() -> None:
-    for module in LOCAL_EXTRA_MODULES:  # the test environment has the local extra
-        assert _real_find_spec(module) is not None
+def test_found_modules_pass_and_only_the_ones_asked_for_are_looked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_up: list[str] = []
+
+    def find_spec(name: str, package: str | None = None):
+        looked_up.append(name)
+        return object()  # found
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     require_local_extra("dev start")
+    assert looked_up == list(LOCAL_EXTRA_MODULES)  # by default, the whole extra
+    looked_up.clear()
     require_local_extra("check", "airflow")
+    assert looked_up == ["airflow"]
+
+
+def test_an_installed_module_is_found_without_being_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mlopsctl_extra_probe.py").write_text("raise AssertionError('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    require_local_extra("check", "mlopsctl_extra_probe")
+    assert "mlopsctl_extra_probe" not in sys.modules
 
 
 def test_missing_modules_are_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlopsctl.appcontext import Environment
 from mlopsctl.datasources import check_data
 from mlopsctl.errors import ExitCode, InputError
 from mlopsctl.pipelines import (
@@ -216,21 +217,20 @@ def test_run_ids_are_unique_and_shaped() -> None:
 
 
 @pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch, project: Path) -> list[httpx.Request]:
-    """Every request any AirflowClient would send (none should be)."""
-    from mlopsctl.airflow.client import AirflowClient
+def recorded(project: Path) -> list[httpx.Request]:
+    """Every request the Airflow client of `recording` sends (none should be)."""
+    return []
 
-    seen: list[httpx.Request] = []
+
+@pytest.fixture
+def recording(recorded: list[httpx.Request]) -> Environment:
+    """An environment whose Airflow client records its requests in `recorded` and answers them 500."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
+        recorded.append(request)
         return httpx.Response(500)
 
-    def from_settings(cls, settings):
-        return cls(settings.airflow_url, auth="none", transport=httpx.MockTransport(handler), retries=0)
-
-    monkeypatch.setattr(AirflowClient, "from_settings", classmethod(from_settings))
-    return seen
+    return Environment(settings={"airflow_auth": "none", "retries": 0}, airflow_transport=httpx.MockTransport(handler))
 
 
 BAD = [
@@ -255,11 +255,12 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv", BAD, ids=[" ".join(a) for a in BAD])
-def test_bad_input_exits_usage_without_a_request(argv: list[str], recorded: list, capsys) -> None:
+def test_bad_input_exits_usage_without_a_request(argv: list[str], recording: Environment, recorded: list,
+                                                 capsys) -> None:
     from mlopsctl.cli import main
 
     with pytest.raises(SystemExit) as info:
-        main(["--airflow-url", "http://127.0.0.1:9", *argv])
+        main(["--airflow-url", "http://127.0.0.1:9", *argv], recording)
     assert info.value.code == ExitCode.USAGE
     assert recorded == []
     err = capsys.readouterr().err

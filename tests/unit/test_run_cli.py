@@ -6,12 +6,14 @@ contract (exit codes, one JSON document, log tail on failure, MLflow trouble = w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import httpx
 import pytest
 
+from mlopsctl.appcontext import AppContext, Environment
 from mlopsctl.errors import ExitCode
 from mlopsctl.tracking import Tracking
 from tests.fixtures.fakes import BUILD, GRID, RID, FakeAirflow, FakeMlflow
@@ -19,29 +21,29 @@ from tests.fixtures.fakes import BUILD, GRID, RID, FakeAirflow, FakeMlflow
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch, project: Path):
-    from mlopsctl.airflow.client import AirflowClient
-    from mlopsctl.appcontext import AppContext
-
     airflow = FakeAirflow()
     mlflow = FakeMlflow([BUILD, *GRID])
     state = {"mlflow_down": False}
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    monkeypatch.setattr("mlopsctl.pipelines.new_dag_run_id", lambda: RID)
+    return airflow, mlflow, state
 
-    def from_settings(cls, settings):
-        return cls(settings.airflow_url, auth="password", username="admin", password="pw",
-                   transport=httpx.MockTransport(airflow), retries=0)
+
+@pytest.fixture
+def environment(fakes) -> Environment:
+    """mlopsctl in this module talks to the fakes: Airflow through its transport, MLflow through the reader
+    (down while state["mlflow_down"])."""
+    airflow, mlflow, state = fakes
 
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    def tracking(actx):
-        return Tracking(actx.settings.mlflow_tracking_uri,
+    def tracking(settings) -> Tracking:
+        return Tracking(settings.mlflow_tracking_uri,
                         transport=httpx.MockTransport(refuse if state["mlflow_down"] else mlflow))
 
-    monkeypatch.setattr(AirflowClient, "from_settings", classmethod(from_settings))
-    monkeypatch.setattr(AppContext, "tracking", tracking)
-    monkeypatch.setattr("time.sleep", lambda s: None)
-    monkeypatch.setattr("mlopsctl.pipelines.new_dag_run_id", lambda: RID)
-    return airflow, mlflow, state
+    return Environment(settings={"airflow_password": "pw", "retries": 0},
+                       airflow_transport=httpx.MockTransport(airflow), tracking=tracking)
 
 
 def test_run_json_unpauses_triggers_follows_and_prints_mlflow_metrics(fakes, cli) -> None:
@@ -180,8 +182,7 @@ def test_a_broken_dag_file_is_not_blamed_on_a_dag_whose_id_is_its_prefix(fakes, 
     assert [e["filename"] for e in rows["grid_search_spark"]["import_errors"]] == ["grid_search_spark.py"]
 
 
-def test_a_preflight_check_stops_the_run_before_anything_is_triggered(fakes) -> None:
-    from mlopsctl.appcontext import AppContext
+def test_a_preflight_check_stops_the_run_before_anything_is_triggered(fakes, environment: Environment) -> None:
     from mlopsctl.errors import StackError
     from mlopsctl.pipelines import get_pipeline
 
@@ -192,7 +193,7 @@ def test_a_preflight_check_stops_the_run_before_anything_is_triggered(fakes) -> 
         seen.append(pipeline.dag_id)
         raise StackError("The Spark Connect server is down.")
 
-    service = AppContext().runs()
+    service = AppContext(environment=environment).runs()
     service.preflight_checks = (spark_is_down,)
     with pytest.raises(StackError):
         service.trigger(get_pipeline("build-model"), {"max_depth": 3})
@@ -239,3 +240,29 @@ def test_a_local_path_goes_absolute_where_the_dag_is_local_or_says_nothing(fakes
     code, _, err = cli("run", "build-model", "--data", "main.sales.houses", "--no-wait")
     assert code == 0, err
     assert _triggered_conf(airflow)["data"] == "main.sales.houses"
+
+
+# --- the environment main() is handed ------------------------------------------------------------------------
+def test_the_environments_settings_are_under_the_flags(fakes, environment: Environment, cli) -> None:
+    airflow, _, _ = fakes
+    env = dataclasses.replace(environment, settings={**environment.settings, "airflow_url": "http://env.example:1"})
+    assert cli("run", "build-model", "--no-wait", environment=env).exit_code == 0
+    assert {r.url.host for r in airflow.requests} == {"env.example"}
+    airflow.requests.clear()
+    assert cli("--airflow-url", "http://flag.example:1", "run", "build-model", "--no-wait", environment=env)[0] == 0
+    assert {r.url.host for r in airflow.requests} == {"flag.example"}
+
+
+def test_errors_are_written_by_the_environments_console(environment: Environment, cli) -> None:
+    from mlopsctl.console import Console
+
+    errors: list[tuple[str, str | None]] = []
+
+    class Recording(Console):
+        def error(self, message: str, hint: str | None = None) -> None:
+            errors.append((message, hint))
+
+    code, out, err = cli("status", "no-such-run", environment=dataclasses.replace(environment, console=Recording))
+    assert code == ExitCode.NOT_FOUND and (out, err) == ("", "")
+    [(message, hint)] = errors
+    assert "no-such-run" in message and "mlopsctl status" in (hint or "")
