@@ -27,9 +27,6 @@ def bundled_env_example() -> Path:
     return packaged if packaged.is_file() else _PKG.parent / ".env.example"
 
 
-def bundled_jobs_wheel() -> Path | None:
-    """The jobs' wheel built with mlopsctl's own wheel (hatch_build.py); None in a source checkout."""
-    from mlopsctl.jobs_wheel import DISTRIBUTION
-
-    found = sorted((_PKG / "_bundled" / "wheels").glob(f"{DISTRIBUTION}-*.whl"))
-    return found[-1] if found else None
+def bundled_wheels_dir() -> Path:
+    """The wheels built into mlopsctl's own wheel (hatch_build.py); absent in a source checkout."""
+    return _PKG / "_bundled" / "wheels"
