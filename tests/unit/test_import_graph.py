@@ -9,6 +9,7 @@ package implicitly (``import a.b`` runs ``a/__init__.py``) is not an edge: only 
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -160,6 +161,18 @@ def test_the_dags_import_nothing_from_mlopsctl() -> None:
 
 def test_the_spark_jobs_import_neither_airflow_nor_mlopsctl() -> None:
     assert foreign_imports("spark_jobs", {"airflow", "mlopsctl"}) == []
+
+
+def test_the_dag_modules_mlopsctl_shares_need_only_the_standard_library() -> None:
+    # mlopsctl loads them from its bundled DAG folder (the launcher's protocol, the local Spark facts): they must
+    # import neither Airflow (the CLI does not import it) nor anything a hosted Airflow lacks
+    from mlopsctl.paths import SHARED_DAG_MODULES, dags_common_module
+
+    for name in SHARED_DAG_MODULES:
+        path = REPO / "dags" / "common" / f"{name}.py"
+        imported = {imp.module.split(".", 1)[0] for imp in imports_of(path, f"common.{name}")}
+        assert imported <= set(sys.stdlib_module_names), (name, imported - set(sys.stdlib_module_names))
+        assert Path(dags_common_module(name).__file__) == path
 
 
 # --- the walker itself, on small packages written for the purpose
