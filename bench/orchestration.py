@@ -98,7 +98,7 @@ def _launched_wall(launcher, argv: list[str], env: dict[str, str]) -> float:
     """One job forked by the stack's job launcher, as the local backend's tasks start it: request to exit."""
     import time
 
-    from mlopsctl.devenv.launcher import launch
+    from common.launcher_client import launch  # type: ignore[import-not-found] # dags/ is on sys.path (_dag_compute)
 
     t0 = time.perf_counter()
     job = launch(str(launcher), argv, env, str(launcher.parent))

@@ -30,6 +30,20 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def tracking_uri(value: str) -> str:
+    """An MLflow tracking URI as mlopsctl accepts it, from a context or from any other source of Settings:
+    http(s)://host[:port] (returned without its trailing slash), `databricks[://profile]`, `databricks-uc`, or
+    a file:/sqlite: URI. Anything else is a ValueError saying what is accepted."""
+    if value == "databricks" or value.startswith(("databricks://", "databricks-uc")):
+        return value
+    parsed = urlparse(value)
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        return value.rstrip("/")
+    if parsed.scheme in ("file", "sqlite"):
+        return value
+    raise ValueError(f"must be http(s)://host[:port], databricks, or file:/sqlite: URI, got {value!r}")
+
+
 class Context(BaseModel):
     """One named target. Everything here is safe to store in a plain file."""
 
@@ -323,10 +337,8 @@ def check_new(
             hint="e.g. --token-env ASTRO_API_TOKEN, then `export ASTRO_API_TOKEN=...` before running mlopsctl.",
         )
     if mlflow_uri is not None:
-        from mlopsctl.settings import Settings
-
         try:
-            Settings._tracking_uri(mlflow_uri)
+            tracking_uri(mlflow_uri)
         except ValueError as exc:
             raise InputError(f"--mlflow-uri {exc}.") from None
     return ca_bundle

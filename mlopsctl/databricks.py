@@ -26,6 +26,7 @@ from mlopsctl.errors import (
     ServerError,
     UnreachableError,
 )
+from mlopsctl.settings import DEFAULT_EXPERIMENT_FOLDER
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
@@ -356,11 +357,6 @@ def validate_target(target: str) -> str:
         f"Upload target {target!r} is neither /Workspace/... nor /Volumes/<catalog>/<schema>/<volume>/....",
         hint="e.g. --to /Workspace/Shared/mlopsctl/jobs or --to /Volumes/main/mlops/jobs",
     )
-
-
-#: where the DAGs' MLflow experiments go on Databricks (the backend's default for
-#: MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX): a folder non-admins can create
-DEFAULT_EXPERIMENT_FOLDER = "/Shared/mlopsctl"
 
 
 def validate_experiment_folder(folder: str) -> str:

@@ -29,6 +29,14 @@ def wheel_file_name(version: str) -> str:
     return f"{DISTRIBUTION}-{version}-py3-none-any.whl"
 
 
+def bundled_wheel() -> Path | None:
+    """The jobs' wheel built into mlopsctl's own wheel (hatch_build.py); None in a source checkout."""
+    from mlopsctl import paths
+
+    found = sorted(paths.bundled_wheels_dir().glob(f"{DISTRIBUTION}-*.whl"))
+    return found[-1] if found else None
+
+
 def build(src: Path, out_dir: Path, version: str, project_file: Path | None = None) -> Path:
     """Build the jobs' wheel of ``src`` into ``out_dir`` with hatchling's wheel builder, at ``version``.
 
@@ -81,7 +89,7 @@ def for_deploy(src: Path, version: str, build_dir: Path) -> JobsWheel:
         if not path.is_file():
             raise ConfigError(f"No {path.name} in {src} nor in mlopsctl's bundled jobs ({stock_dir}): the jobs' "
                               "wheel cannot be made.", hint="Run `mlopsctl init` to get the stock spark_jobs/.")
-    bundled = paths.bundled_jobs_wheel()
+    bundled = bundled_wheel()
     if bundled is not None and _same(project_file, stock_dir / PROJECT_FILE) and \
             top_level_modules(bundled).get(MODULE) == module.read_bytes():
         return JobsWheel(bundled, frozenset(top_level_modules(bundled)), "bundled")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 _PKG = Path(__file__).resolve().parent
 
@@ -18,6 +22,26 @@ def bundled_dags_dir() -> Path:
     return _bundled("dags")
 
 
+#: the modules of the bundled dags/common/ that mlopsctl shares with the DAG tasks (standard library only): the
+#: job launcher's protocol, and the facts about the local Spark installation
+SHARED_DAG_MODULES = ("launcher_client", "localspark")
+
+
+@functools.cache
+def dags_common_module(name: str) -> ModuleType:
+    """One of `SHARED_DAG_MODULES`, loaded from the bundled DAG folder's common/ (once per process): the DAG
+    package imports nothing from mlopsctl, so what both sides need lives there."""
+    if name not in SHARED_DAG_MODULES:
+        raise ValueError(f"dags/common/{name}.py is not shared with mlopsctl (shared: {', '.join(SHARED_DAG_MODULES)})")
+    module_name = f"_mlopsctl_dags_common_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, bundled_dags_dir() / "common" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def bundled_spark_jobs_dir() -> Path:
     return _bundled("spark_jobs")
 
@@ -27,9 +51,6 @@ def bundled_env_example() -> Path:
     return packaged if packaged.is_file() else _PKG.parent / ".env.example"
 
 
-def bundled_jobs_wheel() -> Path | None:
-    """The jobs' wheel built with mlopsctl's own wheel (hatch_build.py); None in a source checkout."""
-    from mlopsctl.jobs_wheel import DISTRIBUTION
-
-    found = sorted((_PKG / "_bundled" / "wheels").glob(f"{DISTRIBUTION}-*.whl"))
-    return found[-1] if found else None
+def bundled_wheels_dir() -> Path:
+    """The wheels built into mlopsctl's own wheel (hatch_build.py); absent in a source checkout."""
+    return _PKG / "_bundled" / "wheels"

@@ -13,9 +13,14 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlopsctl.contexts import ContextSettingsSource, tracking_uri
+
 AuthKind = Literal["password", "token", "none"]
 #: Spark Connect's own default port (a sc:// URL without a port means this one)
 CONNECT_DEFAULT_PORT = 15002
+#: where the DAGs' MLflow experiments go on Databricks when databricks_experiment_prefix is not set: a folder
+#: non-admins can create
+DEFAULT_EXPERIMENT_FOLDER = "/Shared/mlopsctl"
 
 
 class Settings(BaseSettings):
@@ -34,8 +39,6 @@ class Settings(BaseSettings):
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ):
         """flag > env > .env > named context (`mlopsctl context`) > default."""
-        from mlopsctl.contexts import ContextSettingsSource
-
         return (init_settings, env_settings, dotenv_settings, ContextSettingsSource(settings_cls), file_secret_settings)
 
     # --- project -------------------------------------------------------------------------------
@@ -137,14 +140,7 @@ class Settings(BaseSettings):
     @field_validator("mlflow_tracking_uri")
     @classmethod
     def _tracking_uri(cls, value: str) -> str:
-        parsed = urlparse(value)
-        if value == "databricks" or value.startswith(("databricks://", "databricks-uc")):
-            return value
-        if parsed.scheme in ("http", "https") and parsed.hostname:
-            return value.rstrip("/")
-        if parsed.scheme in ("file", "sqlite"):
-            return value
-        raise ValueError(f"must be http(s)://host[:port], databricks, or file:/sqlite: URI, got {value!r}")
+        return tracking_uri(value)
 
     @field_validator("spark_remote")
     @classmethod
@@ -218,8 +214,6 @@ class Settings(BaseSettings):
         """The folder of the pipelines' experiments (<prefix>/<dag_id>), as the DAGs choose it: with Databricks
         tracking, databricks_experiment_prefix (default /Shared/mlopsctl); elsewhere mlflow_experiment_prefix."""
         if self.tracking_is_databricks:
-            from mlopsctl.databricks import DEFAULT_EXPERIMENT_FOLDER
-
             return (self.databricks_experiment_prefix or DEFAULT_EXPERIMENT_FOLDER).rstrip("/")
         return self.mlflow_experiment_prefix
 

@@ -19,7 +19,6 @@ docs/architecture.md.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
 import signal
 import socket
@@ -32,6 +31,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from airflow.sdk import BaseOperator
+
+from common.launcher_client import LaunchRefused, ProtocolError, launch
+from common.localspark import is_loopback_master, spark_home
 
 # Keep in sync with spark_jobs/rf_core.py (the jobs import nothing from here, nor we from them).
 EXIT_NO_RETRY = 3
@@ -100,19 +102,11 @@ def registry_uri() -> str:
 
 
 def spark_jobs_dir() -> Path:
-    """MLOPSCTL_SPARK_JOBS_DIR, else spark_jobs/ next to the dags folder, else the copy bundled in mlopsctl."""
+    """MLOPSCTL_SPARK_JOBS_DIR (the embedded stack sets it), else spark_jobs/ next to the dags folder."""
     explicit = os.environ.get("MLOPSCTL_SPARK_JOBS_DIR")
     if explicit:
         return Path(explicit)
-    beside = Path(__file__).resolve().parents[2] / "spark_jobs"
-    if (beside / "rf_core.py").is_file():
-        return beside
-    spec = importlib.util.find_spec("mlopsctl")
-    if spec and spec.submodule_search_locations:
-        bundled = Path(next(iter(spec.submodule_search_locations))) / "_bundled" / "spark_jobs"
-        if (bundled / "rf_core.py").is_file():
-            return bundled
-    return beside
+    return Path(__file__).resolve().parents[2] / "spark_jobs"
 
 
 class _Runtime:
@@ -165,20 +159,6 @@ def model_arguments() -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # local backend: a Spark Connect client, spark-submit, or plain python, as a child process of the task
 # ----------------------------------------------------------------------------------------------
-def spark_home() -> str:
-    spec = importlib.util.find_spec("pyspark")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("pyspark is not installed in the Airflow environment (pip install 'mlopsctl[local]')")
-    return next(iter(spec.submodule_search_locations))
-
-
-def _is_loopback_master(master: str) -> bool:
-    if master.startswith("local"):
-        return True
-    host = urlparse(master).hostname
-    return host in ("127.0.0.1", "localhost")
-
-
 def job_argv(job: str, arguments: Sequence[str], *, spark: bool, master: str | None = None,
              remote: str | None = None, jobs_dir: Path | None = None) -> list[str]:
     """The argv (a list, never a shell string) that runs one job.
@@ -190,9 +170,13 @@ def job_argv(job: str, arguments: Sequence[str], *, spark: bool, master: str | N
     if not spark or remote:
         return [sys.executable, str(script), *arguments]
     master = master or spark_master()
-    argv = [str(Path(spark_home()) / "bin" / "spark-submit"), "--master", master,
+    home = spark_home()
+    if home is None:
+        raise RuntimeError("spark-submit needs a Spark distribution in the Airflow environment: the pyspark package "
+                           "with its bin/ and jars/ (pip install pyspark; pyspark-client alone is not enough)")
+    argv = [str(home / "bin" / "spark-submit"), "--master", master,
             "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN"]
-    if _is_loopback_master(master):
+    if is_loopback_master(master):
         argv += ["--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1"]
     # the driver imports sibling modules from the script's folder; executors need rf_core shipped
     if (jobs_dir / "rf_core.py").is_file() and job != "rf_core.py":
@@ -209,20 +193,23 @@ def job_env(master: str | None = None, remote: str | None = None) -> dict[str, s
         env.pop(key, None)
     if remote:
         env["SPARK_REMOTE"] = remote
-    env["SPARK_HOME"] = spark_home()
+    home = spark_home()
+    if home is not None:  # a Connect client needs none
+        env["SPARK_HOME"] = str(home)
     env["PYSPARK_PYTHON"] = sys.executable
     env["PYSPARK_DRIVER_PYTHON"] = sys.executable
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env.setdefault("TQDM_DISABLE", "1")
-    if _is_loopback_master(master or spark_master()):
+    if is_loopback_master(master or spark_master()):
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
     return env
 
 
 def connect_server_down(remote: str, timeout: float = 3.0) -> str | None:
-    """Why the Spark Connect server at ``remote`` cannot serve the job (its port does not accept a
-    connection), naming where its log is when it is the embedded stack's server; None when it answers."""
+    """Why the Spark Connect server at ``remote`` cannot serve the job (its port does not accept a connection);
+    None when it answers. A stack that runs the server names its log and the command that brings it back in
+    ``MLOPSCTL_SPARK_SERVER_LOG`` and ``MLOPSCTL_SPARK_SERVER_RESTART``."""
     parsed = urlparse(remote.split(";", 1)[0].replace("sc://", "http://", 1))
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 15002
     try:
@@ -230,12 +217,13 @@ def connect_server_down(remote: str, timeout: float = 3.0) -> str | None:
         return None
     except OSError as exc:
         reason = f"the Spark Connect server {host}:{port} is not reachable ({exc.strerror or exc})"
-    state_dir = os.environ.get("MLOPSCTL_STATE_DIR")
-    if state_dir:
-        log = Path(state_dir) / "logs" / "spark.log"
-        reason += (f". It is the embedded stack's Spark server: its log is {log} (`mlopsctl dev logs spark`); "
-                   "`mlopsctl dev start` brings it back, and Airflow's retry then runs this task again")
-    return reason
+    log = (os.environ.get("MLOPSCTL_SPARK_SERVER_LOG") or "").strip()
+    restart = (os.environ.get("MLOPSCTL_SPARK_SERVER_RESTART") or "").strip()
+    if log:
+        reason += f". Its log is {log}"
+    if restart:
+        return f"{reason}; `{restart}` brings it back, and Airflow's retry then runs this task again"
+    return f"{reason}; once it serves again (MLOPSCTL_SPARK_REMOTE names it), Airflow's retry runs this task again"
 
 
 def failure_summary(lines: Sequence[str], limit: int = 12) -> str:
@@ -315,19 +303,15 @@ class LocalJobOperator(BaseOperator):
         raise AirflowException(message)
 
     def _launched(self, argv: list[str], env: dict[str, str]) -> Any:
-        """The job forked by the embedded stack's job launcher (``MLOPSCTL_JOB_LAUNCHER``, set by `mlopsctl dev
-        start`), which has imported pyspark, pandas, scikit-learn and MLflow once, so the job starts without
+        """The job forked by the job launcher at ``MLOPSCTL_JOB_LAUNCHER`` (`launcher_client`; `mlopsctl dev start`
+        runs one), which has imported pyspark, pandas, scikit-learn and MLflow once, so the job starts without
         seconds of imports; None (run a fresh process) where there is none, or it cannot run this job."""
         path = os.environ.get("MLOPSCTL_JOB_LAUNCHER")
         if not path or argv[0] != sys.executable:
             return None
         try:
-            from mlopsctl.devenv.launcher import LaunchRefused, launch
-        except ImportError:
-            return None
-        try:
             job = launch(path, argv, env, os.getcwd())
-        except (OSError, LaunchRefused) as exc:
+        except (OSError, ValueError, ProtocolError, LaunchRefused) as exc:
             self.log.warning("the job launcher at %s did not start the job (%s); starting a fresh Python", path, exc)
             return None
         self.log.info("started by the job launcher as pid %d", job.pid)

@@ -8,7 +8,8 @@ the child becomes the job, in its own session, with the requester's pipe as stdo
 environment, working directory and argv, and the script run as ``__main__``. Modules of the job's own folder
 are never preloaded. Only the DAGs' local backend uses it, when ``MLOPSCTL_JOB_LAUNCHER`` names the socket.
 
-Protocol (one request per connection; JSON, each message prefixed with its length as 4 bytes big-endian):
+Protocol (the tasks' side is dags/common/launcher_client.py; one request per connection; JSON, each message
+prefixed with its length as 4 bytes big-endian):
 
 * ``{"op": "ping"}`` -> ``{"ok": true, "pid": ..., "python": ..., "preloaded": [...], "ready": bool}``
 * ``{"op": "preload"}``: start the preload now, if it has not started -> as ``ping``
@@ -25,19 +26,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import runpy
 import selectors
 import signal
 import socket
-import struct
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from mlopsctl.paths import dags_common_module
+
+#: the protocol's framing, shared with the tasks' side of it (dags/common/launcher_client.py)
+_wire = dags_common_module("launcher_client")
 
 #: what a job's fresh interpreter would spend its first seconds importing
 PRELOAD: tuple[str, ...] = (
@@ -57,41 +60,9 @@ PRELOAD_ENV: dict[str, str] = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TQDM_DISABLE": "1",
 }
-_HEADER = struct.Struct("!I")
-_MAX_MESSAGE = 16 << 20
 _REQUEST_TIMEOUT = 10.0
 #: with nobody asking for it, the preload starts this long after the launcher
 PRELOAD_AFTER = 60.0
-
-
-class ProtocolError(Exception):
-    pass
-
-
-def encode(message: dict) -> bytes:
-    body = json.dumps(message).encode()
-    return _HEADER.pack(len(body)) + body
-
-
-def read_message(sock: socket.socket, *, max_fds: int = 0) -> tuple[dict | None, list[int]]:
-    """One length-prefixed JSON message (None at a clean end of stream) and the descriptors sent with it."""
-    buf = b""
-    fds: list[int] = []
-    while len(buf) < _HEADER.size or len(buf) < _HEADER.size + _HEADER.unpack_from(buf)[0]:
-        if max_fds and not fds:
-            chunk, got, _flags, _addr = socket.recv_fds(sock, 1 << 16, max_fds)
-            fds.extend(got)
-        else:
-            chunk = sock.recv(1 << 16)
-        if not chunk:
-            if buf:
-                raise ProtocolError("connection closed in the middle of a message")
-            return None, fds
-        buf += chunk
-        if len(buf) >= _HEADER.size and _HEADER.unpack_from(buf)[0] > _MAX_MESSAGE:
-            raise ProtocolError("message too large")
-    size = _HEADER.unpack_from(buf)[0]
-    return json.loads(buf[_HEADER.size:_HEADER.size + size]), fds
 
 
 @dataclass
@@ -168,7 +139,7 @@ class Launcher:
         conn.settimeout(_REQUEST_TIMEOUT)
         fds: list[int] = []
         try:
-            message, fds = read_message(conn, max_fds=2)
+            message, fds = _wire.read_message(conn, max_fds=2)
             if message is None:
                 conn.close()
                 return None
@@ -176,13 +147,13 @@ class Launcher:
             if op in ("ping", "preload"):
                 if op == "preload":
                     self._start_preload()
-                conn.sendall(encode(self._status()))
+                conn.sendall(_wire.encode(self._status()))
                 conn.close()
                 return None
             if op != "run":
-                raise ProtocolError(f"unknown op {op!r}")
+                raise _wire.ProtocolError(f"unknown op {op!r}")
             job = self._job(message, fds)
-        except (OSError, ValueError, ProtocolError) as exc:
+        except (OSError, ValueError, _wire.ProtocolError) as exc:
             self._refuse(conn, fds, str(exc))
             return None
         self._finish_preload()
@@ -197,7 +168,7 @@ class Launcher:
         self.jobs[pid] = conn
         print(f"job {pid}: {job.argv[1]}", flush=True)
         try:
-            conn.sendall(encode({"pid": pid}))
+            conn.sendall(_wire.encode({"pid": pid}))
         except OSError:
             self._requester_gone(conn)
             return None
@@ -208,13 +179,13 @@ class Launcher:
     def _job(self, message: dict, fds: list[int]) -> Job:
         argv, env, cwd = message.get("argv"), message.get("env"), message.get("cwd")
         if len(fds) != 2:
-            raise ProtocolError("a run request carries two file descriptors (stdin, output)")
+            raise _wire.ProtocolError("a run request carries two file descriptors (stdin, output)")
         if not (isinstance(argv, list) and len(argv) >= 2 and all(isinstance(a, str) for a in argv)):
-            raise ProtocolError("argv must be [python, script, *arguments]")
+            raise _wire.ProtocolError("argv must be [python, script, *arguments]")
         if os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
-            raise ProtocolError(f"this launcher runs {sys.executable}, not {argv[0]}")
+            raise _wire.ProtocolError(f"this launcher runs {sys.executable}, not {argv[0]}")
         if not isinstance(env, dict) or not isinstance(cwd, str):
-            raise ProtocolError("env must be an object and cwd a string")
+            raise _wire.ProtocolError("env must be an object and cwd a string")
         return Job(argv, {str(k): str(v) for k, v in env.items()}, cwd, fds[0], fds[1])
 
     @staticmethod
@@ -223,7 +194,7 @@ class Launcher:
             os.close(fd)
         try:
             conn.settimeout(_REQUEST_TIMEOUT)
-            conn.sendall(encode({"error": why}))
+            conn.sendall(_wire.encode({"error": why}))
         except OSError:
             pass
         conn.close()
@@ -260,7 +231,7 @@ class Launcher:
                 try:
                     conn.setblocking(True)
                     conn.settimeout(_REQUEST_TIMEOUT)
-                    conn.sendall(encode({"exit": code}))
+                    conn.sendall(_wire.encode({"exit": code}))
                 except OSError:
                     pass
                 self._close(conn)
@@ -342,86 +313,7 @@ class Launcher:
         self.sel.close()
 
 
-# --- the requesting side (a task of the local backend)
-class LaunchRefused(Exception):
-    """The launcher answered but will not run this job (the reason is the message)."""
-
-
-class LaunchedJob:
-    """A job started by the launcher, with the part of `subprocess.Popen`'s interface a task uses: ``pid``
-    (also its process group), ``stdout`` (text, its stdout and stderr), `poll`, `wait` and ``returncode``."""
-
-    def __init__(self, conn: socket.socket, pid: int, stdout_fd: int) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()  # one reader of the connection at a time (on_kill polls beside a wait)
-        self.pid = pid
-        self.stdout = open(stdout_fd, encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None and self._lock.acquire(blocking=False):  # else another thread is waiting
-            try:
-                if self.returncode is None:
-                    self._conn.setblocking(False)
-                    try:
-                        self._receive()
-                    except BlockingIOError:
-                        pass
-            finally:
-                self._lock.release()
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if self.returncode is None:
-            if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-                raise subprocess.TimeoutExpired(f"job {self.pid}", timeout or 0)
-            try:
-                if self.returncode is None:
-                    self._conn.settimeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                    try:
-                        self._receive()
-                    except TimeoutError:
-                        raise subprocess.TimeoutExpired(f"job {self.pid}", timeout or 0) from None
-            finally:
-                self._lock.release()
-        return self.returncode  # type: ignore[return-value]
-
-    def _receive(self) -> None:
-        message, _ = read_message(self._conn)
-        # no message: the launcher itself went away (its job was ended with it)
-        self.returncode = int(message["exit"]) if message and "exit" in message else -int(signal.SIGKILL)
-        self._conn.close()
-
-
-def launch(path: str, argv: list[str], env: dict[str, str], cwd: str, *, timeout: float = 10.0) -> LaunchedJob:
-    """Ask the launcher at ``path`` to start ``argv`` (``[python, script, *args]``). Raises OSError when it does
-    not answer and `LaunchRefused` when it will not run the job; the caller then starts a fresh process."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.settimeout(timeout)
-    read_fd, write_fd = os.pipe()
-    stdin = os.open(os.devnull, os.O_RDONLY)
-    try:
-        conn.connect(path)
-        request = encode({"op": "run", "argv": argv, "env": env, "cwd": cwd})
-        sent = socket.send_fds(conn, [request], [stdin, write_fd])
-        if sent < len(request):
-            conn.sendall(request[sent:])
-        reply, _ = read_message(conn)
-    except BaseException:
-        conn.close()
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
-        os.close(stdin)
-    if not reply or "pid" not in reply:
-        conn.close()
-        os.close(read_fd)
-        raise LaunchRefused((reply or {}).get("error") or "the launcher closed the connection")
-    return LaunchedJob(conn, int(reply["pid"]), read_fd)
-
-
+# --- the stack's own requests
 def ping(path: str | Path, timeout: float = 2.0) -> dict | None:
     """The launcher's answer to a ping, or None when nothing answers at ``path``."""
     return _ask(path, "ping", timeout)
@@ -438,9 +330,9 @@ def _ask(path: str | Path, op: str, timeout: float) -> dict | None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(timeout)
             conn.connect(str(path))
-            conn.sendall(encode({"op": op}))
-            reply, _ = read_message(conn)
-    except (OSError, ValueError, ProtocolError):
+            conn.sendall(_wire.encode({"op": op}))
+            reply, _ = _wire.read_message(conn)
+    except (OSError, ValueError, _wire.ProtocolError):
         return None
     return reply if reply and reply.get("ok") else None
 

@@ -62,7 +62,7 @@ def installed(mlopsctl_wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with zipfile.ZipFile(mlopsctl_wheel) as archive:
         archive.extractall(tmp_path / "site", [n for n in archive.namelist() if n.startswith("mlopsctl/_bundled/")])
     monkeypatch.setattr(paths, "_PKG", tmp_path / "site" / "mlopsctl")
-    assert paths.bundled_jobs_wheel() is not None
+    assert jobs_wheel.bundled_wheel() is not None
     return tmp_path / "site" / "mlopsctl" / "_bundled"
 
 
@@ -111,7 +111,7 @@ def test_stock_jobs_deploy_the_bundled_wheel_even_without_hatchling(installed: P
     shutil.copytree(SPARK_JOBS, project)
     _without_hatchling(monkeypatch)  # a CLI-only install: no build backend
     wheel = jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
-    assert (wheel.origin, wheel.path) == ("bundled", paths.bundled_jobs_wheel())
+    assert (wheel.origin, wheel.path) == ("bundled", jobs_wheel.bundled_wheel())
     assert wheel.modules == {"rf_core.py"}
     assert not (tmp_path / "build").exists()
     assert jobs_wheel.for_deploy(installed / "spark_jobs", __version__, tmp_path / "build").origin == "bundled"
@@ -150,7 +150,7 @@ def test_edited_jobs_without_hatchling_are_refused_saying_how_to_fix_it(installe
 
 
 def test_a_source_checkout_builds_the_wheel_or_says_it_needs_hatchling(tmp_path, monkeypatch) -> None:
-    assert paths.bundled_jobs_wheel() is None  # the tests run from the checkout: no built wheel in it
+    assert jobs_wheel.bundled_wheel() is None  # the tests run from the checkout: no built wheel in it
     assert jobs_wheel.for_deploy(SPARK_JOBS, __version__, tmp_path / "build").origin == "built"
     _without_hatchling(monkeypatch)
     with pytest.raises(ConfigError, match="source checkout.*hatchling") as exc:

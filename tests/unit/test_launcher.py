@@ -1,4 +1,5 @@
-"""The job launcher (mlopsctl/devenv/launcher.py), as a real process on a real Unix socket: a job it forks
+"""The job launcher (mlopsctl/devenv/launcher.py), as a real process on a real Unix socket, asked by the tasks'
+side of its protocol (dags/common/launcher_client.py, imported as the DAG tasks import it): a job it forks
 behaves like `python script.py` (argv, env, cwd, stdio, exit codes, tracebacks, its own process group), starts
 with the preloaded modules already imported, reads its own folder's modules fresh, and ends with its task."""
 
@@ -14,8 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from mlopsctl.devenv.launcher import LaunchRefused, encode, launch, ping, read_message, start_preload
+from mlopsctl.devenv.launcher import ping, start_preload
+from tests.dags.conftest import DAGS_DIR
 from tests.fixtures.launcher import running_launcher
+
+if str(DAGS_DIR) not in sys.path:  # as Airflow puts the DAG folder on sys.path
+    sys.path.append(str(DAGS_DIR))
+
+from common.launcher_client import LaunchRefused, encode, launch, read_message
 
 
 @pytest.fixture(scope="module")
