@@ -20,8 +20,8 @@ Seam for the Databricks backend (what this module calls; implemented in
     make_databricks_task(task_id: str, script: str, arguments: list[str]) -> BaseOperator
 
 ``script`` is a file name from spark_jobs/ (``preprocess_data.py``, ``train_model.py``,
-``grid_search.py``, ``grid_search_spark.py``; every job imports ``rf_core``: here from the same folder, on
-Databricks from the jobs' wheel that ``deploy jobs`` uploads beside the scripts).
+``grid_search.py``, ``grid_search_spark.py``; every job imports the package ``mlopsctl_jobs``: here from the
+same folder, on Databricks from the jobs' wheel that ``deploy jobs`` uploads beside the scripts).
 ``arguments`` is the job's argv; items may be Jinja templates (``{{ run_id }}``,
 ``{{ params.max_depth }}``, ``{{ mlopsctl.work_dir }}``...), so the operator must list the field
 holding them in ``template_fields``. The returned operator must fail the task when the job fails.
@@ -50,7 +50,7 @@ from urllib.parse import urlparse
 
 from airflow.sdk import BaseOperator
 
-# Keep in sync with spark_jobs/rf_core.py (the jobs import nothing from here, nor we from them).
+# Keep in sync with spark_jobs/mlopsctl_jobs/cli.py (the jobs import nothing from here, nor we from them).
 EXIT_NO_RETRY = 3
 ERROR_PREFIX = "mlopsctl-error:"
 
@@ -122,12 +122,12 @@ def spark_jobs_dir() -> Path:
     if explicit:
         return Path(explicit)
     beside = Path(__file__).resolve().parents[2] / "spark_jobs"
-    if (beside / "rf_core.py").is_file():
+    if (beside / "mlopsctl_jobs").is_dir():
         return beside
     spec = importlib.util.find_spec("mlopsctl")
     if spec and spec.submodule_search_locations:
         bundled = Path(next(iter(spec.submodule_search_locations))) / "_bundled" / "spark_jobs"
-        if (bundled / "rf_core.py").is_file():
+        if (bundled / "mlopsctl_jobs").is_dir():
             return bundled
     return beside
 
@@ -211,15 +211,13 @@ def job_argv(job: str, arguments: Sequence[str], *, spark: bool, master: str | N
             "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN"]
     if _is_loopback_master(master):
         argv += ["--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1"]
-    # the driver imports sibling modules from the script's folder; executors need rf_core shipped
-    if (jobs_dir / "rf_core.py").is_file() and job != "rf_core.py":
-        argv += ["--py-files", str(jobs_dir / "rf_core.py")]
+    # the driver imports mlopsctl_jobs from the script's folder; the job's session ships it to the executors
     return [*argv, str(script), *arguments]
 
 
 def job_env(master: str | None = None, remote: str | None = None) -> dict[str, str]:
-    """The job's environment: ``SPARK_REMOTE`` makes `rf_core.spark_session` a Connect client of ``remote``;
-    without it the job gets the classic session spark-submit built."""
+    """The job's environment: ``SPARK_REMOTE`` makes the job's session (``mlopsctl_jobs.session``) a Connect
+    client of ``remote``; without it the job gets the classic session spark-submit built."""
     env = dict(os.environ)
     # what pyspark sets in a process that has made a Connect session: a classic job must not inherit it
     for key in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE"):

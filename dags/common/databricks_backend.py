@@ -68,9 +68,9 @@ Runtime settings (environment of the Airflow workers; read at task run time):
 
 What a task installs. ``deploy jobs`` uploads the entry scripts and the jobs' wheel into the same
 folder: ``<jobs path>/mlopsctl_jobs-<version>-py3-none-any.whl`` (``JOBS_WHEEL``; ``<version>`` is
-mlopsctl's, so the DAGs know the file name without importing mlopsctl). The wheel packages ``rf_core``,
-which is not uploaded as a file: a task imports it from the installed wheel, never from its working
-directory.
+mlopsctl's, so the DAGs know the file name without importing mlopsctl). The wheel holds the package
+``mlopsctl_jobs``, which is not uploaded as files: a task imports it from the installed wheel, never from its
+working directory.
 
 =============================  =============================================================================
 serverless                     ``environments[0].spec``: ``environment_version`` and ``dependencies`` =

@@ -10,7 +10,7 @@ once, at the launcher's priority, if nobody asked yet); with no request at all t
 ``--preload-after`` seconds. For each request it forks (after the imports have ended); the child becomes
 the job: its own session (so the task can signal the job's process
 group), the requester's pipe as stdout and stderr, the requested environment, working directory and argv,
-and the script run as ``__main__``. Modules the job imports from its own folder (``rf_core``) are never
+and the script run as ``__main__``. Modules the job imports from its own folder (``mlopsctl_jobs``) are never
 preloaded, so an edited job is always run as it is on disk.
 
 Only the local backend of the DAGs uses it (``dags/common/compute.py``, when ``MLOPSCTL_JOB_LAUNCHER``
