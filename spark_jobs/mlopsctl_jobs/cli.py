@@ -24,7 +24,7 @@ ERROR_PREFIX = "mlopsctl-error:"
 
 
 def na_values_arg(text: str) -> tuple[str, ...] | None:
-    """argparse type of --na-values: comma-separated tokens; empty = the default `NA_VALUES`."""
+    """argparse type of --na-values: comma-separated tokens; empty = the default `data.NA_VALUES`."""
     tokens = tuple(t.strip() for t in text.split(",") if t.strip())
     return tokens or None
 

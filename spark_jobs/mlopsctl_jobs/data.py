@@ -62,7 +62,7 @@ NA_VALUES: tuple[str, ...] = (
 
 
 #: what a ``--data`` value names, judged from its text alone. The CLI keeps its own copy (``data_kind`` in
-#: mlopsctl/pipelines.py: the jobs import nothing from mlopsctl); tests/unit/test_data_sources.py pins the two.
+#: mlopsctl/datasources.py: the jobs import nothing from mlopsctl); tests/unit/test_data_sources.py pins the two.
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: C:/ stays a local path
 _IDENTIFIER = r"(?:[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)"
 _TABLE_RE = re.compile(rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER}){{1,2}}$")
