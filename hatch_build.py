@@ -1,4 +1,4 @@
-"""Hatch build hook: mlopsctl's wheel carries the jobs' wheel (``mlopsctl-jobs``: spark_jobs/rf_core.py) as
+"""Hatch build hook: mlopsctl's wheel carries the jobs' wheel (``mlopsctl-jobs``: spark_jobs/mlopsctl_jobs/) as
 package data under ``mlopsctl/_bundled/wheels/``, so `mlopsctl deploy jobs` uploads it from a CLI-only
 install, with no build backend.
 

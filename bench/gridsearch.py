@@ -125,7 +125,8 @@ def features_path(work_dir, dag_id: str, run_id: str):
 
     from mlopsctl.paths import bundled_spark_jobs_dir
 
-    spec = importlib.util.spec_from_file_location("_bench_rf_core", bundled_spark_jobs_dir() / "rf_core.py")
+    spec = importlib.util.spec_from_file_location("_bench_jobs_data",
+                                                  bundled_spark_jobs_dir() / "mlopsctl_jobs" / "data.py")
     if spec is None or spec.loader is None:
         return None
     mod = importlib.util.module_from_spec(spec)

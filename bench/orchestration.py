@@ -38,7 +38,7 @@ def _jobs_dir():
     from mlopsctl.paths import bundled_spark_jobs_dir
 
     d = bundled_spark_jobs_dir()
-    for f in ("preprocess_data.py", "train_model.py", "rf_core.py"):
+    for f in ("preprocess_data.py", "train_model.py", "mlopsctl_jobs/__init__.py"):
         if not (d / f).exists():
             raise NotMeasured(f"spark_jobs/{f} not found")
     return d

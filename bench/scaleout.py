@@ -100,7 +100,7 @@ def run(ctx: BenchContext) -> list[Row]:
         log(f"scaleout: preprocess {n:,} rows (local[1], not timed)")
         run_cmd([submit, "--master", "local[1]", "--conf", "spark.ui.enabled=false",
                  "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
-                 "--py-files", str(jobs / "rf_core.py"), str(jobs / "preprocess_data.py"),
+                 str(jobs / "preprocess_data.py"),
                  "--dag-id", "grid_search_spark", "--run-id", run_id, "--work-dir", work_dir,
                  "--data", str(data)], env=env, timeout=600)
 

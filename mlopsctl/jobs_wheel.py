@@ -1,11 +1,12 @@
-"""The jobs' wheel (distribution ``mlopsctl-jobs``): spark_jobs/rf_core.py packaged, so that a Databricks
-task installs it and imports ``rf_core`` from it, never from its working directory.
+"""The jobs' wheel (distribution ``mlopsctl-jobs``): the package spark_jobs/mlopsctl_jobs/, which a Databricks
+task installs and imports, never from its working directory.
 
 spark_jobs/pyproject.toml declares it; its version is mlopsctl's, set here when it is built. mlopsctl's own
 wheel carries one as package data (``mlopsctl/_bundled/wheels/``, built by hatch_build.py), so a CLI-only
 install deploys the stock jobs with no build backend. `deploy jobs` takes that one when the project's
-spark_jobs/ has the stock rf_core.py and pyproject.toml, and otherwise builds the project's own with
-hatchling (`for_deploy`).
+spark_jobs/ has the stock mlopsctl_jobs/ and pyproject.toml, and otherwise builds the project's own with
+hatchling (`for_deploy`). A spark_jobs/ of the layout before the package (a shared rf_core.py) is refused
+with the upgrade step (`check_layout`).
 
 Only the standard library is imported at module level: hatch_build.py loads this file by path inside the
 build backend, where mlopsctl itself is not importable.
@@ -20,9 +21,11 @@ from typing import NamedTuple
 
 #: the wheel file name's distribution part (``mlopsctl-jobs`` normalised)
 DISTRIBUTION = "mlopsctl_jobs"
-#: the module the wheel packages (spark_jobs/pyproject.toml's only-include); the entry scripts import it
-MODULE = "rf_core.py"
+#: the package the wheel holds (spark_jobs/pyproject.toml's only-include); the entry scripts import only it
+PACKAGE = "mlopsctl_jobs"
 PROJECT_FILE = "pyproject.toml"
+#: the shared module of the layout before the package
+OLD_MODULE = "rf_core.py"
 
 
 def wheel_file_name(version: str) -> str:
@@ -58,15 +61,36 @@ def build(src: Path, out_dir: Path, version: str, project_file: Path | None = No
     return Path(next(built))
 
 
-def top_level_modules(wheel: Path) -> dict[str, bytes]:
-    """The ``*.py`` files at the root of a wheel (its top-level modules), with their content."""
+def package_files(wheel: Path) -> dict[str, bytes]:
+    """The package's files in a wheel (``mlopsctl_jobs/...``, as paths relative to spark_jobs/), with their content."""
     with zipfile.ZipFile(wheel) as archive:
-        return {name: archive.read(name) for name in archive.namelist() if "/" not in name and name.endswith(".py")}
+        return {name: archive.read(name) for name in archive.namelist() if name.startswith(f"{PACKAGE}/")}
+
+
+def source_files(package: Path) -> dict[str, bytes]:
+    """The package folder's files (caches skipped) as `package_files` names them, with their content."""
+    return {f"{PACKAGE}/{p.relative_to(package).as_posix()}": p.read_bytes() for p in sorted(package.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")}
+
+
+def check_layout(src: Path) -> None:
+    """Refuse a spark_jobs/ of the layout before the package (its entry scripts import a shared rf_core.py),
+    before anything is built or uploaded: its scripts would not find the package the wheel now holds."""
+    from mlopsctl.errors import ConfigError
+
+    if (src / OLD_MODULE).is_file():
+        raise ConfigError(
+            f"{src} has the jobs layout of an older mlopsctl: its scripts import the shared module {OLD_MODULE}, "
+            f"while the jobs' wheel now holds the package {PACKAGE}/ and a Databricks task finds nothing else.",
+            hint=f"Upgrade the project: commit it, run `mlopsctl init --force` (it writes the new spark_jobs/ "
+                 f"with {PACKAGE}/ and overwrites the stock scripts), move your own changes of {OLD_MODULE} into "
+                 f"spark_jobs/{PACKAGE}/, delete spark_jobs/{OLD_MODULE}, then run `mlopsctl deploy jobs` again.",
+        )
 
 
 class JobsWheel(NamedTuple):
     path: Path
-    #: top-level modules it carries (`deploy jobs` uploads none of them as files)
+    #: the package's files it carries, relative to spark_jobs/ (`deploy jobs` uploads none of them as files)
     modules: frozenset[str]
     #: "bundled" (the one mlopsctl ships) or "built" (from the project's spark_jobs/)
     origin: str
@@ -75,44 +99,45 @@ class JobsWheel(NamedTuple):
 def for_deploy(src: Path, version: str, build_dir: Path) -> JobsWheel:
     """The jobs' wheel for the job files in ``src``.
 
-    The wheel's sources are src's rf_core.py and pyproject.toml, each falling back to the stock one (the
+    The wheel's sources are src's mlopsctl_jobs/ and pyproject.toml, each falling back to the stock one (the
     bundled spark_jobs/) when src lacks it. The bundled wheel serves when both equal the stock files;
     otherwise the wheel is built into ``build_dir``, which needs hatchling: without it, ConfigError.
     """
     from mlopsctl import paths
     from mlopsctl.errors import ConfigError
 
+    check_layout(src)
     stock_dir = paths.bundled_spark_jobs_dir()
-    module = src / MODULE if (src / MODULE).is_file() else stock_dir / MODULE
+    package = src / PACKAGE if (src / PACKAGE).is_dir() else stock_dir / PACKAGE
     project_file = src / PROJECT_FILE if (src / PROJECT_FILE).is_file() else stock_dir / PROJECT_FILE
-    for path in (module, project_file):
-        if not path.is_file():
+    for path, present in ((package, package.is_dir()), (project_file, project_file.is_file())):
+        if not present:
             raise ConfigError(f"No {path.name} in {src} nor in mlopsctl's bundled jobs ({stock_dir}): the jobs' "
                               "wheel cannot be made.", hint="Run `mlopsctl init` to get the stock spark_jobs/.")
     bundled = bundled_wheel()
     if bundled is not None and _same(project_file, stock_dir / PROJECT_FILE) and \
-            top_level_modules(bundled).get(MODULE) == module.read_bytes():
-        return JobsWheel(bundled, frozenset(top_level_modules(bundled)), "bundled")
+            package_files(bundled) == source_files(package):
+        return JobsWheel(bundled, frozenset(package_files(bundled)), "bundled")
     if importlib.util.find_spec("hatchling") is None:
-        why = (f"its {MODULE} or {PROJECT_FILE} differ from the ones in mlopsctl's bundled jobs wheel"
+        why = (f"its {PACKAGE}/ or {PROJECT_FILE} differ from the ones in mlopsctl's bundled jobs wheel"
                if bundled is not None else "this mlopsctl is installed from a source checkout, which carries no built "
                                            "jobs wheel")
         stock = f", or deploy the stock jobs with --src {stock_dir}" if bundled is not None else ""
         raise ConfigError(
-            f"The jobs' wheel (rf_core, which the Databricks tasks install) must be built from {src}, because {why}, "
-            "and building it needs hatchling, which is not installed.",
+            f"The jobs' wheel ({PACKAGE}, which the Databricks tasks install) must be built from {src}, because "
+            f"{why}, and building it needs hatchling, which is not installed.",
             hint=f"Install it beside mlopsctl (pip install hatchling, or pip install 'mlopsctl[local]'){stock}.",
         )
-    build_src = module.parent
+    build_src = package.parent
     try:
         wheel = build(build_src, build_dir, version, project_file)
     except Exception as exc:  # noqa: BLE001 - a hatchling/config error, reported in one line
         raise ConfigError(f"Building the jobs' wheel from {build_src} failed: {type(exc).__name__}: {exc}",
-                          hint=f"Check {project_file} (a hatchling project whose wheel includes {MODULE}).") from None
-    modules = frozenset(top_level_modules(wheel))
-    if MODULE not in modules:
-        raise ConfigError(f"The jobs' wheel built from {build_src} has no {MODULE}.",
-                          hint=f"{project_file} must include it in the wheel (only-include = [\"{MODULE}\"]).")
+                          hint=f"Check {project_file} (a hatchling project whose wheel includes {PACKAGE}/).") from None
+    modules = frozenset(package_files(wheel))
+    if f"{PACKAGE}/__init__.py" not in modules:
+        raise ConfigError(f"The jobs' wheel built from {build_src} has no {PACKAGE} package.",
+                          hint=f"{project_file} must include it in the wheel (only-include = [\"{PACKAGE}\"]).")
     return JobsWheel(wheel, modules, "built")
 
 

@@ -13,25 +13,25 @@ from __future__ import annotations
 
 import time
 
-import rf_core
+from mlopsctl_jobs import cli, data, session
 
 
-def run(spark, data: str | None, target: str, output: str, na_values=None) -> rf_core.PrepareReport:
+def run(spark, source: str | None, target: str, output: str, na_values=None) -> data.PrepareReport:
     """Load + validate + clean + write the features table and its row counts; returns what was done."""
-    raw = rf_core.load_source(spark, data, na_values)
-    features, report = rf_core.prepare_features(raw, target)
-    rf_core.write_features(features, output)
-    rf_core.write_prepare_report(spark, report, output)
+    raw = data.load_source(spark, source, na_values)
+    features, report = data.prepare_features(raw, target)
+    data.write_features(features, output)
+    data.write_prepare_report(spark, report, output)
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = rf_core.base_parser(__doc__.splitlines()[0]).parse_args(argv)
-    output = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
+    args = cli.base_parser(__doc__.splitlines()[0]).parse_args(argv)
+    output = data.features_path(args.work_dir, args.dag_id, args.run_id)
 
     def body() -> None:
         started = time.monotonic()
-        spark = rf_core.spark_session(f"mlopsctl-preprocess-{args.dag_id}")
+        spark = session.spark_session(f"mlopsctl-preprocess-{args.dag_id}")
         try:
             print(f"source: {args.data or 'scikit-learn bundled diabetes data'}; target: {args.target!r}", flush=True)
             report = run(spark, args.data, args.target, output, args.na_values)
@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(line, flush=True)
             print(f"features table written to {output} in {time.monotonic() - started:.1f}s", flush=True)
         finally:
-            rf_core.release_session(spark)
+            session.release_session(spark)
 
-    rf_core.run_main(body)
+    cli.run_main(body)
 
 
 if __name__ == "__main__":
-    rf_core.run_script(main)
+    cli.run_script(main)

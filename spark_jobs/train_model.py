@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import rf_core
+from mlopsctl_jobs import cli, data, model, session, tracking
 
 
 @dataclass
@@ -28,10 +28,10 @@ class TrainResult:
 
 def run(X: Any, y: Any, *, max_depth: int, n_estimators: int, test_size: float, random_state: int) -> TrainResult:
     """Held-out split, fit, evaluate."""
-    X_train, X_test, y_train, y_test = rf_core.holdout_split(X, y, test_size, random_state)
-    model = rf_core.train_model(X_train, y_train, max_depth, n_estimators, random_state, n_jobs=-1)
-    metrics = rf_core.evaluate_model(model, X_test, y_test)
-    return TrainResult(model, metrics, X_train, len(X_train), len(X_test))
+    X_train, X_test, y_train, y_test = model.holdout_split(X, y, test_size, random_state)
+    fitted = model.train_model(X_train, y_train, max_depth, n_estimators, random_state, n_jobs=-1)
+    metrics = model.evaluate_model(fitted, X_test, y_test)
+    return TrainResult(fitted, metrics, X_train, len(X_train), len(X_test))
 
 
 def log_single_run(
@@ -42,7 +42,7 @@ def log_single_run(
     with mlflow.start_run(
         experiment_id=exp_id,
         run_name=f"{args.dag_id} {args.run_id}",
-        tags=rf_core.run_tags(args.dag_id, args.run_id, "single", engine, args.try_number),
+        tags=tracking.run_tags(args.dag_id, args.run_id, "single", engine, args.try_number),
     ) as run:
         mlflow.log_params(
             {
@@ -57,7 +57,7 @@ def log_single_run(
             }
         )
         mlflow.log_metrics(result.metrics | ({} if rows_dropped is None else {"n_rows_dropped": rows_dropped}))
-        registered = rf_core.log_model(
+        registered = tracking.log_model(
             result.model,
             result.X_train,
             args.register_model,
@@ -69,39 +69,39 @@ def log_single_run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = rf_core.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--max-depth", type=rf_core.int_arg, required=True)
-    parser.add_argument("--n-estimators", type=rf_core.int_arg, required=True)
-    rf_core.add_model_args(parser)
+    parser = cli.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--max-depth", type=cli.int_arg, required=True)
+    parser.add_argument("--n-estimators", type=cli.int_arg, required=True)
+    cli.add_model_args(parser)
     args = parser.parse_args(argv)
 
     def body() -> None:
         started = time.monotonic()
-        spark = rf_core.spark_session(f"mlopsctl-train-{args.dag_id}")
+        spark = session.spark_session(f"mlopsctl-train-{args.dag_id}")
         # scikit-learn is imported before the tracking thread starts, so the two threads never import the
         # same packages at once; MLflow's import (seconds) and its first requests then overlap the Spark
         # read (a wait on the server) and the fit (native code, GIL released).
-        rf_core.import_sklearn()
-        with rf_core.beside(rf_core.prepare_tracking, args, name="mlflow-setup") as tracking:
+        model.import_sklearn()
+        with tracking.beside(tracking.prepare_tracking, args, name="mlflow-setup") as setup:
             try:
-                engine = rf_core.engine_name(spark)
-                features = rf_core.features_path(args.work_dir, args.dag_id, args.run_id)
-                X, y = rf_core.read_features(spark, features)
-                rows_dropped = rf_core.read_rows_dropped(features, spark)
+                engine = session.engine_name(spark)
+                features = data.features_path(args.work_dir, args.dag_id, args.run_id)
+                X, y = data.read_features(spark, features)
+                rows_dropped = data.read_rows_dropped(features, spark)
             finally:
-                rf_core.release_session(spark)
+                session.release_session(spark)
             print(f"training RandomForestRegressor(max_depth={args.max_depth}, n_estimators={args.n_estimators}) "
                   f"on {len(X)} rows x {X.shape[1]} features", flush=True)
             result = run(X, y, max_depth=args.max_depth, n_estimators=args.n_estimators,
                          test_size=args.test_size, random_state=args.random_state)
             print("held-out metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()), flush=True)
-            exp_id = tracking.result()
+            exp_id = setup.result()
         run_id, (name, version) = log_single_run(args, result, engine, rows_dropped, exp_id)
         print(f"mlflow run {run_id} logged" + (f"; registered {name} version {version}" if name else ""), flush=True)
         print(f"done in {time.monotonic() - started:.1f}s", flush=True)
 
-    rf_core.run_main(body)
+    cli.run_main(body)
 
 
 if __name__ == "__main__":
-    rf_core.run_script(main)
+    cli.run_script(main)

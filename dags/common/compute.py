@@ -35,7 +35,7 @@ from airflow.sdk import BaseOperator
 from common.launcher_client import LaunchRefused, ProtocolError, launch
 from common.localspark import is_loopback_master, spark_home
 
-# Keep in sync with spark_jobs/rf_core.py (the jobs import nothing from here, nor we from them).
+# Keep in sync with spark_jobs/mlopsctl_jobs/cli.py (the jobs import nothing from here, nor we from them).
 EXIT_NO_RETRY = 3
 ERROR_PREFIX = "mlopsctl-error:"
 
@@ -178,15 +178,13 @@ def job_argv(job: str, arguments: Sequence[str], *, spark: bool, master: str | N
             "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN"]
     if is_loopback_master(master):
         argv += ["--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1"]
-    # the driver imports sibling modules from the script's folder; executors need rf_core shipped
-    if (jobs_dir / "rf_core.py").is_file() and job != "rf_core.py":
-        argv += ["--py-files", str(jobs_dir / "rf_core.py")]
+    # the driver imports mlopsctl_jobs from the script's folder; the job's session ships it to the executors
     return [*argv, str(script), *arguments]
 
 
 def job_env(master: str | None = None, remote: str | None = None) -> dict[str, str]:
-    """The job's environment: ``SPARK_REMOTE`` makes `rf_core.spark_session` a Connect client of ``remote``;
-    without it the job gets the classic session spark-submit built."""
+    """The job's environment: ``SPARK_REMOTE`` makes the job's session (``mlopsctl_jobs.session``) a Connect
+    client of ``remote``; without it the job gets the classic session spark-submit built."""
     env = dict(os.environ)
     # what pyspark sets in a process that has made a Connect session: a classic job must not inherit it
     for key in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE"):

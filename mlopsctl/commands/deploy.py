@@ -70,9 +70,10 @@ def deploy_jobs(
     """Upload the job scripts and the jobs' wheel to a versioned Databricks path the DAGs run from, and
     create the experiments' folder.
 
-    The wheel (mlopsctl_jobs-<version>-py3-none-any.whl) packages spark_jobs/rf_core.py, which the tasks
-    install and import; rf_core.py itself is not uploaded. It is the one bundled with mlopsctl when the
-    project's rf_core.py and spark_jobs/pyproject.toml are the stock ones, else built from them (hatchling).
+    The wheel (mlopsctl_jobs-<version>-py3-none-any.whl) holds the package spark_jobs/mlopsctl_jobs/, which
+    the tasks install and import; the package's files are not uploaded. It is the one bundled with mlopsctl
+    when the project's mlopsctl_jobs/ and spark_jobs/pyproject.toml are the stock ones, else built from them
+    (hatchling). A spark_jobs/ with the older layout (a shared rf_core.py) is refused with the upgrade step.
 
     The version folder is derived from the files' content, so re-deploying unchanged jobs reuses the
     same path and running DAG runs never see files change under them.

@@ -86,6 +86,8 @@ def init(
         return
     for name in result.skipped:
         console.warn(f"{name} is not bundled with this installation of mlopsctl; skipped it.")
+    for name, what in result.left_over.items():
+        console.warn(f"{name} is left from an older mlopsctl: {what}.")
     if result.already_initialised:
         console.print(f"{escape(str(result.directory))} is already initialised: nothing changed.")
         return

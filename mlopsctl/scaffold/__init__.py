@@ -4,7 +4,8 @@ The plan is: the bundled `dags/` and `spark_jobs/` (see :mod:`mlopsctl.paths`), 
 `.gitignore` that ignores `.env` and `.mlopsctl/`, and `tests/test_dag_integrity.py` (templates here are
 package data). Files that already exist with the same content are left alone; an existing `.gitignore`
 gets the missing lines appended; any other existing file with different content is a conflict, and
-nothing at all is written unless ``force`` is set.
+nothing at all is written unless ``force`` is set. Nothing is ever deleted: files of an older job layout
+(`LEFT_OVER`) are reported for the user to move and delete.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 GITIGNORE_LINES = (".env", ".mlopsctl/")
 _SKIP_DIRS = frozenset({"__pycache__", ".ipynb_checkpoints", ".pytest_cache"})
 _SKIP_SUFFIXES = (".pyc", ".pyo")
+#: files of an older scaffold that the current one replaces -> what to do with them
+LEFT_OVER = {
+    "spark_jobs/rf_core.py": "the jobs now share the package spark_jobs/mlopsctl_jobs/: move your changes of "
+                             "rf_core.py into it, then delete rf_core.py",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class InitResult:
     updated: list[str] = field(default_factory=list)  # .gitignore lines appended
     unchanged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # missing from this installation's bundle
+    left_over: dict[str, str] = field(default_factory=dict)  # files of an older layout -> what to do with them
 
     @property
     def changed(self) -> bool:
@@ -55,6 +62,7 @@ class InitResult:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "skipped": self.skipped,
+            "left_over": self.left_over,
         }
 
 
@@ -157,6 +165,7 @@ def init_project(
         )
     result = InitResult(directory=directory.resolve() if directory.exists() else directory.absolute())
     result.skipped = missing
+    result.left_over = {rel: why for rel, why in LEFT_OVER.items() if (directory / rel).is_file()}
     directory.mkdir(parents=True, exist_ok=True)
     result.directory = directory.resolve()
     for f in files:

@@ -38,7 +38,6 @@ def jobs_dir(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
         monkeypatch.delenv("MLOPSCTL_JOB_LAUNCHER", raising=False)
     d = tmp_path / "jobs"
     d.mkdir()
-    (d / "rf_core.py").write_text("")
     (d / "echo_args.py").write_text(
         "import json, os, sys\n"
         "open(os.environ['ARGV_OUT'], 'w').write(json.dumps(sys.argv[1:]))\n"
@@ -85,7 +84,7 @@ def test_spark_submit_argv(jobs_dir: Path) -> None:
     joined = " ".join(argv)
     for conf in ("spark.ui.enabled=false", "spark.driver.host=127.0.0.1", "spark.driver.bindAddress=127.0.0.1"):
         assert conf in argv, conf
-    assert argv[argv.index("--py-files") + 1] == str(jobs_dir / "rf_core.py")
+    assert "--py-files" not in argv  # the job's session ships mlopsctl_jobs to the executors itself
     assert argv[-3:] == [str(jobs_dir / "echo_args.py"), "--data", "a b; $(x)"]
     assert "sh -c" not in joined
 

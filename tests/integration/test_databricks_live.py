@@ -150,8 +150,9 @@ def test_deploy_jobs_uploads_and_sets_the_variable(dbx: DbxEnv) -> None:
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["path"].startswith(JOBS_ROOT + "/v") and doc["variable_set"]
-    names = {p.rsplit("/", 1)[1] for p in doc["files"]}
-    assert {"preprocess_data.py", "train_model.py"} <= names and "rf_core.py" not in names  # rf_core: in the wheel
+    names = {p.removeprefix(doc["path"] + "/") for p in doc["files"]}
+    assert {"preprocess_data.py", "train_model.py"} <= names
+    assert not [n for n in names if n.startswith("mlopsctl_jobs/")]  # the package: in the wheel
     assert doc["wheel"] in doc["files"] and doc["wheel"].endswith("-py3-none-any.whl")
     for remote in doc["files"]:
         if remote != doc["wheel"]:

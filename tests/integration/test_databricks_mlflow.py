@@ -2,7 +2,7 @@
 `databricks-uc`, a plain-http DATABRICKS_HOST, a real MLflow server behind it.
 
 A subprocess with a clean environment (DATABRICKS_HOST/DATABRICKS_TOKEN only, no MLFLOW_*) runs the grid
-job's own tracking code (`rf_core.setup_mlflow` + `rf_core.log_grid`: nested runs, params, metrics, tags,
+job's own tracking code (`mlopsctl_jobs.tracking.setup_mlflow` + `log_grid`: nested runs, params, metrics, tags,
 a figure, a logged model registered in UC, model version tags), loads the model back three ways, reads
 the runs back with the CLI's `Tracking` (tracking URI `databricks`) and tries what a workspace refuses.
 The test then checks what the real MLflow server holds.
@@ -35,7 +35,7 @@ MODEL = "main.default.rf_test"
 SCRIPT = textwrap.dedent("""
     import json, sys
     sys.path[:0] = [sys.argv[1], sys.argv[5]]
-    import rf_core
+    from mlopsctl_jobs import grid, model, tracking
     from mlopsctl.tracking import Tracking
     import mlflow
     from sklearn.datasets import load_diabetes
@@ -43,14 +43,14 @@ SCRIPT = textwrap.dedent("""
     experiment, model_name, server_url = sys.argv[2:5]
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     X, y = X.head(150), y.head(150)
-    exp_id = rf_core.setup_mlflow("databricks", experiment, "databricks-uc")
-    results = [rf_core.PointResult(3, 4, 60.0, 2.0, 0.3), rf_core.PointResult(5, 4, error="boom")]
+    exp_id = tracking.setup_mlflow("databricks", experiment, "databricks-uc")
+    results = [grid.PointResult(3, 4, 60.0, 2.0, 0.3), grid.PointResult(5, 4, error="boom")]
 
     def refit(best):
-        model = rf_core.train_model(X, y, best.max_depth, best.n_estimators, 0)
-        return model, rf_core.evaluate_model(model, X, y)
+        fitted = model.train_model(X, y, best.max_depth, best.n_estimators, 0)
+        return fitted, model.evaluate_model(fitted, X, y)
 
-    out = rf_core.log_grid(experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual_1", try_number=1,
+    out = tracking.log_grid(experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual_1", try_number=1,
                            engine="test", results=results, cv=2, common_params={"data": "diabetes"},
                            refit=refit, X_sample=X, register_as=model_name)
     client = mlflow.MlflowClient()
@@ -63,7 +63,7 @@ SCRIPT = textwrap.dedent("""
         "registered": [name, version], "model_id": model_id, "artifact_uri": run.info.artifact_uri,
         "logged_model_location": client.get_logged_model(model_id).artifact_location,
         "run_artifacts": sorted(a.path for a in client.list_artifacts(out.parent_run_id)),
-        "again": rf_core.setup_mlflow("databricks", experiment, "databricks-uc"),
+        "again": tracking.setup_mlflow("databricks", experiment, "databricks-uc"),
         "uc_version": client.get_model_version(name, version).status,
         "predict_logged": [float(v) for v in mlflow.pyfunc.load_model(f"models:/{model_id}").predict(rows)],
         "predict_uc": [float(v) for v in mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(rows)],
@@ -79,9 +79,9 @@ SCRIPT = textwrap.dedent("""
     mlflow.set_tracking_uri(server_url)
     report["predict_http"] = [float(v) for v in mlflow.pyfunc.load_model(f"models:/{model_id}").predict(rows)]
     # the CLI's reader with the same tracking URI
-    grid = Tracking("databricks", experiment_prefix=experiment.rsplit("/", 1)[0]).grid("grid_search", "manual_1")
-    report["cli"] = {"parent": grid.parent.run_id, "children": sorted(c.run_id for c in grid.children),
-                     "metrics": grid.parent.metrics}
+    read = Tracking("databricks", experiment_prefix=experiment.rsplit("/", 1)[0]).grid("grid_search", "manual_1")
+    report["cli"] = {"parent": read.parent.run_id, "children": sorted(c.run_id for c in read.children),
+                     "metrics": read.parent.metrics}
     print("REPORT " + json.dumps(report), flush=True)
 """)
 

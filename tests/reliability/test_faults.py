@@ -375,15 +375,15 @@ def test_one_failing_grid_point_is_recorded_and_the_best_is_chosen_among_the_oth
     from tests.reliability.test_properties import _load_job
 
     job = _load_job("grid_search")
-    rf = job.rf_core
-    real_train = rf.train_model
+    job_grid, job_search = job.grid, job.search  # the package modules the job imported
+    real_train = job_grid.model.train_model
 
     def train(X, y, max_depth, n_estimators, random_state, n_jobs=1):
         if max_depth == 3:
             raise MemoryError("injected: grid point max_depth=3 blew up")
         return real_train(X, y, max_depth, n_estimators, random_state, n_jobs=1)
 
-    monkeypatch.setattr(rf, "train_model", train)
+    monkeypatch.setattr(job_grid.model, "train_model", train)
     run_id = f"reliability__{uuid.uuid4().hex[:10]}"
     args = argparse.Namespace(
         dag_id="grid_search", run_id=run_id, try_number=1, work_dir="", data=None, target="target",
@@ -393,8 +393,8 @@ def test_one_failing_grid_point_is_recorded_and_the_best_is_chosen_among_the_oth
     from sklearn.datasets import load_diabetes
 
     frame = load_diabetes(as_frame=True)
-    outcome = job.search_and_log(args, lambda: (frame.data, frame.target, None), "test-injected",
-                                 lambda X, y, pts, cv, rs: rf.run_grid_joblib(X, y, pts, cv, rs, n_jobs=1))
+    outcome = job_search.search_and_log(args, lambda: (frame.data, frame.target, None), "test-injected",
+                                        lambda X, y, pts, cv, rs: job_grid.run_grid_joblib(X, y, pts, cv, rs, n_jobs=1))
     runs = mlflow_runs(local_stack, "grid_search", run_id)
     parent = [r for r in runs if tags(r)["mlopsctl.role"] == "parent"]
     children = [r for r in runs if tags(r)["mlopsctl.role"] == "child"]

@@ -186,12 +186,12 @@ _JOBS: dict[str, Any] = {}
 
 
 def _load_job(name: str) -> Any:
-    """Import spark_jobs/<name>.py (once) under a private module name; its `import rf_core` resolves."""
+    """Import spark_jobs/<name>.py (once) under a private module name; its `import mlopsctl_jobs` resolves."""
     if name in _JOBS:
         return _JOBS[name]
     saved_path = list(sys.path)
-    saved_mods = {k: sys.modules.pop(k) for k in ("rf_core", "grid_search") if k in sys.modules}
-    sys.path.insert(0, str(SPARK_JOBS))  # the jobs' sibling imports (rf_core, grid_search) are spark_jobs/ files
+    saved_mods = {k: sys.modules.pop(k) for k in list(sys.modules) if _is_jobs_package(k)}
+    sys.path.insert(0, str(SPARK_JOBS))  # the jobs' package (mlopsctl_jobs) is a spark_jobs/ folder
     try:
         mod_name = f"_reliability_job_{name}"
         spec = importlib.util.spec_from_file_location(mod_name, SPARK_JOBS / f"{name}.py")
@@ -201,11 +201,15 @@ def _load_job(name: str) -> Any:
         spec.loader.exec_module(module)
     finally:
         sys.path[:] = saved_path
-        for key in ("rf_core", "grid_search"):
+        for key in [k for k in sys.modules if _is_jobs_package(k)]:
             sys.modules.pop(key, None)
         sys.modules.update(saved_mods)
     _JOBS[name] = module
     return module
+
+
+def _is_jobs_package(module: str) -> bool:
+    return module == "mlopsctl_jobs" or module.startswith("mlopsctl_jobs.")
 
 
 @pytest.fixture(scope="module")

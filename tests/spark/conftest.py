@@ -1,6 +1,7 @@
 """The Spark job tests run their jobs as Spark Connect clients of a session-scoped local Connect server
 (local[2], UI off, every port on 127.0.0.1), so any classic-only call (SparkContext, RDD, addPyFile...)
-fails the suite. The jobs are put on sys.path as the task runs them: by plain module name."""
+fails the suite. spark_jobs/ is put on sys.path as a task's job finds it: the entry scripts by plain module
+name, and the package mlopsctl_jobs beside them."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import pytest
 from tests.fixtures.spark_connect import SparkConnectServer
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "spark_jobs"
-# The jobs import each other by plain name (as when the task runs them). dags/ holds DAG files with the same
-# names (grid_search.py ...), so put spark_jobs/ first and drop any same-named module loaded from elsewhere.
+# The tests import the entry scripts by plain name. dags/ holds DAG files with the same names (grid_search.py
+# ...), so put spark_jobs/ first and drop any same-named module loaded from elsewhere.
 sys.path[:] = [str(JOBS_DIR), *(p for p in sys.path if p != str(JOBS_DIR))]
-for _name in ("rf_core", "preprocess_data", "train_model", "grid_search", "grid_search_spark"):
+for _name in ("preprocess_data", "train_model", "grid_search", "grid_search_spark"):
     _mod = sys.modules.get(_name)
     if _mod is not None and Path(getattr(_mod, "__file__", None) or "").resolve().parent != JOBS_DIR:
         del sys.modules[_name]
@@ -25,13 +26,13 @@ for _name in ("rf_core", "preprocess_data", "train_model", "grid_search", "grid_
 
 @pytest.fixture(scope="session")
 def spark(connect_server: SparkConnectServer) -> Iterator[Any]:
-    """A Connect session the way a job gets it: `rf_core.spark_session` with SPARK_REMOTE set."""
-    import rf_core
+    """A Connect session the way a job gets it: `mlopsctl_jobs.session.spark_session` with SPARK_REMOTE set."""
+    from mlopsctl_jobs import session as job_session
 
     with pytest.MonkeyPatch.context() as mp:  # set for the session's creation only: other tests must not see it
         mp.setenv("SPARK_REMOTE", connect_server.url)
-        session = rf_core.spark_session("mlopsctl-tests")
-    assert rf_core.is_connect(session)
+        session = job_session.spark_session("mlopsctl-tests")
+    assert job_session.is_connect(session)
     try:
         yield session
     finally:

@@ -88,6 +88,6 @@ def test_preprocess_under_classic_spark_submit(task_env: Path, monkeypatch) -> N
 
 
 def compute_features(tmp_path: Path, dag_id: str, run_id: str) -> str:
-    import rf_core
+    from mlopsctl_jobs import data
 
-    return rf_core.features_path(str(tmp_path / "work"), dag_id, run_id)
+    return data.features_path(str(tmp_path / "work"), dag_id, run_id)

@@ -7,21 +7,21 @@ from pathlib import Path
 
 import preprocess_data
 import pytest
-import rf_core
+from mlopsctl_jobs import cli, data, model
 
 
-def _features(spark, data, target="target"):
-    df, report = rf_core.prepare_features(rf_core.load_source(spark, data), target)
-    return df.toPandas().sort_values(rf_core.ROW_ID_COL).reset_index(drop=True), report
+def _features(spark, source, target="target"):
+    df, report = data.prepare_features(data.load_source(spark, source), target)
+    return df.toPandas().sort_values(data.ROW_ID_COL).reset_index(drop=True), report
 
 
 def test_default_data_is_bundled_diabetes(spark) -> None:
     pdf, report = _features(spark, None)
     assert len(pdf) == 442
     assert report.features == ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-    assert list(pdf.columns) == [rf_core.ROW_ID_COL, *report.features, rf_core.TARGET_COL]
+    assert list(pdf.columns) == [data.ROW_ID_COL, *report.features, data.TARGET_COL]
     assert not pdf.isna().any().any()
-    assert pdf[rf_core.TARGET_COL].iloc[0] == pytest.approx(151.0)
+    assert pdf[data.TARGET_COL].iloc[0] == pytest.approx(151.0)
 
 
 def test_messy_csv_is_cleaned_deterministically(spark, tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_messy_csv_is_cleaned_deterministically(spark, tmp_path: Path) -> None:
     assert report.imputed_columns == {"size_m2": 40.0}
     # categories sorted: blue=0, green=1, red=2
     assert pdf["colour"].tolist() == [2.0, 0.0, 2.0, 1.0]
-    assert pdf[rf_core.TARGET_COL].tolist() == [100.0, 200.0, 400.0, 500.0]
+    assert pdf[data.TARGET_COL].tolist() == [100.0, 200.0, 400.0, 500.0]
     assert not (tmp_path / "pwned").exists()
 
 
@@ -52,7 +52,7 @@ def test_string_target_with_numbers_is_accepted(spark, tmp_path: Path) -> None:
     path.write_text("a,y\n1,1.5\n2, 2.5\n3,NaN\n")
     pdf, report = _features(spark, str(path), target="y")
     assert report.rows_out == 2
-    assert pdf[rf_core.TARGET_COL].tolist() == [1.5, 2.5]
+    assert pdf[data.TARGET_COL].tolist() == [1.5, 2.5]
 
 
 @pytest.mark.parametrize(
@@ -73,8 +73,8 @@ def test_bad_data_fails_with_a_clear_message(spark, tmp_path: Path, name, conten
     path = tmp_path / (name or "missing.csv")
     if content is not None:
         path.write_text(content)
-    with pytest.raises(rf_core.DataError) as err:
-        rf_core.prepare_features(rf_core.load_source(spark, str(path)), target)
+    with pytest.raises(data.DataError) as err:
+        data.prepare_features(data.load_source(spark, str(path)), target)
     assert message in str(err.value)
 
 
@@ -87,20 +87,20 @@ def test_parquet_file_and_directory(spark, tmp_path: Path) -> None:
     directory.mkdir()
     frame.iloc[:2].to_parquet(directory / "part-0.parquet")
     frame.iloc[2:].to_parquet(directory / "part-1.parquet")
-    for data in (tmp_path / "one.parquet", directory):
-        pdf, report = _features(spark, str(data), target="label")
+    for source in (tmp_path / "one.parquet", directory):
+        pdf, report = _features(spark, str(source), target="label")
         assert report.rows_out == 4
         assert sorted(pdf["x"].tolist()) == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_run_writes_features_keyed_by_run_id(spark, tmp_path: Path) -> None:
     run_id = "manual__2026-11-24T03:00:00+00:00"
-    out = rf_core.features_path(str(tmp_path), "build_model", run_id)
+    out = data.features_path(str(tmp_path), "build_model", run_id)
     assert ":" not in Path(out).relative_to(tmp_path).as_posix()
-    assert out != rf_core.features_path(str(tmp_path), "build_model", run_id.replace(":", "_"))
+    assert out != data.features_path(str(tmp_path), "build_model", run_id.replace(":", "_"))
     report = preprocess_data.run(spark, None, "target", out)
     assert report.rows_out == 442
-    X, y = rf_core.load_features(out)
+    X, y = data.load_features(out)
     assert X.shape == (442, 10)
     assert list(X.columns) == report.features
     assert y.iloc[:3].tolist() == [151.0, 75.0, 141.0]  # source row order kept
@@ -108,23 +108,23 @@ def test_run_writes_features_keyed_by_run_id(spark, tmp_path: Path) -> None:
 
 
 def test_missing_features_table_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(rf_core.DataError, match="did preprocess_data run"):
-        rf_core.load_features(str(tmp_path / "nope.parquet"))
+    with pytest.raises(data.DataError, match="did preprocess_data run"):
+        data.load_features(str(tmp_path / "nope.parquet"))
 
 
 def test_run_main_exits_3_with_one_error_line(capsys) -> None:
     def body() -> None:
-        raise rf_core.DataError("target column 'y' not found; columns are: a, b")
+        raise data.DataError("target column 'y' not found; columns are: a, b")
 
     with pytest.raises(SystemExit) as exc:
-        rf_core.run_main(body)
-    assert exc.value.code == rf_core.EXIT_NO_RETRY
+        cli.run_main(body)
+    assert exc.value.code == cli.EXIT_NO_RETRY
     assert capsys.readouterr().err.strip() == "mlopsctl-error: target column 'y' not found; columns are: a, b"
 
 
 @pytest.mark.parametrize(("text", "value"), [("80", 80), ("80.0", 80), ("7", 7)])
 def test_int_arg(text, value) -> None:
-    assert rf_core.int_arg(text) == value
+    assert cli.int_arg(text) == value
 
 
 @pytest.mark.parametrize("text", ["abc", "1.5", ""])
@@ -132,19 +132,19 @@ def test_int_arg_rejects(text) -> None:
     import argparse
 
     with pytest.raises(argparse.ArgumentTypeError):
-        rf_core.int_arg(text)
+        cli.int_arg(text)
 
 
 def test_int_list_arg() -> None:
-    assert rf_core.int_list_arg("80,90,100") == [80, 90, 100]
-    assert rf_core.int_list_arg("[80, 90]") == [80, 90]
+    assert cli.int_list_arg("80,90,100") == [80, 90, 100]
+    assert cli.int_list_arg("[80, 90]") == [80, 90]
 
 
 def test_sanitize_columns_unique_and_stable() -> None:
     names = ["a b", "a_b", "1x", "__target__", "é"]
-    out = rf_core.sanitize_columns(names)
+    out = data.sanitize_columns(names)
     assert out == ["a_b", "a_b_2", "c_1x", "__target___2", "_"]
-    assert rf_core.sanitize_columns(names) == out
+    assert data.sanitize_columns(names) == out
 
 
 def test_catalog_table_name_is_read_as_a_table(spark) -> None:
@@ -155,8 +155,8 @@ def test_catalog_table_name_is_read_as_a_table(spark) -> None:
     )
     pdf, report = _features(spark, "mlopsctl_unit_table", target="y")
     assert report.rows_out == 3 and pdf["x"].tolist() == [1.0, 2.0, 3.0]
-    with pytest.raises(rf_core.DataError, match="data file not found: no_such_table"):
-        rf_core.load_source(spark, "no_such_table")
+    with pytest.raises(data.DataError, match="data file not found: no_such_table"):
+        data.load_source(spark, "no_such_table")
 
 
 def test_schema_qualified_table_name_is_read_with_spark_table(spark) -> None:
@@ -171,8 +171,8 @@ def test_schema_qualified_table_name_is_read_with_spark_table(spark) -> None:
 
 @pytest.mark.parametrize("name", ["no_such_schema.houses", "main.no_such_schema.houses", "global_temp.no_such_view"])
 def test_a_missing_table_is_a_data_error_naming_it(spark, name: str) -> None:
-    with pytest.raises(rf_core.DataError, match=rf"^table {name} not found"):
-        rf_core.load_source(spark, name)
+    with pytest.raises(data.DataError, match=rf"^table {name} not found"):
+        data.load_source(spark, name)
 
 
 def test_uris_are_read_by_their_extension(spark, tmp_path: Path) -> None:
@@ -194,15 +194,15 @@ def test_uris_are_read_by_their_extension(spark, tmp_path: Path) -> None:
 
 def test_a_missing_or_unsupported_uri_is_a_data_error(spark, tmp_path: Path) -> None:
     missing = (tmp_path / "nope.csv").as_uri()
-    with pytest.raises(rf_core.DataError, match=rf"^cannot read {missing}: .*PATH_NOT_FOUND"):
-        rf_core.load_source(spark, missing)
-    with pytest.raises(rf_core.DataError, match=r"unsupported data format '\.json'"):
-        rf_core.load_source(spark, (tmp_path / "x.json").as_uri())
+    with pytest.raises(data.DataError, match=rf"^cannot read {missing}: .*PATH_NOT_FOUND"):
+        data.load_source(spark, missing)
+    with pytest.raises(data.DataError, match=r"unsupported data format '\.json'"):
+        data.load_source(spark, (tmp_path / "x.json").as_uri())
 
 
 def test_dbfs_is_read_with_a_warning_not_refused(spark, capsys) -> None:
     with pytest.raises(Exception) as err:
-        rf_core.load_source(spark, "/dbfs/FileStore/houses.csv")
+        data.load_source(spark, "/dbfs/FileStore/houses.csv")
     assert "dbfs:/FileStore/houses.csv" in str(err.value) or "dbfs" in str(err.value).lower()
     assert "is on DBFS, which Databricks serverless compute and standard access mode limit" in capsys.readouterr().err
 
@@ -225,7 +225,7 @@ def test_csv_missing_value_tokens_are_null_like_in_pandas(spark, tmp_path: Path)
     assert expected["weight"].dtype == "float64" and int(expected["weight"].isna().sum()) == 2
     pdf, report = _features(spark, str(csv), target="weight")
     assert report.rows_in == 7 and report.rows_out == 5 and report.dropped_null_target == 2
-    assert pdf[rf_core.TARGET_COL].tolist() == expected["weight"].dropna().tolist()
+    assert pdf[data.TARGET_COL].tolist() == expected["weight"].dropna().tolist()
     # height: numeric once the tokens are null; median of the kept rows' heights (1.5, 1.7, 2.0) imputes the rest
     assert pdf["height"].tolist() == [1.5, 1.7, 1.7, 1.7, 2.0]
     assert report.imputed_columns == {"height": 1.7}
@@ -237,10 +237,10 @@ def test_csv_missing_value_tokens_are_null_like_in_pandas(spark, tmp_path: Path)
 def test_custom_na_values_replace_the_default_list(spark, tmp_path: Path) -> None:
     csv = tmp_path / "custom.csv"
     csv.write_text("code,x,y\nNA,1,10\n?,2,20\nUS,-,30\nNA,4,?\n")
-    with pytest.raises(rf_core.DataError, match="target column 'y' is not numeric \\(values such as '\\?'"):
+    with pytest.raises(data.DataError, match="target column 'y' is not numeric \\(values such as '\\?'"):
         _features(spark, str(csv), target="y")  # by default '?' is a value
-    pdf, report = rf_core.prepare_features(rf_core.load_source(spark, str(csv), ("?", "-")), "y")
-    pdf = pdf.toPandas().sort_values(rf_core.ROW_ID_COL)
+    pdf, report = data.prepare_features(data.load_source(spark, str(csv), ("?", "-")), "y")
+    pdf = pdf.toPandas().sort_values(data.ROW_ID_COL)
     assert report.rows_out == 3 and report.dropped_null_target == 1  # '?' is missing now
     # 'NA' is a value now: the code column's categories are NA and US ('?' is missing)
     assert report.encoded_columns == {"code": 2}
@@ -254,26 +254,26 @@ def test_column_names_as_they_come(spark, tmp_path: Path) -> None:
         "price (USD),size.m2,rooms/floor,a b,a_b,a.b,price\n"
         "1,10,2,5,6,7,100\n2,20,3,6,7,8,200\n3,30,4,7,8,9,300\n4,40,5,8,9,10,400\n5,50,6,9,10,11,500\n"
     )
-    df, report = rf_core.prepare_features(rf_core.load_source(spark, str(csv)), "price")
+    df, report = data.prepare_features(data.load_source(spark, str(csv)), "price")
     assert report.features == ["price__USD_", "size_m2", "rooms_floor", "a_b", "a_b_2", "a_b_3"]
-    pdf = df.toPandas().sort_values(rf_core.ROW_ID_COL)
+    pdf = df.toPandas().sort_values(data.ROW_ID_COL)
     assert pdf["a_b_3"].tolist() == [7.0, 8.0, 9.0, 10.0, 11.0]  # 'a.b' is a column, not a struct field
-    X, y = rf_core.split_xy(pdf)
-    model = rf_core.train_model(X, y, max_depth=3, n_estimators=5, random_state=0)
-    assert list(model.feature_names_in_) == report.features
+    X, y = data.split_xy(pdf)
+    fitted = model.train_model(X, y, max_depth=3, n_estimators=5, random_state=0)
+    assert list(fitted.feature_names_in_) == report.features
 
 
 def test_prepare_report_travels_to_the_next_jobs(spark, tmp_path: Path) -> None:
     csv = tmp_path / "d.csv"
     csv.write_text("a,t\n1,1\n2,NA\n3,3\n4,4\n5,\n")
-    out = rf_core.features_path(str(tmp_path / "work"), "build_model", "manual__r")
+    out = data.features_path(str(tmp_path / "work"), "build_model", "manual__r")
     report = preprocess_data.run(spark, str(csv), "t", out)
     assert report.dropped_null_target == 2
-    assert rf_core.read_rows_dropped(out, spark) == 2
-    assert rf_core.read_rows_dropped(out) == 2  # the grid job without Spark reads it with pandas
-    assert rf_core.read_rows_dropped(str(tmp_path / "elsewhere" / "features.parquet")) is None
+    assert data.read_rows_dropped(out, spark) == 2
+    assert data.read_rows_dropped(out) == 2  # the grid job without Spark reads it with pandas
+    assert data.read_rows_dropped(str(tmp_path / "elsewhere" / "features.parquet")) is None
 
 
 def test_na_values_arg() -> None:
-    assert rf_core.na_values_arg("?, -,,n.a.") == ("?", "-", "n.a.")
-    assert rf_core.na_values_arg("") is None
+    assert cli.na_values_arg("?, -,,n.a.") == ("?", "-", "n.a.")
+    assert cli.na_values_arg("") is None

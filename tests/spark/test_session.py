@@ -1,4 +1,4 @@
-"""rf_core.release_session: on Databricks the job leaves the session alone (`stop()` is unsupported in standard
+"""mlopsctl_jobs.session.release_session: on Databricks the job leaves the session alone (`stop()` is unsupported in standard
 access mode, and on a shared all-purpose cluster the session is not the job's to end); elsewhere it stops it.
 
 Each test makes a Connect session of its own on the session-scoped server, so stopping it ends nothing else."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import rf_core
+from mlopsctl_jobs import session as job_session
 
 from tests.fixtures.spark_connect import SparkConnectServer
 
@@ -25,7 +25,7 @@ def test_on_databricks_the_session_stays_usable(connect_server: SparkConnectServ
     session = _own_session(connect_server)
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     try:
-        rf_core.release_session(session)
+        job_session.release_session(session)
         assert not session.is_stopped
         assert session.range(5).count() == 5  # the compute's session still serves its next user
     finally:
@@ -35,7 +35,7 @@ def test_on_databricks_the_session_stays_usable(connect_server: SparkConnectServ
 def test_elsewhere_the_session_is_stopped(connect_server: SparkConnectServer, monkeypatch) -> None:
     session = _own_session(connect_server)
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
-    rf_core.release_session(session)
+    job_session.release_session(session)
     assert session.is_stopped
     with pytest.raises(Exception):  # noqa: B017 - a closed client refuses any further request
         session.range(1).count()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import grid_search
-import grid_search_spark
 import pytest
-import rf_core
 import train_model
+from mlopsctl_jobs import data, grid, model, search, tracking
+from mlopsctl_jobs import session as job_session
 
-JOBS_DIR = Path(rf_core.__file__).resolve().parent
+JOBS_DIR = Path(train_model.__file__).resolve().parent
 
 SMALL = {"max_depths": [3, 8], "n_estimators": [5, 15], "cv": 2, "test_size": 0.2, "random_state": 7}
 
@@ -38,14 +37,14 @@ def test_train_model_is_reproducible(diabetes_xy) -> None:
 
 
 def _joblib(X, y, pts, cv, rs):
-    return rf_core.run_grid_joblib(X, y, pts, cv, rs, n_jobs=2)
+    return grid.run_grid_joblib(X, y, pts, cv, rs, n_jobs=2)
 
 
 def test_grid_searches_agree(spark, diabetes_xy) -> None:
     X, y = diabetes_xy
-    local, *_ = grid_search.search(X, y, **SMALL, search_fn=_joblib)
-    remote, *_ = grid_search.search(
-        X, y, **SMALL, search_fn=lambda X_, y_, pts, cv, rs: grid_search_spark.run_grid_spark(spark, X_, y_, pts, cv, rs)
+    local, *_ = search.search(X, y, **SMALL, search_fn=_joblib)
+    remote, *_ = search.search(
+        X, y, **SMALL, search_fn=lambda X_, y_, pts, cv, rs: grid.run_grid_spark(spark, X_, y_, pts, cv, rs)
     )
     assert [(r.max_depth, r.n_estimators) for r in local] == [(3, 5), (3, 15), (8, 5), (8, 15)]
     assert [(r.max_depth, r.n_estimators) for r in remote] == [(3, 5), (3, 15), (8, 5), (8, 15)]
@@ -55,29 +54,29 @@ def test_grid_searches_agree(spark, diabetes_xy) -> None:
         assert a.cv_rmse_std == pytest.approx(b.cv_rmse_std, rel=1e-12)
         assert a.cv_r2_mean == pytest.approx(b.cv_r2_mean, rel=1e-12)
         assert 40 < a.cv_rmse_mean < 90
-    best_local, best_remote = rf_core.choose_best(local), rf_core.choose_best(remote)
+    best_local, best_remote = grid.choose_best(local), grid.choose_best(remote)
     assert (best_local.max_depth, best_local.n_estimators) == (best_remote.max_depth, best_remote.n_estimators)
     assert best_local.cv_rmse_mean == min(r.cv_rmse_mean for r in local)
 
 
 def test_failing_point_is_kept_as_failed(spark, diabetes_xy) -> None:
     X, y = diabetes_xy
-    points = rf_core.grid_points([4], [0, 5])  # n_estimators=0 makes scikit-learn raise
+    points = grid.grid_points([4], [0, 5])  # n_estimators=0 makes scikit-learn raise
     for results in (
-        rf_core.run_grid_joblib(X, y, points, 2, 0, n_jobs=2),
-        grid_search_spark.run_grid_spark(spark, X, y, points, 2, 0),
+        grid.run_grid_joblib(X, y, points, 2, 0, n_jobs=2),
+        grid.run_grid_spark(spark, X, y, points, 2, 0),
     ):
         failed, ok = results
         assert not failed.ok and "n_estimators" in failed.error and failed.cv_rmse_mean is None
         assert ok.ok and math.isfinite(ok.cv_rmse_mean)
-        assert rf_core.choose_best(results) is ok
+        assert grid.choose_best(results) is ok
 
 
 def test_all_points_failing_is_a_grid_error(diabetes_xy) -> None:
     X, y = diabetes_xy
-    results = rf_core.run_grid_joblib(X, y, rf_core.grid_points([4], [0]), 2, 0, n_jobs=1)
-    with pytest.raises(rf_core.GridError, match="all 1 grid points failed"):
-        rf_core.choose_best(results)
+    results = grid.run_grid_joblib(X, y, grid.grid_points([4], [0]), 2, 0, n_jobs=1)
+    with pytest.raises(grid.GridError, match="all 1 grid points failed"):
+        grid.choose_best(results)
 
 
 def test_the_joblib_search_fits_in_threads_of_this_process(diabetes_xy, monkeypatch) -> None:
@@ -89,7 +88,7 @@ def test_the_joblib_search_fits_in_threads_of_this_process(diabetes_xy, monkeypa
 
     both_fitting = threading.Barrier(2, timeout=30)
     seen: set[str] = set()
-    fit = rf_core.evaluate_fold
+    fit = grid.evaluate_fold
 
     def fit_in_step(*args, **kwargs):
         name = threading.current_thread().name
@@ -98,18 +97,18 @@ def test_the_joblib_search_fits_in_threads_of_this_process(diabetes_xy, monkeypa
             both_fitting.wait()  # BrokenBarrierError unless a second thread fits meanwhile
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(rf_core, "evaluate_fold", fit_in_step)
+    monkeypatch.setattr(grid, "evaluate_fold", fit_in_step)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     X, y = diabetes_xy
-    results = rf_core.run_grid_joblib(X, y, [(3, 5), (4, 5), (5, 5), (6, 5)], cv=2, random_state=7, n_jobs=2)
+    results = grid.run_grid_joblib(X, y, [(3, 5), (4, 5), (5, 5), (6, 5)], cv=2, random_state=7, n_jobs=2)
     assert all(r.ok for r in results)
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
     assert len(seen) == 2 and threading.main_thread().name not in seen
 
 
 def test_grid_tasks_come_costliest_first_and_cover_every_fit_once() -> None:
-    points = rf_core.grid_points([4, 16], [10, 30])
-    tasks = rf_core.grid_tasks(points, folds=[None, None])
+    points = grid.grid_points([4, 16], [10, 30])
+    tasks = grid.grid_tasks(points, folds=[None, None])
     assert sorted(tasks) == sorted((d, n, k) for d, n in points for k in (0, 1))
     assert tasks[:2] == [(16, 30, 0), (16, 30, 1)] and tasks[-2:] == [(4, 10, 0), (4, 10, 1)]
     costs = [d * n for d, n, _ in tasks]
@@ -117,20 +116,20 @@ def test_grid_tasks_come_costliest_first_and_cover_every_fit_once() -> None:
 
 
 def test_fold_indices_cover_every_row_once() -> None:
-    folds = rf_core.fold_indices(10, 3, 1)
+    folds = grid.fold_indices(10, 3, 1)
     tested = sorted(i for _, test in folds for i in test)
     assert tested == list(range(10))
-    assert rf_core.fold_indices(10, 3, 1)[0][1].tolist() == folds[0][1].tolist()
+    assert grid.fold_indices(10, 3, 1)[0][1].tolist() == folds[0][1].tolist()
 
 
 def test_heatmap_figure_marks_failed_points() -> None:
     results = [
-        rf_core.PointResult(3, 5, 60.0, 1.0, 0.3),
-        rf_core.PointResult(3, 15, 58.0, 1.0, 0.35),
-        rf_core.PointResult(8, 5, error="boom"),
-        rf_core.PointResult(8, 15, 57.0, 1.0, 0.4),
+        grid.PointResult(3, 5, 60.0, 1.0, 0.3),
+        grid.PointResult(3, 15, 58.0, 1.0, 0.35),
+        grid.PointResult(8, 5, error="boom"),
+        grid.PointResult(8, 15, 57.0, 1.0, 0.4),
     ]
-    fig = rf_core.heatmap_figure(results)
+    fig = tracking.heatmap_figure(results)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["60.00", "58.00", "failed", "57.00"]
 
@@ -145,18 +144,18 @@ def test_log_grid_shape(mlflow_uri: str, diabetes_xy) -> None:
     import mlflow
 
     X, y = diabetes_xy
-    points = rf_core.grid_points([3, 6], [0, 8])  # the two n_estimators=0 points fail
-    results, X_train, X_test, y_train, y_test = grid_search.search(
+    points = grid.grid_points([3, 6], [0, 8])  # the two n_estimators=0 points fail
+    results, X_train, X_test, y_train, y_test = search.search(
         X, y, max_depths=[3, 6], n_estimators=[0, 8], cv=2, test_size=0.2, random_state=1, search_fn=_joblib
     )
     assert len(results) == len(points)
 
     def refit(best):
-        model = rf_core.train_model(X_train, y_train, best.max_depth, best.n_estimators, 1)
-        return model, rf_core.evaluate_model(model, X_test, y_test)
+        fitted = model.train_model(X_train, y_train, best.max_depth, best.n_estimators, 1)
+        return fitted, model.evaluate_model(fitted, X_test, y_test)
 
-    exp_id = rf_core.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
-    outcome = rf_core.log_grid(
+    exp_id = tracking.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
+    outcome = tracking.log_grid(
         experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual__x", try_number=1,
         engine="sklearn-joblib(n_jobs=2)", results=results, cv=2, common_params={"test_size": 0.2},
         refit=refit, X_sample=X_train, register_as="unit-rf",
@@ -200,7 +199,7 @@ def test_the_refit_runs_while_the_child_runs_are_logged(mlflow_uri: str, diabete
     X, y = diabetes_xy
     refit_started = threading.Event()
     refit_threads: list[str] = []
-    tags = rf_core.run_tags
+    tags = tracking.run_tags
 
     def child_after_refit_started(dag_id, run_id, role, *args, **kwargs):
         if role == "child":
@@ -210,14 +209,14 @@ def test_the_refit_runs_while_the_child_runs_are_logged(mlflow_uri: str, diabete
     def refit(best):
         refit_threads.append(threading.current_thread().name)
         refit_started.set()
-        model = rf_core.train_model(X, y, best.max_depth, best.n_estimators, 1)
-        return model, rf_core.evaluate_model(model, X, y)
+        fitted = model.train_model(X, y, best.max_depth, best.n_estimators, 1)
+        return fitted, model.evaluate_model(fitted, X, y)
 
-    monkeypatch.setattr(rf_core, "run_tags", child_after_refit_started)
-    exp_id = rf_core.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
-    outcome = rf_core.log_grid(
+    monkeypatch.setattr(tracking, "run_tags", child_after_refit_started)
+    exp_id = tracking.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
+    outcome = tracking.log_grid(
         experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual__overlap", try_number=1, engine="e",
-        results=[rf_core.PointResult(3, 5, 60.0, 1.0, 0.3), rf_core.PointResult(4, 5, 59.0, 1.0, 0.3)], cv=2,
+        results=[grid.PointResult(3, 5, 60.0, 1.0, 0.3), grid.PointResult(4, 5, 59.0, 1.0, 0.3)], cv=2,
         common_params={}, refit=refit, X_sample=X, register_as=None,
     )
     assert len(outcome.child_run_ids) == 2 and (outcome.best.max_depth, outcome.best.n_estimators) == (4, 5)
@@ -245,16 +244,16 @@ def test_tracking_setup_runs_beside_the_feature_read(diabetes_xy, monkeypatch) -
 
     def log_grid(**kwargs):
         logged.update(kwargs)
-        best = rf_core.choose_best(kwargs["results"])
+        best = grid.choose_best(kwargs["results"])
         _model, holdout = kwargs["refit"](best)
-        return rf_core.GridOutcome("parent", best, holdout, [], (None, None))
+        return tracking.GridOutcome("parent", best, holdout, [], (None, None))
 
-    monkeypatch.setattr(rf_core, "prepare_tracking", prepare_tracking)
-    monkeypatch.setattr(rf_core, "log_grid", log_grid)
+    monkeypatch.setattr(tracking, "prepare_tracking", prepare_tracking)
+    monkeypatch.setattr(tracking, "log_grid", log_grid)
     args = argparse.Namespace(dag_id="grid_search", run_id="manual__t", try_number=1, data=None, target="target",
                               max_depth=[3], n_estimators=[5], cv=2, test_size=0.2, random_state=7,
                               register_model=None)
-    outcome = grid_search.search_and_log(args, load, "e", _joblib)
+    outcome = search.search_and_log(args, load, "e", _joblib)
     assert logged["experiment_id"] == "exp-7" and logged["extra_metrics"] == {"n_rows_dropped": 3}
     assert (outcome.best.max_depth, outcome.best.n_estimators) == (3, 5)
 
@@ -276,14 +275,14 @@ def test_a_failed_read_does_not_wait_for_the_tracking_setup(monkeypatch) -> None
 
     def load():
         assert setup_running.wait(timeout=30)
-        raise rf_core.DataError("target column 'target' not found")
+        raise data.DataError("target column 'target' not found")
 
-    monkeypatch.setattr(rf_core, "prepare_tracking", prepare_tracking)
+    monkeypatch.setattr(tracking, "prepare_tracking", prepare_tracking)
     args = argparse.Namespace(dag_id="grid_search", run_id="manual__t", try_number=1, data=None, target="target",
                               max_depth=[3], n_estimators=[5], cv=2, test_size=0.2, random_state=7,
                               register_model=None)
-    with pytest.raises(rf_core.DataError, match="target column"):
-        grid_search.search_and_log(args, load, "e", _joblib)
+    with pytest.raises(data.DataError, match="target column"):
+        search.search_and_log(args, load, "e", _joblib)
     caller_saw_error.set()
     assert setup_ended.wait(timeout=90)
     assert setup_outcome == ["released by the caller"]
@@ -292,11 +291,11 @@ def test_a_failed_read_does_not_wait_for_the_tracking_setup(monkeypatch) -> None
 def test_log_grid_all_failed_logs_nothing(mlflow_uri: str) -> None:
     import mlflow
 
-    exp_id = rf_core.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
-    with pytest.raises(rf_core.GridError):
-        rf_core.log_grid(
+    exp_id = tracking.setup_mlflow(mlflow_uri, "/mlopsctl/grid_search")
+    with pytest.raises(grid.GridError):
+        tracking.log_grid(
             experiment_id=exp_id, dag_id="grid_search", dag_run_id="r", try_number=None, engine="e",
-            results=[rf_core.PointResult(1, 1, error="x")], cv=2, common_params={},
+            results=[grid.PointResult(1, 1, error="x")], cv=2, common_params={},
             refit=lambda best: pytest.fail("no refit when every point failed"), X_sample=None, register_as=None,
         )
     assert mlflow.MlflowClient().search_runs([exp_id]) == []
@@ -305,11 +304,11 @@ def test_log_grid_all_failed_logs_nothing(mlflow_uri: str) -> None:
 def test_stale_running_runs_of_a_retried_task_are_closed(mlflow_uri: str) -> None:
     import mlflow
 
-    exp_id = rf_core.setup_mlflow(mlflow_uri, "/mlopsctl/build_model")
+    exp_id = tracking.setup_mlflow(mlflow_uri, "/mlopsctl/build_model")
     client = mlflow.MlflowClient()
     crashed = client.create_run(exp_id, tags={"airflow.dag_run_id": "manual__r1"})  # left RUNNING by a killed try
     other = client.create_run(exp_id, tags={"airflow.dag_run_id": "manual__r2"})
-    assert rf_core.close_stale_runs(exp_id, "manual__r1") == [crashed.info.run_id]
+    assert tracking.close_stale_runs(exp_id, "manual__r1") == [crashed.info.run_id]
     closed = client.get_run(crashed.info.run_id)
     assert closed.info.status == "FAILED"
     assert closed.data.tags["mlopsctl.error"] == "superseded by a retry of the Airflow task"
@@ -319,26 +318,48 @@ def test_stale_running_runs_of_a_retried_task_are_closed(mlflow_uri: str) -> Non
 def test_spark_fixture_is_a_connect_client_without_a_spark_context(spark) -> None:
     from pyspark.errors import PySparkAttributeError
 
-    assert rf_core.is_connect(spark)
+    assert job_session.is_connect(spark)
     with pytest.raises(PySparkAttributeError):
         spark.sparkContext  # noqa: B018 - Databricks serverless and standard access mode refuse it too
 
 
 def test_session_honours_spark_remote_and_names_the_engine(connect_server, monkeypatch, capsys) -> None:
     monkeypatch.setenv("SPARK_REMOTE", f"{connect_server.url}/;user_id=tests")
-    session = rf_core.spark_session("mlopsctl-engine-test")
+    session = job_session.spark_session("mlopsctl-engine-test")
     assert session.range(5).count() == 5
-    engine = rf_core.engine_name(session)
+    engine = job_session.engine_name(session)
     assert engine == f"spark-connect({connect_server.url}/)"
     assert f"spark: {engine}" in capsys.readouterr().out
 
 
-def test_rf_core_is_shipped_to_connect_workers_only_from_a_folder(spark, monkeypatch) -> None:
+def test_the_package_is_shipped_to_connect_workers_only_from_a_folder(spark, monkeypatch) -> None:
     import sysconfig
+    import zipfile
 
-    assert rf_core.ship_module_to_workers(spark) is True  # run from spark_jobs/: added as a session artifact
+    archive = job_session.ship_package_to_workers(spark)  # run from spark_jobs/: added as a session artifact
+    assert archive is not None and archive.name.startswith("mlopsctl_jobs-") and archive.suffix == ".zip"
+    names = zipfile.ZipFile(archive).namelist()
+    assert {"mlopsctl_jobs/__init__.py", "mlopsctl_jobs/grid.py"} <= set(names)
+    assert not [n for n in names if "__pycache__" in n]
+    assert job_session.ship_package_to_workers(spark) == archive  # cached by content: the same zip again
     monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(JOBS_DIR), "platlib": str(JOBS_DIR)})
-    assert rf_core.ship_module_to_workers(spark) is False  # installed (the Databricks wheel): nothing to ship
+    assert job_session.ship_package_to_workers(spark) is None  # installed (the Databricks wheel): nothing to ship
+
+
+def test_the_workers_import_the_shipped_package_not_the_jobs_folder(spark) -> None:
+    """The session's Python workers import mlopsctl_jobs from the zip the session added, not from the
+    checkout (which a remote worker would not have)."""
+
+    def where(batches):
+        import mlopsctl_jobs
+        import pandas as pd
+
+        for _ in batches:
+            pass
+        yield pd.DataFrame({"origin": [mlopsctl_jobs.__file__]})
+
+    (row,) = spark.range(0, 1, 1, 1).mapInPandas(where, "origin string").collect()
+    assert ".zip" in row.origin and str(JOBS_DIR) not in row.origin
 
 
 def test_jobs_run_mlflow_without_its_telemetry_thread() -> None:
@@ -348,12 +369,11 @@ def test_jobs_run_mlflow_without_its_telemetry_thread() -> None:
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    jobs = Path(rf_core.__file__).resolve().parent
+    jobs = JOBS_DIR
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST", "CI", "GITHUB", "MLFLOW", "DO_NOT_TRACK", "BUILD", "JENKINS"))}
-    code = ("import rf_core; rf_core.quiet_mlflow_env(); "
+    code = ("from mlopsctl_jobs import tracking; tracking.quiet_mlflow_env(); "
             "from mlflow.telemetry.utils import is_telemetry_disabled; print(is_telemetry_disabled())")
     out = subprocess.run([sys.executable, "-c", code], cwd=jobs, env=env, capture_output=True, text=True,
                          timeout=300, check=True)

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 PINNED = ("EXIT_NO_RETRY", "ERROR_PREFIX", "DEFAULT_REGISTERED_MODEL")
 # where each constant is known to be defined (more copies anywhere under dags/ or spark_jobs/ are pinned too)
 KNOWN = {
-    "spark_jobs/rf_core.py": {"EXIT_NO_RETRY", "ERROR_PREFIX", "DEFAULT_REGISTERED_MODEL"},
+    "spark_jobs/mlopsctl_jobs/cli.py": {"EXIT_NO_RETRY", "ERROR_PREFIX"},
+    "spark_jobs/mlopsctl_jobs/tracking.py": {"DEFAULT_REGISTERED_MODEL"},
     "dags/common/compute.py": {"EXIT_NO_RETRY", "ERROR_PREFIX"},
     "dags/common/databricks_backend.py": {"ERROR_PREFIX"},
 }
@@ -73,9 +74,9 @@ def _setdefaults_in(path: Path, function: str) -> dict[str, str]:
 
 def test_the_launcher_imports_mlflow_as_quietly_as_a_job_would() -> None:
     # the launcher imports MLflow before any job runs (its forks inherit that import), so it sets what a job's
-    # `rf_core.quiet_mlflow_env` sets before its own import: above all, no telemetry thread
+    # `mlopsctl_jobs.tracking.quiet_mlflow_env` sets before its own import: above all, no telemetry thread
     from mlopsctl.devenv.launcher import PRELOAD_ENV
 
-    job = _setdefaults_in(REPO / "spark_jobs/rf_core.py", "quiet_mlflow_env")
+    job = _setdefaults_in(REPO / "spark_jobs/mlopsctl_jobs/tracking.py", "quiet_mlflow_env")
     assert "MLFLOW_DISABLE_TELEMETRY" in PRELOAD_ENV
     assert {key: job.get(key) for key in PRELOAD_ENV} == PRELOAD_ENV

@@ -1,7 +1,8 @@
 """What a --data value names, judged the same way on both sides: the CLI (`mlopsctl.datasources.data_kind`,
-`check_data`) and the job (`rf_core.source_kind`, its own copy: the jobs import nothing from mlopsctl).
+`check_data`) and the job (`mlopsctl_jobs.data.source_kind`, its own copy: the jobs import nothing from
+mlopsctl).
 
-rf_core is loaded from its file: at import it needs only the standard library."""
+The job's module is loaded from its file: at import it needs only the standard library."""
 
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ from mlopsctl.errors import ExitCode, InputError
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _rf_core():
-    spec = importlib.util.spec_from_file_location("rf_core_as_written", REPO / "spark_jobs" / "rf_core.py")
+def _job_data():
+    spec = importlib.util.spec_from_file_location("mlopsctl_jobs_data_as_written",
+                                                  REPO / "spark_jobs" / "mlopsctl_jobs" / "data.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
-rf_core = _rf_core()
+job_data = _job_data()
 
 KINDS = [
     ("s3://bucket/sales/houses.csv", "uri"),
@@ -59,13 +61,13 @@ KINDS = [
 @pytest.mark.parametrize(("data", "kind"), KINDS)
 def test_cli_and_job_classify_alike(data: str, kind: str) -> None:
     assert datasources.data_kind(data) == kind
-    assert rf_core.source_kind(data) == kind
+    assert job_data.source_kind(data) == kind
 
 
 def test_the_two_copies_use_the_same_rules() -> None:
-    assert rf_core.FILE_EXTENSIONS == datasources.FILE_EXTENSIONS
-    assert rf_core._URI_RE.pattern == datasources._URI_RE.pattern
-    assert rf_core._TABLE_RE.pattern == datasources._TABLE_RE.pattern
+    assert job_data.FILE_EXTENSIONS == datasources.FILE_EXTENSIONS
+    assert job_data._URI_RE.pattern == datasources._URI_RE.pattern
+    assert job_data._TABLE_RE.pattern == datasources._TABLE_RE.pattern
 
 
 @pytest.mark.parametrize(
@@ -78,7 +80,7 @@ def test_the_two_copies_use_the_same_rules() -> None:
     ],
 )
 def test_the_job_hands_spark_the_path_it_reads(data: str, path: str) -> None:
-    assert rf_core.spark_path(data, rf_core.source_kind(data)) == path
+    assert job_data.spark_path(data, job_data.source_kind(data)) == path
 
 
 @pytest.mark.parametrize("compute", [None, "local", "spark", "databricks"])

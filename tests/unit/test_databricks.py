@@ -216,16 +216,18 @@ def test_deploy_files_are_the_scripts_and_the_wheel_never_its_modules(tmp_path: 
     src = tmp_path / "spark_jobs"
     (src / "sub").mkdir(parents=True)
     (src / "__pycache__").mkdir()
-    for name in ("train.py", "rf_core.py", "sub/util.py", "__pycache__/junk.py"):
+    (src / "mlopsctl_jobs").mkdir()
+    packaged = frozenset({"mlopsctl_jobs/__init__.py", "mlopsctl_jobs/data.py"})
+    for name in ("train.py", *packaged, "sub/util.py", "__pycache__/junk.py"):
         (src / name).write_text("x = 1\n")
     wheel = tmp_path / "mlopsctl_jobs-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"PK")
-    files = dbx.deploy_files(src, wheel, frozenset({"rf_core.py"}))
+    files = dbx.deploy_files(src, wheel, packaged)
     assert files == {"sub/util.py": src / "sub/util.py", "train.py": src / "train.py", wheel.name: wheel}
     (src / "train.py").unlink()
     (src / "sub" / "util.py").unlink()
     with pytest.raises(NotFoundError, match="No job scripts"):
-        dbx.deploy_files(src, wheel, frozenset({"rf_core.py"}))
+        dbx.deploy_files(src, wheel, packaged)
 
 
 def test_job_files_need_python_files(tmp_path: Path) -> None:

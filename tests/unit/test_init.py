@@ -128,6 +128,27 @@ def test_force_overwrites_conflicts_and_keeps_other_files(
     assert (target / "dags" / "extra_dag.py").read_text() == "# not ours\n"
 
 
+def test_upgrading_an_old_layout_keeps_rf_core_and_says_what_to_do_with_it(
+    bundle: Path, tmp_path: Path, cli
+) -> None:
+    """A project scaffolded before the jobs' package has spark_jobs/rf_core.py: `init --force` writes the new
+    layout, deletes nothing, and names the left-over file with the step that finishes the upgrade."""
+    target = tmp_path / "proj"
+    write_files(target, {"spark_jobs/rf_core.py": "# my own edits\n"})
+    code, out, err = cli("init", str(target), "--force")
+    assert code == 0, err
+    warning = " ".join(err.split())
+    assert "spark_jobs/rf_core.py is left from an older mlopsctl" in warning
+    assert "spark_jobs/mlopsctl_jobs/" in warning and "delete rf_core.py" in warning
+    assert (target / "spark_jobs" / "rf_core.py").read_text() == "# my own edits\n"
+    code, out, err = cli("init", str(target), "--json")
+    assert code == 0, err
+    assert list(json.loads(out)["left_over"]) == ["spark_jobs/rf_core.py"]
+    (target / "spark_jobs" / "rf_core.py").unlink()
+    code, out, err = cli("init", str(target), "--json")
+    assert json.loads(out)["left_over"] == {}
+
+
 def test_existing_gitignore_gets_missing_lines_once(
     bundle: Path, tmp_path: Path, cli
 ) -> None:

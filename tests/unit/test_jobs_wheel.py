@@ -1,6 +1,7 @@
-"""The jobs' wheel (mlopsctl-jobs: spark_jobs/rf_core.py): built into mlopsctl's own wheel by hatch_build.py,
-chosen or built by `deploy jobs`, uploaded beside the scripts (rf_core.py never is), and the file name and
-pins the Databricks backend in dags/common/ relies on."""
+"""The jobs' wheel (mlopsctl-jobs: the package spark_jobs/mlopsctl_jobs/): built into mlopsctl's own wheel by
+hatch_build.py, chosen or built by `deploy jobs`, uploaded beside the scripts (the package's files never are),
+the file name and pins the Databricks backend in dags/common/ relies on, and the entry scripts importing only
+that package, as a Databricks task runs them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import ast
 import email.parser
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -26,6 +30,13 @@ from tests.fixtures.databricks_server import (
 REPO = Path(__file__).resolve().parents[2]
 SPARK_JOBS = REPO / "spark_jobs"
 ENTRY_SCRIPTS = {"preprocess_data.py", "train_model.py", "grid_search.py", "grid_search_spark.py"}
+PACKAGE = SPARK_JOBS / "mlopsctl_jobs"
+
+
+def _package_sources() -> dict[str, bytes]:
+    """The checkout's package files as the wheel names them (caches left out)."""
+    return {f"mlopsctl_jobs/{p.relative_to(PACKAGE).as_posix()}": p.read_bytes() for p in sorted(PACKAGE.rglob("*.py"))
+            if "__pycache__" not in p.parts}
 
 
 def _project_version() -> str:
@@ -82,9 +93,10 @@ def test_mlopsctl_wheel_carries_the_jobs_wheel(mlopsctl_wheel: Path, tmp_path: P
         assert "mlopsctl/_bundled/spark_jobs/pyproject.toml" in names  # what deploy compares a project with
         inner = tmp_path / Path(inner_name).name
         inner.write_bytes(archive.read(inner_name))
-    assert jobs_wheel.top_level_modules(inner) == {"rf_core.py": (SPARK_JOBS / "rf_core.py").read_bytes()}
+    assert jobs_wheel.package_files(inner) == _package_sources()
     with zipfile.ZipFile(inner) as archive:
         assert not ENTRY_SCRIPTS & {Path(n).name for n in archive.namelist()}  # scripts are uploaded as files
+        assert not [n for n in archive.namelist() if "__pycache__" in n or n.endswith(".pyc")]
         [wheel_info] = [n for n in archive.namelist() if n.endswith(".dist-info/WHEEL")]
         info = archive.read(wheel_info).decode()
     assert "Root-Is-Purelib: true" in info and "Tag: py3-none-any" in info
@@ -112,7 +124,7 @@ def test_stock_jobs_deploy_the_bundled_wheel_even_without_hatchling(installed: P
     _without_hatchling(monkeypatch)  # a CLI-only install: no build backend
     wheel = jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
     assert (wheel.origin, wheel.path) == ("bundled", jobs_wheel.bundled_wheel())
-    assert wheel.modules == {"rf_core.py"}
+    assert wheel.modules == set(_package_sources())
     assert not (tmp_path / "build").exists()
     assert jobs_wheel.for_deploy(installed / "spark_jobs", __version__, tmp_path / "build").origin == "bundled"
 
@@ -120,14 +132,19 @@ def test_stock_jobs_deploy_the_bundled_wheel_even_without_hatchling(installed: P
 def test_edited_jobs_get_their_own_wheel(installed: Path, tmp_path: Path) -> None:
     project = tmp_path / "spark_jobs"
     shutil.copytree(SPARK_JOBS, project)
-    edited = (project / "rf_core.py").read_bytes() + b"\nEDITED = True\n"
-    (project / "rf_core.py").write_bytes(edited)
+    edited = (project / "mlopsctl_jobs" / "model.py").read_bytes() + b"\nEDITED = True\n"
+    (project / "mlopsctl_jobs" / "model.py").write_bytes(edited)
     wheel = jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
     assert wheel.origin == "built" and wheel.path.parent == tmp_path / "build"
     assert wheel.path.name == jobs_wheel.wheel_file_name(__version__)
-    assert jobs_wheel.top_level_modules(wheel.path) == {"rf_core.py": edited}
-    # stock rf_core.py, but the project's pyproject.toml declares one more dependency: built too
-    shutil.copy(SPARK_JOBS / "rf_core.py", project / "rf_core.py")
+    assert jobs_wheel.package_files(wheel.path) == {**_package_sources(), "mlopsctl_jobs/model.py": edited}
+    # a module added to the package is an edit too
+    shutil.copy(PACKAGE / "model.py", project / "mlopsctl_jobs" / "model.py")
+    (project / "mlopsctl_jobs" / "features_extra.py").write_text("EXTRA = True\n")
+    wheel = jobs_wheel.for_deploy(project, __version__, tmp_path / "build1")
+    assert wheel.origin == "built" and "mlopsctl_jobs/features_extra.py" in jobs_wheel.package_files(wheel.path)
+    # the stock package, but the project's pyproject.toml declares one more dependency: built too
+    (project / "mlopsctl_jobs" / "features_extra.py").unlink()
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"matplotlib>=3.7",', '"matplotlib>=3.7",\n    "xgboost>=2",'))
     wheel = jobs_wheel.for_deploy(project, __version__, tmp_path / "build2")
@@ -138,13 +155,13 @@ def test_edited_jobs_get_their_own_wheel(installed: Path, tmp_path: Path) -> Non
 def test_edited_jobs_without_hatchling_are_refused_saying_how_to_fix_it(installed, tmp_path, monkeypatch) -> None:
     project = tmp_path / "spark_jobs"
     shutil.copytree(SPARK_JOBS, project)
-    (project / "rf_core.py").write_text("EDITED = True\n")
+    (project / "mlopsctl_jobs" / "data.py").write_text("EDITED = True\n")
     _without_hatchling(monkeypatch)
     with pytest.raises(ConfigError) as exc:
         jobs_wheel.for_deploy(project, __version__, tmp_path / "build")
     message, hint = exc.value.message, exc.value.hint or ""
     assert "\n" not in message + hint
-    assert str(project) in message and "rf_core.py" in message and "hatchling" in message
+    assert str(project) in message and "mlopsctl_jobs/" in message and "hatchling" in message
     assert "pip install hatchling" in hint and f"--src {installed / 'spark_jobs'}" in hint
     assert exc.value.exit_code == ExitCode.CONFIG
 
@@ -161,7 +178,7 @@ def test_a_source_checkout_builds_the_wheel_or_says_it_needs_hatchling(tmp_path,
 @pytest.mark.parametrize(("pyproject", "error"), [
     ("[project\nname = 'x'\n", "Building the jobs' wheel from .* failed: TOMLDecodeError"),
     ("[project]\nname = 'x'\ndynamic = ['version']\n[tool.hatch.build.targets.wheel]\nonly-include = ['other.py']\n",
-     "has no rf_core.py"),
+     "has no mlopsctl_jobs package"),
 ])
 def test_a_broken_jobs_project_is_a_one_line_error(tmp_path: Path, pyproject: str, error: str) -> None:
     project = tmp_path / "spark_jobs"
@@ -173,9 +190,56 @@ def test_a_broken_jobs_project_is_a_one_line_error(tmp_path: Path, pyproject: st
     assert "\n" not in exc.value.message
 
 
+# --- what a Databricks task finds -------------------------------------------------------------------------
+def test_each_entry_script_imports_with_only_the_wheel_on_its_path(tmp_path: Path) -> None:
+    """A serverless task runs its script from a working directory that is not guaranteed, with the jobs' wheel
+    installed: here each entry script runs from a scratch folder, its own folder kept off sys.path (``-P``), and
+    nothing but the wheel on PYTHONPATH. A script that imports a sibling file fails with ModuleNotFoundError."""
+    wheel = jobs_wheel.build(SPARK_JOBS, tmp_path / "wheel", "0.1.0")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(scratch), "LANG": "C.UTF-8", "PYTHONPATH": str(wheel)}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-P", *argv], cwd=scratch, env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+
+    found = run("-c", "import mlopsctl_jobs, sys; print(mlopsctl_jobs.__file__); print(sys.path)")
+    assert found.returncode == 0, found.stderr
+    origin, path = found.stdout.splitlines()
+    assert origin.startswith(str(wheel)) and str(SPARK_JOBS) not in path
+    for script in sorted(ENTRY_SCRIPTS):
+        done = run(str(SPARK_JOBS / script), "--help")
+        assert done.returncode == 0, f"{script}:\n{done.stderr[-3000:]}"
+        assert "--dag-id" in done.stdout and "--work-dir" in done.stdout
+
+
+def test_deploy_refuses_the_old_layout_before_building_or_uploading(
+        project: Path, cli, monkeypatch, databricks_server: DatabricksTestServer) -> None:  # noqa: F811
+    """A project scaffolded before the package carries its own spark_jobs/rf_core.py, which its scripts import:
+    `deploy jobs` refuses it with the upgrade step, before anything is built or sent to the workspace."""
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
+    old = project / "spark_jobs"
+    old.mkdir()
+    (old / "rf_core.py").write_text("def run_main(fn):\n    fn()\n")
+    (old / "train_model.py").write_text("import rf_core\n")
+    monkeypatch.setattr(jobs_wheel, "build", lambda *a, **k: pytest.fail("the old layout must not be built"))
+    code, out, err = cli("deploy", "jobs", "--to", "/Workspace/Shared/mlopsctl/jobs")
+    assert code == ExitCode.CONFIG, out + err
+    text = " ".join(err.split())
+    assert "rf_core.py" in text and "mlopsctl_jobs" in text
+    assert "mlopsctl init --force" in text and "delete spark_jobs/rf_core.py" in text
+    assert not databricks_server.workspace_path("/Workspace/Shared/mlopsctl/jobs").exists()
+    with pytest.raises(ConfigError) as exc:
+        jobs_wheel.check_layout(old)
+    assert "\n" not in exc.value.message + (exc.value.hint or "")  # one paragraph
+    jobs_wheel.check_layout(SPARK_JOBS)  # the current layout passes
+
+
 # --- uploaded by deploy ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("root", ["/Workspace/Shared/mlopsctl/jobs", "/Volumes/main/mlops/jobs"])
-def test_deploy_jobs_uploads_the_scripts_and_the_wheel_and_no_rf_core(
+def test_deploy_jobs_uploads_the_scripts_and_the_wheel_and_not_the_package(
         project: Path, cli, monkeypatch, databricks_server: DatabricksTestServer, root: str) -> None:  # noqa: F811
     monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
     monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
@@ -189,15 +253,15 @@ def test_deploy_jobs_uploads_the_scripts_and_the_wheel_and_no_rf_core(
     wheel_name = _backend_constants()["JOBS_WHEEL"]  # where the DAGs look for it
     assert names == ENTRY_SCRIPTS | {wheel_name}
     assert doc["wheel"] == f"{dest}/{wheel_name}" and doc["wheel_origin"] == "built"  # a source checkout
-    assert not databricks_server.workspace_path(f"{dest}/rf_core.py").exists()
+    assert not databricks_server.workspace_path(f"{dest}/mlopsctl_jobs").exists()
     uploaded = databricks_server.workspace_path(doc["wheel"])
-    assert jobs_wheel.top_level_modules(uploaded) == {"rf_core.py": (SPARK_JOBS / "rf_core.py").read_bytes()}
+    assert jobs_wheel.package_files(uploaded) == _package_sources()
     for script in ENTRY_SCRIPTS:
         assert databricks_server.workspace_path(f"{dest}/{script}").read_bytes() == (SPARK_JOBS / script).read_bytes()
-    # unchanged jobs: the same folder; an edit of rf_core.py (only in the wheel) moves it
+    # unchanged jobs: the same folder; an edit of the package (only in the wheel) moves it
     code, out, err = cli("deploy", "jobs", "--to", root, "--json")
     assert json.loads(out)["path"] == dest
-    with (project / "spark_jobs" / "rf_core.py").open("a") as fh:
+    with (project / "spark_jobs" / "mlopsctl_jobs" / "grid.py").open("a") as fh:
         fh.write("\n# edited\n")
     code, out, err = cli("deploy", "jobs", "--to", root, "--json")
     assert code == 0, err

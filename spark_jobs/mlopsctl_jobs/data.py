@@ -1,0 +1,408 @@
+"""Reading a job's source data and preparing the features table: the source kinds (`source_kind`, pinned to
+the CLI's copy in mlopsctl/datasources.py by tests/unit/test_data_sources.py), the CSV missing-value tokens,
+validation (`DataError` for anything a retry cannot fix), cleaning and encoding (`prepare_features`), and the
+features table's path, write and read.
+
+What data is accepted and how it is cleaned: docs/data.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TARGET_COL = "__target__"
+ROW_ID_COL = "__row_id__"
+
+
+class DataError(Exception):
+    """The input data cannot be used (retrying will not help)."""
+
+
+def run_key(run_id: str) -> str:
+    """A filesystem/Hadoop-safe, collision-free key for an Airflow run id (which contains ':' and '+')."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:120]
+    digest = hashlib.sha1(run_id.encode("utf-8")).hexdigest()[:8]
+    return f"{safe}-{digest}"
+
+
+def features_path(work_dir: str, dag_id: str, run_id: str) -> str:
+    """Where the features table of one Airflow run lives: <work_dir>/<dag_id>/<run key>/features.parquet."""
+    return str(Path(work_dir) / dag_id / run_key(run_id) / "features.parquet")
+
+
+def sanitize_columns(names: Sequence[str], reserved: Iterable[str] = (TARGET_COL, ROW_ID_COL)) -> list[str]:
+    """Map column names to unique ``[A-Za-z0-9_]`` names (stable: same input, same output)."""
+    taken = set(reserved)
+    out: list[str] = []
+    for name in names:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", str(name)) or "col"
+        if base[0].isdigit():
+            base = f"c_{base}"
+        candidate, i = base, 1
+        while candidate in taken:
+            i += 1
+            candidate = f"{base}_{i}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+#: Tokens read as missing in CSV sources: pandas' default ``na_values`` (``pandas._libs.parsers.STR_NA_VALUES``),
+#: so a file reads here as it does in a notebook. R writes ``NA``, databases ``NULL``, Excel ``#N/A``.
+NA_VALUES: tuple[str, ...] = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+
+
+#: what a ``--data`` value names, judged from its text alone. The CLI keeps its own copy (``data_kind`` in
+#: mlopsctl/datasources.py: the jobs import nothing from mlopsctl); tests/unit/test_data_sources.py pins the two.
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: C:/ stays a local path
+_IDENTIFIER = r"(?:[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)"
+_TABLE_RE = re.compile(rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER}){{1,2}}$")
+#: a last dotted part that makes ``name.ext`` a file name, not a ``schema.table``
+FILE_EXTENSIONS = frozenset({"csv", "tsv", "txt", "json", "parquet", "pq", "orc", "avro", "xlsx", "xls", "gz", "zip"})
+
+
+def source_kind(data: str) -> str:
+    """``uri``, ``volume`` (/Volumes/...), ``workspace`` (/Workspace/...), ``dbfs`` (/dbfs/...), ``table``
+    (``catalog.schema.table`` / ``schema.table``) or ``local`` (a path on this machine)."""
+    if _URI_RE.match(data):
+        return "uri"
+    if data.startswith("/Volumes/"):
+        return "volume"
+    if data.startswith("/Workspace/"):
+        return "workspace"
+    if data.startswith("/dbfs/"):
+        return "dbfs"
+    if _TABLE_RE.match(data) and data.rsplit(".", 1)[-1].lower() not in FILE_EXTENSIONS:
+        return "table"
+    return "local"
+
+
+def spark_path(data: str, kind: str) -> str:
+    """A cluster path as ``spark.read`` takes it: workspace files through the driver's file system
+    (``file:/Workspace/...``), the DBFS FUSE form as the ``dbfs:/`` URI; volumes and URIs as they are."""
+    if kind == "workspace":
+        return f"file:{data}"
+    if kind == "dbfs":
+        return "dbfs:/" + data.removeprefix("/dbfs/")
+    return data
+
+
+def load_source(spark: Any, data: str | None, na_values: Sequence[str] | None = None) -> Any:
+    """Read the raw source into a Spark DataFrame (what is accepted: docs/data.md)."""
+    if not data:
+        from sklearn.datasets import load_diabetes
+
+        pdf = load_diabetes(as_frame=True).frame
+        return spark.createDataFrame(pdf)
+    kind = source_kind(data)
+    if kind == "table" and Path(data).expanduser().exists():  # a local file or folder named like a table
+        kind = "local"
+    if kind == "table":
+        return read_table(spark, data)
+    if kind != "local":
+        return read_cluster_path(spark, data, kind, na_values)
+    path = Path(data).expanduser()
+    if not path.exists():
+        if _is_table(spark, data):  # a one-part table name (`houses`) of the session's catalog
+            return spark.table(data)
+        raise DataError(f"data file not found: {data}")
+    if path.is_dir():
+        parquet_files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".parquet", ".pq")]
+        if not parquet_files:
+            raise DataError(f"data directory {data} holds no .parquet files (expected a CSV/Parquet file or a Parquet directory)")
+        return spark.read.parquet(str(path.resolve()))
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise DataError(f"data file is empty: {data}")
+    if suffix == ".csv":
+        raw = spark.read.option("header", True).option("inferSchema", False).csv(str(path.resolve()))
+        return type_csv_columns(raw, NA_VALUES if na_values is None else na_values)
+    if suffix in (".parquet", ".pq"):
+        return spark.read.parquet(str(path.resolve()))
+    raise DataError(f"unsupported data format {suffix or '(no extension)'!r} for {data}: use a .csv or .parquet file")
+
+
+def read_table(spark: Any, name: str) -> Any:
+    """``spark.table(name)``, after checking the catalog has it (Connect would only fail at the first action)."""
+    try:
+        exists = bool(spark.catalog.tableExists(name))
+    except Exception:  # noqa: BLE001 - an unknown catalog or schema: the table is not there either
+        exists = False
+    if not exists:
+        raise DataError(
+            f"table {name} not found (or not visible to the job's identity): give an existing table as "
+            "catalog.schema.table, a /Volumes/... path or a URI"
+        )
+    return spark.table(name)
+
+
+def read_cluster_path(spark: Any, data: str, kind: str, na_values: Sequence[str] | None = None) -> Any:
+    """A URI, volume, workspace or DBFS path, read by its extension: ``.csv`` (typed like a local CSV),
+    ``.parquet``/``.pq``, or none (a Parquet directory). Its schema is resolved here, so a path that is not
+    there is a DataError now rather than a failure at the first aggregation."""
+    from pyspark.errors import AnalysisException
+
+    if kind == "dbfs" or data.lower().startswith("dbfs:"):
+        print(f"warning: {data} is on DBFS, which Databricks serverless compute and standard access mode limit; "
+              "a Unity Catalog volume path (/Volumes/...) is readable everywhere", file=sys.stderr, flush=True)
+    path = spark_path(data, kind)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if suffix not in ("csv", "parquet", "pq", ""):
+        raise DataError(
+            f"unsupported data format '.{suffix}' for {data}: use a .csv or .parquet file, or a Parquet directory"
+        )
+    try:  # a classic session fails in the reader already, a Connect session when the schema is asked for
+        if suffix == "csv":
+            raw = spark.read.option("header", True).option("inferSchema", False).csv(path)
+        else:
+            raw = spark.read.parquet(path)
+        raw.columns  # noqa: B018 - resolves the schema (one analysis request, no pass over the data)
+    except AnalysisException as exc:
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise DataError(f"cannot read {data}: {reason}") from None
+    if suffix == "csv":
+        return type_csv_columns(raw, NA_VALUES if na_values is None else na_values)
+    return raw
+
+
+def type_csv_columns(df: Any, na_values: Sequence[str]) -> Any:
+    """CSV columns read as text -> missing-value tokens become null, and a column becomes double when every
+    value left casts to a number (one aggregation pass over the data decides every column)."""
+    from pyspark.sql import functions as F
+
+    tokens = sorted({"", *na_values})
+    names = list(df.columns)
+    if not names:
+        return df
+    cleaned = df.select(*[
+        F.when(F.trim(F.col(_quoted(c))).isin(tokens), F.lit(None)).otherwise(F.col(_quoted(c))).alias(c) for c in names
+    ])
+    as_number = {c: F.expr(f"try_cast({_quoted(c)} AS DOUBLE)") for c in names}
+    text = cleaned.agg(*[
+        F.count_if(F.col(_quoted(c)).isNotNull() & as_number[c].isNull()).alias(f"t{i}") for i, c in enumerate(names)
+    ]).collect()[0]
+    return cleaned.select(*[
+        (as_number[c] if text[f"t{i}"] == 0 else F.col(_quoted(c))).alias(c) for i, c in enumerate(names)
+    ])
+
+
+def _quoted(name: str) -> str:
+    """A column name as a Spark SQL identifier: backticks around it, inner backticks doubled."""
+    return "`" + str(name).replace("`", "``") + "`"
+
+
+def _is_table(spark: Any, name: str) -> bool:
+    """True when `name` looks like a table identifier and the session's catalog has it."""
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){0,2}", name) or name.lower().endswith((".csv", ".parquet", ".pq")):
+        return False
+    try:
+        return bool(spark.catalog.tableExists(name))
+    except Exception:  # noqa: BLE001 - unknown catalog/schema: not a table
+        return False
+
+
+@dataclass
+class PrepareReport:
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped_null_target: int = 0
+    dropped_all_null_columns: list[str] = field(default_factory=list)
+    encoded_columns: dict[str, int] = field(default_factory=dict)  # column -> number of categories
+    imputed_columns: dict[str, float] = field(default_factory=dict)  # column -> median used
+    features: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"rows read: {self.rows_in}, rows kept: {self.rows_out} (dropped {self.dropped_null_target} with a null target)",
+            f"features ({len(self.features)}): {', '.join(self.features)}",
+        ]
+        if self.dropped_all_null_columns:
+            out.append(f"dropped all-null columns: {', '.join(self.dropped_all_null_columns)}")
+        if self.encoded_columns:
+            out.append("ordinal-encoded: " + ", ".join(f"{k} ({v} categories)" for k, v in self.encoded_columns.items()))
+        if self.imputed_columns:
+            out.append("median-imputed: " + ", ".join(f"{k}={v:g}" for k, v in self.imputed_columns.items()))
+        return out
+
+
+def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
+    """Validate and clean a raw Spark DataFrame into the features table (the rules: docs/data.md)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    report = PrepareReport()
+    columns = list(df.columns)
+    if not columns:
+        raise DataError("data has no columns (is the file empty?)")
+    if target not in columns:
+        shown = ", ".join(columns[:50]) + (" ..." if len(columns) > 50 else "")
+        raise DataError(f"target column {target!r} not found; columns are: {shown}")
+
+    numeric_types = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
+    dtypes = {f.name: f.dataType for f in df.schema.fields}
+
+    df = df.withColumn(ROW_ID_COL, F.monotonically_increasing_id())
+    feature_cols = [c for c in columns if c != target]
+
+    # target: numeric, or strings that all parse as numbers
+    tcol = F.col(_quoted(target))
+    if isinstance(dtypes[target], numeric_types):
+        tvalue = tcol.cast("double")
+        bad_target = None
+    elif isinstance(dtypes[target], T.StringType):
+        tvalue = F.expr(f"try_cast({_quoted(target)} AS DOUBLE)")
+        bad_target = tcol.isNotNull() & tvalue.isNull()
+    else:
+        tvalue = None
+        bad_target = None
+    if tvalue is not None:
+        tvalue = F.when(F.isnan(tvalue), None).otherwise(tvalue)
+
+    def _value(c: str) -> Any:
+        col = F.col(_quoted(c))
+        if isinstance(dtypes[c], (T.FloatType, T.DoubleType)):
+            return F.when(F.isnan(col), None).otherwise(col)
+        return col
+
+    # ONE pass over the data: row counts, the target check, and per feature (over the rows whose target
+    # is kept) its non-null count and its median (numeric) or its sorted categories (anything else).
+    # Every Spark action costs a job on the cluster and a round trip; the data is read once.
+    numeric = [c for c in feature_cols if isinstance(dtypes[c], numeric_types)]
+    stats = [F.count(F.lit(1)).alias("rows_in")]
+    if tvalue is not None:
+        kept_row = tvalue.isNotNull()
+        stats.append(F.count(tvalue).alias("rows_out"))
+        if bad_target is not None:
+            stats.append(F.count_if(bad_target).alias("bad_target"))
+        for i, c in enumerate(feature_cols):
+            stats.append(F.count(F.when(kept_row, _value(c))).alias(f"n{i}"))
+            if c in numeric:
+                stats.append(F.median(F.when(kept_row, _value(c).cast("double"))).alias(f"m{i}"))
+            else:
+                as_str = F.when(kept_row, F.col(_quoted(c)).cast("string"))
+                stats.append(F.collect_set(as_str).alias(f"c{i}"))
+    row = df.agg(*stats).collect()[0]
+
+    report.rows_in = int(row["rows_in"])
+    if report.rows_in == 0:
+        raise DataError("data has no rows")
+    if tvalue is None:
+        raise DataError(f"target column {target!r} is not numeric (type {dtypes[target].simpleString()})")
+    if bad_target is not None and row["bad_target"]:
+        bad = df.filter(bad_target).select(tcol).limit(3).collect()  # the error message's examples only
+        examples = ", ".join(repr(r[0]) for r in bad)
+        raise DataError(f"target column {target!r} is not numeric (values such as {examples})")
+    report.rows_out = int(row["rows_out"])
+    report.dropped_null_target = report.rows_in - report.rows_out
+    if report.rows_out == 0:
+        raise DataError(f"target column {target!r} has no values (all null/NaN)")
+    df = df.withColumn(TARGET_COL, tvalue).filter(F.col(TARGET_COL).isNotNull())
+
+    if not feature_cols:
+        raise DataError(f"data has only the target column {target!r}: no features to train on")
+
+    usable = []
+    for i, c in enumerate(feature_cols):
+        if row[f"n{i}"] == 0:
+            report.dropped_all_null_columns.append(c)
+        else:
+            usable.append(c)
+    if not usable:
+        raise DataError(
+            "every feature column is entirely null/NaN: " + ", ".join(report.dropped_all_null_columns)
+        )
+
+    new_names = sanitize_columns(usable)
+    index = {c: i for i, c in enumerate(feature_cols)}
+    selects = [F.col(ROW_ID_COL)]
+    for c, new in zip(usable, new_names):
+        i = index[c]
+        if c in numeric:
+            median = float(row[f"m{i}"])
+            if row[f"n{i}"] < report.rows_out:
+                report.imputed_columns[new] = median
+            selects.append(F.coalesce(_value(c).cast("double"), F.lit(median)).alias(new))
+        else:
+            as_str = F.col(_quoted(c)).cast("string")
+            categories = sorted(row[f"c{i}"])
+            report.encoded_columns[new] = len(categories)
+            mapping = F.create_map(*[x for j, v in enumerate(categories) for x in (F.lit(v), F.lit(float(j)))])
+            selects.append(F.coalesce(mapping[as_str], F.lit(-1.0)).alias(new))
+    selects.append(F.col(TARGET_COL))
+    report.features = new_names
+    return df.select(*selects), report
+
+
+def prepare_report_path(features: str) -> str:
+    """Where preprocess_data leaves its row counts for the jobs after it: beside the features table."""
+    return str(Path(features).with_name("prepare_report.parquet"))
+
+
+def write_prepare_report(spark: Any, report: PrepareReport, features: str) -> None:
+    """The row counts of `prepare_features`, written through Spark (any path the cluster can write)."""
+    row = [(report.rows_in, report.rows_out, report.dropped_null_target)]
+    frame = spark.createDataFrame(row, "rows_in long, rows_out long, n_rows_dropped long")
+    frame.coalesce(1).write.mode("overwrite").parquet(prepare_report_path(features))
+
+
+def read_rows_dropped(features: str, spark: Any | None = None) -> int | None:
+    """``n_rows_dropped`` of this run's preprocess_data (through Spark if given, else pandas); None if absent."""
+    path = prepare_report_path(features)
+    try:
+        if spark is not None:
+            rows = spark.read.parquet(path).collect()
+            return int(rows[0]["n_rows_dropped"]) if rows else None
+        import pandas as pd
+
+        if not Path(path).exists():
+            return None
+        return int(pd.read_parquet(path)["n_rows_dropped"].iloc[0])
+    except Exception:  # noqa: BLE001 - a features table written without a report: nothing to log
+        return None
+
+
+def write_features(df: Any, path: str) -> None:
+    """Write the features table as one Parquet file set (single partition keeps the row order)."""
+    df.coalesce(1).write.mode("overwrite").parquet(path)
+
+
+def load_features(path: str) -> tuple[Any, Any]:
+    """Read the features table written by preprocess_data -> (X DataFrame, y Series), source row order."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        raise DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?")
+    pdf = pd.read_parquet(path)
+    return split_xy(pdf)
+
+
+def read_features(spark: Any, path: str) -> tuple[Any, Any]:
+    """The features table read through Spark (any path the cluster can read) -> (X, y), source row order."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        pdf = spark.read.parquet(path).toPandas()
+    except AnalysisException as exc:
+        if exc.getCondition() == "PATH_NOT_FOUND":
+            raise DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?") from None
+        raise
+    return split_xy(pdf)
+
+
+def split_xy(pdf: Any) -> tuple[Any, Any]:
+    if ROW_ID_COL in pdf.columns:
+        pdf = pdf.sort_values(ROW_ID_COL, kind="mergesort").drop(columns=[ROW_ID_COL])
+    pdf = pdf.reset_index(drop=True)
+    y = pdf[TARGET_COL].astype("float64")
+    X = pdf.drop(columns=[TARGET_COL]).astype("float64")
+    return X, y
