@@ -21,9 +21,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlopsctl.devenv.manager import spark_server_down, stack_status, start_stack
 
 from mlopsctl.devenv.launcher import ping
-from mlopsctl.devenv.manager import spark_server_down, stack_status, start_stack
 from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
 from mlopsctl.devenv.stack import ARCHIVE_WRITER, COMPONENTS, SPARK_WARMUP, StackLayout, spark_class_archive
 from mlopsctl.errors import ExitCode, StackError
