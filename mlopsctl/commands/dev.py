@@ -221,7 +221,7 @@ def logs(
     require_local_extra("dev logs")
     import sys
 
-    from mlopsctl.devenv.process import file_sizes, follow_lines, tail
+    from mlopsctl.devenv.logs import file_sizes, follow_lines, tail
     from mlopsctl.devenv.status import log_file
 
     actx = app_context(ctx)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlopsctl.devenv.layout import ADMIN_USER, StackLayout, read_admin_password
-from mlopsctl.devenv.process import tail
+from mlopsctl.devenv.logs import tail
 from mlopsctl.devenv.spec import Group
 from mlopsctl.devenv.stack import ComponentSpec, airflow_env, airflow_module, dags_folder
 from mlopsctl.errors import StackError

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from mlopsctl.devenv import components
 from mlopsctl.devenv.layout import StackLayout, ensure_admin_password
+from mlopsctl.devenv.logs import tail
 from mlopsctl.devenv.ports import check_distinct_ports, check_port_free, recorded_port, wanted_ports
 from mlopsctl.devenv.process import (
     ForkError,
@@ -25,7 +26,6 @@ from mlopsctl.devenv.process import (
     remove_pid_file,
     spawn,
     spawn_forks,
-    tail,
     terminate,
     tree_of,
 )

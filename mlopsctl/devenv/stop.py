@@ -12,7 +12,6 @@ from mlopsctl.devenv.process import (
     STOP_GRACE,
     PidRecord,
     kill_all,
-    marked_processes,
     read_pid_file,
     remove_pid_file,
     terminate,
@@ -23,7 +22,28 @@ from mlopsctl.devenv.stack import HELPERS, STACK_MARKER
 from mlopsctl.errors import StackError
 
 if TYPE_CHECKING:
+    import psutil
+
     from mlopsctl.settings import Settings
+
+
+def marked_processes(marker: str, value: str) -> list[psutil.Process]:
+    """Live processes whose environment has marker=value (every process a stack spawned, however deep),
+    excluding this process and its ancestors."""
+    import psutil as ps
+
+    me = ps.Process()
+    exclude = {me.pid, *(p.pid for p in me.parents())}
+    found = []
+    for proc in ps.process_iter(["pid"]):
+        if proc.info["pid"] in exclude:
+            continue
+        try:
+            if proc.environ().get(marker) == value and proc.status() != ps.STATUS_ZOMBIE:
+                found.append(proc)
+        except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess, OSError):
+            continue
+    return found
 
 
 def _noop(component: str, state: str, detail: str) -> None:

@@ -21,15 +21,12 @@ from mlopsctl.devenv import airflowstack, components, ports, start, status, stop
 from mlopsctl.devenv import health as hc
 from mlopsctl.devenv.airflowstack import airflow_zygote_spec, migration_needed, write_migrate_stamp
 from mlopsctl.devenv.layout import StackLayout, ensure_admin_password
+from mlopsctl.devenv.logs import file_sizes, follow_lines, tail
 from mlopsctl.devenv.process import (
     PidRecord,
-    file_sizes,
-    follow_lines,
-    marked_processes,
     process_of,
     read_pid_file,
     spawn,
-    tail,
     terminate,
     tree_of,
     write_pid_file,
@@ -46,6 +43,7 @@ from mlopsctl.devenv.stack import (
     spark_class_archive,
     spark_jobs_dir,
 )
+from mlopsctl.devenv.stop import marked_processes
 from mlopsctl.errors import ConfigError, ExitCode, StackError
 from mlopsctl.paths import bundled_dags_dir, bundled_spark_jobs_dir
 from mlopsctl.settings import Settings
