@@ -949,3 +949,34 @@ def test_the_serving_spark_server_never_writes_the_class_archive_its_writer_does
         k: v for k, v in _conf(server.argv).items() if k not in (CONNECT_PORT_CONF, JAVA_OPTIONS)
     }
     assert writer.env[STACK_MARKER] == str(layout.state) and writer.env == server.env
+
+def test_the_run_preflight_asks_devenv_one_question(tmp_path: Path, procs: list) -> None:
+    """`runs_spark_down`: nothing to check unless runs go to this project's embedded stack (its api-server
+    recorded, serving the Airflow URL, with local compute); then whether its Spark server can take jobs."""
+    from mlopsctl.devenv.servers import runs_spark_down
+
+    s = settings_on_free_ports(tmp_path)
+    layout = StackLayout.from_settings(s)
+    layout.ensure()
+    assert runs_spark_down(s) is None  # no embedded stack recorded
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    procs.append(psutil.Process(proc.pid))
+    record = PidRecord("api-server", proc.pid, psutil.Process(proc.pid).create_time(), [], time.time())
+    write_pid_file(layout.pid_file("api-server"), record)
+    reason = runs_spark_down(s)
+    assert reason and "not running" in reason and "mlopsctl dev start" in reason
+    assert runs_spark_down(settings_for(tmp_path, airflow_url="https://airflow.example.com")) is None
+    databricks = settings_for(tmp_path, compute="databricks", airflow_port=s.airflow_port,
+                              spark_connect_port=s.spark_connect_port)
+    assert runs_spark_down(databricks) is None
+
+
+def test_the_local_password_is_found_through_the_stack_layout(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist") as exc:
+        s.local_airflow_password()
+    assert "mlopsctl dev start" in (exc.value.hint or "")
+    password = ensure_admin_password(StackLayout.from_settings(s))
+    assert s.local_airflow_password() == password
+    with pytest.raises(ConfigError, match="no entry for user 'ops'"):
+        settings_for(tmp_path, airflow_username="ops").local_airflow_password()
