@@ -24,34 +24,35 @@ from bench.common import (
     run_cmd,
     tree_memory,
 )
-from mlopsctl.devenv.stack import COMPONENTS
+from mlopsctl.devenv import components
 
 
 @dataclass
 class LocalStack:
     state: Path
-    airflow_port: int
-    mlflow_port: int
-    spark_port: int
+    ports: dict[str, int]  # port setting -> port, one per component that listens (mlopsctl.devenv.components)
     extra_env: dict[str, str] = field(default_factory=dict)
     running: bool = False
 
+    def _settings(self, **fields: Any):
+        from mlopsctl.settings import Settings
+
+        return Settings(project_dir=ROOT, state_dir=self.state, **self.ports, **fields)
+
     @property
     def airflow_url(self) -> str:
-        return f"http://127.0.0.1:{self.airflow_port}"
+        return self._settings().local_airflow_url
 
     @property
     def mlflow_url(self) -> str:
-        return f"http://127.0.0.1:{self.mlflow_port}"
+        return self._settings().local_mlflow_url
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         e = bench_env(
             {
                 "MLOPSCTL_PROJECT_DIR": str(ROOT),
                 "MLOPSCTL_STATE_DIR": str(self.state),
-                "MLOPSCTL_AIRFLOW_PORT": str(self.airflow_port),
-                "MLOPSCTL_MLFLOW_PORT": str(self.mlflow_port),
-                "MLOPSCTL_SPARK_CONNECT_PORT": str(self.spark_port),
+                **{c.port.env_var: str(self.ports[c.port.setting]) for c in components.with_ports()},
                 "MLOPSCTL_AIRFLOW_URL": self.airflow_url,
                 "MLOPSCTL_MLFLOW_TRACKING_URI": self.mlflow_url,
                 "MLOPSCTL_START_TIMEOUT": "300",
@@ -68,12 +69,8 @@ class LocalStack:
 
     def settings(self):
         """The project's Settings for this stack (for devenv helpers)."""
-        from mlopsctl.settings import Settings
-
-        return Settings(project_dir=ROOT, state_dir=self.state, airflow_port=self.airflow_port,
-                        mlflow_port=self.mlflow_port, spark_connect_port=self.spark_port,
-                        airflow_url=self.airflow_url,
-                        mlflow_tracking_uri=self.mlflow_url, **_settings_extra(self.extra_env))
+        return self._settings(airflow_url=self.airflow_url, mlflow_tracking_uri=self.mlflow_url,
+                              **_settings_extra(self.extra_env))
 
     def start(self) -> float:
         """`mlopsctl dev start` to fully healthy; returns the wall seconds."""
@@ -105,7 +102,7 @@ class LocalStack:
         """The job launcher answers and has ended its preload (it is healthy at once, and imports once `dev start`
         has seen the whole stack healthy): only then is the stack's idle memory its steady one."""
         from mlopsctl.devenv.launcher import ping
-        from mlopsctl.devenv.stack import StackLayout
+        from mlopsctl.devenv.layout import StackLayout
 
         return bool((ping(StackLayout(self.state).launcher_socket) or {}).get("ready"))
 
@@ -114,8 +111,9 @@ class LocalStack:
         (started after a start without an archive) and the Spark server's warm-up job (after each start of the
         server). `dev stop` would kill them; a stack used for longer than they take has its archive at its next
         start, as a warm start should, and its idle memory is measured after the warm-up."""
-        from mlopsctl.devenv.manager import helper_running
-        from mlopsctl.devenv.stack import HELPERS, StackLayout
+        from mlopsctl.devenv.layout import StackLayout
+        from mlopsctl.devenv.servers import helper_running
+        from mlopsctl.devenv.stack import HELPERS
 
         layout = StackLayout(self.state)
         return not any(helper_running(layout, helper) for helper in HELPERS)
@@ -125,7 +123,7 @@ class LocalStack:
         from mlopsctl.devenv.process import read_pid_file, tree_of
 
         pids: list[int] = []
-        for comp in COMPONENTS:
+        for comp in components.names():
             rec = read_pid_file(self.state / "pids" / f"{comp}.pid")
             if rec is None:
                 continue
@@ -134,7 +132,7 @@ class LocalStack:
 
     def memory_by_component(self) -> dict[str, tuple[float, float, int]]:
         """component -> (RSS MB, PSS MB, processes), as `mlopsctl dev status` counts them."""
-        from mlopsctl.devenv.manager import stack_status
+        from mlopsctl.devenv.status import stack_status
 
         return {
             c.name: (c.rss_bytes / 2**20, c.pss_bytes / 2**20, c.processes)
@@ -161,7 +159,7 @@ def _settings_extra(extra_env: dict[str, str]) -> dict[str, Any]:
 def new_stack(ctx: BenchContext, name: str = "stack") -> LocalStack:
     state = ctx.work / name / ".mlopsctl"
     state.parent.mkdir(parents=True, exist_ok=True)
-    return LocalStack(state=state, airflow_port=free_port(), mlflow_port=free_port(), spark_port=free_port())
+    return LocalStack(state=state, ports={c.port.setting: free_port() for c in components.with_ports()})
 
 
 def shared_stack(ctx: BenchContext) -> LocalStack:

@@ -84,7 +84,7 @@ def bare_once(st: LocalStack, work, i: list[int]) -> float:
     remote = st.settings().local_spark_remote
     env = spark_env({"MLOPSCTL_MLFLOW_TRACKING_URI": st.mlflow_url})
     env.update({k: v for k, v in compute.job_env("local[*]", remote).items() if k in ("SPARK_REMOTE", "SPARK_HOME")})
-    from mlopsctl.devenv.stack import StackLayout
+    from mlopsctl.devenv.layout import StackLayout
 
     launcher = StackLayout(st.state).launcher_socket
     total = 0.0
@@ -129,7 +129,8 @@ def _set_paused(st: LocalStack, paused: bool) -> None:
 
 
 def dags_test_once(st: LocalStack) -> float:
-    from mlopsctl.devenv.stack import StackLayout, airflow_env
+    from mlopsctl.devenv.layout import StackLayout
+    from mlopsctl.devenv.stack import airflow_env
 
     env = airflow_env(st.settings(), StackLayout(st.state))
     env.update({"NO_COLOR": "1", "PYTHONWARNINGS": "ignore"})

@@ -129,7 +129,7 @@ class ConnectServer:
     `master` as its master and `cores_max` executor cores, on a free 127.0.0.1 port, in its own process group."""
 
     def __init__(self, workdir: Path, master: str, cores_max: int) -> None:
-        from mlopsctl.devenv.stack import StackLayout
+        from mlopsctl.devenv.layout import StackLayout
         from mlopsctl.settings import Settings
 
         self.settings = Settings(_env_file=None, project_dir=workdir, state_dir=workdir / ".mlopsctl",

@@ -106,29 +106,15 @@ class AppContext:
         """The runs service on this context's Airflow and MLflow, sending notices to `reporter`."""
         from mlopsctl.runs import RunsService
 
-        checks = (self._local_spark_serves,) if self._targets_embedded_spark() else ()
         return RunsService(self.airflow, self.settings, tracking=self.tracking, reporter=reporter,
-                           preflight_checks=checks)
-
-    def _targets_embedded_spark(self) -> bool:
-        """Runs go to this project's embedded stack (its api-server is recorded in the state dir and serves the
-        Airflow URL), whose tasks run their Spark jobs through the stack's Connect server."""
-        import importlib.util
-
-        settings = self.settings
-        if settings.airflow_url != settings.local_airflow_url or settings.compute != "local":
-            return False
-        if importlib.util.find_spec("psutil") is None:  # no `local` extra: no embedded stack here
-            return False
-        from mlopsctl.devenv.process import read_pid_file
-        from mlopsctl.devenv.stack import StackLayout
-
-        return read_pid_file(StackLayout.from_settings(settings).pid_file("api-server")) is not None
+                           preflight_checks=(self._local_spark_serves,))
 
     def _local_spark_serves(self, pipeline: Pipeline) -> None:
-        from mlopsctl.devenv.manager import spark_server_down
+        """Runs that go to this project's embedded stack run their Spark jobs on its Spark Connect server:
+        refuse to trigger one while that server cannot take them."""
+        from mlopsctl.devenv.servers import runs_spark_down
 
-        reason = spark_server_down(self.settings)
+        reason = runs_spark_down(self.settings)
         if reason:
             raise StackError(
                 f"Not triggering {pipeline.dag_id}: its tasks run their Spark jobs on the stack's Spark Connect "

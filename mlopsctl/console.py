@@ -136,7 +136,7 @@ class RunProgress:
 
 class StackProgress:
     """What the user sees while `dev start`/`dev stop` work (the `on_progress` callback of
-    `mlopsctl.devenv.manager`): a live table on a terminal, one plain line per change otherwise."""
+    `mlopsctl.devenv.start` and `.stop`): a live table on a terminal, one plain line per change otherwise."""
 
     LABELS: ClassVar[dict[str, str]] = {"db": "database", "dags": "DAG files", "strays": "stray processes"}
 

@@ -300,7 +300,7 @@ def fmt_bytes(n: int) -> str:
 
 
 def stack_table(st: Any) -> Table:
-    """`dev status`: one row per component of the local stack (a `devenv.manager.StackStatus`), and the total."""
+    """`dev status`: one row per component of the local stack (a `devenv.results.StackStatus`), and the total."""
     table = Table(title=f"Local stack ({st.state_dir})", title_justify="left")
     for col in ("component", "pid", "port", "health", "rss", "pss", "procs"):
         table.add_column(col, justify="left" if col in ("component", "health") else "right")

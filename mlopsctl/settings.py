@@ -6,16 +6,20 @@ No I/O here beyond reading configuration.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlopsctl.contexts import ContextSettingsSource, tracking_uri
 
 AuthKind = Literal["password", "token", "none"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+_PORT_KEY = re.compile(r"mlopsctl_(\w+_port)")
 #: Spark Connect's own default port (a sc:// URL without a port means this one)
 CONNECT_DEFAULT_PORT = 15002
 #: where the DAGs' MLflow experiments go on Databricks when databricks_experiment_prefix is not set: a folder
@@ -39,7 +43,8 @@ class Settings(BaseSettings):
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ):
         """flag > env > .env > named context (`mlopsctl context`) > default."""
-        return (init_settings, env_settings, dotenv_settings, ContextSettingsSource(settings_cls), file_secret_settings)
+        return (init_settings, env_settings, _PortsSource(settings_cls, dotenv_settings), dotenv_settings,
+                ContextSettingsSource(settings_cls), file_secret_settings)
 
     # --- project -------------------------------------------------------------------------------
     project_dir: Path = Field(default_factory=Path.cwd, description="Project root (holds dags/, spark_jobs/).")
@@ -102,6 +107,11 @@ class Settings(BaseSettings):
         le=65535,
         description="Local Spark Connect server port (gRPC, 127.0.0.1).",
     )
+    component_ports: dict[str, Port] = Field(
+        default_factory=dict,
+        description="Ports of stack components that have no field above, by setting name (MLOPSCTL_<NAME>_PORT, "
+        "or the component's --<name>-port flag).",
+    )
     spark_driver_memory: str = Field(
         default="768m",
         pattern=r"^[1-9][0-9]*[kKmMgGtT]$",
@@ -162,6 +172,18 @@ class Settings(BaseSettings):
             raise ValueError(f"expected sc://host:port[/;param=value...], got {value!r}")
         return value.rstrip("/")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _component_ports(cls, data: Any) -> Any:
+        """`<name>_port` values that have no field of their own go to `component_ports`."""
+        if not isinstance(data, dict):
+            return data
+        extra = {k: data[k] for k in data if k.endswith("_port") and k not in cls.model_fields}
+        if not extra:
+            return data
+        rest = {k: v for k, v in data.items() if k not in extra}
+        return {**rest, "component_ports": {**extra, **(data.get("component_ports") or {})}}
+
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         self.project_dir = self.project_dir.expanduser().resolve()
@@ -183,6 +205,13 @@ class Settings(BaseSettings):
     def state(self) -> Path:
         assert self.state_dir is not None
         return self.state_dir
+
+    def local_airflow_password(self) -> str:
+        """The local stack's generated password for `airflow_username`, found through the stack's layout;
+        ConfigError saying what is missing when there is none (before the first `mlopsctl dev start`)."""
+        from mlopsctl.devenv.layout import StackLayout, admin_password
+
+        return admin_password(StackLayout(self.state), self.airflow_username)
 
     @property
     def local_airflow_url(self) -> str:
@@ -220,6 +249,27 @@ class Settings(BaseSettings):
     @property
     def mlflow_ui(self) -> str:
         return (self.mlflow_ui_url or self.mlflow_tracking_uri).rstrip("/")
+
+
+class _PortsSource(PydanticBaseSettingsSource):
+    """MLOPSCTL_<NAME>_PORT in the environment, then in .env, for ports Settings has no field for (the port
+    setting of a stack component, `mlopsctl.devenv.spec.PortSetting`); they end up in `component_ports`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], dotenv: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._dotenv = dotenv
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, str] = {}
+        for values in (os.environ, getattr(self._dotenv, "env_vars", {}) or {}):
+            for key, value in values.items():
+                match = _PORT_KEY.fullmatch(key.lower())
+                if match and match.group(1) not in self.settings_cls.model_fields and value is not None:
+                    found.setdefault(match.group(1), value)
+        return found
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -16,7 +16,6 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote, urlparse
 
@@ -53,29 +52,6 @@ def is_local_url(url: str, port: int | None = None) -> bool:
         return True
     actual = parsed.port or (443 if parsed.scheme == "https" else 80)
     return actual == port
-
-
-def read_local_password(state_dir: Path, username: str) -> str:
-    """The generated admin password the local stack (`mlopsctl dev start`) keeps in its state dir."""
-    path = Path(state_dir) / "airflow" / "passwords.json"
-    hint = "Start the local stack with `mlopsctl dev start` (it generates the password), or set MLOPSCTL_AIRFLOW_PASSWORD."
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"No Airflow password is set and the local stack's password file {path} does not exist.",
-            hint=hint,
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"Cannot read the local stack's password file {path}: {type(exc).__name__}.", hint=hint
-        ) from None
-    value = data.get(username) if isinstance(data, dict) else None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(
-            f"The local stack's password file {path} has no entry for user {username!r}.", hint=hint
-        )
-    return value
 
 
 def _quote(value: str) -> str:
@@ -140,15 +116,16 @@ class AirflowClient:
     # --- construction ---------------------------------------------------------------------------
     @classmethod
     def from_settings(cls, settings: Any, *, transport: httpx.BaseTransport | None = None) -> AirflowClient:
-        """Build from Settings; for the local stack with no password set, reads <state>/airflow/passwords.json.
-        `transport`: httpx's transport to send through (None: the network)."""
+        """Build from Settings; for the local stack with no password set, the one the stack generated
+        (`settings.local_airflow_password()`). `transport`: httpx's transport to send through (None: the
+        network)."""
         auth = settings.airflow_auth
         password = settings.airflow_password.get_secret_value() if settings.airflow_password else None
         token = settings.airflow_token.get_secret_value() if settings.airflow_token else None
         local_stack = is_local_url(settings.airflow_url, settings.airflow_port)
         if auth == "password" and password is None:
             if local_stack:
-                password = read_local_password(settings.state, settings.airflow_username)
+                password = settings.local_airflow_password()
             else:
                 raise ConfigError(
                     f"No Airflow password is set for {public_url(settings.airflow_url)}.",

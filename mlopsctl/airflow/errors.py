@@ -123,7 +123,8 @@ def login_error(resp: httpx.Response, base_url: str, username: str | None, *, lo
         return AuthError(
             f"Airflow at {url} rejected the password for user {username!r}.",
             hint=(
-                "The local stack's password is in .mlopsctl/airflow/passwords.json (`mlopsctl dev start` writes it)."
+                "`mlopsctl dev status --show-password` prints the local stack's password (`mlopsctl dev start` "
+                "generates it)."
                 if local
                 else "Check MLOPSCTL_AIRFLOW_USERNAME / MLOPSCTL_AIRFLOW_PASSWORD."
             ),

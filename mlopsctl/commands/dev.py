@@ -3,14 +3,18 @@ server on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from mlopsctl.appcontext import AppContext
 from mlopsctl.commands._common import JsonOpt, app_context
+from mlopsctl.devenv import components
 from mlopsctl.devenv.process import STOP_GRACE
-from mlopsctl.devenv.stack import COMPONENTS, HELPERS, PORT_ENV_VARS
+from mlopsctl.devenv.stack import HELPERS
 from mlopsctl.errors import InputError
 from mlopsctl.extras import require_local_extra
 
@@ -23,37 +27,53 @@ app = typer.Typer(
 )
 
 
-def _port_option(flag: str, what: str, component: str) -> Any:
-    """The `--<x>-port` option of one stack component; its env var is the one the settings read."""
-    return Annotated[
-        int | None,
-        typer.Option(
-            flag, min=1, max=65535, help=f"{what} port. [env: {PORT_ENV_VARS[component]}]", show_default=False
-        ),
-    ]
+def with_port_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command one `--<x>-port` option per component port setting (`mlopsctl.devenv.components`), its
+    env var named in the help; the command receives the ports given as ``ports`` (setting -> port)."""
+    settings = [c.port for c in components.with_ports() if c.port is not None]
+    options = {
+        p.setting: inspect.Parameter(
+            p.setting, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[int | None, typer.Option(
+                p.flag, min=1, max=65535, help=f"{p.what} port. [env: {p.env_var}]", show_default=False,
+            )],
+        )
+        for p in settings
+    }
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        ports = {name: kwargs.pop(name) for name in options}
+        command(*args, ports=ports, **kwargs)
+
+    params = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "ports"]
+    ctx, rest = params[0], [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params[1:]]
+    wrapper.__signature__ = inspect.Signature([ctx, *options.values(), *rest])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**command.__annotations__, **{n: p.annotation for n, p in options.items()}}
+    wrapper.__annotations__.pop("ports", None)
+    return wrapper
 
 
-AirflowPortOpt = _port_option("--airflow-port", "Airflow api-server", "api-server")
-MlflowPortOpt = _port_option("--mlflow-port", "MLflow server", "mlflow")
-SparkPortOpt = _port_option("--spark-port", "Spark Connect server", "spark")
-
-
-def _with_ports(
-    actx: AppContext, airflow_port: int | None, mlflow_port: int | None, spark_port: int | None
-) -> None:
-    given = {"airflow_port": airflow_port, "mlflow_port": mlflow_port, "spark_connect_port": spark_port}
-    given = {key: value for key, value in given.items() if value is not None}
+def _with_ports(actx: AppContext, ports: dict[str, int | None]) -> None:
+    given = {key: value for key, value in ports.items() if value is not None}
     if given:
         actx.overrides.update(given)
         actx.__dict__.pop("settings", None)
 
 
+def _print_urls(actx: AppContext, urls: dict[str, str], passwords_file: Any, username: str) -> None:
+    """One line per component with a URL line: label, URL, note."""
+    for c in components.components():
+        if c.url is not None and c.url.key in urls:
+            note = c.url.note.format(username=username, passwords_file=passwords_file)
+            actx.console.print(f"{c.url.label:<11} {urls[c.url.key]}" + (f"   {note}" if note else ""), soft_wrap=True)
+
+
 @app.command()
+@with_port_options
 def start(
     ctx: typer.Context,
-    airflow_port: AirflowPortOpt = None,
-    mlflow_port: MlflowPortOpt = None,
-    spark_port: SparkPortOpt = None,
+    ports: dict[str, int | None],
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -74,10 +94,10 @@ def start(
     require_local_extra("dev start")
     from mlopsctl.console import StackProgress
     from mlopsctl.devenv.health import last_line
-    from mlopsctl.devenv.manager import start_stack
+    from mlopsctl.devenv.start import start_stack
 
     actx = app_context(ctx, json_output)
-    _with_ports(actx, airflow_port, mlflow_port, spark_port)
+    _with_ports(actx, ports)
     settings = actx.settings
     with StackProgress(actx.console) as progress:
         result = start_stack(settings, on_progress=progress, timeout=timeout)
@@ -93,13 +113,7 @@ def start(
         console.warn(f"DAG file {name} failed to import: {last_line(trace)}")
     if result.import_errors:
         console.info("  See the full traces with `mlopsctl check` or in the Airflow UI.")
-    console.print(
-        f"Airflow UI  {result.airflow_url}   (log in as [bold]{result.username}[/bold]; the password is in "
-        f"{result.passwords_file}, or run `mlopsctl dev status --show-password`)",
-        soft_wrap=True,
-    )
-    console.print(f"MLflow UI   {result.mlflow_url}", soft_wrap=True)
-    console.print(f"Spark       {result.spark_url}   (Spark Connect)", soft_wrap=True)
+    _print_urls(actx, result.urls, result.passwords_file, result.username)
     n_dags = sum(len(v) for v in result.dags.values())
     console.print(f"DAGs        {n_dags} from {result.dags_folder}", soft_wrap=True)
     console.info(
@@ -123,7 +137,7 @@ def stop(
     """
     require_local_extra("dev stop")
     from mlopsctl.console import StackProgress
-    from mlopsctl.devenv.manager import stop_stack
+    from mlopsctl.devenv.stop import stop_stack
 
     actx = app_context(ctx, json_output)
     with StackProgress(actx.console) as progress:
@@ -140,11 +154,10 @@ def stop(
 
 
 @app.command()
+@with_port_options
 def status(
     ctx: typer.Context,
-    airflow_port: AirflowPortOpt = None,
-    mlflow_port: MlflowPortOpt = None,
-    spark_port: SparkPortOpt = None,
+    ports: dict[str, int | None],
     show_password: Annotated[
         bool, typer.Option("--show-password", help="Also print the local admin password.")
     ] = False,
@@ -157,11 +170,11 @@ def status(
     Example: mlopsctl dev status --json
     """
     require_local_extra("dev status")
-    from mlopsctl.devenv.manager import read_password, stack_status
+    from mlopsctl.devenv.status import read_password, stack_status
     from mlopsctl.errors import ExitCode
 
     actx = app_context(ctx, json_output)
-    _with_ports(actx, airflow_port, mlflow_port, spark_port)
+    _with_ports(actx, ports)
     st = stack_status(actx.settings)
     password = read_password(actx.settings) if show_password else None
     if json_output:
@@ -174,12 +187,7 @@ def status(
 
         actx.console.print(stack_table(st))
         if st.running:
-            actx.console.print(
-                f"Airflow UI  {st.airflow_url}   (user admin, password in {st.passwords_file})",
-                soft_wrap=True,
-            )
-            actx.console.print(f"MLflow UI   {st.mlflow_url}", soft_wrap=True)
-            actx.console.print(f"Spark       {st.spark_url}   (Spark Connect)", soft_wrap=True)
+            _print_urls(actx, st.urls, st.passwords_file, st.username)
         if show_password:
             actx.console.print(f"Password    {password or '(none yet: run `mlopsctl dev start`)'}")
         if not st.running:
@@ -194,7 +202,7 @@ def logs(
     component: Annotated[
         str | None,
         typer.Argument(
-            help=f"One of: {', '.join(COMPONENTS)}, db-migrate, or a background helper of the start "
+            help=f"One of: {', '.join(components.names())}, db-migrate, or a background helper of the start "
             f"({', '.join(HELPERS)}). Default: all components.",
             show_default=False,
         ),
@@ -213,14 +221,14 @@ def logs(
     require_local_extra("dev logs")
     import sys
 
-    from mlopsctl.devenv.manager import log_file
-    from mlopsctl.devenv.process import file_sizes, follow_lines, tail
+    from mlopsctl.devenv.logs import file_sizes, follow_lines, tail
+    from mlopsctl.devenv.status import log_file
 
     actx = app_context(ctx)
-    valid = (*COMPONENTS, "db-migrate", *HELPERS)
+    valid = (*components.names(), "db-migrate", *HELPERS)
     if component is not None and component not in valid:
         raise InputError(f"Unknown component {component!r}.", hint=f"Use one of: {', '.join(valid)}.")
-    names = [component] if component else list(COMPONENTS)
+    names = [component] if component else components.names()
     paths = {name: log_file(actx.settings, name) for name in names}
     if component and not paths[component].exists() and not follow:
         raise InputError(

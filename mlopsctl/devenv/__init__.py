@@ -2,13 +2,8 @@
 127.0.0.1, no Docker.
 
 Public entry points (used by `mlopsctl dev ...` and by the test-session fixture):
-`start_stack`, `stop_stack`, `stack_status`, `spark_server_down` in `mlopsctl.devenv.manager`; layout and
-component specs in `mlopsctl.devenv.stack`. Nothing here prints: progress is reported through a callback.
+`start_stack` (`mlopsctl.devenv.start`), `stop_stack` (`.stop`), `stack_status` (`.status`),
+`spark_server_down` (`.servers`); the components in `mlopsctl.devenv.components`, the layout in `.layout`.
+Nothing here prints: progress is reported through a callback.
 How the stack is built, and what its design choices measured: docs/local-stack.md.
 """
-
-from __future__ import annotations
-
-from mlopsctl.devenv.stack import AIRFLOW_COMPONENTS, COMPONENTS, StackLayout
-
-__all__ = ["AIRFLOW_COMPONENTS", "COMPONENTS", "StackLayout"]

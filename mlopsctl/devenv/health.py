@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -188,3 +190,54 @@ def dag_parse_report(client: Any, files: list[Path]) -> ParseReport | None:
 def last_line(trace: str) -> str:
     lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "import error"
+
+
+class BackgroundProbe:
+    """A slow probe run in a daemon thread (started again after a failure), so that the poll loop goes on
+    looking at the other components meanwhile."""
+
+    def __init__(self, probe: Callable[[], bool]) -> None:
+        self._probe = probe
+        self._thread: threading.Thread | None = None
+        self._ok = False
+
+    def passed(self) -> bool:
+        if not self._ok and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+            self._thread.start()
+        return self._ok
+
+    def _run(self) -> None:
+        self._ok = self._probe()
+
+
+@dataclass
+class ProbeContext:
+    """What a component's probe may look at: the settings and layout, the URL and port of each component
+    (``urls`` by URL key, ``ports`` by name), when each component this start launched was spawned
+    (``since``), and whether `dev start` is waiting for the stack (then a probe may also wait for what the
+    first request would otherwise pay for). Airflow's health JSON is read at most once per round."""
+
+    settings: Any
+    layout: Any
+    urls: dict[str, str]
+    ports: dict[str, int | None]
+    waiting: bool = False
+    since: dict[str, float] = field(default_factory=dict)
+    _airflow: dict[str, Any] | None = None
+    _airflow_read: bool = False
+    _background: dict[str, BackgroundProbe] = field(default_factory=dict)
+
+    def new_round(self) -> None:
+        self._airflow, self._airflow_read = None, False
+
+    def airflow_health(self, url: str) -> dict[str, Any] | None:
+        if not self._airflow_read:
+            self._airflow, self._airflow_read = airflow_health(url), True
+        return self._airflow
+
+    def background(self, key: str, probe: Callable[[], bool]) -> bool:
+        """``probe`` run beside the poll loop (`BackgroundProbe`), one per ``key``: True once it passed."""
+        if key not in self._background:
+            self._background[key] = BackgroundProbe(probe)
+        return self._background[key].passed()

@@ -12,10 +12,8 @@ The stack's design: docs/local-stack.md.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
-import secrets
 import shutil
 import socket
 import sys
@@ -23,147 +21,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from mlopsctl.devenv.classarchive import ClassArchive, java_binary
+from mlopsctl.devenv.layout import ADMIN_USER, StackLayout
 from mlopsctl.errors import ConfigError
+from mlopsctl.paths import dags_common_module
 
 if TYPE_CHECKING:
     from mlopsctl.settings import Settings
 
-AIRFLOW_COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor", "triggerer")
-COMPONENTS: tuple[str, ...] = (*AIRFLOW_COMPONENTS, "mlflow", "spark", "launcher")
-#: spawn order: the Spark server's JVM starts slowest and needs nothing else, so it goes first
-START_ORDER: tuple[str, ...] = ("spark", "launcher", "mlflow", *AIRFLOW_COMPONENTS)
-#: component -> the setting naming its port
-PORT_ENV_VARS: dict[str, str] = {
-    "api-server": "MLOPSCTL_AIRFLOW_PORT",
-    "mlflow": "MLOPSCTL_MLFLOW_PORT",
-    "spark": "MLOPSCTL_SPARK_CONNECT_PORT",
-}
 SPARK_CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 CONNECT_PORT_CONF = "spark.connect.grpc.binding.port"
 
-#: component -> key of its entry in Airflow's /api/v2/monitor/health JSON
-HEALTH_KEYS: dict[str, str] = {
-    "api-server": "metadatabase",
-    "scheduler": "scheduler",
-    "dag-processor": "dag_processor",
-    "triggerer": "triggerer",
-}
-#: component -> heartbeat field in its health entry (a restarted component must beat after it was spawned);
-#: every Airflow component but the api-server beats, in the field named after its health key
-HEARTBEAT_KEYS: dict[str, str] = {
-    name: f"latest_{HEALTH_KEYS[name]}_heartbeat" for name in AIRFLOW_COMPONENTS if name != "api-server"
-}
-
-ADMIN_USER = "admin"
-_MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 on Linux, 104 on macOS
 STACK_MARKER = "_MLOPSCTL_STACK"
+#: the facts about the installed Spark that the stack shares with the DAG tasks (dags/common/localspark.py)
+_localspark = dags_common_module("localspark")
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 # Airflow plugin folder of the embedded stack (SQLite write serialisation + busy timeout; see the module)
 AIRFLOW_PLUGINS_DIR = Path(__file__).resolve().parent / "airflow_plugins"
-
-
-@dataclass(frozen=True)
-class StackLayout:
-    """Files and folders of the local stack under the state dir (docs/local-stack.md)."""
-
-    state: Path
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> StackLayout:
-        return cls(settings.state)
-
-    @property
-    def airflow_home(self) -> Path:
-        return self.state / "airflow"
-
-    @property
-    def airflow_db(self) -> Path:
-        return self.airflow_home / "airflow.db"
-
-    @property
-    def airflow_cfg(self) -> Path:
-        return self.airflow_home / "airflow.cfg"
-
-    @property
-    def passwords_file(self) -> Path:
-        return self.airflow_home / "passwords.json"
-
-    @property
-    def migrate_stamp(self) -> Path:
-        return self.airflow_home / ".mlopsctl-db-migrated"
-
-    @property
-    def mlflow_dir(self) -> Path:
-        return self.state / "mlflow"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.mlflow_dir / "mlflow.db"
-
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.mlflow_dir / "artifacts"
-
-    @property
-    def spark_dir(self) -> Path:
-        """Working dir of the Spark Connect server: its scratch space and SQL warehouse."""
-        return self.state / "spark"
-
-    @property
-    def launcher_socket(self) -> Path:
-        """The job launcher's Unix socket: in the state dir, unless that path is too long for a socket address
-        (about 100 bytes), then in a private per-user folder of the temp dir, named after the state dir."""
-        path = self.state / "launcher.sock"
-        if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
-            return path
-        import hashlib
-        import tempfile
-
-        digest = hashlib.sha256(os.fsencode(self.state.resolve())).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / f"mlopsctl-{os.getuid()}" / f"{digest}.sock"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.state / "logs"
-
-    @property
-    def pids_dir(self) -> Path:
-        return self.state / "pids"
-
-    @property
-    def work_dir(self) -> Path:
-        return self.state / "work"
-
-    def log_file(self, component: str) -> Path:
-        return self.logs_dir / f"{component}.log"
-
-    def pid_file(self, component: str) -> Path:
-        return self.pids_dir / f"{component}.pid"
-
-    def ensure(self) -> None:
-        """Create the layout; the state dir itself is private (0700)."""
-        self.state.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state, 0o700)
-        for path in (
-            self.airflow_home,
-            self.mlflow_dir,
-            self.mlflow_artifacts,
-            self.spark_dir,
-            self.logs_dir,
-            self.pids_dir,
-            self.work_dir,
-        ):
-            path.mkdir(parents=True, exist_ok=True)
-        socket_dir = self.launcher_socket.parent
-        if socket_dir != self.state:
-            socket_dir.mkdir(mode=0o700, exist_ok=True)
-            if socket_dir.stat().st_uid != os.getuid():
-                raise ConfigError(f"{socket_dir} belongs to another user; the job launcher cannot use it.",
-                                  hint="Remove it, or use a shorter MLOPSCTL_STATE_DIR.")
-            os.chmod(socket_dir, 0o700)
 
 
 @dataclass(frozen=True)
@@ -193,41 +68,11 @@ def spark_jobs_dir(settings: Settings) -> Path:
     return local if local.is_dir() else bundled_spark_jobs_dir()
 
 
-def ensure_admin_password(layout: StackLayout) -> str:
-    """Return the local admin password, generating `<state>/airflow/passwords.json` (0600) on first use."""
-    path = layout.passwords_file
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            password = data.get(ADMIN_USER)
-        except (OSError, ValueError, AttributeError):
-            password = None
-        if isinstance(password, str) and password:
-            os.chmod(path, 0o600)
-            return password
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({ADMIN_USER: password}, fh)
-    os.chmod(path, 0o600)
-    return password
-
-
-def read_admin_password(layout: StackLayout) -> str | None:
-    try:
-        data = json.loads(layout.passwords_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = data.get(ADMIN_USER) if isinstance(data, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
 def _venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
-def _airflow_module() -> list[str]:
+def airflow_module() -> list[str]:
     """Command prefix of the Airflow CLI run as a module of this environment's Python (`python -m airflow`), the
     form `mlopsctl.devenv.zygote` forks."""
     if importlib.util.find_spec("airflow") is None:
@@ -238,7 +83,7 @@ def _airflow_module() -> list[str]:
     return [sys.executable, "-m", "airflow"]
 
 
-def _tool(name: str) -> list[str]:
+def tool(name: str) -> list[str]:
     """Command prefix for a console script of this environment (`mlflow`)."""
     script = _venv_bin() / name
     if script.is_file():
@@ -278,12 +123,14 @@ def runtime_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
         "MLOPSCTL_JOB_LAUNCHER": str(layout.launcher_socket),
         "MLOPSCTL_SPARK_JOBS_DIR": str(spark_jobs_dir(settings)),
         "MLOPSCTL_WORK_DIR": str(layout.work_dir),
-        "MLOPSCTL_STATE_DIR": str(layout.state),
         "MLOPSCTL_PROJECT_DIR": str(settings.project_dir),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
     }
+    if settings.spark_remote_is_local:  # the tasks' Spark server is this stack's: its log, and how to restart it
+        env["MLOPSCTL_SPARK_SERVER_LOG"] = str(layout.log_file("spark"))
+        env["MLOPSCTL_SPARK_SERVER_RESTART"] = "mlopsctl dev start"
     return env
 
 
@@ -333,9 +180,8 @@ def mlflow_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
 def spark_home() -> Path:
     """The installed pyspark folder, which is a full Spark distribution (bin/, jars/); found without importing
     pyspark."""
-    spec = importlib.util.find_spec("pyspark")
-    home = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else None
-    if home is None or not (home / "bin" / "spark-submit").is_file() or not (home / "jars").is_dir():
+    home = _localspark.spark_home()
+    if home is None:
         raise ConfigError(
             f"No Spark distribution in this environment ({sys.executable}): the pyspark package with its "
             "bin/ and jars/ is needed for the local Spark Connect server.",
@@ -347,13 +193,6 @@ def spark_home() -> Path:
 
 #: the Python daemon of a local-master server's workers
 SPARK_DAEMON_MODULE = "mlopsctl.devenv.sparkdaemon"
-
-
-def is_loopback_master(master: str) -> bool:
-    """local[...] or a cluster manager on this machine: the driver can then bind to 127.0.0.1 only."""
-    if master.startswith("local"):
-        return True
-    return urlparse(master).hostname in ("127.0.0.1", "localhost")
 
 
 def local_cores(master: str) -> int | None:
@@ -380,7 +219,7 @@ def spark_env(settings: Settings, layout: StackLayout) -> dict[str, str]:
     env["SPARK_HOME"] = str(spark_home())
     env["PYSPARK_PYTHON"] = sys.executable
     env["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    if is_loopback_master(settings.spark_master):
+    if _localspark.is_loopback_master(settings.spark_master):
         env["SPARK_LOCAL_IP"] = "127.0.0.1"
     return env
 
@@ -415,7 +254,7 @@ def spark_argv(
         "spark.local.dir": str(layout.spark_dir / "tmp"),
         "spark.sql.warehouse.dir": str(layout.spark_dir / "warehouse"),
     }
-    if is_loopback_master(master):
+    if _localspark.is_loopback_master(master):
         conf["spark.driver.bindAddress"] = "127.0.0.1"
         conf["spark.driver.host"] = "127.0.0.1"
     cores = local_cores(master)
@@ -480,134 +319,3 @@ def spark_warmup_spec(settings: Settings, layout: StackLayout) -> ComponentSpec:
         base_env(settings, layout),
         layout.state,
     )
-
-
-def _check_distinct_ports(settings: Settings) -> None:
-    ports = {
-        "Airflow": ("MLOPSCTL_AIRFLOW_PORT", settings.airflow_port),
-        "MLflow": ("MLOPSCTL_MLFLOW_PORT", settings.mlflow_port),
-        "the Spark Connect server": ("MLOPSCTL_SPARK_CONNECT_PORT", settings.spark_connect_port),
-    }
-    names = list(ports)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if ports[a][1] == ports[b][1]:
-                raise ConfigError(
-                    f"{a} and {b} cannot share port {ports[a][1]}.",
-                    hint=f"Set {ports[a][0]} and {ports[b][0]} to different ports.",
-                )
-
-
-def component_specs(settings: Settings, layout: StackLayout | None = None) -> dict[str, ComponentSpec]:
-    """The seven components of the local stack, in start order."""
-    layout = layout or StackLayout.from_settings(settings)
-    _check_distinct_ports(settings)
-    airflow = _airflow_module()
-    aenv = airflow_env(settings, layout)
-    home = layout.airflow_home
-    archive = spark_class_archive(settings, layout)
-    return {
-        "spark": ComponentSpec(
-            "spark",
-            spark_argv(settings, layout, archive.map_options() if archive else ()),
-            spark_env(settings, layout),
-            layout.spark_dir,
-            settings.spark_connect_port,
-        ),
-        "launcher": ComponentSpec(
-            "launcher",
-            [sys.executable, "-m", "mlopsctl.devenv.launcher", "--socket", str(layout.launcher_socket)],
-            base_env(settings, layout),  # each job gets the environment its task asks for, not this one
-            layout.state,
-        ),
-        "mlflow": ComponentSpec(
-            "mlflow",
-            [
-                *_tool("mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{layout.mlflow_db}",
-                "--artifacts-destination",
-                str(layout.mlflow_artifacts),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(settings.mlflow_port),
-                "--workers",
-                "1",
-            ],
-            mlflow_env(settings, layout),
-            layout.mlflow_dir,
-            settings.mlflow_port,
-        ),
-        "api-server": ComponentSpec(
-            "api-server",
-            [
-                *airflow,
-                "api-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(settings.airflow_port),
-                "--workers",
-                "1",
-            ],
-            aenv,
-            home,
-            settings.airflow_port,
-        ),
-        "scheduler": ComponentSpec("scheduler", [*airflow, "scheduler", "--skip-serve-logs"], aenv, home),
-        "dag-processor": ComponentSpec("dag-processor", [*airflow, "dag-processor"], aenv, home),
-        "triggerer": ComponentSpec("triggerer", [*airflow, "triggerer", "--skip-serve-logs"], aenv, home),
-    }
-
-
-#: what every Airflow component imports before its own work: its forks share one import of them
-AIRFLOW_PRELOAD: tuple[str, ...] = (
-    "argcomplete",
-    "airflow.cli.cli_parser",
-    "airflow.cli.commands.api_server_command",
-    "airflow.cli.commands.scheduler_command",
-    "airflow.cli.commands.dag_processor_command",
-    "airflow.cli.commands.triggerer_command",
-)
-
-
-def airflow_zygote_spec(settings: Settings, layout: StackLayout) -> ComponentSpec:
-    """The process that starts the Airflow components as forks of itself (`mlopsctl.devenv.zygote`), with their
-    shared environment."""
-    argv = [sys.executable, "-m", "mlopsctl.devenv.zygote"]
-    for module in AIRFLOW_PRELOAD:
-        argv += ["--preload", module]
-    return ComponentSpec("airflow", argv, airflow_env(settings, layout), layout.airflow_home)
-
-
-def migrate_argv() -> list[str]:
-    return [*_airflow_module(), "db", "migrate"]
-
-
-def airflow_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("apache-airflow-core")
-    except PackageNotFoundError:
-        try:
-            return version("apache-airflow")
-        except PackageNotFoundError:
-            return "unknown"
-
-
-def migration_needed(layout: StackLayout) -> bool:
-    """True on first start or after an Airflow upgrade (the stamp records the version last migrated)."""
-    if not layout.airflow_db.is_file() or not layout.airflow_cfg.is_file():
-        return True
-    try:
-        stamp = json.loads(layout.migrate_stamp.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True
-    return not isinstance(stamp, dict) or stamp.get("airflow_version") != airflow_version()
-
-
-def write_migrate_stamp(layout: StackLayout) -> None:
-    layout.migrate_stamp.write_text(json.dumps({"airflow_version": airflow_version()}), encoding="utf-8")

@@ -107,11 +107,12 @@ def test_bearer_token_from_the_env_var_the_context_names(
 @pytest.fixture(scope="module")
 def all_admins_api(local_stack: LocalStack) -> Iterator[str]:
     """A second api-server on the same Airflow DB/config, with SIMPLE_AUTH_MANAGER_ALL_ADMINS=True."""
-    from mlopsctl.devenv.stack import component_specs
+    from mlopsctl.devenv.airflowstack import api_server_command
+    from mlopsctl.devenv.layout import StackLayout
 
     port = free_port({local_stack.settings.airflow_port, local_stack.settings.mlflow_port})
     settings = local_stack.settings.model_copy(update={"airflow_port": port})
-    spec = component_specs(settings)["api-server"]
+    spec = api_server_command(settings, StackLayout.from_settings(settings))
     env = dict(spec.env, AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True")
     log = (local_stack.state_dir / "logs" / "api-server-all-admins.log").open("ab")
     proc = subprocess.Popen(

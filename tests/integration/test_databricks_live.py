@@ -82,7 +82,7 @@ def dbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbxEnv]:
     project = make_project(root / "project")
     airflow_port = free_port()
     mlflow_port = free_port({airflow_port})
-    settings = stack_settings(project, airflow_port, mlflow_port, compute="databricks")
+    settings = stack_settings(project, airflow_port=airflow_port, mlflow_port=mlflow_port, compute="databricks")
     # the workspace's MLflow is the stand-in's, over the stack's real MLflow server
     server = DatabricksTestServer(root / "databricks-server", clusters=TEST_CLUSTERS,
                                   hide=[tmp_path_factory.getbasetemp()], mlflow_url=settings.local_mlflow_url,

@@ -22,12 +22,25 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mlopsctl.devenv import components
 from mlopsctl.devenv.launcher import ping
-from mlopsctl.devenv.manager import spark_server_down, stack_status, start_stack
-from mlopsctl.devenv.process import PidRecord, read_pid_file, tree_of, write_pid_file
-from mlopsctl.devenv.stack import ARCHIVE_WRITER, COMPONENTS, SPARK_WARMUP, StackLayout, spark_class_archive
+from mlopsctl.devenv.layout import StackLayout
+from mlopsctl.devenv.process import (
+    PidRecord,
+    read_pid_file,
+    remove_pid_file,
+    terminate,
+    tree_of,
+    write_pid_file,
+)
+from mlopsctl.devenv.servers import spark_server_down
+from mlopsctl.devenv.stack import ARCHIVE_WRITER, SPARK_WARMUP, spark_class_archive
+from mlopsctl.devenv.start import start_stack
+from mlopsctl.devenv.status import stack_status
 from mlopsctl.errors import ExitCode, StackError
 from tests.fixtures.stack import LocalStack, free_port, make_project, stack_settings
+
+COMPONENTS = components.names()
 
 
 def _pids(stack: LocalStack) -> dict[str, int]:
@@ -165,7 +178,7 @@ def test_logs_prints_a_component_log(local_stack: LocalStack, cli_env: dict[str,
 def test_port_in_use_is_refused_before_spawning(local_stack: LocalStack, tmp_path: Path, cli) -> None:
     # Airflow's port is taken by the running session stack
     project = make_project(tmp_path / "other")
-    taken = stack_settings(project, local_stack.settings.airflow_port, free_port())
+    taken = stack_settings(project, airflow_port=local_stack.settings.airflow_port)
     with pytest.raises(StackError) as exc:
         start_stack(taken)
     assert f"Port {local_stack.settings.airflow_port}" in exc.value.message
@@ -325,73 +338,141 @@ def test_the_tasks_fork_their_jobs_from_the_launcher_and_a_dead_one_is_restarted
     assert stack_status(local_stack.settings).all_healthy
 
 
-def test_stop_leaves_nothing_and_ignores_a_reused_pid(
-    local_stack: LocalStack, cli_env: dict[str, str], cli
+def _archive(stack: LocalStack):
+    """The Spark server's class-data archive, once written: a writer starts in the background after a start
+    of the server without one, and stops on its own (a bound, not a timing assertion)."""
+    layout = StackLayout(stack.state_dir)
+    archive = spark_class_archive(stack.settings, layout)
+    assert archive is not None
+    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
+    if writer is not None and not archive.path.is_file():
+        psutil.wait_procs(tree_of(writer), timeout=600)
+    assert archive.path.is_file(), layout.log_file(ARCHIVE_WRITER).read_text()[-3000:]
+    return archive
+
+
+def _restarted_alone(stack: LocalStack, name: str) -> None:
+    """Stop one component and start the stack again: only that one starts."""
+    layout = StackLayout(stack.state_dir)
+    record = read_pid_file(layout.pid_file(name))
+    if record is not None:
+        terminate([record], grace=20.0)
+        remove_pid_file(layout.pid_file(name))
+    assert stack.start().started == [name]
+
+
+def test_the_class_archive_is_written_by_a_background_writer_that_stops_on_its_own(
+    local_stack: LocalStack,
 ) -> None:
     layout = StackLayout(local_stack.state_dir)
-    # the Spark server's class-data archive: written in the background after the first start, by a writer
-    # that stops on its own; the serving server neither writes nor (on this first start) maps one
-    archive = spark_class_archive(local_stack.settings, layout)
-    assert archive is not None
-    deadline = time.monotonic() + 600
-    while not archive.path.is_file() and time.monotonic() < deadline:
-        time.sleep(2)
-    assert archive.path.is_file(), (layout.log_file(ARCHIVE_WRITER).read_text()[-3000:])
+    _archive(local_stack)
     writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
     assert writer is not None and "ArchiveClassesAtExit" in " ".join(writer.argv)
     assert psutil.wait_procs(tree_of(writer), timeout=30)[1] == []
-    assert "ArchiveClassesAtExit" not in " ".join(read_pid_file(layout.pid_file("spark")).argv)  # type: ignore[union-attr]
+    spark = read_pid_file(layout.pid_file("spark"))
+    assert spark is not None and "ArchiveClassesAtExit" not in " ".join(spark.argv)  # the server never writes
 
-    # with the archive put aside, a start of the running stack starts a writer again, and stop kills it
+
+def test_a_start_without_the_archive_starts_its_writer_again(local_stack: LocalStack) -> None:
+    layout = StackLayout(local_stack.state_dir)
+    archive = _archive(local_stack)
     aside = archive.folder.parent / "archive-aside.jsa"
     os.replace(archive.path, aside)
-    assert local_stack.start().started == []
-    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
-    assert writer is not None and tree_of(writer)
-
-    assert local_stack.processes()
-    code, out, err = cli("dev", "stop", "--json")
-    assert code == 0, err
-    assert sorted(json.loads(out)["stopped"]) == sorted(COMPONENTS)
-    assert local_stack.processes() == [] and tree_of(writer) == []
-    assert not any(layout.pid_file(n).exists() for n in [*COMPONENTS, ARCHIVE_WRITER, SPARK_WARMUP])
-    os.replace(aside, archive.path)
-
-    # A stale PID file whose PID now belongs to an unrelated process: stop/start must not touch it
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    writer = None
     try:
-        write_pid_file(
-            layout.pid_file("triggerer"),
-            PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0),
-        )
-        code, out, err = cli("dev", "stop")
+        assert local_stack.start().started == []
+        writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
+        assert writer is not None and tree_of(writer)
+    finally:
+        if writer is not None:
+            terminate([writer], grace=0)
+            remove_pid_file(layout.pid_file(ARCHIVE_WRITER))
+        os.replace(aside, archive.path)
+
+
+def test_stop_leaves_no_process_and_no_pid_file(local_stack: LocalStack, cli_env: dict[str, str], cli) -> None:
+    """Every component, and a background helper of the start still at work (an archive writer), is stopped.
+    The stack stays stopped: the next test starts it again."""
+    layout = StackLayout(local_stack.state_dir)
+    archive = _archive(local_stack)
+    aside = archive.folder.parent / "archive-aside.jsa"
+    os.replace(archive.path, aside)
+    try:
+        local_stack.start()
+        writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
+        assert writer is not None and tree_of(writer)
+        assert local_stack.processes()
+        code, out, err = cli("dev", "stop", "--json")
+        assert code == 0, err
+        assert sorted(json.loads(out)["stopped"]) == sorted(COMPONENTS)
+        assert local_stack.processes() == [] and tree_of(writer) == []
+        assert not any(layout.pid_file(n).exists() for n in [*COMPONENTS, ARCHIVE_WRITER, SPARK_WARMUP])
+    finally:
+        os.replace(aside, archive.path)
+
+
+def test_stop_and_start_leave_a_reused_pid_alone(local_stack: LocalStack, cli_env: dict[str, str], cli) -> None:
+    """A stale PID file whose PID now belongs to an unrelated process: neither stop nor start touches it."""
+    layout = StackLayout(local_stack.state_dir)
+    if stack_status(local_stack.settings, probe=False).running:
+        local_stack.stop()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    stale = PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0)
+    try:
+        write_pid_file(layout.pid_file("triggerer"), stale)
+        code, _out, err = cli("dev", "stop")
         assert code == 0, err
         assert "stale" in err
         assert bystander.poll() is None
-        write_pid_file(
-            layout.pid_file("triggerer"),
-            PidRecord("triggerer", bystander.pid, time.time() - 3600, ["airflow", "triggerer"], 0.0),
-        )
-        # warm start brings the session stack back for the tests that follow
-        result = local_stack.start()
-        assert sorted(result.started) == sorted(COMPONENTS) and not result.migrated
+        write_pid_file(layout.pid_file("triggerer"), stale)
+        local_stack.start()  # a warm start: the session stack is up again for the tests that follow
         assert bystander.poll() is None
-        # the new Spark server maps the archive, and no writer starts
-        spark = read_pid_file(layout.pid_file("spark"))
-        assert archive.path.is_file() and spark is not None
-        assert str(archive.path.resolve()) in {m.path for m in psutil.Process(spark.pid).memory_maps()}
-        assert read_pid_file(layout.pid_file(ARCHIVE_WRITER)) is None
-        # the new server's warm-up job: run in the background, it reports its steps and removes its table
-        warmup = read_pid_file(layout.pid_file(SPARK_WARMUP))
-        assert warmup is not None and "mlopsctl.devenv.sparkwarmup" in warmup.argv
-        assert psutil.wait_procs(tree_of(warmup), timeout=300)[1] == []
-        assert "spark warm-up: session" in layout.log_file(SPARK_WARMUP).read_text()
-        assert not (layout.spark_dir / "warmup").exists()
-        # the start had the new api-server build its execution API (which tasks call): nothing else asks for
-        # /execution/health
-        this_server = layout.log_file("api-server").read_text().rsplit("=== mlopsctl: starting api-server", 1)[1]
-        assert re.search(r"path=/execution/health .*status_code=200", this_server)
     finally:
         bystander.kill()
         bystander.wait()
+        if not stack_status(local_stack.settings, probe=False).all_running:
+            local_stack.start()
     assert stack_status(local_stack.settings).all_healthy
+
+
+def test_a_warm_start_starts_every_component_without_a_migration(local_stack: LocalStack) -> None:
+    result = local_stack.start_result
+    if result is None or sorted(result.started) != sorted(COMPONENTS):  # run alone: stop first
+        local_stack.stop()
+        result = local_stack.start()
+    assert sorted(result.started) == sorted(COMPONENTS) and not result.migrated
+    assert stack_status(local_stack.settings).all_healthy
+
+
+def test_a_spark_server_started_with_the_archive_maps_it_and_starts_no_writer(local_stack: LocalStack) -> None:
+    layout = StackLayout(local_stack.state_dir)
+    archive = _archive(local_stack)
+    spark = read_pid_file(layout.pid_file("spark"))
+    if spark is None or not any("SharedArchiveFile" in arg for arg in spark.argv):  # started before the archive
+        _restarted_alone(local_stack, "spark")
+        spark = read_pid_file(layout.pid_file("spark"))
+    assert spark is not None
+    assert str(archive.path.resolve()) in {m.path for m in psutil.Process(spark.pid).memory_maps()}
+    writer = read_pid_file(layout.pid_file(ARCHIVE_WRITER))
+    assert writer is None or writer.started_at < spark.started_at  # no writer since this server started
+
+
+def test_a_started_spark_server_is_warmed_up_in_the_background(local_stack: LocalStack) -> None:
+    """The warm-up job of the last started Spark server reports its steps and removes its table."""
+    layout = StackLayout(local_stack.state_dir)
+    warmup = read_pid_file(layout.pid_file(SPARK_WARMUP))
+    if warmup is None:  # this session's stack has been stopped since: start a Spark server
+        _restarted_alone(local_stack, "spark")
+        warmup = read_pid_file(layout.pid_file(SPARK_WARMUP))
+    assert warmup is not None and "mlopsctl.devenv.sparkwarmup" in warmup.argv
+    assert psutil.wait_procs(tree_of(warmup), timeout=300)[1] == []
+    assert "spark warm-up: session" in layout.log_file(SPARK_WARMUP).read_text()
+    assert not (layout.spark_dir / "warmup").exists()
+
+
+def test_the_start_has_the_api_server_build_its_execution_api(local_stack: LocalStack) -> None:
+    """`dev start` waits for /execution/health (which tasks call) of the api-server it started: nothing else
+    asks for it."""
+    layout = StackLayout(local_stack.state_dir)
+    this_server = layout.log_file("api-server").read_text().rsplit("=== mlopsctl: starting api-server", 1)[1]
+    assert re.search(r"path=/execution/health .*status_code=200", this_server)

@@ -26,7 +26,8 @@ if _REUSE:
         project, airflow_port, mlflow_port, *spark = _REUSE.split(",")
         spark_port = int(spark[0]) if spark else CONNECT_DEFAULT_PORT
         yield LocalStack(
-            stack_settings(Path(project), int(airflow_port), int(mlflow_port), spark_connect_port=spark_port)
+            stack_settings(Path(project), airflow_port=int(airflow_port), mlflow_port=int(mlflow_port),
+                           spark_connect_port=spark_port)
         )
 
 
@@ -38,9 +39,10 @@ def stack_healthy(local_stack) -> Iterator[object]:
     try:
         yield local_stack
     finally:
-        from mlopsctl.devenv.manager import stack_status, start_stack
+        from mlopsctl.devenv.layout import StackLayout
         from mlopsctl.devenv.process import read_pid_file, terminate
-        from mlopsctl.devenv.stack import StackLayout
+        from mlopsctl.devenv.start import start_stack
+        from mlopsctl.devenv.status import stack_status
 
         layout = StackLayout.from_settings(local_stack.settings)
         for comp in stack_status(local_stack.settings).components:

@@ -72,8 +72,8 @@ def _task_started(stack, dag_id: str, run_id: str, task_id: str) -> str:
 
 
 def _component_record(stack, name: str):
+    from mlopsctl.devenv.layout import StackLayout
     from mlopsctl.devenv.process import read_pid_file
-    from mlopsctl.devenv.stack import StackLayout
 
     return read_pid_file(StackLayout.from_settings(stack.settings).pid_file(name))
 
@@ -230,7 +230,7 @@ def test_airflow_down_before_trigger_is_a_clear_error_and_creates_nothing(local_
 def test_api_server_restart_while_following(local_stack, stack_healthy) -> None:
     """The api-server goes away while `run build-model` follows its run, and comes back: the CLI keeps
     following (one warning), then prints the result; one Airflow run, one MLflow run."""
-    from mlopsctl.devenv.manager import start_stack
+    from mlopsctl.devenv.start import start_stack
 
     before = {r.dag_run_id for r in airflow_runs(local_stack, "build_model")}
     proc = _start_cli(local_stack, "run", "build-model", *SMALL, "--json")
@@ -257,7 +257,7 @@ def test_api_server_restart_while_following(local_stack, stack_healthy) -> None:
 def test_scheduler_kill_9_mid_run_then_restart(local_stack, stack_healthy) -> None:
     """kill -9 the scheduler while a task runs, restart the stack: the run ends (success, or failed with
     a clear message), nothing is duplicated, and `status --wait` reports it."""
-    from mlopsctl.devenv.manager import start_stack
+    from mlopsctl.devenv.start import start_stack
 
     res = cli("run", "build-model", *SMALL, "--no-wait", "--json", stack=local_stack)
     assert res.returncode == 0, res.stderr
@@ -285,7 +285,7 @@ def test_mlflow_down_during_a_pipeline(local_stack, stack_healthy) -> None:
     """MLflow is stopped before train_model logs: the job's MLflow client retries (the warnings are in the
     task log), MLflow comes back, the run succeeds with exactly one MLflow run. Then a read with MLflow
     unreachable still prints the Airflow result, with a warning."""
-    from mlopsctl.devenv.manager import start_stack
+    from mlopsctl.devenv.start import start_stack
 
     res = cli("run", "build-model", *SMALL, "--no-wait", "--json", stack=local_stack)
     run_id = json_out(res)["dag_run_id"]

@@ -3,6 +3,7 @@ DAG-parse bookkeeping, start failures, and the `dev` CLI on a stopped stack."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -16,48 +17,52 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mlopsctl.devenv import airflowstack, components, ports, start, status, stop, wait
 from mlopsctl.devenv import health as hc
-from mlopsctl.devenv import manager
+from mlopsctl.devenv.airflowstack import airflow_zygote_spec, migration_needed, write_migrate_stamp
+from mlopsctl.devenv.layout import StackLayout, ensure_admin_password
+from mlopsctl.devenv.logs import file_sizes, follow_lines, tail
 from mlopsctl.devenv.process import (
     PidRecord,
-    file_sizes,
-    follow_lines,
-    marked_processes,
     process_of,
     read_pid_file,
     spawn,
-    tail,
     terminate,
     tree_of,
     write_pid_file,
 )
+from mlopsctl.devenv.results import StartResult
+from mlopsctl.devenv.servers import spark_command, spark_server_down
 from mlopsctl.devenv.stack import (
-    AIRFLOW_COMPONENTS,
-    COMPONENTS,
     CONNECT_PORT_CONF,
     STACK_MARKER,
-    START_ORDER,
     ComponentSpec,
-    StackLayout,
     airflow_env,
     archive_writer_spec,
-    component_specs,
     dags_folder,
-    ensure_admin_password,
-    migration_needed,
     spark_class_archive,
     spark_jobs_dir,
-    write_migrate_stamp,
 )
+from mlopsctl.devenv.stop import marked_processes
 from mlopsctl.errors import ConfigError, ExitCode, StackError
 from mlopsctl.paths import bundled_dags_dir, bundled_spark_jobs_dir
 from mlopsctl.settings import Settings
 from tests.fixtures.signals import popen_with_default_sigint
 from tests.fixtures.stack import free_port
 
+COMPONENTS = components.names()
+START_ORDER = [c.name for c in components.in_start_order()]
+AIRFLOW_COMPONENTS = [c.name for c in components.components() if c.group is airflowstack.GROUP]
+
 
 def settings_for(project: Path, **kw) -> Settings:
     return Settings(_env_file=None, project_dir=project, **kw)
+
+
+def component_specs(settings: Settings, layout: StackLayout | None = None) -> dict[str, ComponentSpec]:
+    """Each component's command, in start order."""
+    layout = layout or StackLayout.from_settings(settings)
+    return {c.name: c.command(settings, layout) for c in components.in_start_order()}
 
 
 def settings_on_free_ports(project: Path) -> Settings:
@@ -146,7 +151,7 @@ def test_component_commands_bind_loopback_and_skip_log_servers(tmp_path: Path) -
     # the Airflow components are `python -m airflow ...`, the form the zygote forks, with one environment
     for name in AIRFLOW_COMPONENTS:
         assert specs[name].argv[:3] == [sys.executable, "-m", "airflow"] and specs[name].env == specs["scheduler"].env
-    zygote = manager.airflow_zygote_spec(s, StackLayout.from_settings(s))
+    zygote = airflow_zygote_spec(s, StackLayout.from_settings(s))
     assert zygote.argv[:3] == [sys.executable, "-m", "mlopsctl.devenv.zygote"]
     assert zygote.env == specs["scheduler"].env and zygote.cwd == specs["scheduler"].cwd
     ml = specs["mlflow"].argv
@@ -258,7 +263,7 @@ def test_spark_server_in_front_of_a_cluster(
 
 
 @pytest.mark.parametrize(
-    ("ports", "names"),
+    ("port_fields", "names"),
     [
         ({"airflow_port": 18003, "mlflow_port": 18003}, ("MLOPSCTL_AIRFLOW_PORT", "MLOPSCTL_MLFLOW_PORT")),
         (
@@ -271,9 +276,9 @@ def test_spark_server_in_front_of_a_cluster(
         ),
     ],
 )
-def test_same_port_for_two_servers_is_a_config_error(tmp_path: Path, ports: dict, names: tuple) -> None:
+def test_same_port_for_two_servers_is_a_config_error(tmp_path: Path, port_fields: dict, names: tuple) -> None:
     with pytest.raises(ConfigError, match="cannot share port 18003") as exc:
-        component_specs(settings_for(tmp_path, **{"airflow_port": 18001, "mlflow_port": 18002, **ports}))
+        ports.check_distinct_ports(settings_for(tmp_path, **{"airflow_port": 18001, "mlflow_port": 18002, **port_fields}))
     assert exc.value.exit_code == ExitCode.CONFIG
     assert all(name in (exc.value.hint or "") for name in names)
 
@@ -282,15 +287,15 @@ def test_spark_server_needs_java(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(ConfigError, match="Java") as exc:
-        component_specs(settings_for(tmp_path))
+        spark_command(settings_for(tmp_path), StackLayout(tmp_path / "state"))
     assert "JAVA_HOME" in (exc.value.hint or "")
 
 
 def test_recorded_port_of_each_server(tmp_path: Path) -> None:
     spark = component_specs(settings_for(tmp_path, spark_connect_port=18777))["spark"]
-    assert manager.recorded_port(PidRecord("spark", 1, 0.0, spark.argv, 0.0)) == 18777
-    assert manager.recorded_port(PidRecord("mlflow", 1, 0.0, ["mlflow", "--port", "18778"], 0.0)) == 18778
-    assert manager.recorded_port(PidRecord("scheduler", 1, 0.0, ["airflow", "scheduler"], 0.0)) is None
+    assert ports.recorded_port(PidRecord("spark", 1, 0.0, spark.argv, 0.0)) == 18777
+    assert ports.recorded_port(PidRecord("mlflow", 1, 0.0, ["mlflow", "--port", "18778"], 0.0)) == 18778
+    assert ports.recorded_port(PidRecord("scheduler", 1, 0.0, ["airflow", "scheduler"], 0.0)) is None
 
 
 def test_migration_only_when_needed(tmp_path: Path) -> None:
@@ -432,7 +437,7 @@ def test_stop_stack_kills_its_components_and_keeps_stale_pid_away(tmp_path: Path
     procs.extend([psutil.Process(proc.pid), *kids, psutil.Process(bystander.pid)])
     write_pid_file(layout.pid_file("mlflow"), PidRecord("mlflow", bystander.pid, 1.0, [], 0.0))
 
-    result = manager.stop_stack(s, grace=5)
+    result = stop.stop_stack(s, grace=5)
     assert result.stopped == ["scheduler"] and result.stale == ["mlflow"]
     assert marked_processes(STACK_MARKER, str(layout.state)) == []
     assert bystander.poll() is None
@@ -449,8 +454,8 @@ def test_port_in_use_detection() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        assert manager.port_in_use(port)
-    assert not manager.port_in_use(port)
+        assert ports.port_in_use(port)
+    assert not ports.port_in_use(port)
 
 
 @pytest.mark.parametrize(
@@ -465,8 +470,8 @@ def test_start_refuses_a_taken_port_before_spawning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, field: str, flag: str, component: str, env_var: str
 ) -> None:
     spawned = []
-    monkeypatch.setattr(manager, "spawn", lambda *a, **k: spawned.append(a))
-    monkeypatch.setattr(manager, "spawn_forks", lambda *a, **k: spawned.append(a))
+    monkeypatch.setattr(start, "spawn", lambda *a, **k: spawned.append(a))
+    monkeypatch.setattr(start, "spawn_forks", lambda *a, **k: spawned.append(a))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -476,7 +481,7 @@ def test_start_refuses_a_taken_port_before_spawning(
         fields = dict(zip(("airflow_port", "mlflow_port", "spark_connect_port"), flags.values(), strict=True))
         assert fields[field] == port
         with pytest.raises(StackError) as exc:
-            manager.start_stack(settings_for(tmp_path, **fields))
+            start.start_stack(settings_for(tmp_path, **fields))
         assert f"Port {port}" in exc.value.message and component in exc.value.message
         assert exc.value.exit_code == ExitCode.STACK
         assert env_var in exc.value.hint
@@ -487,7 +492,9 @@ def test_start_refuses_a_taken_port_before_spawning(
     assert spawned == []
 
 
-def _fake_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, codes: dict[str, str]) -> None:
+def _fake_stack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, codes: dict[str, str], zygote_spec=None
+) -> None:
     """Components that run ``codes[name]`` (by default: sleep); the Airflow ones as modules forked by the real
     zygote (`mlopsctl.devenv.zygote`), which runs ``python -m MODULE`` commands, the others spawned."""
     path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
@@ -495,24 +502,25 @@ def _fake_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, codes: dict[str
     def env(settings: Settings) -> dict[str, str]:
         return dict(os.environ, PYTHONPATH=path, **{STACK_MARKER: str(settings.state)})
 
-    def specs(settings, layout=None):
-        out = {}
-        for name in START_ORDER:
-            code = codes.get(name, "import time; time.sleep(300)")
-            if name in AIRFLOW_COMPONENTS:
-                module = "fake_" + name.replace("-", "_")
-                (tmp_path / f"{module}.py").write_text(code)
-                argv = [sys.executable, "-m", module]
-            else:
-                argv = [sys.executable, "-c", code]
-            out[name] = ComponentSpec(name, argv, env(settings), tmp_path)
-        return out
+    def command(name: str):
+        code = codes.get(name, "import time; time.sleep(300)")
+        if name in AIRFLOW_COMPONENTS:
+            module = "fake_" + name.replace("-", "_")
+            (tmp_path / f"{module}.py").write_text(code)
+            argv = [sys.executable, "-m", module]
+        else:
+            argv = [sys.executable, "-c", code]
+        return lambda settings, layout: ComponentSpec(name, argv, env(settings), tmp_path)
 
     def zygote(settings, layout):
         return ComponentSpec("airflow", [sys.executable, "-m", "mlopsctl.devenv.zygote"], env(settings), tmp_path)
 
-    monkeypatch.setattr(manager, "component_specs", specs)
-    monkeypatch.setattr(manager, "airflow_zygote_spec", zygote)
+    group = dataclasses.replace(airflowstack.GROUP, zygote=zygote_spec or zygote)
+    monkeypatch.setattr(components, "STACK", tuple(
+        dataclasses.replace(c, command=command(c.name), before_start=None, after_start=None,
+                            group=group if c.group else None)
+        for c in components.components()
+    ))
 
 
 def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -525,9 +533,9 @@ def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: 
             "scheduler": "import sys; print('scheduler exploded: bad config', flush=True); sys.exit(3)",
         },
     )
-    monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
+    monkeypatch.setattr(airflowstack, "migration_needed", lambda layout: False)
     with pytest.raises(StackError) as exc:
-        manager.start_stack(s, timeout=60)
+        start.start_stack(s, timeout=60)
     msg = exc.value.message
     # a spawned component: its exit code is known
     assert msg.startswith("mlflow exited during start (exit code 3)")
@@ -542,7 +550,7 @@ def test_start_fails_clearly_when_a_component_dies(tmp_path: Path, monkeypatch: 
         {"scheduler": "import sys; print('scheduler exploded: bad config', flush=True); sys.exit(3)"},
     )
     with pytest.raises(StackError) as exc:
-        manager.start_stack(s, timeout=60)
+        start.start_stack(s, timeout=60)
     msg = exc.value.message
     assert msg.startswith("scheduler exited during start.")
     assert "scheduler exploded: bad config" in msg
@@ -557,12 +565,12 @@ def test_start_fails_clearly_when_the_zygote_cannot_fork_the_airflow_components(
 ) -> None:
     s = settings_on_free_ports(tmp_path / "p")
     _fake_stack(monkeypatch, tmp_path, {})
-    broken = manager.airflow_zygote_spec(s, StackLayout(s.state))
-    broken = ComponentSpec(broken.name, [*broken.argv, "--preload", "no_such_airflow_module"], broken.env, broken.cwd)
-    monkeypatch.setattr(manager, "airflow_zygote_spec", lambda settings, layout: broken)
-    monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
+    fake = components.named("scheduler").group.zygote(s, StackLayout(s.state))
+    broken = ComponentSpec(fake.name, [*fake.argv, "--preload", "no_such_airflow_module"], fake.env, fake.cwd)
+    _fake_stack(monkeypatch, tmp_path, {}, zygote_spec=lambda settings, layout: broken)
+    monkeypatch.setattr(airflowstack, "migration_needed", lambda layout: False)
     with pytest.raises(StackError) as exc:
-        manager.start_stack(s, timeout=60)
+        start.start_stack(s, timeout=60)
     msg = exc.value.message
     assert msg.startswith("api-server, scheduler, dag-processor, triggerer could not be started.")
     assert "ModuleNotFoundError" in msg and "no_such_airflow_module" in msg
@@ -576,10 +584,10 @@ def test_start_times_out_naming_the_unhealthy_component(
 ) -> None:
     s = settings_on_free_ports(tmp_path / "p")
     _fake_stack(monkeypatch, tmp_path, {})
-    monkeypatch.setattr(manager, "migration_needed", lambda layout: False)
-    monkeypatch.setattr(manager, "_POLL", 0.1)
+    monkeypatch.setattr(airflowstack, "migration_needed", lambda layout: False)
+    monkeypatch.setattr(wait, "_POLL", 0.1)
     with pytest.raises(StackError) as exc:
-        manager.start_stack(s, timeout=1.5)
+        start.start_stack(s, timeout=1.5)
     assert "was not healthy after" in exc.value.message and exc.value.message.startswith("api-server")
     assert "MLOPSCTL_START_TIMEOUT" in exc.value.hint
     assert marked_processes(STACK_MARKER, str(s.state)) == []
@@ -683,7 +691,7 @@ def test_a_slow_probe_runs_beside_the_poll_loop_and_again_after_a_failure() -> N
         release.wait(60)
         return next(answers)
 
-    check = manager._BackgroundProbe(probe)
+    check = hc.BackgroundProbe(probe)
     assert not check.passed()  # started, not waited for
     entered.wait(60)
     assert not check.passed() and len(calls) == 1  # still running: not started twice
@@ -702,7 +710,7 @@ def test_spark_server_down_says_why(tmp_path: Path, procs: list, servers) -> Non
     s = settings_for(tmp_path, spark_connect_port=server.port)
     layout = StackLayout.from_settings(s)
     layout.ensure()
-    reason = manager.spark_server_down(s)
+    reason = spark_server_down(s)
     assert reason and "not running" in reason and "mlopsctl dev start" in reason
     assert str(layout.log_file("spark")) in reason
 
@@ -714,24 +722,24 @@ def test_spark_server_down_says_why(tmp_path: Path, procs: list, servers) -> Non
         layout.pid_file("spark"),
         PidRecord("spark", proc.pid, psutil.Process(proc.pid).create_time(), argv, time.time()),
     )
-    assert manager.spark_server_down(s) is None
+    assert spark_server_down(s) is None
     # alive but not answering gRPC (hung, or still starting)
     server.close()
-    reason = manager.spark_server_down(s)
+    reason = spark_server_down(s)
     assert reason and f"pid {proc.pid}" in reason and f"127.0.0.1:{server.port}" in reason
     # dead
     proc.kill()
     proc.wait()
-    assert "not running" in (manager.spark_server_down(s) or "")
+    assert "not running" in (spark_server_down(s) or "")
 
 
 def test_spark_server_down_probes_an_external_server(tmp_path: Path, servers) -> None:
     server = servers(True)
     s = settings_for(tmp_path, spark_remote=f"sc://127.0.0.1:{server.port}", spark_connect_port=free_port())
     assert not s.spark_remote_is_local
-    assert manager.spark_server_down(s) is None  # no local server needed when the tasks use another one
+    assert spark_server_down(s) is None  # no local server needed when the tasks use another one
     server.close()
-    reason = manager.spark_server_down(s)
+    reason = spark_server_down(s)
     assert reason and f"sc://127.0.0.1:{server.port}" in reason and "MLOPSCTL_SPARK_REMOTE" in reason
 
 
@@ -824,13 +832,12 @@ def test_start_cli_reports_import_errors_and_login(
 ) -> None:
     def fake_start(settings, on_progress=None, timeout=None):
         on_progress("api-server", "healthy", "")
-        return manager.StartResult(
+        return StartResult(
             already_running=False,
             started=list(COMPONENTS),
             seconds=12.3,
             migrated=True,
-            airflow_url=settings.local_airflow_url,
-            mlflow_url=settings.local_mlflow_url,
+            urls={"airflow_url": settings.local_airflow_url, "mlflow_url": settings.local_mlflow_url},
             username="admin",
             passwords_file=settings.state / "airflow" / "passwords.json",
             dags_folder=project / "dags",
@@ -840,7 +847,7 @@ def test_start_cli_reports_import_errors_and_login(
             },
         )
 
-    monkeypatch.setattr(manager, "start_stack", fake_start)
+    monkeypatch.setattr(start, "start_stack", fake_start)
     code, out, err = cli("dev", "start", "--airflow-port", "18111")
     assert code == 0
     assert "api-server: healthy" in err
@@ -869,10 +876,10 @@ def test_start_refuses_other_ports_while_running(tmp_path: Path, procs: list) ->
         ),
     )
     with pytest.raises(StackError) as exc:
-        manager.start_stack(s)
+        start.start_stack(s)
     assert "already running with api-server on port 18999" in exc.value.message
     assert "MLOPSCTL_AIRFLOW_PORT=18999" in exc.value.hint
-    assert manager.stack_status(s, probe=False).airflow_url == "http://127.0.0.1:18999"
+    assert status.stack_status(s, probe=False).urls["airflow_url"] == "http://127.0.0.1:18999"
 
 
 def test_logs_follow_prints_new_lines(project: Path) -> None:
@@ -942,3 +949,34 @@ def test_the_serving_spark_server_never_writes_the_class_archive_its_writer_does
         k: v for k, v in _conf(server.argv).items() if k not in (CONNECT_PORT_CONF, JAVA_OPTIONS)
     }
     assert writer.env[STACK_MARKER] == str(layout.state) and writer.env == server.env
+
+def test_the_run_preflight_asks_devenv_one_question(tmp_path: Path, procs: list) -> None:
+    """`runs_spark_down`: nothing to check unless runs go to this project's embedded stack (its api-server
+    recorded, serving the Airflow URL, with local compute); then whether its Spark server can take jobs."""
+    from mlopsctl.devenv.servers import runs_spark_down
+
+    s = settings_on_free_ports(tmp_path)
+    layout = StackLayout.from_settings(s)
+    layout.ensure()
+    assert runs_spark_down(s) is None  # no embedded stack recorded
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    procs.append(psutil.Process(proc.pid))
+    record = PidRecord("api-server", proc.pid, psutil.Process(proc.pid).create_time(), [], time.time())
+    write_pid_file(layout.pid_file("api-server"), record)
+    reason = runs_spark_down(s)
+    assert reason and "not running" in reason and "mlopsctl dev start" in reason
+    assert runs_spark_down(settings_for(tmp_path, airflow_url="https://airflow.example.com")) is None
+    databricks = settings_for(tmp_path, compute="databricks", airflow_port=s.airflow_port,
+                              spark_connect_port=s.spark_connect_port)
+    assert runs_spark_down(databricks) is None
+
+
+def test_the_local_password_is_found_through_the_stack_layout(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist") as exc:
+        s.local_airflow_password()
+    assert "mlopsctl dev start" in (exc.value.hint or "")
+    password = ensure_admin_password(StackLayout.from_settings(s))
+    assert s.local_airflow_password() == password
+    with pytest.raises(ConfigError, match="no entry for user 'ops'"):
+        settings_for(tmp_path, airflow_username="ops").local_airflow_password()

@@ -8,7 +8,8 @@ import importlib.util
 
 import pytest
 
-from mlopsctl.devenv.stack import AIRFLOW_PLUGINS_DIR, StackLayout, airflow_env
+from mlopsctl.devenv.layout import StackLayout
+from mlopsctl.devenv.stack import AIRFLOW_PLUGINS_DIR, airflow_env
 from mlopsctl.settings import Settings
 
 
