@@ -112,7 +112,7 @@ class AppContext:
     def _local_spark_serves(self, pipeline: Pipeline) -> None:
         """Runs that go to this project's embedded stack run their Spark jobs on its Spark Connect server:
         refuse to trigger one while that server cannot take them."""
-        from mlopsctl.devenv.servers import runs_spark_down
+        from mlopsctl.devenv.preflight import runs_spark_down
 
         reason = runs_spark_down(self.settings)
         if reason:

@@ -3,7 +3,7 @@
 
 Public entry points (used by `mlopsctl dev ...` and by the test-session fixture):
 `start_stack` (`mlopsctl.devenv.start`), `stop_stack` (`.stop`), `stack_status` (`.status`),
-`spark_server_down` (`.servers`); the components in `mlopsctl.devenv.components`, the layout in `.layout`.
+`spark_server_down` (`.preflight`); the components in `mlopsctl.devenv.components`, the layout in `.layout`.
 Nothing here prints: progress is reported through a callback.
 How the stack is built, and what its design choices measured: docs/local-stack.md.
 """

@@ -147,7 +147,7 @@ def write_migrate_stamp(layout: StackLayout) -> None:
 
 def prepare_database(run: Any) -> bool:
     """Migrate the Airflow database when needed (first start, Airflow upgrade), before any Airflow component
-    starts; `run` is the start in progress (`mlopsctl.devenv.start.StartRun`). True when it migrated."""
+    starts; `run` is the start in progress (`mlopsctl.devenv.wait.StartRun`). True when it migrated."""
     if not migration_needed(run.layout):
         return False
     if run.group_running(GROUP):

@@ -8,15 +8,12 @@ component is a component's name, "db" (migration) or "dags" (DAG parsing), and s
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, NoReturn
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from mlopsctl.devenv import components
 from mlopsctl.devenv.layout import StackLayout, ensure_admin_password
-from mlopsctl.devenv.logs import tail
 from mlopsctl.devenv.ports import check_distinct_ports, check_port_free, recorded_port, wanted_ports
 from mlopsctl.devenv.process import (
     ForkError,
@@ -31,55 +28,17 @@ from mlopsctl.devenv.process import (
 )
 from mlopsctl.devenv.results import StartResult
 from mlopsctl.devenv.stack import ComponentSpec, dags_folder
+from mlopsctl.devenv.wait import Progress, StartRun, wait_healthy
 from mlopsctl.errors import StackError
 
 if TYPE_CHECKING:
     from mlopsctl.devenv.spec import Component, Group
     from mlopsctl.settings import Settings
 
-Progress = Callable[[str, str, str], None]
 
 
 def _noop(component: str, state: str, detail: str) -> None:
     pass
-
-
-@dataclass
-class StartRun:
-    """One `dev start` in progress: what it was asked, what it found, and what it has launched so far."""
-
-    settings: Settings
-    layout: StackLayout
-    progress: Progress
-    limit: float
-    records: dict[str, PidRecord | None]
-    to_start: list[Component]
-    deadline: float = 0.0
-    started: dict[str, PidRecord] = field(default_factory=dict)
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)  # the started ones that are our children
-
-    def group_running(self, group: Group) -> bool:
-        """Some component of ``group`` is running (was running when this start began)."""
-        return any(process_of(self.records[c.name]) is not None for c in components.components() if c.group == group)
-
-    def stop_started(self) -> None:
-        """Stop what this start launched and drop its PID files."""
-        if self.started:
-            terminate(list(self.started.values()), grace=10.0)
-            for name in self.started:
-                remove_pid_file(self.layout.pid_file(name))
-
-    def fail(self, name: str, reason: str, hint: str | None = None, explain: str | None = None) -> NoReturn:
-        """Stop what this start launched and raise StackError: `name` `reason`, then ``explain`` (by default the
-        last lines of the component's log)."""
-        launched = list(self.started)
-        self.stop_started()
-        stopped = f" Stopped what this start had launched ({', '.join(launched)})." if launched else ""
-        if explain is None:
-            log = self.layout.log_file(name)
-            explain = f"Last lines of {log}:\n{tail(log, 20)}"
-        raise StackError(f"{name} {reason}.{stopped} {explain}",
-                         hint=hint or f"See the whole log with `mlopsctl dev logs {name}`.")
 
 
 def _refuse_other_ports(settings: Settings, layout: StackLayout, records: dict[str, PidRecord | None]) -> None:
@@ -149,8 +108,6 @@ def start_stack(settings: Settings, *, on_progress: Progress | None = None, time
 
     Idempotent: a running, healthy stack is left alone. A component that died (kill -9, crash) is cleaned up
     (stray children killed, stale PID file removed) and started again."""
-    from mlopsctl.devenv.wait import wait_healthy
-
     progress = on_progress or _noop
     t0 = time.monotonic()
     layout = StackLayout.from_settings(settings)

@@ -1,24 +1,70 @@
-"""`dev start`'s wait: poll every component's health probe (and what each group waits for, such as the DAG
-files parsed) until the whole stack is healthy; stop what the start launched and say why on a death or at
-the deadline."""
+"""`dev start`'s run in progress (`StartRun`) and its wait: poll every component's health probe, and what each
+group waits for (such as the DAG files parsed), until the whole stack is healthy; stop what the start
+launched and say why on a death or at the deadline."""
 
 from __future__ import annotations
 
+import subprocess
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlopsctl.devenv import components
 from mlopsctl.devenv.health import ProbeContext
+from mlopsctl.devenv.logs import tail
 from mlopsctl.devenv.ports import wanted_ports
-from mlopsctl.devenv.process import process_of
+from mlopsctl.devenv.process import PidRecord, process_of, remove_pid_file, terminate
+from mlopsctl.errors import StackError
 
 if TYPE_CHECKING:
-    from mlopsctl.devenv.spec import Group
-    from mlopsctl.devenv.start import StartRun
+    from mlopsctl.devenv.layout import StackLayout
+    from mlopsctl.devenv.spec import Component, Group
+    from mlopsctl.settings import Settings
+
+Progress = Callable[[str, str, str], None]
 
 #: between health/parse checks while starting: local probes (HTTP health, a socket connect), cheap enough to
 #: look four times a second, so `dev start` returns within a quarter second of the stack being ready
 _POLL = 0.25
+
+
+@dataclass
+class StartRun:
+    """One `dev start` in progress: what it was asked, what it found, and what it has launched so far."""
+
+    settings: Settings
+    layout: StackLayout
+    progress: Progress
+    limit: float
+    records: dict[str, PidRecord | None]
+    to_start: list[Component]
+    deadline: float = 0.0
+    started: dict[str, PidRecord] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)  # the started ones that are our children
+
+    def group_running(self, group: Group) -> bool:
+        """Some component of ``group`` is running (was running when this start began)."""
+        return any(process_of(self.records[c.name]) is not None for c in components.components() if c.group == group)
+
+    def stop_started(self) -> None:
+        """Stop what this start launched and drop its PID files."""
+        if self.started:
+            terminate(list(self.started.values()), grace=10.0)
+            for name in self.started:
+                remove_pid_file(self.layout.pid_file(name))
+
+    def fail(self, name: str, reason: str, hint: str | None = None, explain: str | None = None) -> NoReturn:
+        """Stop what this start launched and raise StackError: `name` `reason`, then ``explain`` (by default the
+        last lines of the component's log)."""
+        launched = list(self.started)
+        self.stop_started()
+        stopped = f" Stopped what this start had launched ({', '.join(launched)})." if launched else ""
+        if explain is None:
+            log = self.layout.log_file(name)
+            explain = f"Last lines of {log}:\n{tail(log, 20)}"
+        raise StackError(f"{name} {reason}.{stopped} {explain}",
+                         hint=hint or f"See the whole log with `mlopsctl dev logs {name}`.")
 
 
 def _check_alive(run: StartRun) -> None:

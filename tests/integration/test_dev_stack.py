@@ -25,6 +25,7 @@ import pytest
 from mlopsctl.devenv import components
 from mlopsctl.devenv.launcher import ping
 from mlopsctl.devenv.layout import StackLayout
+from mlopsctl.devenv.preflight import spark_server_down
 from mlopsctl.devenv.process import (
     PidRecord,
     read_pid_file,
@@ -33,7 +34,6 @@ from mlopsctl.devenv.process import (
     tree_of,
     write_pid_file,
 )
-from mlopsctl.devenv.servers import spark_server_down
 from mlopsctl.devenv.stack import ARCHIVE_WRITER, SPARK_WARMUP, spark_class_archive
 from mlopsctl.devenv.start import start_stack
 from mlopsctl.devenv.status import stack_status

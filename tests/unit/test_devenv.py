@@ -22,6 +22,7 @@ from mlopsctl.devenv import health as hc
 from mlopsctl.devenv.airflowstack import airflow_zygote_spec, migration_needed, write_migrate_stamp
 from mlopsctl.devenv.layout import StackLayout, ensure_admin_password
 from mlopsctl.devenv.logs import file_sizes, follow_lines, tail
+from mlopsctl.devenv.preflight import spark_server_down
 from mlopsctl.devenv.process import (
     PidRecord,
     process_of,
@@ -32,7 +33,7 @@ from mlopsctl.devenv.process import (
     write_pid_file,
 )
 from mlopsctl.devenv.results import StartResult
-from mlopsctl.devenv.servers import spark_command, spark_server_down
+from mlopsctl.devenv.servers import spark_command
 from mlopsctl.devenv.stack import (
     CONNECT_PORT_CONF,
     STACK_MARKER,
@@ -953,7 +954,7 @@ def test_the_serving_spark_server_never_writes_the_class_archive_its_writer_does
 def test_the_run_preflight_asks_devenv_one_question(tmp_path: Path, procs: list) -> None:
     """`runs_spark_down`: nothing to check unless runs go to this project's embedded stack (its api-server
     recorded, serving the Airflow URL, with local compute); then whether its Spark server can take jobs."""
-    from mlopsctl.devenv.servers import runs_spark_down
+    from mlopsctl.devenv.preflight import runs_spark_down
 
     s = settings_on_free_ports(tmp_path)
     layout = StackLayout.from_settings(s)
