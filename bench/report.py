@@ -46,8 +46,9 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], modules: list[Any]) -
         "# mlopsctl benchmarks",
         "",
         (
-            f"Mode: **{meta['mode']}** ({meta['runs_per_figure']} timed run(s) per figure after a warm-up, unless"
-            f" the row says otherwise); {meta['machine']['cores']} cores; Python {meta['machine']['python']};"
+            f"Mode: **{meta['mode']}** ({meta['runs_per_figure']} timed run(s) per figure"
+            f"{'' if meta['mode'] == 'quick' else ' after a warm-up'}, unless the row says otherwise);"
+            f" {meta['machine']['cores']} cores; Python {meta['machine']['python']};"
             f" finished {meta['finished_utc']} in {meta['seconds']:.0f} s. Median with min/max; ratios are"
             " against the peer measured in the same run."
             + _load(meta)
