@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import Row, fmt
+from bench.common import Row, fmt, quick_omissions
 
 
 def _cell(text: str) -> str:
@@ -65,6 +65,9 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], modules: list[Any]) -
         lines.append(HEADER)
         lines += [render_row(r) for r in mine]
         lines.append("")
+        omitted = quick_omissions(mod) if meta["mode"] == "quick" else {}
+        if omitted:
+            lines += [f"Left out of --quick: {key}: {why}." for key, why in omitted.items()] + [""]
     verdicts = [r for r in rows if r.verdict in ("met", "missed")]
     if verdicts:
         lines += ["## Targets", ""]

@@ -18,12 +18,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _expected_rows() -> list[tuple[str, str]]:
-    from bench import BENCHMARKS
+def _ctx(quick: bool):
     from bench.common import BenchContext
 
-    ctx = BenchContext(quick=True, runs=1, work=Path("/nonexistent"))
-    return [row for mod in BENCHMARKS for row in mod.expected_rows(ctx)]
+    return BenchContext(quick=quick, runs=1, work=Path("/nonexistent"))
+
+
+def _expected_rows() -> list[tuple[str, str]]:
+    """The rows `--quick` must measure."""
+    from bench import BENCHMARKS
+    from bench.common import planned_rows
+
+    return [row for mod in BENCHMARKS for row in planned_rows(mod, _ctx(quick=True))]
+
+
+def _omitted() -> dict[str, str]:
+    """The rows the benchmarks leave out of `--quick`, with why."""
+    from bench import BENCHMARKS
+    from bench.common import quick_omissions
+
+    return {key: why for mod in BENCHMARKS for key, why in quick_omissions(mod).items()}
 
 
 def test_expected_rows_cover_every_benchmark() -> None:
@@ -31,6 +45,17 @@ def test_expected_rows_cover_every_benchmark() -> None:
     prefixes = {k.split(".")[0] for k in keys}
     assert prefixes == {"startup", "stack", "orchestration", "grid", "waiting", "scaleout", "install"}
     assert len(set(keys)) == len(keys), "row keys must be unique"
+
+
+def test_rows_left_out_of_quick_are_rows_of_the_full_run_with_a_reason() -> None:
+    from bench import BENCHMARKS
+
+    full = {key for mod in BENCHMARKS for key, _what in mod.expected_rows(_ctx(quick=False))}
+    quick = {key for key, _what in _expected_rows()}
+    for key, why in _omitted().items():
+        assert key in full, f"{key} is not a row of the full run"
+        assert key not in quick
+        assert why.strip(), f"{key} is left out of --quick without a reason"
 
 
 @pytest.mark.integration
@@ -68,6 +93,9 @@ def test_bench_quick_measures_every_row(tmp_path: Path, capsys: pytest.CaptureFi
     absent_from_md = [k for k, _ in expected if rows[k]["what"] not in md]
     assert not absent_from_md, f"rows missing from latest.md: {absent_from_md}"
     assert "not measured" not in md
+    for key in _omitted():
+        assert key not in rows
+        assert f"Left out of --quick: {key}: " in md
     assert doc["meta"]["mode"] == "quick"
     if hasattr(os, "sched_setaffinity"):
         assert "each worker pinned to a CPU of its own" in rows["scaleout.w1"]["note"]
