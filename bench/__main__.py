@@ -39,7 +39,8 @@ from bench.report import render_markdown
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     names = [m.NAME for m in BENCHMARKS]
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: one stack, 1 run per figure, no warm-up runs, smallest data")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: one stack, 1 run per figure, no warm-up runs, smallest data")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(names)}")
     p.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 5, --quick 1)")
     p.add_argument("--budget", type=float, default=None, metavar="MINUTES",
