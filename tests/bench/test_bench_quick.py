@@ -99,3 +99,18 @@ def test_bench_quick_measures_every_row(tmp_path: Path, capsys: pytest.CaptureFi
     assert doc["meta"]["mode"] == "quick"
     if hasattr(os, "sched_setaffinity"):
         assert "each worker pinned to a CPU of its own" in rows["scaleout.w1"]["note"]
+
+
+def test_latest_md_of_a_quick_run_names_the_rows_it_left_out() -> None:
+    from bench import scaleout
+    from bench.common import Row
+    from bench.report import render_markdown
+
+    meta = {"mode": "quick", "runs_per_figure": 1, "seconds": 1.0, "finished_utc": "-",
+            "machine": {"cores": 2, "python": "3.11"}}
+    rows = [Row(scaleout.NAME, "scaleout.w1", "1 worker", stats={"n": 1, "median": 1.0, "min": 1.0, "max": 1.0})]
+    quick = render_markdown(rows, meta, [scaleout])
+    full = render_markdown(rows, meta | {"mode": "full"}, [scaleout])
+    for key, why in scaleout.NOT_IN_QUICK.items():
+        assert f"Left out of --quick: {key}: {why}" in quick
+        assert key not in full
