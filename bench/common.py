@@ -147,6 +147,17 @@ class Measurements:
         return rows
 
 
+def quick_omissions(mod: Any) -> dict[str, str]:
+    """Rows a benchmark module leaves out of --quick (`NOT_IN_QUICK`: row key -> why), declared in the module."""
+    return dict(getattr(mod, "NOT_IN_QUICK", {}))
+
+
+def planned_rows(mod: Any, ctx: BenchContext) -> list[tuple[str, str]]:
+    """The rows a run of `mod` must measure: all its rows, less those it leaves out of --quick."""
+    omitted = quick_omissions(mod) if ctx.quick else {}
+    return [(key, what) for key, what in mod.expected_rows(ctx) if key not in omitted]
+
+
 @dataclass
 class BenchContext:
     quick: bool

@@ -142,8 +142,8 @@ def measure(ctx: BenchContext, engine: str, what: str, data, n: int, runs: int) 
     """`runs` timed runs of one engine on the n-row data set (the peer warmed up once, on the first size)."""
     ctx.check_budget(f"{what} on {n:,} rows")
     if engine == "peer":
-        if n == sizes(ctx)[0][0]:
-            run_peer(data)  # warm-up (imports, page cache)
+        if n == sizes(ctx)[0][0] and not ctx.quick:
+            run_peer(data)  # warm-up (imports, page cache); --quick: the one run is the figure
         return [run_peer(data) for _ in range(runs)]
     return [run_mlopsctl(ctx, data, spark=(engine == "spark")) for _ in range(runs)]
 

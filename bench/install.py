@@ -18,7 +18,7 @@ Fresh venvs built in this run with uv (its package cache warm; install time not 
 checkout without extras (what a user who drives a hosted Airflow/MLflow installs), PyPI's `apache-airflow-ctl`
 (the peer), and for reference the CLI-only install plus the full `mlflow` (the base install before it moved
 to the `local` extra). Size = disk usage of site-packages in MB of 10^6 bytes (like du: allocated blocks,
-hard links once); packages = *.dist-info folders. `--help` is timed in each fresh venv after one warm-up run.
+hard links once); packages = *.dist-info folders. `--help` is timed in each fresh venv after one warm-up run (none in --quick).
 Stored as bench/results/install.md/.json: `python -m bench --only install --results-dir DIR`, then DIR's
 latest.* copied there (latest.md holds the full run of the other benchmarks).
 """
@@ -102,10 +102,12 @@ def run(ctx: BenchContext) -> list[Row]:
         venvs[name] = site.parents[2]
         sizes[name], counts[name] = disk_mb(site), package_count(site)
         log(f"install: {name}: {sizes[name]:.0f} MB, {counts[name]} packages")
-    runs = max(2, ctx.runs) if ctx.quick else max(7, ctx.runs)
+    runs = ctx.runs if ctx.quick else max(7, ctx.runs)
+    warmup = 0 if ctx.quick else 1  # --quick: the one run is the figure
     for name, script in (("mlopsctl", "mlopsctl"), ("airflowctl", "airflowctl")):
         argv = [str(venvs[name] / "bin" / script), "--help"]
-        help_times[name] = repeat(lambda argv=argv: run_cmd(argv, env=bench_env(), timeout=120).wall, runs)
+        help_times[name] = repeat(lambda argv=argv: run_cmd(argv, env=bench_env(), timeout=120).wall, runs,
+                                  warmup)
 
     ours, peer, full = "mlopsctl", "airflowctl", "mlopsctl_full_mlflow"
     whats = {key: (what, unit) for key, what, unit in ROWS}

@@ -106,17 +106,18 @@ class LocalStack:
 
         return bool((ping(StackLayout(self.state).launcher_socket) or {}).get("ready"))
 
-    def helpers_done(self) -> bool:
-        """No background helper of `dev start` is at work: the writer of the Spark server's class-data archive
-        (started after a start without an archive) and the Spark server's warm-up job (after each start of the
-        server). `dev stop` would kill them; a stack used for longer than they take has its archive at its next
-        start, as a warm start should, and its idle memory is measured after the warm-up."""
+    def helpers_done(self, helpers: tuple[str, ...] | None = None) -> bool:
+        """No background helper of `dev start` (of `helpers`, default all) is at work: the writer of the Spark
+        server's class-data archive (started after a start without an archive) and the Spark server's warm-up
+        job (after each start of the server). `dev stop` would kill them; a stack used for longer than they take
+        has its archive at its next start, as a warm start should, and its idle memory is measured after the
+        warm-up."""
         from mlopsctl.devenv.layout import StackLayout
         from mlopsctl.devenv.servers import helper_running
         from mlopsctl.devenv.stack import HELPERS
 
         layout = StackLayout(self.state)
-        return not any(helper_running(layout, helper) for helper in HELPERS)
+        return not any(helper_running(layout, helper) for helper in helpers or HELPERS)
 
     def pids(self) -> list[int]:
         """Leader PIDs of every component and every process in their trees (project helpers)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import Row, fmt
+from bench.common import Row, fmt, quick_omissions
 
 
 def _cell(text: str) -> str:
@@ -46,8 +46,9 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], modules: list[Any]) -
         "# mlopsctl benchmarks",
         "",
         (
-            f"Mode: **{meta['mode']}** ({meta['runs_per_figure']} timed run(s) per figure after a warm-up, unless"
-            f" the row says otherwise); {meta['machine']['cores']} cores; Python {meta['machine']['python']};"
+            f"Mode: **{meta['mode']}** ({meta['runs_per_figure']} timed run(s) per figure"
+            f"{'' if meta['mode'] == 'quick' else ' after a warm-up'}, unless the row says otherwise);"
+            f" {meta['machine']['cores']} cores; Python {meta['machine']['python']};"
             f" finished {meta['finished_utc']} in {meta['seconds']:.0f} s. Median with min/max; ratios are"
             " against the peer measured in the same run."
             + _load(meta)
@@ -64,6 +65,9 @@ def render_markdown(rows: list[Row], meta: dict[str, Any], modules: list[Any]) -
         lines.append(HEADER)
         lines += [render_row(r) for r in mine]
         lines.append("")
+        omitted = quick_omissions(mod) if meta["mode"] == "quick" else {}
+        if omitted:
+            lines += [f"Left out of --quick: {key}: {why}." for key, why in omitted.items()] + [""]
     verdicts = [r for r in rows if r.verdict in ("met", "missed")]
     if verdicts:
         lines += ["## Targets", ""]

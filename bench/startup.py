@@ -25,7 +25,7 @@ from bench.common import (
 NAME = "startup"
 TITLE = "1. CLI start-up (process start to exit)"
 DESCRIPTION = """
-Wall time of a fresh process, one warm-up run first (page cache warm). `airflowctl` is PyPI's
+Wall time of a fresh process, one warm-up run first (page cache warm; none in --quick). `airflowctl` is PyPI's
 `apache-airflow-ctl`, installed into a throwaway venv under bench/.cache (install not timed). `airflow version`
 runs with AIRFLOW_HOME in a temp dir.
 """
@@ -83,7 +83,8 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
 
 
 def run(ctx: BenchContext) -> list[Row]:
-    runs = max(2, ctx.runs) if ctx.quick else max(7, ctx.runs)
+    runs = ctx.runs if ctx.quick else max(7, ctx.runs)
+    warmup = 0 if ctx.quick else 1  # --quick: the one run is the figure
     af_home = ctx.work / "airflow-home-startup"
     af_home.mkdir(parents=True, exist_ok=True)
     env = bench_env({"AIRFLOW_HOME": str(af_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
@@ -104,7 +105,7 @@ def run(ctx: BenchContext) -> list[Row]:
             continue
         n = 1 if ctx.quick and key == "airflow_version" else runs  # ~5-20 s a call: one in --quick
         log(f"startup: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmds[key]))} x{n}")
-        m.take(key, what, lambda argv=cmds[key], n=n: repeat(lambda: _timed(argv, env), n))
+        m.take(key, what, lambda argv=cmds[key], n=n: repeat(lambda: _timed(argv, env), n, warmup))
 
     stats: dict[str, Stats] = m.figures
     af = stats.get("airflow_version")
