@@ -102,10 +102,20 @@ def test_readme_links_into_docs() -> None:
     assert not {d for d in DOCS} - linked, "every page in docs/ is reachable from the README"
 
 
+def project_files(folder: str, pattern: str = "*") -> list[Path]:
+    """The project's own files under `folder`: no caches or virtualenvs (hidden folders such as the bench's
+    .cache, __pycache__), which hold other projects' code."""
+    return [
+        path for path in sorted((REPO / folder).rglob(pattern))
+        if path.is_file()
+        and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(REPO).parts)
+    ]
+
+
 def test_module_docstrings_are_short() -> None:
     long = []
     for folder in CODE_FOLDERS:
-        for path in sorted((REPO / folder).rglob("*.py")):
+        for path in project_files(folder, "*.py"):
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False)
             if doc and len(doc.splitlines()) > DOCSTRING_MAX_LINES:
                 long.append(f"{path.relative_to(REPO)} ({len(doc.splitlines())} lines)")
@@ -115,9 +125,7 @@ def test_module_docstrings_are_short() -> None:
 def test_no_file_names_a_document_outside_the_repository() -> None:
     found = []
     for folder in (*CODE_FOLDERS, "tests"):
-        for path in sorted((REPO / folder).rglob("*")):
-            if not path.is_file() or "__pycache__" in path.parts:
-                continue
+        for path in project_files(folder):
             data = path.read_bytes().lower()
             found += [f"{path.relative_to(REPO)}: {name}" for name in OUTSIDE_DOCS if name.lower().encode() in data]
     assert not found, found
