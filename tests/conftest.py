@@ -100,9 +100,20 @@ PROCESS_FIXTURES = frozenset({
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that use a PROCESS_FIXTURES fixture `integration`. Run the load test last: it stresses the
-    shared session stack, which is then restarted."""
+    """Mark the tests that use a PROCESS_FIXTURES fixture `integration`, and order the session so that one
+    stack runs at a time (an idle stack still takes CPU from the tests beside it): first the tests that start no
+    stack or start their own, then the Databricks module's stack (`dbx`), then the session stack's tests, the
+    load test last, since it stresses the session stack, which is then restarted."""
     for item in items:
         if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: item.get_closest_marker("load") is not None)
+    items.sort(key=_stack_phase)
+
+
+def _stack_phase(item: pytest.Item) -> int:
+    fixtures = getattr(item, "fixturenames", ())
+    if item.get_closest_marker("load") is not None:
+        return 3
+    if "local_stack" in fixtures:
+        return 2
+    return 1 if "dbx" in fixtures else 0

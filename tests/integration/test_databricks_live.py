@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -86,7 +87,7 @@ def dbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbxEnv]:
     # the workspace's MLflow is the stand-in's, over the stack's real MLflow server
     server = DatabricksTestServer(root / "databricks-server", clusters=TEST_CLUSTERS,
                                   hide=[tmp_path_factory.getbasetemp()], mlflow_url=settings.local_mlflow_url,
-                                  sandboxed=True)
+                                  sandboxed=True, max_concurrent_runs=3)
     server.start(free_port({airflow_port, mlflow_port, settings.spark_connect_port}))
     runtime = {  # what the image sets on the Airflow components for a real workspace (tracking URI, registry
         # and experiment folder keep their defaults: databricks, databricks-uc, /Shared/mlopsctl)
@@ -212,13 +213,16 @@ def test_all_three_pipelines_run_on_each_compute(dbx: DbxEnv, mode: str) -> None
         dbx.server.inject(429, times=2, path_prefix="/api/2.2/jobs/runs/get")
         dbx.server.inject(503, times=1, path_prefix="/api/2.2/jobs/runs/submit", lost_response=True)
 
-    build = dbx.cli("run", "build-model", "--max-depth", "8", "--n-estimators", "20", "--json")
-    assert build.returncode == 0, build.stdout + build.stderr
-    grid = dbx.cli("grid-search", "--max-depth", "3,6", "--n-estimators", "5,10", "--cv", "2", "--json")
-    assert grid.returncode == 0, grid.stdout + grid.stderr
-    spark_grid = dbx.cli("grid-search", "--spark", "--max-depth", "3,6", "--n-estimators", "5,10", "--cv", "2",
-                         "--json")
-    assert spark_grid.returncode == 0, spark_grid.stdout + spark_grid.stderr
+    # the three pipelines at once, as a team shares a workspace: each CLI follows its own run
+    grid_argv = ("--max-depth", "3,6", "--n-estimators", "5,10", "--cv", "2", "--json")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        build, grid, spark_grid = pool.map(lambda argv: dbx.cli(*argv), [
+            ("run", "build-model", "--max-depth", "8", "--n-estimators", "20", "--json"),
+            ("grid-search", *grid_argv),
+            ("grid-search", "--spark", *grid_argv),
+        ])
+    for res in (build, grid, spark_grid):
+        assert res.returncode == 0, res.args[3:] + [res.stdout + res.stderr]
     assert dbx.server.pending_faults() == 0
 
     # Six tasks, one Databricks run each (the lost submit answer found its run again by idempotency token).

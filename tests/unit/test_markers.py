@@ -58,6 +58,46 @@ def test_a_test_using_spark_or_the_stack_is_integration_and_a_plain_one_is_not(p
     assert _collected(pytester, "-m", "not integration") == ["test_plain"]
 
 
+ORDER_FILE = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def dbx():
+    raise AssertionError("only collected")
+
+
+@pytest.mark.load
+def test_load(local_stack):
+    pass
+
+
+def test_stack(local_stack):
+    pass
+
+
+def test_databricks(dbx):
+    pass
+
+
+def test_spark(spark):
+    pass
+
+
+def test_plain(tmp_path):
+    pass
+"""
+
+
+def test_the_session_runs_one_stack_at_a_time_and_the_load_test_last(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nmarkers =\n    integration: starts a JVM or the local stack\n    load: load\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_order=ORDER_FILE)
+    result = pytester.runpytest("--collect-only", "-q")
+    order = [line.split("::")[1] for line in result.outlines if "::" in line]
+    assert order == ["test_spark", "test_plain", "test_databricks", "test_stack", "test_load"]
+
+
 def _fixture_names(path: Path) -> set[str]:
     """Names of the functions `path` decorates with `pytest.fixture` or `pytest.fixture(...)`."""
     names = set()
