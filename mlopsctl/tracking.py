@@ -10,6 +10,7 @@ The MLflow run(s) of an Airflow run are found by the tags the pipelines set
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,44 +96,54 @@ def airflow_run_filter(dag_id: str, dag_run_id: str | None = None, role: str | N
     return " and ".join(parts)
 
 
+def grid_points(parent: MlflowRun | None, children: list[MlflowRun]) -> list[dict[str, Any]]:
+    """One dict per grid point (child run), ranked by cv_rmse_mean (failed points last, unranked)."""
+    best_id = parent.tags.get("mlopsctl.best_child_run_id") if parent else None
+    pts = []
+    for c in children:
+        failed = c.status != "FINISHED" or "cv_rmse_mean" not in c.metrics
+        pts.append(
+            {
+                "run_id": c.run_id,
+                "max_depth": _num(c.params.get("max_depth")),
+                "n_estimators": _num(c.params.get("n_estimators")),
+                "cv_rmse_mean": c.metrics.get("cv_rmse_mean"),
+                "cv_rmse_std": c.metrics.get("cv_rmse_std"),
+                "cv_r2_mean": c.metrics.get("cv_r2_mean"),
+                "status": "failed" if failed else "ok",
+                "mlflow_status": c.status,
+                "error": c.tags.get("mlopsctl.error"),
+                "rank": None,
+                "best": False,
+            }
+        )
+    ok = sorted((p for p in pts if p["status"] == "ok"), key=lambda p: p["cv_rmse_mean"])
+    for i, p in enumerate(ok, start=1):
+        p["rank"] = i
+    if best_id and any(p["run_id"] == best_id for p in ok):
+        for p in ok:
+            p["best"] = p["run_id"] == best_id
+    elif ok:
+        ok[0]["best"] = True
+    bad = sorted((p for p in pts if p["status"] != "ok"), key=lambda p: (p["max_depth"] or 0, p["n_estimators"] or 0))
+    return ok + bad
+
+
+#: result kind (pipelines.py) -> how its child runs become points. The enumeration is open: a kind not listed here
+#: is read as its headline run alone.
+CHILD_READERS: dict[str, Callable[[MlflowRun | None, list[MlflowRun]], list[dict[str, Any]]]] = {
+    "parent": grid_points,
+}
+
+
 @dataclass
-class GridResult:
-    """A grid search's parent run and one point per child run (plain data for render/JSON)."""
+class RunOutcome:
+    """What one Airflow run logged to MLflow: its headline run, its child runs, and the points read from them
+    (None for a kind of result without children)."""
 
-    parent: MlflowRun | None
-    children: list[MlflowRun]
-
-    def points(self) -> list[dict[str, Any]]:
-        """One dict per grid point, ranked by cv_rmse_mean (failed points last, unranked)."""
-        best_id = self.parent.tags.get("mlopsctl.best_child_run_id") if self.parent else None
-        pts = []
-        for c in self.children:
-            failed = c.status != "FINISHED" or "cv_rmse_mean" not in c.metrics
-            pts.append(
-                {
-                    "run_id": c.run_id,
-                    "max_depth": _num(c.params.get("max_depth")),
-                    "n_estimators": _num(c.params.get("n_estimators")),
-                    "cv_rmse_mean": c.metrics.get("cv_rmse_mean"),
-                    "cv_rmse_std": c.metrics.get("cv_rmse_std"),
-                    "cv_r2_mean": c.metrics.get("cv_r2_mean"),
-                    "status": "failed" if failed else "ok",
-                    "mlflow_status": c.status,
-                    "error": c.tags.get("mlopsctl.error"),
-                    "rank": None,
-                    "best": False,
-                }
-            )
-        ok = sorted((p for p in pts if p["status"] == "ok"), key=lambda p: p["cv_rmse_mean"])
-        for i, p in enumerate(ok, start=1):
-            p["rank"] = i
-        if best_id and any(p["run_id"] == best_id for p in ok):
-            for p in ok:
-                p["best"] = p["run_id"] == best_id
-        elif ok:
-            ok[0]["best"] = True
-        bad = sorted((p for p in pts if p["status"] != "ok"), key=lambda p: (p["max_depth"] or 0, p["n_estimators"] or 0))
-        return ok + bad
+    main: MlflowRun | None
+    children: list[MlflowRun] = field(default_factory=list)
+    points: list[dict[str, Any]] | None = None
 
 
 def _num(value: Any) -> Any:
@@ -293,21 +304,17 @@ class Tracking:
         """All MLflow runs an Airflow run logged (single run, or grid parent + children)."""
         return self.search(dag_id, airflow_run_filter(dag_id, dag_run_id))
 
-    def main_run(self, dag_id: str, dag_run_id: str, runs: list[MlflowRun] | None = None) -> MlflowRun | None:
-        """The run carrying the headline metrics (role single or parent), or None."""
-        runs = self.runs_of(dag_id, dag_run_id) if runs is None else runs
-        for role in ("single", "parent"):
-            for r in runs:
-                if r.role == role:
-                    return r
-        tops = [r for r in runs if not r.parent_run_id]
-        return tops[0] if tops else None
-
-    def grid(self, dag_id: str, dag_run_id: str) -> GridResult:
+    def outcome(self, kind: str, dag_id: str, dag_run_id: str) -> RunOutcome:
+        """What the Airflow run logged, read as its pipeline's kind of result: the headline run is the one whose
+        `mlopsctl.role` is the kind (else the first top-level run); its children become points when the kind
+        has a reader in CHILD_READERS."""
         runs = self.runs_of(dag_id, dag_run_id)
-        parent = self.main_run(dag_id, dag_run_id, runs)
-        children = [r for r in runs if r.role == "child" or (parent and r.parent_run_id == parent.run_id)]
-        return GridResult(parent=parent, children=children)
+        main = next((r for r in runs if r.role == kind), None) or next((r for r in runs if not r.parent_run_id), None)
+        reader = CHILD_READERS.get(kind)
+        if reader is None:
+            return RunOutcome(main)
+        children = [r for r in runs if r.role == "child" or (main and r.parent_run_id == main.run_id)]
+        return RunOutcome(main, children, reader(main, children))
 
     def key_runs(self, dag_id: str, role: str, *, max_results: int = 200) -> dict[str, MlflowRun]:
         """The headline run per Airflow run id for one pipeline: ONE search (for `status`)."""

@@ -79,9 +79,10 @@ SCRIPT = textwrap.dedent("""
     mlflow.set_tracking_uri(server_url)
     report["predict_http"] = [float(v) for v in mlflow.pyfunc.load_model(f"models:/{model_id}").predict(rows)]
     # the CLI's reader with the same tracking URI
-    read = Tracking("databricks", experiment_prefix=experiment.rsplit("/", 1)[0]).grid("grid_search", "manual_1")
-    report["cli"] = {"parent": read.parent.run_id, "children": sorted(c.run_id for c in read.children),
-                     "metrics": read.parent.metrics}
+    read = Tracking("databricks", experiment_prefix=experiment.rsplit("/", 1)[0]).outcome(
+        "parent", "grid_search", "manual_1")
+    report["cli"] = {"parent": read.main.run_id, "children": sorted(c.run_id for c in read.children),
+                     "metrics": read.main.metrics}
     print("REPORT " + json.dumps(report), flush=True)
 """)
 
