@@ -120,14 +120,14 @@ def _versions_table(name: str, rows: list[dict[str, Any]]) -> Any:
 
     from mlopsctl.render import fmt_metric, fmt_time
 
-    table = Table(title=f"Versions of {escape(name)}", title_justify="left")
+    table = Table(title=f"Versions of {escape(name)} (run: the first 8 characters of its id)", title_justify="left")
     for col in ("version", "aliases", "rmse", "r2", "mae", "pipeline", "data", "run", "created"):
         table.add_column(col, justify="right" if col in ("version", "rmse", "r2", "mae") else "left",
-                         no_wrap=col in ("run", "created"), overflow="fold" if col == "data" else "ellipsis")
+                         no_wrap=col in ("aliases", "run", "created"), overflow="fold" if col == "data" else "ellipsis")
     for r in rows:
         table.add_row(r["version"], escape(", ".join(r["aliases"]) or "-"), fmt_metric(r["rmse"]),
                       fmt_metric(r["r2"]), fmt_metric(r["mae"]), escape(r["pipeline"] or "-"),
-                      escape(r["data"] or "-"), escape(r["run_id"] or "-"), fmt_time(r["created"]))
+                      escape(r["data"] or "-"), escape((r["run_id"] or "-")[:8]), fmt_time(r["created"]))
     return table
 
 
