@@ -451,8 +451,13 @@ class Tracking:
             uri = (body or {}).get("artifact_uri") or ""
             if not uri.startswith("mlflow-artifacts:"):
                 return None  # an artifact store the server does not proxy
+            import httpx
+
             path = uri[len("mlflow-artifacts:"):].strip("/")
-            resp = self._client().get(f"/api/2.0/mlflow-artifacts/artifacts/{path}/MLmodel")
+            try:
+                resp = self._client().get(f"/api/2.0/mlflow-artifacts/artifacts/{path}/MLmodel")
+            except httpx.TransportError as exc:
+                raise UnreachableError(f"MLflow at {self.tracking_uri} is not reachable ({type(exc).__name__}).") from None
             return signature_of(resp.text) if resp.status_code == 200 else None
         import tempfile
         from pathlib import Path
@@ -624,13 +629,12 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 def sort_versions(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
-    """Rows sorted by `sort` (VERSION_SORTS): created newest first, rmse/mae ascending, r2 descending; rows
-    without the metric last, in version order."""
-    descending = VERSION_SORTS[sort]
-    have = [r for r in rows if r.get(sort) is not None]
-    missing = [r for r in rows if r.get(sort) is None]
-    have.sort(key=lambda r: (r[sort], int(r["version"])), reverse=descending)
-    return have + sorted(missing, key=lambda r: int(r["version"]), reverse=True)
+    """Rows sorted by `sort` (VERSION_SORTS): created newest first, rmse/mae ascending, r2 descending; ties and
+    the rows without the metric (last) newest version first."""
+    newest_first = sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+    have = [r for r in newest_first if r.get(sort) is not None]
+    have.sort(key=lambda r: r[sort], reverse=VERSION_SORTS[sort])  # stable: ties stay newest first
+    return have + [r for r in newest_first if r.get(sort) is None]
 
 
 def signature_of(mlmodel_text: str) -> dict[str, Any] | None:

@@ -140,6 +140,7 @@ def test_reference_parsing_and_sorting_rules() -> None:
     for bad in ("rf", "rf/0", "@x", "rf@", "/3"):
         with pytest.raises(InputError):
             parse_model_ref(bad)
-    rows = [{"version": "1", "rmse": 3.0}, {"version": "2", "rmse": None}, {"version": "3", "rmse": 1.0}]
-    assert [r["version"] for r in sort_versions(rows, "rmse")] == ["3", "1", "2"]  # missing metric last
+    rows = [{"version": "1", "rmse": 3.0}, {"version": "2", "rmse": None}, {"version": "3", "rmse": 1.0},
+            {"version": "4", "rmse": 3.0}, {"version": "10", "rmse": None}]
+    assert [r["version"] for r in sort_versions(rows, "rmse")] == ["3", "4", "1", "10", "2"]  # ties: newest first
     assert signature_of("flavors: {}\n") is None
