@@ -391,7 +391,7 @@ class Tracking:
         client = self._mlflow()
         flt = f"name={_quote(name)}"
         found = self._client_call(lambda: list(_all_pages(client.search_model_versions, filter_string=flt)))
-        return [_version_from_entity(v) for v in found]
+        return [_version_from_entity(v, searched=True) for v in found]
 
     def model_version(self, name: str, version: str) -> ModelVersion:
         """One version, read on its own (with its aliases); NotFoundError naming the model or the version."""
@@ -602,11 +602,13 @@ def version_from_rest(payload: dict[str, Any]) -> ModelVersion:
     )
 
 
-def _version_from_entity(mv: Any) -> ModelVersion:
+def _version_from_entity(mv: Any, *, searched: bool = False) -> ModelVersion:
+    """From an mlflow ModelVersion. A `searched` one (Unity Catalog's ModelVersionSearch) has no aliases or tags
+    to read: its `aliases`/`tags` raise, telling to get the version on its own."""
     return ModelVersion(
         name=mv.name, version=str(mv.version), run_id=mv.run_id or None, created=mv.creation_timestamp,
         status=str(mv.status) if mv.status is not None else None, source=mv.source,
-        aliases=sorted(mv.aliases or []), tags=dict(mv.tags or {}),
+        aliases=[] if searched else sorted(mv.aliases or []), tags={} if searched else dict(mv.tags or {}),
     )
 
 
