@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from airflow.sdk import dag
 from common.compute import DEFAULT_ARGS, MACROS, common_arguments, compute_tag, job_task, model_arguments
-from common.params import build_model_params
+from common.params import params_for
 
 
 @dag(
@@ -29,7 +29,7 @@ from common.params import build_model_params
     catchup=False,
     tags=["mlopsctl", "build-model", compute_tag()],
     doc_md=__doc__,
-    params=build_model_params(),
+    params=params_for("build_model"),
     default_args=DEFAULT_ARGS,
     user_defined_macros=MACROS,
     max_active_runs=4,

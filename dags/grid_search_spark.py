@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from airflow.sdk import dag
 from common.compute import DEFAULT_ARGS, MACROS, common_arguments, compute_tag, job_task, model_arguments
-from common.params import grid_params
+from common.params import params_for
 
 
 @dag(
@@ -27,7 +27,7 @@ from common.params import grid_params
     catchup=False,
     tags=["mlopsctl", "grid-search", "spark", compute_tag()],
     doc_md=__doc__,
-    params=grid_params(),
+    params=params_for("grid_search_spark"),
     default_args=DEFAULT_ARGS,
     user_defined_macros=MACROS,
     max_active_runs=2,

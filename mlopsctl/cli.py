@@ -24,6 +24,7 @@ from mlopsctl.commands import (
     grid_search,
     init,
     logs,
+    models,
     run,
     status,
 )
@@ -92,6 +93,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(connect.app, name="connect")
 app.add_typer(run.app, name="run")
 app.command("grid-search")(grid_search.grid_search)
+app.add_typer(models.app, name="models")
 app.command("status")(status.status)
 app.command("logs")(logs.logs)
 app.command("dags")(dags.dags)

@@ -1,15 +1,19 @@
-"""The bundled pipelines (name -> dag_id) and local validation against the DAGs' own Params schemas.
+"""The pipeline registry, and local validation against the DAGs' own Params schemas.
 
-The schemas are read from dags/common/params.json (the copy bundled with this installation, see
-:mod:`mlopsctl.paths`), the file the DAGs build their `Param`s from, and applied with `jsonschema`, the
-library Airflow's `Param` validates with. Everything here is pure: it judges user input before any request
-is sent, and raises `InputError` (exit USAGE) with a message that names the offending flag.
+Each pipeline is declared once, as data, in dags/common/pipelines.json (dag id, CLI name, Param groups, result
+kind, key metric, one-line help); the Param groups' JSON schemas are dags/common/params.json. Both are the copies
+bundled with this installation (see :mod:`mlopsctl.paths`), the files the DAGs build their `Param`s from. The run
+commands' options and their --help ranges (commands/_common.py), the `dags`/`status` listings and the reading of
+a run's result (runs.py, tracking.py) all derive from `PIPELINES`.
+
+Validation applies the schemas with `jsonschema`, the library Airflow's `Param` validates with. Everything here is
+pure: it judges user input before any request is sent, and raises `InputError` (exit USAGE) with a message that
+names the offending flag.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 import re
@@ -17,44 +21,58 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mlopsctl.datasources import check_data
 from mlopsctl.errors import InputError
 
-ParamKind = Literal["single", "grid"]
+#: The kind of result a pipeline logs, which is also the `mlopsctl.role` tag of its headline MLflow run. An open
+#: enumeration: "single" (one run) and "parent" (a parent run, one child run per point) today; a kind that
+#: tracking.py has no child reader for is read as its headline run alone.
+ResultKind = str
 
 
 @dataclass(frozen=True)
 class Pipeline:
     name: str  # CLI name, e.g. build-model
     dag_id: str  # Airflow dag_id, e.g. build_model
-    kind: ParamKind  # which Params it takes (the keys of params.json)
-    key_metric: str  # metric shown by `status` (on the single run / the grid parent)
-    summary: str
+    params: tuple[str, ...]  # its Param groups in params.json, in the DAG's order
+    result: ResultKind
+    key_metric: str  # metric shown by `status` (on the headline run)
+    help: str  # one line, for listings
 
     @property
-    def mlflow_role(self) -> str:
-        """The `mlopsctl.role` tag of the run that carries the pipeline's headline metrics."""
-        return "single" if self.kind == "single" else "parent"
+    def schemas(self) -> dict[str, dict[str, Any]]:
+        """The DAG's Params, name -> JSON schema (with its default), in the DAG's order."""
+        return {name: schema for group in self.params for name, schema in _GROUPS[group].items()}
 
 
+def dags_common_file(name: str) -> Path:
+    from mlopsctl.paths import bundled_dags_dir
+
+    return bundled_dags_dir() / "common" / name
+
+
+def _read(name: str) -> dict[str, Any]:
+    return json.loads(dags_common_file(name).read_text(encoding="utf-8"))
+
+
+_GROUPS: dict[str, dict[str, dict[str, Any]]] = {
+    group: schemas for group, schemas in _read("params.json").items() if not group.startswith("$")
+}
 PIPELINES: dict[str, Pipeline] = {
-    p.name: p
-    for p in (
-        Pipeline("build-model", "build_model", "single", "rmse", "preprocess data, train one random forest"),
-        Pipeline("grid-search", "grid_search", "grid", "best_cv_rmse", "grid search with scikit-learn (joblib)"),
-        Pipeline(
-            "grid-search-spark", "grid_search_spark", "grid", "best_cv_rmse", "grid search fanned out on Spark"
-        ),
-    )
+    entry["name"]: Pipeline(entry["name"], entry["dag_id"], tuple(entry["params"]), entry["result"],
+                            entry["key_metric"], entry["help"])
+    for entry in _read("pipelines.json")["pipelines"]
 }
 PIPELINE_NAMES = tuple(PIPELINES)
 _BY_DAG = {p.dag_id: p for p in PIPELINES.values()}
 
 
-def get_pipeline(name: str) -> Pipeline:
+def get_pipeline(name: str | Pipeline) -> Pipeline:
     """Pipeline by CLI name (or dag_id); InputError listing the known names otherwise."""
+    if isinstance(name, Pipeline):
+        return name
     if name in PIPELINES:
         return PIPELINES[name]
     if name in _BY_DAG:
@@ -80,27 +98,17 @@ def new_dag_run_id(now: datetime | None = None) -> str:
     return f"mlopsctl__{now.astimezone(UTC):%Y%m%dT%H%M%SZ}__{secrets.token_hex(3)}"
 
 
-
-
-
 # --- the Params contract ---------------------------------------------------------------------------
 
 
-def params_file() -> Path:
-    from mlopsctl.paths import bundled_dags_dir
-
-    return bundled_dags_dir() / "common" / "params.json"
-
-
-@functools.cache
-def param_schemas(kind: ParamKind) -> dict[str, dict[str, Any]]:
-    """A pipeline kind's DAG Params, name -> JSON schema (with its default): the kind's own, then the common."""
-    data = json.loads(params_file().read_text(encoding="utf-8"))
-    return {**data[kind], **data["common"]}
+def param_schemas(pipeline: str | Pipeline) -> dict[str, dict[str, Any]]:
+    """A pipeline's DAG Params (by CLI name, dag_id or Pipeline), name -> JSON schema with its default."""
+    return get_pipeline(pipeline).schemas
 
 
 def default_registered_model() -> str:
-    return param_schemas("single")["register_model"]["default"]
+    """The register_model Param's default (the same in every pipeline that registers a model)."""
+    return next(p.schemas["register_model"]["default"] for p in PIPELINES.values() if "register_model" in p.schemas)
 
 
 _FLAG_NAMES = {"register_model": "--register"}
@@ -152,7 +160,7 @@ def _message(error: Any, schemas: dict[str, dict[str, Any]], texts: dict[str, st
     return f"{flag}: {error.message}."
 
 
-def validate_conf(kind: ParamKind, conf: dict[str, Any], texts: dict[str, str] | None = None) -> None:
+def validate_conf(pipeline: str | Pipeline, conf: dict[str, Any], texts: dict[str, str] | None = None) -> None:
     """Judge `conf` with the DAG's own schemas, as Airflow's `Param.resolve` does at trigger time.
 
     The first failing Param (in the DAG's order) becomes an InputError naming its flag; `texts` holds the
@@ -161,7 +169,7 @@ def validate_conf(kind: ParamKind, conf: dict[str, Any], texts: dict[str, str] |
     from jsonschema import FormatChecker
     from jsonschema.validators import validator_for
 
-    schemas = param_schemas(kind)
+    schemas = param_schemas(pipeline)
     for name, value in conf.items():
         if isinstance(value, float) and math.isnan(value):  # JSON has no NaN; the schema cannot say so
             raise InputError(f"{flag_for(name)} must be a number, got nan.")
@@ -216,37 +224,35 @@ def register_value(register: str | None, no_register: bool) -> str | None:
     return register
 
 
-def _conf(kind: ParamKind, values: dict[str, Any]) -> dict[str, Any]:
-    """The DAG's defaults updated with `values` (a list flag may be given as its typed text), validated."""
-    schemas = param_schemas(kind)
+def build_conf(pipeline: str | Pipeline, **values: Any) -> dict[str, Any]:
+    """A pipeline's conf: the DAG's defaults updated with `values` (Param names; `register` for register_model;
+    a list flag may be given as its typed text, '80,90,100'), validated like the DAG's Params (InputError names
+    the bad flag)."""
+    pipeline = get_pipeline(pipeline)
+    schemas = pipeline.schemas
     if "register" in values:
         values["register_model"] = values.pop("register")
     unknown = set(values) - set(schemas)
     if unknown:
-        raise TypeError(f"unknown {kind} Params: {', '.join(sorted(unknown))}")
+        raise TypeError(f"unknown {pipeline.name} Params: {', '.join(sorted(unknown))}")
     conf = {name: copy.deepcopy(schema["default"]) for name, schema in schemas.items()}
     texts: dict[str, str] = {}
     for name, value in values.items():
         schema = schemas[name]
-        types = [schema.get("type")] if isinstance(schema.get("type"), str) else schema.get("type", [])
-        if "array" in types and isinstance(value, str):
+        if "array" in schema_types(schema) and isinstance(value, str):
             texts[name] = value
             if schema.get("items", {}).get("type") == "integer":
                 value = parse_int_list(value, flag_for(name))
             else:
                 value = parse_token_list(value, flag_for(name))
         conf[name] = value
-    validate_conf(kind, conf, texts)
-    conf["data"] = check_data(conf["data"])
+    validate_conf(pipeline, conf, texts)
+    if "data" in conf:
+        conf["data"] = check_data(conf["data"])
     return conf
 
 
-def build_model_conf(**values: Any) -> dict[str, Any]:
-    """The build_model conf: the DAG's defaults, overridden by `values` (Param names; `register` for
-    register_model), validated like the DAG's Params (InputError names the bad flag)."""
-    return _conf("single", values)
-
-
-def grid_conf(**values: Any) -> dict[str, Any]:
-    """The grid_search / grid_search_spark conf; a grid flag may be given as its text ('80,90,100')."""
-    return _conf("grid", values)
+def schema_types(schema: dict[str, Any]) -> list[str]:
+    """The JSON types a Param schema allows: "type" as a list."""
+    kind = schema.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)

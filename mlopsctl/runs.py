@@ -507,11 +507,8 @@ class RunsService:
     def _attach_mlflow(self, result: RunResult, pipeline: Pipeline, *, missing_ok: bool = False) -> None:
         tracking = self.tracking()
         try:
-            if pipeline.kind == "grid":
-                grid = tracking.grid(pipeline.dag_id, result.dag_run_id)
-                main, points = grid.parent, grid.points()
-            else:
-                main, points = tracking.main_run(pipeline.dag_id, result.dag_run_id), None
+            outcome = tracking.outcome(pipeline.result, pipeline.dag_id, result.dag_run_id)
+            main, points = outcome.main, outcome.points
         except MlopsctlError as exc:
             result.warnings.append(f"MLflow result unavailable: {exc.message}")
             return
@@ -565,7 +562,7 @@ class RunsService:
                     continue
                 key: dict[str, Any] = {}
                 try:
-                    key = tracking.key_runs(p.dag_id, p.mlflow_role, max_results=max(100, limit * 5))
+                    key = tracking.key_runs(p.dag_id, p.result, max_results=max(100, limit * 5))
                 except MlopsctlError as exc:
                     if not any(w.startswith("MLflow") for w in warnings):
                         warnings.append(f"MLflow metrics unavailable: {exc.message}")

@@ -9,11 +9,13 @@ The MLflow run(s) of an Airflow run are found by the tags the pipelines set
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlopsctl.errors import MlopsctlError, UnreachableError
+from mlopsctl.errors import MlopsctlError, NotFoundError, UnreachableError
 
 DEFAULT_EXPERIMENT_PREFIX = "/mlopsctl"
 _SEARCH_PAGE = 1000
@@ -95,44 +97,54 @@ def airflow_run_filter(dag_id: str, dag_run_id: str | None = None, role: str | N
     return " and ".join(parts)
 
 
+def grid_points(parent: MlflowRun | None, children: list[MlflowRun]) -> list[dict[str, Any]]:
+    """One dict per grid point (child run), ranked by cv_rmse_mean (failed points last, unranked)."""
+    best_id = parent.tags.get("mlopsctl.best_child_run_id") if parent else None
+    pts = []
+    for c in children:
+        failed = c.status != "FINISHED" or "cv_rmse_mean" not in c.metrics
+        pts.append(
+            {
+                "run_id": c.run_id,
+                "max_depth": _num(c.params.get("max_depth")),
+                "n_estimators": _num(c.params.get("n_estimators")),
+                "cv_rmse_mean": c.metrics.get("cv_rmse_mean"),
+                "cv_rmse_std": c.metrics.get("cv_rmse_std"),
+                "cv_r2_mean": c.metrics.get("cv_r2_mean"),
+                "status": "failed" if failed else "ok",
+                "mlflow_status": c.status,
+                "error": c.tags.get("mlopsctl.error"),
+                "rank": None,
+                "best": False,
+            }
+        )
+    ok = sorted((p for p in pts if p["status"] == "ok"), key=lambda p: p["cv_rmse_mean"])
+    for i, p in enumerate(ok, start=1):
+        p["rank"] = i
+    if best_id and any(p["run_id"] == best_id for p in ok):
+        for p in ok:
+            p["best"] = p["run_id"] == best_id
+    elif ok:
+        ok[0]["best"] = True
+    bad = sorted((p for p in pts if p["status"] != "ok"), key=lambda p: (p["max_depth"] or 0, p["n_estimators"] or 0))
+    return ok + bad
+
+
+#: result kind (pipelines.py) -> how its child runs become points. The enumeration is open: a kind not listed here
+#: is read as its headline run alone.
+CHILD_READERS: dict[str, Callable[[MlflowRun | None, list[MlflowRun]], list[dict[str, Any]]]] = {
+    "parent": grid_points,
+}
+
+
 @dataclass
-class GridResult:
-    """A grid search's parent run and one point per child run (plain data for render/JSON)."""
+class RunOutcome:
+    """What one Airflow run logged to MLflow: its headline run, its child runs, and the points read from them
+    (None for a kind of result without children)."""
 
-    parent: MlflowRun | None
-    children: list[MlflowRun]
-
-    def points(self) -> list[dict[str, Any]]:
-        """One dict per grid point, ranked by cv_rmse_mean (failed points last, unranked)."""
-        best_id = self.parent.tags.get("mlopsctl.best_child_run_id") if self.parent else None
-        pts = []
-        for c in self.children:
-            failed = c.status != "FINISHED" or "cv_rmse_mean" not in c.metrics
-            pts.append(
-                {
-                    "run_id": c.run_id,
-                    "max_depth": _num(c.params.get("max_depth")),
-                    "n_estimators": _num(c.params.get("n_estimators")),
-                    "cv_rmse_mean": c.metrics.get("cv_rmse_mean"),
-                    "cv_rmse_std": c.metrics.get("cv_rmse_std"),
-                    "cv_r2_mean": c.metrics.get("cv_r2_mean"),
-                    "status": "failed" if failed else "ok",
-                    "mlflow_status": c.status,
-                    "error": c.tags.get("mlopsctl.error"),
-                    "rank": None,
-                    "best": False,
-                }
-            )
-        ok = sorted((p for p in pts if p["status"] == "ok"), key=lambda p: p["cv_rmse_mean"])
-        for i, p in enumerate(ok, start=1):
-            p["rank"] = i
-        if best_id and any(p["run_id"] == best_id for p in ok):
-            for p in ok:
-                p["best"] = p["run_id"] == best_id
-        elif ok:
-            ok[0]["best"] = True
-        bad = sorted((p for p in pts if p["status"] != "ok"), key=lambda p: (p["max_depth"] or 0, p["n_estimators"] or 0))
-        return ok + bad
+    main: MlflowRun | None
+    children: list[MlflowRun] = field(default_factory=list)
+    points: list[dict[str, Any]] | None = None
 
 
 def _num(value: Any) -> Any:
@@ -226,7 +238,7 @@ class Tracking:
                 from mlflow import MlflowClient
             except ImportError as exc:  # pragma: no cover - mlflow is a dependency
                 raise TrackingError(f"mlflow is needed for tracking URI {self.tracking_uri!r}: {exc}") from None
-            self._mlflow_client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._mlflow_client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         return self._mlflow_client
 
     # --- experiments -------------------------------------------------------------------------------
@@ -293,21 +305,17 @@ class Tracking:
         """All MLflow runs an Airflow run logged (single run, or grid parent + children)."""
         return self.search(dag_id, airflow_run_filter(dag_id, dag_run_id))
 
-    def main_run(self, dag_id: str, dag_run_id: str, runs: list[MlflowRun] | None = None) -> MlflowRun | None:
-        """The run carrying the headline metrics (role single or parent), or None."""
-        runs = self.runs_of(dag_id, dag_run_id) if runs is None else runs
-        for role in ("single", "parent"):
-            for r in runs:
-                if r.role == role:
-                    return r
-        tops = [r for r in runs if not r.parent_run_id]
-        return tops[0] if tops else None
-
-    def grid(self, dag_id: str, dag_run_id: str) -> GridResult:
+    def outcome(self, kind: str, dag_id: str, dag_run_id: str) -> RunOutcome:
+        """What the Airflow run logged, read as its pipeline's kind of result: the headline run is the one whose
+        `mlopsctl.role` is the kind (else the first top-level run); its children become points when the kind
+        has a reader in CHILD_READERS."""
         runs = self.runs_of(dag_id, dag_run_id)
-        parent = self.main_run(dag_id, dag_run_id, runs)
-        children = [r for r in runs if r.role == "child" or (parent and r.parent_run_id == parent.run_id)]
-        return GridResult(parent=parent, children=children)
+        main = next((r for r in runs if r.role == kind), None) or next((r for r in runs if not r.parent_run_id), None)
+        reader = CHILD_READERS.get(kind)
+        if reader is None:
+            return RunOutcome(main)
+        children = [r for r in runs if r.role == "child" or (main and r.parent_run_id == main.run_id)]
+        return RunOutcome(main, children, reader(main, children))
 
     def key_runs(self, dag_id: str, role: str, *, max_results: int = 200) -> dict[str, MlflowRun]:
         """The headline run per Airflow run id for one pipeline: ONE search (for `status`)."""
@@ -323,6 +331,205 @@ class Tracking:
             if rid and rid not in out:
                 out[rid] = r
         return out
+
+    # --- the model registry (see the section at the end of this module) -----------------------------
+    @property
+    def registry_uri(self) -> str:
+        """Where the registered models are: Unity Catalog for a workspace's tracking, else the tracking server."""
+        if self.tracking_uri == "databricks" or self.tracking_uri.startswith("databricks://"):
+            return "databricks-uc" + self.tracking_uri[len("databricks"):]
+        return self.tracking_uri
+
+    def _client_call(self, call: Callable[[], Any], missing: str | None = None,
+                     missing_codes: tuple[str, ...] = ("RESOURCE_DOES_NOT_EXIST",)) -> Any:
+        """An MlflowClient call; an error in `missing_codes` becomes NotFoundError(missing), others TrackingError."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return call()
+        except MlflowException as exc:
+            if exc.error_code in missing_codes and missing is not None:
+                raise NotFoundError(missing) from None
+            raise TrackingError(f"MLflow registry at {self.registry_uri}: {exc.message}") from None
+
+    def _pages(self, path: str, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = {**params, "max_results": _REGISTRY_PAGE, **({"page_token": token} if token else {})}
+            body = self._request("GET", path, params=page) or {}
+            out.extend(body.get(key, []))
+            token = body.get("next_page_token")
+            if not token:
+                return out
+
+    def _model_names(self) -> list[str]:
+        if self.is_http:
+            return sorted(m["name"] for m in self._pages("registered-models/search", "registered_models", {}))
+        client = self._mlflow()
+        models = self._client_call(lambda: list(_all_pages(client.search_registered_models)))
+        return sorted(m.name for m in models)
+
+    def model_aliases(self, name: str) -> dict[str, str]:
+        """alias -> version of one registered model (its own record: searches may leave aliases out)."""
+        missing = f"No registered model {name!r} at {self.registry_uri}."
+        if self.is_http:
+            body = self._request("GET", "registered-models/get", params={"name": name})
+            if body is None:
+                raise NotFoundError(missing, hint="List them with: mlopsctl models list")
+            aliases = body["registered_model"].get("aliases") or []
+            return {a["alias"]: str(a["version"]) for a in aliases}
+        client = self._mlflow()
+        model = self._client_call(lambda: client.get_registered_model(name), missing)
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def _versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, from the registry's search (aliases not read: see `model_version`)."""
+        if self.is_http:
+            found = self._pages("model-versions/search", "model_versions", {"filter": f"name={_quote(name)}"})
+            return [version_from_rest(v) for v in found]
+        client = self._mlflow()
+        flt = f"name={_quote(name)}"
+        found = self._client_call(lambda: list(_all_pages(client.search_model_versions, filter_string=flt)))
+        return [_version_from_entity(v, searched=True) for v in found]
+
+    def model_version(self, name: str, version: str) -> ModelVersion:
+        """One version, read on its own (with its aliases); NotFoundError naming the model or the version."""
+        missing = f"No version {version} of registered model {name!r}."
+        found: ModelVersion | None = None
+        if self.is_http:
+            body = self._request("GET", "model-versions/get", params={"name": name, "version": version})
+            found = version_from_rest(body["model_version"]) if body else None
+        else:
+            client = self._mlflow()
+            try:
+                found = _version_from_entity(self._client_call(lambda: client.get_model_version(name, version), missing))
+            except NotFoundError:
+                found = None
+        if found is None:
+            self.model_aliases(name)  # a missing model is its own NotFoundError
+            raise NotFoundError(missing, hint=f"List them with: mlopsctl models versions {name}")
+        return found
+
+    def version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        """The version an alias points at; NotFoundError when the model or the alias does not exist."""
+        aliases = self.model_aliases(name)
+        missing = f"Registered model {name!r} has no alias {alias!r}."
+        hint = (f"Its aliases: {', '.join(f'{a} -> {v}' for a, v in sorted(aliases.items()))}." if aliases
+                else "It has no aliases yet.")
+        if alias in aliases:
+            return self.model_version(name, aliases[alias])
+        if self.is_http:
+            raise NotFoundError(missing, hint=hint)
+        client = self._mlflow()  # the alias's own record, in case the model's left it out
+        try:  # an MLflow server's registry says INVALID_PARAMETER_VALUE for an alias it does not have
+            mv = self._client_call(lambda: client.get_model_version_by_alias(name, alias), missing,
+                                   ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"))
+        except NotFoundError:
+            raise NotFoundError(missing, hint=hint) from None
+        return _version_from_entity(mv)
+
+    def get_run(self, run_id: str) -> MlflowRun | None:
+        if self.is_http:
+            body = self._request("GET", "runs/get", params={"run_id": run_id})
+            return run_from_rest(body["run"]) if body else None
+        client = self._mlflow()
+        return _run_from_entity(self._client_call(lambda: client.get_run(run_id), f"No MLflow run {run_id}."))
+
+    def _run_or_none(self, run_id: str | None) -> MlflowRun | None:
+        if not run_id:
+            return None
+        try:
+            return self.get_run(run_id)
+        except NotFoundError:
+            return None
+
+    def signature(self, name: str, version: str) -> dict[str, Any] | None:
+        """The version's model signature, read from its MLmodel file (None when there is none to read)."""
+        if self.is_http:
+            body = self._request("GET", "model-versions/get-download-uri", params={"name": name, "version": version})
+            uri = (body or {}).get("artifact_uri") or ""
+            if not uri.startswith("mlflow-artifacts:"):
+                return None  # an artifact store the server does not proxy
+            import httpx
+
+            path = uri[len("mlflow-artifacts:"):].strip("/")
+            try:
+                resp = self._client().get(f"/api/2.0/mlflow-artifacts/artifacts/{path}/MLmodel")
+            except httpx.TransportError as exc:
+                raise UnreachableError(f"MLflow at {self.tracking_uri} is not reachable ({type(exc).__name__}).") from None
+            return signature_of(resp.text) if resp.status_code == 200 else None
+        import tempfile
+        from pathlib import Path
+
+        client = self._mlflow()
+        missing = f"No MLmodel file for {name} version {version}."
+
+        def download(dst: str) -> str:
+            if self.registry_uri.startswith("databricks-uc"):  # Unity Catalog's own artifact repository
+                from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+                repo = ModelsArtifactRepository(f"models:/{name}/{version}", tracking_uri=self.tracking_uri,
+                                                registry_uri=self.registry_uri)
+                return repo.download_artifacts("MLmodel", dst_path=dst)
+            from mlflow.artifacts import download_artifacts
+
+            uri = client.get_model_version_download_uri(name, version).rstrip("/")
+            return download_artifacts(artifact_uri=f"{uri}/MLmodel", dst_path=dst, tracking_uri=self.tracking_uri)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return signature_of(Path(self._client_call(lambda: download(tmp), missing)).read_text(encoding="utf-8"))
+
+    def registered_models(self) -> list[dict[str, Any]]:
+        """Each registered model: its aliases (alias -> version), latest version and number of versions."""
+        out = []
+        for name in self._model_names():
+            numbers = [int(v.version) for v in self._versions(name)]
+            out.append({"name": name, "aliases": self.model_aliases(name),
+                        "latest_version": str(max(numbers)) if numbers else None, "versions": len(numbers)})
+        return out
+
+    def version_rows(self, name: str, *, sort: str = "created", limit: int | None = None) -> list[dict[str, Any]]:
+        """A model's versions with their run's pipeline, data and metrics, sorted here (VERSION_SORTS; the
+        registry cannot order by metric), the first `limit`; aliases read per version."""
+        self.model_aliases(name)  # NotFoundError for an unknown model, not an empty list
+        versions = sorted(self._versions(name), key=lambda v: int(v.version), reverse=True)
+        if sort == "created":  # only the rows shown need their run
+            versions = sorted(versions, key=lambda v: v.created or 0, reverse=True)[:limit]
+        rows = sort_versions([self._version_row(v, self._run_or_none(v.run_id)) for v in versions], sort)[:limit]
+        for row in rows:
+            row["aliases"] = self.model_version(name, row["version"]).aliases
+        return rows
+
+    @staticmethod
+    def _version_row(mv: ModelVersion, run: MlflowRun | None) -> dict[str, Any]:
+        from mlopsctl.pipelines import pipeline_for_dag
+
+        dag_id = run.tags.get("mlopsctl.pipeline") if run else None
+        known = pipeline_for_dag(dag_id) if dag_id else None
+        metrics = run.metrics if run else {}
+        return {
+            "version": mv.version, "aliases": mv.aliases, "run_id": mv.run_id,
+            "pipeline": known.name if known else dag_id, "data": run.params.get("data") if run else None,
+            "rmse": metrics.get("rmse"), "r2": metrics.get("r2"), "mae": metrics.get("mae"),
+            "created": _iso_ms(mv.created), "status": mv.status,
+        }
+
+    def describe_version(self, ref: str, ui_base: str | None = None) -> dict[str, Any]:
+        """`NAME@ALIAS` or `NAME/VERSION` resolved: the version, a link to its run, its signature, the run's
+        params and metrics, and its promotion record (the version tags starting PROMOTION_TAG_PREFIX)."""
+        name, version, alias = parse_model_ref(ref)
+        mv = self.version_by_alias(name, alias) if alias else self.model_version(name, version or "")
+        run = self._run_or_none(mv.run_id)
+        row = self._version_row(mv, run)
+        return {
+            "name": mv.name or name, "ref": ref, "alias": alias, **row, "aliases": mv.aliases, "source": mv.source,
+            "run_url": self.run_url(run, ui_base) if run else None,
+            "signature": self.signature(name, mv.version),
+            "params": run.params if run else {}, "metrics": run.metrics if run else {},
+            "promotion": {k: v for k, v in sorted(mv.tags.items()) if k.startswith(PROMOTION_TAG_PREFIX)},
+            "tags": mv.tags,
+        }
 
     # --- links -------------------------------------------------------------------------------------
     def run_url(self, run: MlflowRun, ui_base: str | None = None) -> str | None:
@@ -353,3 +560,113 @@ def _run_from_entity(run: Any) -> MlflowRun:
         metrics=dict(data.metrics),
         tags=dict(data.tags),
     )
+
+
+# --- the model registry ---------------------------------------------------------------------------------
+# The same reads against an MLflow server (REST, through httpx) and a Databricks workspace (`mlflow.MlflowClient`,
+# registry `databricks-uc`, three-part names). Unity Catalog's searches leave aliases out and cannot order or
+# filter by metric, so aliases are read per model / per version and versions are sorted here.
+
+#: `models versions --sort` keys -> whether larger is better (created: newest first)
+VERSION_SORTS: dict[str, bool] = {"created": True, "rmse": False, "mae": False, "r2": True}
+#: version tags that hold a promotion record start with this (Unity Catalog tag keys allow no dots)
+PROMOTION_TAG_PREFIX = "mlopsctl_"
+_REGISTRY_PAGE = 1000
+
+
+@dataclass
+class ModelVersion:
+    """One registered model version (plain data; `created` in epoch ms)."""
+
+    name: str
+    version: str
+    run_id: str | None = None
+    created: int | None = None
+    status: str | None = None
+    source: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def version_from_rest(payload: dict[str, Any]) -> ModelVersion:
+    aliases = payload.get("aliases") or []
+    return ModelVersion(
+        name=payload.get("name", ""),
+        version=str(payload.get("version")),
+        run_id=payload.get("run_id") or None,
+        created=_int_or_none(payload.get("creation_timestamp")),
+        status=payload.get("status"),
+        source=payload.get("source"),
+        aliases=sorted(a if isinstance(a, str) else a.get("alias", "") for a in aliases),
+        tags={t["key"]: t.get("value") for t in payload.get("tags", []) or []},
+    )
+
+
+def _version_from_entity(mv: Any, *, searched: bool = False) -> ModelVersion:
+    """From an mlflow ModelVersion. A `searched` one (Unity Catalog's ModelVersionSearch) has no aliases or tags
+    to read: its `aliases`/`tags` raise, telling to get the version on its own."""
+    return ModelVersion(
+        name=mv.name, version=str(mv.version), run_id=mv.run_id or None, created=mv.creation_timestamp,
+        status=str(mv.status) if mv.status is not None else None, source=mv.source,
+        aliases=[] if searched else sorted(mv.aliases or []), tags={} if searched else dict(mv.tags or {}),
+    )
+
+
+def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """'NAME@ALIAS' -> (name, None, alias); 'NAME/VERSION' -> (name, version, None); else InputError."""
+    from mlopsctl.errors import InputError
+
+    name, sep, alias = ref.rpartition("@")
+    if sep:
+        if not name or not alias:
+            raise InputError(f"{ref!r} names no alias.", hint="Give NAME@ALIAS, e.g. my-model@champion.")
+        return name, None, alias
+    name, sep, version = ref.rpartition("/")
+    if not sep:
+        raise InputError(f"{ref!r} names no version or alias.",
+                         hint="Give NAME@ALIAS or NAME/VERSION, e.g. my-model@champion or my-model/3.")
+    if not name or not version.isdigit() or int(version) < 1:
+        raise InputError(f"{ref!r}: the version must be a positive integer.", hint="e.g. my-model/3")
+    return name, version, None
+
+
+def sort_versions(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    """Rows sorted by `sort` (VERSION_SORTS): created newest first, rmse/mae ascending, r2 descending; ties and
+    the rows without the metric (last) newest version first."""
+    newest_first = sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+    have = [r for r in newest_first if r.get(sort) is not None]
+    have.sort(key=lambda r: r[sort], reverse=VERSION_SORTS[sort])  # stable: ties stay newest first
+    return have + [r for r in newest_first if r.get(sort) is None]
+
+
+def signature_of(mlmodel_text: str) -> dict[str, Any] | None:
+    """The signature of an MLmodel file: {inputs: [{name, type}], outputs: [...]} (None when it has none)."""
+    import yaml
+
+    meta = yaml.safe_load(mlmodel_text) or {}
+    signature = meta.get("signature") if isinstance(meta, dict) else None
+    if not isinstance(signature, dict):
+        return None
+    out: dict[str, Any] = {}
+    for part in ("inputs", "outputs"):
+        raw = signature.get(part)
+        specs = json.loads(raw) if isinstance(raw, str) else raw or []
+        out[part] = [{"name": s.get("name"), "type": s.get("type")} for s in specs]
+    return out
+
+
+def _all_pages(search: Callable[..., Any], **kwargs: Any) -> Any:
+    """Every item of an MlflowClient search that pages (PagedList with a token)."""
+    token = None
+    while True:
+        page = search(max_results=_REGISTRY_PAGE, page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _iso_ms(ms: int | None) -> str | None:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms else None

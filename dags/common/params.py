@@ -1,8 +1,10 @@
-"""The DAG Params of the mlopsctl pipelines, read from params.json (so Airflow rejects bad conf with HTTP 400).
+"""The DAG Params of the mlopsctl pipelines, built from the pipeline registry (so Airflow rejects bad conf with
+HTTP 400).
 
-params.json is the one statement of the contract: the CLI validates a run's conf against the same file
-before sending it. `SCHEMAS` is that data per dag_id (no Airflow import), and `build_model_params()` /
-`grid_params()` wrap it in `airflow.sdk.Param` for the DAG files.
+pipelines.json declares each pipeline once (dag id, CLI name, Param groups, result kind, help); params.json
+holds the Param groups as JSON schemas. The CLI reads the same two files to build its options and validate a
+run's conf before sending it. `SCHEMAS` is a pipeline's Params per dag_id (no Airflow import), and
+`params_for(dag_id)` wraps them in `airflow.sdk.Param` for the DAG files.
 """
 
 from __future__ import annotations
@@ -12,33 +14,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-PARAMS_FILE = Path(__file__).with_name("params.json")
-_DATA: dict[str, Any] = json.loads(PARAMS_FILE.read_text(encoding="utf-8"))
+HERE = Path(__file__).parent
+PARAMS_FILE = HERE / "params.json"
+REGISTRY_FILE = HERE / "pipelines.json"
 
-# a pipeline's Params: its kind's, then the common ones
-BUILD_MODEL: dict[str, dict[str, Any]] = {**_DATA["single"], **_DATA["common"]}
-GRID: dict[str, dict[str, Any]] = {**_DATA["grid"], **_DATA["common"]}
+_GROUPS: dict[str, Any] = json.loads(PARAMS_FILE.read_text(encoding="utf-8"))
+REGISTRY: dict[str, dict[str, Any]] = {
+    entry["dag_id"]: entry for entry in json.loads(REGISTRY_FILE.read_text(encoding="utf-8"))["pipelines"]
+}
 SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
-    "build_model": BUILD_MODEL,
-    "grid_search": GRID,
-    "grid_search_spark": GRID,
+    dag_id: {name: schema for group in entry["params"] for name, schema in _GROUPS[group].items()}
+    for dag_id, entry in REGISTRY.items()
 }
 
 
-def _to_params(spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def params_for(dag_id: str) -> dict[str, Any]:
+    """The registered pipeline's Params, as `airflow.sdk.Param`s in the DAG's order."""
     from airflow.sdk import Param
 
     out = {}
-    for name, schema in spec.items():
+    for name, schema in SCHEMAS[dag_id].items():
         schema = copy.deepcopy(schema)
         default = schema.pop("default")
         out[name] = Param(default, **schema)
     return out
-
-
-def build_model_params() -> dict[str, Any]:
-    return _to_params(BUILD_MODEL)
-
-
-def grid_params() -> dict[str, Any]:
-    return _to_params(GRID)

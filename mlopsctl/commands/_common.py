@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -17,27 +21,7 @@ if TYPE_CHECKING:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
 
-# --- options of the run-shaped commands (run build-model, grid-search) ---------------------------------
-DataOpt = Annotated[
-    str | None,
-    typer.Option("--data", help="CSV/Parquet file or directory on this machine (local compute only), a URI Spark reads "
-                 "(s3://, abfss://, gs://, dbfs:/), a /Volumes/... path, or a table (catalog.schema.table). "
-                 "Default: scikit-learn's diabetes data."),
-]
-TargetOpt = Annotated[str, typer.Option("--target", help="Target column in --data.")]
-TestSizeOpt = Annotated[float, typer.Option("--test-size", help="Held-out fraction, strictly between 0 and 1.")]
-RandomStateOpt = Annotated[int, typer.Option("--random-state", help="Random seed (0..4294967295).")]
-NaValuesOpt = Annotated[
-    str | None,
-    typer.Option("--na-values", help="Comma-separated tokens read as missing in a CSV --data, replacing the default "
-                 "list (pandas' defaults: NA, N/A, NaN, nan, null, NULL, None, #N/A, <NA>, ...). Empty fields are "
-                 "always missing."),
-]
-RegisterOpt = Annotated[
-    str | None,
-    typer.Option("--register", help="Register the model under this name [default: mlopsctl-random-forest].",
-                 show_default=False),
-]
+# --- the run-shaped commands: options from the pipeline registry, the shared run options declared once ---
 NoRegisterOpt = Annotated[bool, typer.Option("--no-register", help="Do not register the model.")]
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Print the run id and return at once.")]
 TimeoutOpt = Annotated[
@@ -48,6 +32,113 @@ AutoUnpauseOpt = Annotated[
     bool,
     typer.Option("--auto-unpause/--no-auto-unpause", help="Unpause the DAG if it is paused (a paused DAG only queues)."),
 ]
+#: the options every run-shaped command takes besides its pipeline's Params: name -> (annotation, default)
+RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "no_wait": (NoWaitOpt, False),
+    "timeout": (TimeoutOpt, None),
+    "auto_unpause": (AutoUnpauseOpt, True),
+    "json_output": (JsonOpt, False),
+}
+#: the Param that the registration options set, as `--register NAME` / `--no-register`
+REGISTER_PARAM = "register_model"
+
+
+@dataclass
+class RunRequest:
+    """What a run-shaped command's options asked for: Param values (list flags as typed) and the run options."""
+
+    values: dict[str, Any]
+    no_wait: bool = False
+    timeout: float | None = None
+    auto_unpause: bool = True
+    json_output: bool = False
+    register: str | None = None
+    no_register: bool = False
+
+    def launch(self, ctx: typer.Context, pipeline: str) -> None:
+        """Validate the conf (before any request), then trigger `pipeline` and follow it unless --no-wait."""
+        from mlopsctl.pipelines import build_conf, get_pipeline, register_value
+
+        target = get_pipeline(pipeline)
+        values = dict(self.values)
+        if REGISTER_PARAM in target.schemas:
+            values[REGISTER_PARAM] = register_value(self.register, self.no_register)
+        conf = build_conf(target, **values)
+        check_timeout(self.timeout)
+        actx = app_context(ctx, self.json_output)
+        launch(actx, target, conf, wait=not self.no_wait, timeout=self.timeout, auto_unpause=self.auto_unpause)
+
+
+def _range(schema: dict[str, Any]) -> str:
+    """The bounds --help advertises: "(1..1000)", "(each 1..1000)", "(strictly between 0 and 1)" or ""."""
+    each = "each " if "items" in schema else ""
+    bounds = schema.get("items", schema)
+    if "minimum" in bounds and "maximum" in bounds:
+        return f"({each}{bounds['minimum']}..{bounds['maximum']})"
+    if "exclusiveMinimum" in bounds and "exclusiveMaximum" in bounds:
+        return f"({each}strictly between {bounds['exclusiveMinimum']} and {bounds['exclusiveMaximum']})"
+    return ""
+
+
+_PY_TYPES = {"integer": int, "number": float, "string": str, "array": str}  # a list flag is typed as its text
+
+
+def param_option(name: str, schema: dict[str, Any]) -> tuple[Any, Any]:
+    """(annotation, default) of the option that sets a Param: its flag, type, default and help (the schema's
+    description and bounds) all from the schema."""
+    from mlopsctl.pipelines import flag_for, schema_types
+
+    types = schema_types(schema)
+    main = next(t for t in types if t != "null")
+    py: Any = _PY_TYPES[main]
+    default = schema["default"]
+    help_text = " ".join(part for part in (schema.get("description", ""), _range(schema)) if part)
+    extra: dict[str, Any] = {}
+    if main == "array":
+        help_text = f"Comma-separated list. {help_text}"
+        extra["metavar"] = "LIST"
+        default = ",".join(map(str, default)) if default is not None else None
+    if "null" in types or default is None:
+        py = py | None
+    return Annotated[py, typer.Option(flag_for(name), help=help_text, **extra)], default
+
+
+def pipeline_command(pipeline: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a run-shaped command the options of `pipeline`'s Params (flag, type, default and --help bounds from
+    the registry's schemas) followed by the shared run options; the command declares its own options and a
+    `request: RunRequest` parameter, which receives the rest."""
+    from mlopsctl.pipelines import flag_for, get_pipeline
+
+    generated: dict[str, tuple[Any, Any]] = {}
+    for name, schema in get_pipeline(pipeline).schemas.items():
+        if name == REGISTER_PARAM:  # None: the schema's default, which the help names
+            help_text = f"{schema['description']} [default: {schema['default']}]"
+            generated["register"] = (
+                Annotated[str | None, typer.Option(flag_for(name), help=help_text, show_default=False)], None
+            )
+            generated["no_register"] = (NoRegisterOpt, False)
+        else:
+            generated[name] = param_option(name, schema)
+    generated.update(RUN_OPTIONS)
+
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "request"]
+        params = [*own, *(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+            for name, (annotation, default) in generated.items()
+        )]
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> None:
+            own_values = {p.name: kwargs.pop(p.name) for p in own}
+            run = {k: kwargs.pop(k) for k in (*RUN_OPTIONS, "register", "no_register") if k in kwargs}
+            func(**own_values, request=RunRequest(values=kwargs, **run))
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
 
 
 def escape(text: str) -> str:

@@ -38,7 +38,8 @@ def dags(ctx: typer.Context, json_output: JsonOpt = False) -> None:
         errors = []
     rows = []
     for p in PIPELINES.values():
-        row: dict[str, Any] = {"pipeline": p.name, "dag_id": p.dag_id, "summary": p.summary, "loaded": False}
+        row: dict[str, Any] = {"pipeline": p.name, "dag_id": p.dag_id, "summary": p.help, "result": p.result,
+                               "loaded": False}
         try:
             d = client.get_dag_details(p.dag_id)
             row.update(loaded=True, is_paused=d.is_paused, params=param_defaults(d.params), fileloc=d.fileloc)

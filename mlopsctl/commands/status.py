@@ -9,14 +9,14 @@ import typer
 from mlopsctl.appcontext import AppContext
 from mlopsctl.commands._common import JsonOpt, app_context, check_timeout
 from mlopsctl.errors import InputError
-from mlopsctl.pipelines import complete_pipeline
+from mlopsctl.pipelines import PIPELINE_NAMES, complete_pipeline
 
 PipelineOpt = Annotated[
     str | None,
     typer.Option(
         "--pipeline",
         "-p",
-        help="Only this pipeline: build-model, grid-search or grid-search-spark.",
+        help=f"Only this pipeline: {', '.join(PIPELINE_NAMES[:-1])} or {PIPELINE_NAMES[-1]}.",
         autocompletion=complete_pipeline,
         show_default=False,
     ),

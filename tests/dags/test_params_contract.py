@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mlopsctl.errors import InputError
-from mlopsctl.pipelines import build_model_conf, flag_for, get_pipeline, grid_conf, param_schemas
+from mlopsctl.pipelines import PIPELINES, build_conf, flag_for, param_schemas
 
 # Every keyword a Param schema may use. A new limit keyword fails test_every_schema_keyword_is_probed
 # until _probes() knows how to test it.
@@ -54,9 +54,8 @@ def _probes(schema: dict[str, Any], default: Any) -> list[tuple[str, Any, bool]]
 
 
 def _cli_accepts(dag_id: str, name: str, value: Any) -> bool:
-    build = build_model_conf if get_pipeline(dag_id).kind == "single" else grid_conf
     try:
-        build(**{name: copy.deepcopy(value)})
+        build_conf(dag_id, **{name: copy.deepcopy(value)})
     except InputError as exc:
         assert exc.message.startswith(flag_for(name)), exc.message  # the message names the flag
         return False
@@ -73,14 +72,14 @@ def _airflow_accepts(param: Any, value: Any) -> bool:
     return True
 
 
-DAG_IDS = ["build_model", "grid_search", "grid_search_spark"]
+DAG_IDS = [p.dag_id for p in PIPELINES.values()]
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)
 def test_the_cli_reads_the_dags_params(dagbag, dag_id: str) -> None:
     """Same Params, same defaults, same schemas: the CLI's file is the one the DAG was built from."""
     dag = dagbag.dags[dag_id]
-    schemas = param_schemas(get_pipeline(dag_id).kind)
+    schemas = param_schemas(dag_id)
     assert list(dag.params.keys()) == list(schemas)
     for name, schema in schemas.items():
         param = dag.params.get_param(name)
@@ -88,22 +87,22 @@ def test_the_cli_reads_the_dags_params(dagbag, dag_id: str) -> None:
         assert {k: v for k, v in param.schema.items() if k in LIMITS} == {
             k: v for k, v in schema.items() if k in LIMITS
         }, name
-    defaults = (build_model_conf if dag_id == "build_model" else grid_conf)()
+    defaults = build_conf(dag_id)
     assert defaults == {name: dag.params.get_param(name).value for name in schemas}
 
 
 def test_every_schema_keyword_is_probed() -> None:
-    for kind in ("single", "grid"):
-        for name, schema in param_schemas(kind).items():
+    for pipeline in PIPELINES:
+        for name, schema in param_schemas(pipeline).items():
             point = schema.get("items", {})
-            assert set(schema) | set(point) <= ANNOTATIONS | LIMITS, (kind, name)
+            assert set(schema) | set(point) <= ANNOTATIONS | LIMITS, (pipeline, name)
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)
 def test_every_limit_the_cli_enforces_is_the_dags(dagbag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     checked = 0
-    for name, schema in param_schemas(get_pipeline(dag_id).kind).items():
+    for name, schema in param_schemas(dag_id).items():
         param = dag.params.get_param(name)
         for what, value, valid in _probes(schema, schema["default"]):
             verdicts = {"expected": valid, "cli": _cli_accepts(dag_id, name, value),

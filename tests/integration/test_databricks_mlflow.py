@@ -79,9 +79,10 @@ SCRIPT = textwrap.dedent("""
     mlflow.set_tracking_uri(server_url)
     report["predict_http"] = [float(v) for v in mlflow.pyfunc.load_model(f"models:/{model_id}").predict(rows)]
     # the CLI's reader with the same tracking URI
-    read = Tracking("databricks", experiment_prefix=experiment.rsplit("/", 1)[0]).grid("grid_search", "manual_1")
-    report["cli"] = {"parent": read.parent.run_id, "children": sorted(c.run_id for c in read.children),
-                     "metrics": read.parent.metrics}
+    read = Tracking("databricks", experiment_prefix=experiment.rsplit("/", 1)[0]).outcome(
+        "parent", "grid_search", "manual_1")
+    report["cli"] = {"parent": read.main.run_id, "children": sorted(c.run_id for c in read.children),
+                     "metrics": read.main.metrics}
     print("REPORT " + json.dumps(report), flush=True)
 """)
 
@@ -242,3 +243,55 @@ def test_client_took_the_default_databricks_paths(job_report: dict, workspace) -
     assert "/api/2.0/fs/create-upload-url" in paths and "/api/2.0/fs/create-download-url" in paths
     assert [u for u in state.unmatched if "databricks-config" not in u] == []
 
+
+
+def test_models_reads_an_mlflow_server_and_unity_catalog_alike(job_report: dict, workspace, mlflow_server: str,
+                                                                 cli, project: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`models list|versions|show` against the real MLflow server (REST) and the stand-in's Unity Catalog
+    (tracking URI `databricks`, three-part names, searches without aliases): the same answers."""
+    from mlflow import MlflowClient
+
+    state, host = workspace
+    model_id, parent = job_report["model_id"], job_report["parent"]
+    plain = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    plain.create_registered_model("rf-http")
+    for _ in range(2):
+        plain.create_model_version("rf-http", f"models:/{model_id}", run_id=parent, model_id=model_id)
+    plain.set_registered_model_alias("rf-http", "champion", "2")
+    monkeypatch.setenv("DATABRICKS_HOST", host)
+    monkeypatch.setenv("DATABRICKS_TOKEN", TOKEN)
+    MlflowClient(tracking_uri="databricks", registry_uri="databricks-uc").set_registered_model_alias(
+        MODEL, "champion", "1")
+    seen = len(state.requests)
+
+    for uri, name, count in ((mlflow_server, "rf-http", 2), ("databricks", MODEL, 1)):
+        code, out, err = cli("--mlflow-uri", uri, "models", "list", "--json")
+        assert code == 0, err
+        [model] = [m for m in json.loads(out)["models"] if m["name"] == name]
+        assert model["aliases"] == {"champion": str(count)} and model["versions"] == count
+        assert model["latest_version"] == str(count)
+
+        code, out, err = cli("--mlflow-uri", uri, "models", "versions", name, "--sort", "rmse", "--json")
+        assert code == 0, err
+        rows = json.loads(out)["versions"]
+        assert [r["version"] for r in rows] == [str(v) for v in range(count, 0, -1)]  # equal rmse: newest first
+        assert rows[0]["aliases"] == ["champion"] and all(r["aliases"] == [] for r in rows[1:])
+        assert all(r["run_id"] == parent and r["pipeline"] == "grid-search" and r["data"] == "diabetes"
+                   and r["rmse"] > 0 for r in rows)
+
+        code, out, err = cli("--mlflow-uri", uri, "models", "show", f"{name}@champion", "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["version"] == str(count) and doc["run_id"] == parent and doc["metrics"]["best_cv_rmse"] == 60.0
+        assert [c["name"] for c in doc["signature"]["inputs"]][:3] == ["age", "sex", "bmi"]
+        assert doc["run_url"].endswith(f"/runs/{parent}")
+
+        for ref, needle in ((f"{name}/9", "No version 9"), (f"{name}@nope", "has no alias 'nope'")):
+            code, _, err = cli("--mlflow-uri", uri, "models", "show", ref)
+            assert code == 6 and needle in err, err
+
+    uc = [p for _, p in state.requests[seen:] if "/unity-catalog/" in p]
+    assert any(p.endswith("/registered-models/search") for p in uc)  # searched, then read one by one
+    assert any(p.endswith("/model-versions/get") for p in uc) and any(p.endswith("/registered-models/get") for p in uc)
+    assert [u for u in state.unmatched if "databricks-config" not in u] == []

@@ -178,13 +178,13 @@ def test_lost_trigger_response_then_expired_token_lose_nothing(local_stack) -> N
     exactly one Airflow run with that id. Mid-follow the cached token goes bad -> refreshed silently. The
     run succeeds and MLflow holds exactly one run for it, with the conf's params."""
     from mlopsctl.airflow.client import AirflowClient
-    from mlopsctl.pipelines import build_model_conf, new_dag_run_id
+    from mlopsctl.pipelines import build_conf, new_dag_run_id
     from mlopsctl.runs import follow_run
 
     transport = LoseFirstTriggerResponse()
     client = AirflowClient(local_stack.airflow_url, username="admin", password=local_stack.password,
                            transport=transport, backoff=0.2)
-    conf = build_model_conf(max_depth=4, n_estimators=6, register=None)
+    conf = build_conf("build-model", max_depth=4, n_estimators=6, register=None)
     run_id = new_dag_run_id()
     with client:
         client.set_paused("build_model", False)
@@ -415,8 +415,7 @@ def test_one_failing_grid_point_is_recorded_and_the_best_is_chosen_among_the_oth
 
     tracking = Tracking(local_stack.mlflow_url)
     try:
-        grid = tracking.grid("grid_search", run_id)
-        points = grid.points()
+        points = tracking.outcome("parent", "grid_search", run_id).points
     finally:
         tracking.close()
     assert len(points) == 6

@@ -22,21 +22,21 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mlopsctl.errors import ExitCode, InputError
-from mlopsctl.pipelines import build_model_conf, grid_conf, param_schemas
+from mlopsctl.pipelines import build_conf, param_schemas
 
 
-def _range(kind: str, name: str) -> tuple[int, int]:
+def _range(pipeline: str, name: str) -> tuple[int, int]:
     """A Param's integer bounds from the DAG schema (a grid Param's per-point bounds)."""
-    schema = param_schemas(kind)[name]
+    schema = param_schemas(pipeline)[name]
     schema = schema.get("items", schema)
     return schema["minimum"], schema["maximum"]
 
 
-MAX_DEPTH_RANGE = _range("single", "max_depth")
-N_ESTIMATORS_RANGE = _range("single", "n_estimators")
-CV_RANGE = _range("grid", "cv")
+MAX_DEPTH_RANGE = _range("build-model", "max_depth")
+N_ESTIMATORS_RANGE = _range("build-model", "n_estimators")
+CV_RANGE = _range("grid-search", "cv")
 assert (MAX_DEPTH_RANGE, N_ESTIMATORS_RANGE, CV_RANGE) == ((1, 1000), (1, 5000), (2, 20))
-assert _range("grid", "max_depth") == MAX_DEPTH_RANGE and _range("grid", "n_estimators") == N_ESTIMATORS_RANGE
+assert _range("grid-search", "max_depth") == MAX_DEPTH_RANGE and _range("grid-search", "n_estimators") == N_ESTIMATORS_RANGE
 
 REPO = Path(__file__).resolve().parents[2]
 SPARK_JOBS = REPO / "spark_jobs"
@@ -71,26 +71,26 @@ def _unique_ints(lo: int, hi: int) -> st.SearchStrategy[list[int]]:
 def test_max_depth_accepts_exactly_the_range(value: int) -> None:
     lo, hi = MAX_DEPTH_RANGE
     if lo <= value <= hi:
-        assert build_model_conf(max_depth=value)["max_depth"] == value
+        assert build_conf("build-model", max_depth=value)["max_depth"] == value
     else:
         with pytest.raises(InputError, match=rf"^--max-depth must be between 1 and 1000, got {value}\.$"):
-            build_model_conf(max_depth=value)
+            build_conf("build-model", max_depth=value)
 
 
 @PURE
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_test_size_accepts_exactly_the_open_unit_interval(value: float) -> None:
     if value == value and 0 < value < 1:  # noqa: PLR0124 - NaN check
-        assert build_model_conf(test_size=value)["test_size"] == value
+        assert build_conf("build-model", test_size=value)["test_size"] == value
     else:
         with pytest.raises(InputError, match=r"--test-size must be"):
-            build_model_conf(test_size=value)
+            build_conf("build-model", test_size=value)
 
 
 @PURE
 @given(_unique_ints(*N_ESTIMATORS_RANGE), st.sampled_from([",", ", ", " ,", " , "]))
 def test_grid_list_round_trips(values: list[int], sep: str) -> None:
-    assert grid_conf(n_estimators=sep.join(map(str, values)))["n_estimators"] == values
+    assert build_conf("grid-search", n_estimators=sep.join(map(str, values)))["n_estimators"] == values
 
 
 @PURE
@@ -100,7 +100,7 @@ def test_grid_list_with_a_duplicate_is_rejected_naming_the_value(values: list[in
     pos = data.draw(st.integers(0, len(values)))
     items = values[:pos] + [dup] + values[pos:]
     with pytest.raises(InputError, match=rf"--max-depth: {dup} appears more than once"):
-        grid_conf(max_depth=",".join(map(str, items)))
+        build_conf("grid-search", max_depth=",".join(map(str, items)))
 
 
 @PURE
@@ -108,7 +108,7 @@ def test_grid_list_with_a_duplicate_is_rejected_naming_the_value(values: list[in
 def test_grid_list_of_arbitrary_text_is_either_valid_or_an_input_error(items: list[str]) -> None:
     text = ",".join(items)
     try:
-        values = grid_conf(max_depth=text)["max_depth"]
+        values = build_conf("grid-search", max_depth=text)["max_depth"]
     except InputError as exc:
         assert exc.exit_code == ExitCode.USAGE
         assert exc.message.startswith("--max-depth")
@@ -374,7 +374,7 @@ def test_grid_cli_to_job_round_trip(
 
 @pytest.mark.parametrize("value", [0, 1, 2**31 - 1, 2**32 - 1])
 def test_random_state_extremes_survive_the_job_parser(dags, value: int) -> None:
-    from mlopsctl.pipelines import build_model_conf
+    from mlopsctl.pipelines import build_conf
 
-    conf = build_model_conf(random_state=value)
+    conf = build_conf("build-model", random_state=value)
     assert job_namespace(dags, "build_model", "train_model", conf).random_state == value

@@ -125,8 +125,8 @@ def test_a_table_like_name_that_exists_here_is_a_local_path(project: Path) -> No
 
 def test_the_conf_builders_pass_a_table_name_through(project: Path) -> None:
     # the README's `--data main.sales.houses`: no longer refused as a missing file
-    assert pipelines.build_model_conf(data="main.sales.houses")["data"] == "main.sales.houses"
-    assert pipelines.grid_conf(data="s3://bucket/h.parquet")["data"] == "s3://bucket/h.parquet"
+    assert pipelines.build_conf("build-model", data="main.sales.houses")["data"] == "main.sales.houses"
+    assert pipelines.build_conf("grid-search", data="s3://bucket/h.parquet")["data"] == "s3://bucket/h.parquet"
 
 
 @pytest.mark.parametrize(

@@ -147,8 +147,17 @@ def test_uc_model_version_lifecycle(app) -> None:
                                                       "version": version})
     got = client.get(f"{UC}/registered-models/alias", params={"name": "main.default.rf", "alias": "champion"})
     assert got.json()["model_version"]["tags"] == [{"key": "k", "value": "v"}]
+    assert got.json()["model_version"]["aliases"] == [{"alias": "champion", "version": "1"}]
+    # the searches leave aliases out, as Unity Catalog's do; the gets carry them
     search = client.get(f"{UC}/model-versions/search", params={"filter": "name='main.default.rf'"}).json()
     assert [v["version"] for v in search["model_versions"]] == ["1"]
+    assert "aliases" not in search["model_versions"][0]
+    models = client.get(f"{UC}/registered-models/search").json()["registered_models"]
+    assert [m["name"] for m in models] == ["main.default.rf"] and "aliases" not in models[0]
+    one = client.get(f"{UC}/model-versions/get", params={"name": "main.default.rf", "version": "1"}).json()
+    assert one["model_version"]["aliases"] == [{"alias": "champion", "version": "1"}]
+    model = client.get(f"{UC}/registered-models/get", params={"name": "main.default.rf"}).json()
+    assert model["registered_model"]["aliases"] == [{"alias": "champion", "version": "1"}]
 
 
 def test_uc_refuses_to_finalize_a_model_without_signature(app) -> None:

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
 
 from mlopsctl.appcontext import Environment
+from mlopsctl.commands import _common
 from mlopsctl.datasources import check_data
 from mlopsctl.errors import ExitCode, InputError
 from mlopsctl.pipelines import (
     PIPELINES,
-    build_model_conf,
+    build_conf,
     default_registered_model,
     flag_for,
     get_pipeline,
-    grid_conf,
     new_dag_run_id,
     param_schemas,
     register_value,
@@ -34,30 +35,79 @@ def test_registry_matches_the_contract() -> None:
     assert "build-model" in (info.value.hint or "") and info.value.exit_code == ExitCode.USAGE
 
 
+def test_the_registry_is_the_one_declaration() -> None:
+    """PIPELINES is pipelines.json entry for entry; each entry's Params are its groups of params.json, in order;
+    the listings, the status help and completion name every registered pipeline."""
+    import json
+
+    from mlopsctl.cli import app
+    from mlopsctl.pipelines import PIPELINE_NAMES, complete_pipeline, dags_common_file
+
+    entries = json.loads(dags_common_file("pipelines.json").read_text())["pipelines"]
+    groups = json.loads(dags_common_file("params.json").read_text())
+    assert [(e["name"], e["dag_id"], e["result"], e["key_metric"], e["help"]) for e in entries] == [
+        (p.name, p.dag_id, p.result, p.key_metric, p.help) for p in PIPELINES.values()]
+    for e in entries:
+        expected = [name for group in e["params"] for name in groups[group]]
+        assert list(param_schemas(e["name"])) == expected
+    status = typer.main.get_command(app).commands["status"]
+    help_text = next(p.help for p in status.params if "--pipeline" in p.opts)
+    assert all(name in help_text for name in PIPELINE_NAMES)
+    assert complete_pipeline("") == list(PIPELINE_NAMES)
+
+
+def test_a_registered_pipeline_gets_its_params_as_options_and_the_run_options(monkeypatch) -> None:
+    """A run-shaped command built for a pipeline has an option per Param (minus register_model, which is
+    --register/--no-register) and the shared run options, each once; the command gets them as a RunRequest."""
+    from typer.testing import CliRunner
+
+    seen: list[_common.RunRequest] = []
+
+    @_common.pipeline_command("grid-search")
+    def command(ctx: typer.Context, request: _common.RunRequest, extra: int = 1) -> None:
+        seen.append(request)
+        assert extra == 7
+
+    app = typer.Typer()
+    app.command()(command)
+    app.command("other")(lambda: None)
+    options = [opt for p in typer.main.get_command(app).commands["command"].params for opt in p.opts]
+    assert len(options) == len(set(options))
+    assert [o for o in options if o.startswith("--") and "/" not in o] == [
+        "--extra", "--max-depth", "--n-estimators", "--cv", "--data", "--target", "--na-values", "--test-size",
+        "--random-state", "--register", "--no-register", "--no-wait", "--timeout", "--auto-unpause", "--json",
+    ]
+    result = CliRunner().invoke(app, ["command", "--extra", "7", "--cv", "4", "--no-wait", "--register", "m"])
+    assert result.exit_code == 0, result.output
+    [request] = seen
+    assert request.values["cv"] == 4 and request.values["max_depth"] == "80,90,100,110"
+    assert "register_model" not in request.values and request.register == "m" and request.no_wait
+
+
 def test_default_build_conf_equals_the_dag_defaults() -> None:
-    assert build_model_conf() == {
+    assert build_conf("build-model") == {
         "max_depth": 80, "n_estimators": 100, "data": None, "target": "target", "na_values": None, "test_size": 0.2,
         "random_state": 42, "register_model": "mlopsctl-random-forest",
     }
 
 
 def test_default_grid_conf_equals_the_dag_defaults() -> None:
-    conf = grid_conf()
+    conf = build_conf("grid-search")
     assert conf["max_depth"] == [80, 90, 100, 110] and conf["n_estimators"] == [100, 200, 300] and conf["cv"] == 3
 
 
 def test_na_values_text_is_a_token_list() -> None:
-    assert build_model_conf(na_values="NA, ?,-")["na_values"] == ["NA", "?", "-"]
-    assert build_model_conf()["na_values"] is None
+    assert build_conf("build-model", na_values="NA, ?,-")["na_values"] == ["NA", "?", "-"]
+    assert build_conf("build-model")["na_values"] is None
     with pytest.raises(InputError, match="--na-values needs at least one token"):
-        build_model_conf(na_values=" , ")
+        build_conf("build-model", na_values=" , ")
 
 
 @pytest.mark.parametrize(
     "text, expected", [("80,90,100", [80, 90, 100]), (" 3 , 5 ", [3, 5]), ("1", [1]), ("1000", [1000])]
 )
 def test_grid_list_text_ok(text: str, expected: list[int]) -> None:
-    assert grid_conf(max_depth=text)["max_depth"] == expected
+    assert build_conf("grid-search", max_depth=text)["max_depth"] == expected
 
 
 @pytest.mark.parametrize(
@@ -78,7 +128,7 @@ def test_grid_list_text_ok(text: str, expected: list[int]) -> None:
 )
 def test_grid_list_text_rejects(text: str, needle: str) -> None:
     with pytest.raises(InputError) as info:
-        grid_conf(max_depth=text)
+        build_conf("grid-search", max_depth=text)
     assert needle in info.value.message and "--max-depth" in info.value.message
 
 
@@ -102,7 +152,7 @@ def test_grid_list_text_rejects(text: str, needle: str) -> None:
 )
 def test_build_conf_rejects_naming_the_flag(kwargs: dict, flag: str) -> None:
     with pytest.raises(InputError) as info:
-        build_model_conf(**kwargs)
+        build_conf("build-model", **kwargs)
     assert flag in info.value.message
 
 
@@ -113,49 +163,48 @@ def test_build_conf_rejects_naming_the_flag(kwargs: dict, flag: str) -> None:
 )
 def test_grid_conf_rejects_naming_the_flag(kwargs: dict, flag: str) -> None:
     with pytest.raises(InputError) as info:
-        grid_conf(**kwargs)
+        build_conf("grid-search", **kwargs)
     assert flag in info.value.message
 
 
 def test_messages_name_the_flag_and_the_schema_bounds() -> None:
     cases = [
-        (build_model_conf, {"max_depth": 0}, "--max-depth must be between 1 and 1000, got 0."),
-        (build_model_conf, {"test_size": 1.0}, "--test-size must be strictly between 0 and 1, got 1.0."),
-        (build_model_conf, {"test_size": float("nan")}, "--test-size must be a number, got nan."),
-        (build_model_conf, {"max_depth": "5"}, "--max-depth must be an integer, got '5'."),
-        (build_model_conf, {"target": "  "}, "--target must not be empty or blank."),
-        (grid_conf, {"n_estimators": [10, 5001]}, "--n-estimators: 5001 is out of range; values must be between 1 and 5000."),
-        (grid_conf, {"max_depth": []}, "--max-depth needs at least one value, e.g. --max-depth 80,90,100,110."),
-        (grid_conf, {"max_depth": "3,5,3"}, "--max-depth: 3 appears more than once in '3,5,3'; grid values must be unique."),
-        (grid_conf, {"max_depth": [3, 5, 3]}, "--max-depth: 3 appears more than once; grid values must be unique."),
+        ("build-model", {"max_depth": 0}, "--max-depth must be between 1 and 1000, got 0."),
+        ("build-model", {"test_size": 1.0}, "--test-size must be strictly between 0 and 1, got 1.0."),
+        ("build-model", {"test_size": float("nan")}, "--test-size must be a number, got nan."),
+        ("build-model", {"max_depth": "5"}, "--max-depth must be an integer, got '5'."),
+        ("build-model", {"target": "  "}, "--target must not be empty or blank."),
+        ("grid-search", {"n_estimators": [10, 5001]}, "--n-estimators: 5001 is out of range; values must be between 1 and 5000."),
+        ("grid-search", {"max_depth": []}, "--max-depth needs at least one value, e.g. --max-depth 80,90,100,110."),
+        ("grid-search", {"max_depth": "3,5,3"}, "--max-depth: 3 appears more than once in '3,5,3'; grid values must be unique."),
+        ("grid-search", {"max_depth": [3, 5, 3]}, "--max-depth: 3 appears more than once; grid values must be unique."),
     ]
-    for build, kwargs, message in cases:
+    for pipeline, kwargs, message in cases:
         with pytest.raises(InputError) as info:
-            build(**kwargs)
+            build_conf(pipeline, **kwargs)
         assert info.value.message == message, kwargs
 
 
 def test_the_first_bad_param_in_dag_order_is_reported() -> None:
     with pytest.raises(InputError, match=r"^--max-depth must be") as info:
-        build_model_conf(random_state=-1, test_size=2.0, max_depth=0)
+        build_conf("build-model", random_state=-1, test_size=2.0, max_depth=0)
     assert info.value.exit_code == ExitCode.USAGE
 
 
 def test_flag_names_and_unknown_params() -> None:
-    assert [flag_for(p) for p in param_schemas("grid")] == [
+    assert [flag_for(p) for p in param_schemas("grid-search")] == [
         "--max-depth", "--n-estimators", "--cv", "--data", "--target", "--na-values", "--test-size", "--random-state",
         "--register",
     ]
-    with pytest.raises(TypeError, match="unknown single Params: cv"):
-        build_model_conf(cv=3)
+    with pytest.raises(TypeError, match="unknown build-model Params: cv"):
+        build_conf("build-model", cv=3)
 
 
-@pytest.mark.parametrize(("command", "kind"), [(("run", "build-model"), "single"), (("grid-search",), "grid")])
-def test_flag_defaults_and_advertised_ranges_are_the_schemas(command: tuple[str, ...], kind: str) -> None:
+@pytest.mark.parametrize(("command", "pipeline"), [(("run", "build-model"), "build-model"),
+                                                   (("grid-search",), "grid-search")])
+def test_flag_defaults_and_advertised_ranges_are_the_schemas(command: tuple[str, ...], pipeline: str) -> None:
     """What --help promises (defaults, "(lo..hi)" ranges, the default model name) is the DAG's schema."""
     import re
-
-    import typer
 
     from mlopsctl.cli import app
 
@@ -163,7 +212,7 @@ def test_flag_defaults_and_advertised_ranges_are_the_schemas(command: tuple[str,
     for name in command:
         cmd = cmd.commands[name]
     options = {opt: p for p in cmd.params for opt in p.opts}
-    for param, schema in param_schemas(kind).items():
+    for param, schema in param_schemas(pipeline).items():
         option = options[flag_for(param)]
         if param == "register_model":
             assert option.default is None and f"[default: {schema['default']}]" in option.help

@@ -37,7 +37,7 @@ def test_main_run_found_by_airflow_tags_not_latest() -> None:
                                                "mlopsctl.role": "single"}, metrics={"rmse": 1.0}, start=1795489999999)
     fake = FakeMlflow([BUILD, other])
     t = _tracking(fake)
-    run = t.main_run("build_model", RID)
+    run = t.outcome("single", "build_model", RID).main
     assert run is not None and run.run_id == "ef61" and run.metrics["rmse"] == 53.1
     body = json.loads(fake.requests[-1].content)
     assert body["experiment_ids"] == ["1"] and f"'{RID}'" in body["filter"]
@@ -46,19 +46,26 @@ def test_main_run_found_by_airflow_tags_not_latest() -> None:
 
 def test_unknown_run_and_unknown_experiment_give_none() -> None:
     t = _tracking(FakeMlflow([BUILD]))
-    assert t.main_run("build_model", "nope") is None
-    assert t.main_run("grid_search_spark", RID) is None
+    assert t.outcome("single", "build_model", "nope").main is None
+    assert t.outcome("parent", "grid_search_spark", RID).main is None
 
 
 def test_grid_points_ranked_best_marked_failed_last() -> None:
-    grid = _tracking(FakeMlflow(GRID)).grid("grid_search", "g1")
-    assert grid.parent.run_id == "par"
-    pts = grid.points()
+    grid = _tracking(FakeMlflow(GRID)).outcome("parent", "grid_search", "g1")
+    assert grid.main.run_id == "par" and sorted(c.run_id for c in grid.children) == ["c1", "c2", "c3"]
+    pts = grid.points
     assert [p["run_id"] for p in pts] == ["c2", "c1", "c3"]
     assert [p["rank"] for p in pts] == [1, 2, None]
     assert pts[0]["best"] and not pts[1]["best"]
     assert pts[2]["status"] == "failed" and pts[2]["error"] == "ValueError: boom"
     assert (pts[0]["max_depth"], pts[0]["n_estimators"], pts[0]["cv_rmse_std"]) == (3, 20, 1.2)
+
+
+def test_a_kind_without_a_child_reader_is_read_as_its_headline_run() -> None:
+    """The result kinds are an open enumeration: a kind tracking.py has no reader for reads its headline run."""
+    outcome = _tracking(FakeMlflow(GRID)).outcome("evaluation", "grid_search", "g1")
+    assert outcome.main is not None and outcome.main.run_id == "par"  # no run has that role: the top-level run
+    assert outcome.points is None and outcome.children == []
 
 
 def test_search_follows_page_tokens() -> None:
@@ -82,7 +89,7 @@ def test_unreachable_mlflow_raises_unreachable() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     with pytest.raises(UnreachableError) as info:
-        _tracking(refuse).main_run("build_model", RID)
+        _tracking(refuse).outcome("single", "build_model", RID)
     assert info.value.exit_code == ExitCode.UNREACHABLE and "127.0.0.1:5000" in info.value.message
 
 
@@ -91,4 +98,4 @@ def test_server_error_is_a_tracking_error_with_mlflow_message() -> None:
         return httpx.Response(500, json={"error_code": "INTERNAL_ERROR", "message": "db locked"})
 
     with pytest.raises(TrackingError, match="db locked"):
-        _tracking(broken).main_run("build_model", RID)
+        _tracking(broken).outcome("single", "build_model", RID)
