@@ -468,3 +468,11 @@ def test_missing_jobs_path_fails_without_retry(backend, deployed, monkeypatch) -
     with pytest.raises(AirflowFailException, match="deploy jobs"):
         backend.make_databricks_task("t", "echo.py", []).execute({"ti": _TI()})
     assert deployed.bodies == []
+
+
+def test_every_setting_the_backend_reads_is_in_the_settings_table_of_the_docs() -> None:
+    source = (DAGS / "common" / "databricks_backend.py").read_text()
+    read = set(re.findall(r'"(MLOPSCTL_DATABRICKS_[A-Z_]+)"', source))
+    table = (DAGS.parent / "docs" / "databricks.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    assert "MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET" in read
+    assert not [name for name in sorted(read) if f"| `{name}` |" not in table]
