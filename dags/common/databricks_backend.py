@@ -26,16 +26,35 @@ from airflow.providers.databricks.operators.databricks import DatabricksSubmitRu
 JOBS_PATH_KEY = "MLOPSCTL_DATABRICKS_JOBS_PATH"
 ERROR_PREFIX = "mlopsctl-error:"  # printed by the jobs for bad data (exit 3): not worth a retry
 DEFAULT_SPARK_VERSION = "17.3.x-cpu-ml-scala2.13"  # 17.3 LTS ML: MLflow 3 in the image
-DEFAULT_DATA_SECURITY_MODE = "DATA_SECURITY_MODE_DEDICATED"
-DATA_SECURITY_MODES = ("DATA_SECURITY_MODE_DEDICATED", "SINGLE_USER")  # databricks-sdk DataSecurityMode names
-DEFAULT_ENVIRONMENT_VERSION = "2"
+#: new clusters' access mode: the legacy name of dedicated access, the one valid without ``kind``
+DEFAULT_DATA_SECURITY_MODE = "SINGLE_USER"
+DATA_SECURITY_MODES = ("SINGLE_USER", "DATA_SECURITY_MODE_DEDICATED")  # databricks-sdk DataSecurityMode names
+#: ``kind`` a cluster spec needs for the DATA_SECURITY_MODE_* names and for these fields (databricks-sdk
+#: ClusterSpec docstrings)
+CLASSIC_PREVIEW = "CLASSIC_PREVIEW"
+KIND_ONLY_FIELDS = ("is_single_node", "use_ml_runtime")
+#: serverless environment versions (Databricks release notes, "Serverless environment versions"): the Spark
+#: client each ships, and whether the jobs, which are pyspark 4.0 client code, run on it
+SERVERLESS_ENVIRONMENTS = {
+    "1": ("Python 3.10, Databricks Connect 14.3 (Spark 3.5 client)", False),
+    "2": ("Python 3.11, Databricks Connect 15.4 (Spark 3.5 client)", False),
+    "3": ("Python 3.12, Databricks Connect 16.4 (Spark 3.5 client)", False),
+    "4": ("Python 3.12, Databricks Connect 17.2 (Spark 4.0 client)", True),
+    "5": ("Python 3.12, Databricks Connect 18 (Spark 4.1 client)", True),
+}
+DEFAULT_ENVIRONMENT_VERSION = "4"
+#: the one MLflow the jobs run with on every compute: serverless dependencies, classic libraries and the jobs'
+#: wheel (spark_jobs/pyproject.toml); tests/unit/test_jobs_wheel.py holds all three to uv.lock's MLflow
+MLFLOW_PIN = "mlflow==3.17.2"
 #: the jobs' wheel, uploaded by ``deploy jobs`` next to the entry scripts; its version is mlopsctl's
 #: (pyproject.toml), which tests/unit/test_jobs_wheel.py pins
 JOBS_WHEEL = "mlopsctl_jobs-0.1.0-py3-none-any.whl"
 #: what the jobs import that a serverless environment lacks, at the versions of uv.lock (the same test pins them)
-SERVERLESS_PINS = ("mlflow==3.17.2", "scikit-learn==1.9.1", "matplotlib==3.11.2")
-#: on classic compute the ML runtime brings the rest; MLflow 3 is what the jobs' log_model(name=...) needs
-CLASSIC_PYPI = ("mlflow>=3.1,<4",)
+SERVERLESS_PINS = (MLFLOW_PIN, "scikit-learn==1.9.1", "matplotlib==3.11.2")
+#: on classic compute the ML runtime brings the rest; the jobs bring their MLflow
+CLASSIC_PYPI = (MLFLOW_PIN,)
+#: runs/submit fields that go to the top level of the payload, not into the task
+TOP_LEVEL_FIELDS = ("environments", "performance_target")
 DEFAULT_EXPERIMENT_PREFIX = "/Shared/mlopsctl"
 ENVIRONMENT_KEY = "mlopsctl"
 #: jobs that use no Spark: on jobs compute they get a single-node cluster
@@ -110,15 +129,56 @@ def compute_spec(jobs: str, script: str = "") -> dict[str, Any]:
         return {"existing_cluster_id": cluster, "libraries": libraries}
     if kind == "serverless":
         extra = [d.strip() for d in (_env("MLOPSCTL_DATABRICKS_PIP") or "").split(",") if d.strip()]
-        spec = {"environment_version": _env("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION") or DEFAULT_ENVIRONMENT_VERSION,
+        spec = {"environment_version": environment_version(),
                 "dependencies": [jobs_wheel_path(jobs), *SERVERLESS_PINS, *extra]}
-        return {"environments": [{"environment_key": ENVIRONMENT_KEY, "spec": spec}],
-                "environment_key": ENVIRONMENT_KEY}
+        out: dict[str, Any] = {"environments": [{"environment_key": ENVIRONMENT_KEY, "spec": spec}],
+                               "environment_key": ENVIRONMENT_KEY}
+        target = performance_target()
+        if target:
+            out["performance_target"] = target
+        return out
     if kind == "jobs":
         return {"new_cluster": _new_cluster(script), "libraries": libraries}
     raise DatabricksConfigError(
         f"MLOPSCTL_DATABRICKS_COMPUTE={kind!r}: expected jobs, existing or serverless"
     )
+
+
+def environment_version() -> str:
+    """MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION, refused unless its Spark client runs the jobs (pyspark 4)."""
+    name = "MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION"
+    version = _env(name) or DEFAULT_ENVIRONMENT_VERSION
+    runs = [v for v, (_, ok) in SERVERLESS_ENVIRONMENTS.items() if ok]
+    if version in SERVERLESS_ENVIRONMENTS and not SERVERLESS_ENVIRONMENTS[version][1]:
+        raise DatabricksConfigError(
+            f"{name}={version}: serverless environment {version} ships {SERVERLESS_ENVIRONMENTS[version][0]}, "
+            f"and the jobs are pyspark 4 code (e.g. PySparkException.getCondition). Use {' or '.join(runs)} "
+            f"(default {DEFAULT_ENVIRONMENT_VERSION}). Nothing was submitted."
+        )
+    if version not in SERVERLESS_ENVIRONMENTS:
+        raise DatabricksConfigError(
+            f"{name}={version!r} is not a serverless environment version the jobs are known to run on: use "
+            f"{' or '.join(runs)} (default {DEFAULT_ENVIRONMENT_VERSION}). Nothing was submitted."
+        )
+    return version
+
+
+def performance_target() -> str | None:
+    """MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET (serverless runs' ``performance_target``), checked against
+    databricks-sdk's PerformanceTarget, since the Jobs API drops a value it does not know; unset: None."""
+    name = "MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET"
+    value = (_env(name) or "").upper()
+    if not value:
+        return None
+    try:
+        from databricks.sdk.service.jobs import PerformanceTarget
+    except ImportError:
+        raise DatabricksConfigError(f"{name} is checked against databricks-sdk, which is not installed on "
+                                    "this Airflow worker (pip install databricks-sdk)") from None
+    known = [t.value for t in PerformanceTarget]
+    if value not in known:
+        raise DatabricksConfigError(f"{name}={value!r}: expected one of {', '.join(known)}. Nothing was submitted.")
+    return value
 
 
 def _new_cluster(script: str) -> dict[str, Any]:
@@ -135,7 +195,7 @@ def _new_cluster(script: str) -> dict[str, Any]:
     if mode not in DATA_SECURITY_MODES:
         raise DatabricksConfigError(
             f"MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE={mode!r}: expected one of {', '.join(DATA_SECURITY_MODES)} "
-            "(the access modes that run an ML runtime and read Unity Catalog)"
+            "(dedicated access, which runs an ML runtime and reads Unity Catalog)"
         )
     cluster: dict[str, Any] = {
         "spark_version": _env("MLOPSCTL_DATABRICKS_SPARK_VERSION") or DEFAULT_SPARK_VERSION,
@@ -158,7 +218,24 @@ def _new_cluster(script: str) -> dict[str, Any]:
         if not isinstance(more, dict):
             raise DatabricksConfigError("MLOPSCTL_DATABRICKS_CLUSTER_JSON must be a JSON object")
         cluster.update(more)
+    _check_kind(cluster)
     return cluster
+
+
+def _check_kind(cluster: dict[str, Any]) -> None:
+    """The Clusters API takes the DATA_SECURITY_MODE_* names, ``is_single_node`` and ``use_ml_runtime`` only
+    from a cluster of ``kind`` CLASSIC_PREVIEW: refuse such a spec before a workspace does."""
+    if str(cluster.get("kind") or "").upper() == CLASSIC_PREVIEW:
+        return
+    mode = str(cluster.get("data_security_mode") or "")
+    needs = [f"data_security_mode={mode}"] if mode.startswith("DATA_SECURITY_MODE_") else []
+    needs += [field for field in KIND_ONLY_FIELDS if field in cluster]
+    if needs:
+        raise DatabricksConfigError(
+            f"the new cluster sets {', '.join(needs)}, which Databricks accepts only with kind "
+            f"{CLASSIC_PREVIEW}: add \"kind\": \"{CLASSIC_PREVIEW}\" to MLOPSCTL_DATABRICKS_CLUSTER_JSON, or use "
+            f"MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE={DEFAULT_DATA_SECURITY_MODE} (the default). Nothing was submitted."
+        )
 
 
 def tracking_uri() -> str:
@@ -279,9 +356,10 @@ class MlopsctlDatabricksRunOperator(DatabricksSubmitRunOperator):
             "task_key": "".join(c if c.isalnum() or c in "-_" else "_" for c in self.task_id)[:100],
             "spark_python_task": {"python_file": f"{jobs}/{self.script}", "parameters": parameters},
         }
-        task.update({k: v for k, v in compute.items() if k != "environments"})
+        task.update({k: v for k, v in compute.items() if k not in TOP_LEVEL_FIELDS})
         self.tasks = [task]
         self.environments = compute.get("environments")
+        self.performance_target = compute.get("performance_target")
         self.spark_python_task = None
         self.idempotency_token = idempotency_token(dag_id, run_id, self.task_id, try_number)
         self.run_name = run_name(dag_id, self.task_id, run_id)

@@ -93,6 +93,7 @@ def dbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbxEnv]:
         # and experiment folder keep their defaults: databricks, databricks-uc, /Shared/mlopsctl)
         "MLOPSCTL_COMPUTE": "databricks",
         "MLOPSCTL_DATABRICKS_COMPUTE": "serverless",
+        "MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION": "4",  # the default, set explicitly as a user pins it
         "MLOPSCTL_DATABRICKS_NODE_TYPE_ID": "i3.xlarge",
         "MLOPSCTL_DATABRICKS_CLUSTER_ID": STANDARD_CLUSTER_ID,
         "MLOPSCTL_DATABRICKS_UC_SCHEMA": UC_SCHEMA,
@@ -239,11 +240,18 @@ def test_all_three_pipelines_run_on_each_compute(dbx: DbxEnv, mode: str) -> None
         deps = bodies[0]["environments"][0]["spec"]["dependencies"]
         assert deps[0].startswith(JOBS_ROOT) and deps[0].endswith(".whl")
         assert not bodies[0]["tasks"][0].get("libraries")
+        # environment version 4: every job ran as a client of its Spark line (pyspark-client 4.0.x)
+        assert {b["environments"][0]["spec"]["environment_version"] for b in bodies} == {"4"}
+        clients = [[d.name for d in t.venv.glob("lib/python3*/site-packages/pyspark_client-*.dist-info")]
+                   for r in runs for t in r.tasks if t.venv]
+        assert len(clients) == 6 and all(len(c) == 1 and c[0].startswith("pyspark_client-4.0.") for c in clients)
     else:
         assert all(b["tasks"][0]["libraries"][0]["whl"].endswith(".whl") for b in bodies)
     if mode == "jobs":
         sizes = {b["tasks"][0]["spark_python_task"]["python_file"].rsplit("/", 1)[1]: b["tasks"][0]["new_cluster"]
                  for b in bodies}
+        # dedicated access under the name the Clusters API takes without `kind`
+        assert {(c["data_security_mode"], c.get("kind")) for c in sizes.values()} == {("SINGLE_USER", None)}
         # (the provider sends numbers as strings)
         assert int(sizes["grid_search.py"]["num_workers"]) == 0 and int(sizes["grid_search_spark.py"]["num_workers"]) >= 1
     spark_logs = [t.logs for r in runs for t in r.tasks if "spark:" in t.logs]

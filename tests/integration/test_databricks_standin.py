@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.databricks import sandbox
+from tests.fixtures.databricks import rules, sandbox
 from tests.fixtures.databricks_server import (
     STANDARD_CLUSTER_ID,
     TEST_CLUSTER_ID,
@@ -87,11 +87,17 @@ def _submit(sdk, standin: DatabricksTestServer, name: str, code: str, compute: d
     environments = None
     if "environment_key" in compute:
         environments = [JobEnvironment.from_dict({"environment_key": "e", "spec": {
-            "environment_version": "2", "dependencies": dependencies or []}})]
+            "environment_version": "4", "dependencies": dependencies or []}})]
     run = sdk.jobs.submit(run_name=name, tasks=[SubmitTask.from_dict(task)], environments=environments).result(
         timeout=timedelta(minutes=20))
     [job] = [r for r in standin.runs() if r.run_id == run.run_id]
     return job.tasks[0]
+
+
+def _locked(name: str) -> str:
+    import tomllib
+
+    return next(p["version"] for p in tomllib.loads((REPO / "uv.lock").read_text())["package"] if p["name"] == name)
 
 
 def _auto():
@@ -115,11 +121,15 @@ def test_serverless_job_imports_only_what_it_declares(sdk, standin) -> None:
     env = json.loads(next(ln for ln in forgot.logs.splitlines() if ln.startswith("ENV "))[4:])
     assert "SPARK_REMOTE" in env and "DATABRICKS_RUNTIME_VERSION" in env
     assert not [k for k in env if k.startswith(("AIRFLOW", "MLOPSCTL_", "PYTEST", "VIRTUAL_ENV", "UV"))]
-    assert "PYTHONPATH" not in env and "RUNTIME client.2" in forgot.logs
+    assert "PYTHONPATH" not in env and "RUNTIME client.4" in forgot.logs
 
     declared = """
-        import sklearn, tinylib
+        import pandas, pyspark, sklearn, tinylib
+        from pyspark.errors import PySparkException
         from pyspark.sql import SparkSession
+
+        print("CLIENT-PYSPARK " + pyspark.__version__, hasattr(PySparkException, "getCondition"))
+        print("PANDAS " + pandas.__version__)
 
         def in_worker(batches):
             import sklearn, tinylib
@@ -132,13 +142,21 @@ def test_serverless_job_imports_only_what_it_declares(sdk, standin) -> None:
         print("WORKERS " + ",".join(sorted({r.tag for r in rows})))
         print("CLIENT " + tinylib.tag() + "/" + sklearn.__version__)
     """
+    pandas = f"pandas=={_locked('pandas')}"  # also in the base: the declared one is installed over it
     ok = _submit(sdk, standin, "declared", declared, SERVERLESS,
-                 dependencies=[f"{LIBS}/{TINYLIB.name}", "scikit-learn"])
+                 dependencies=[f"{LIBS}/{TINYLIB.name}", "scikit-learn", pandas])
     assert ok.result_state == "SUCCESS", ok.logs
     assert "SESSION pyspark.sql.connect" in ok.logs
     client = next(ln for ln in ok.logs.splitlines() if ln.startswith("CLIENT ")).split(" ", 1)[1]
     assert client.startswith("tinylib-ok/") and f"WORKERS {client}" in ok.logs
     assert ok.environment != forgot.environment
+    # environment version 4: the job is a pyspark-client 4.0 client (getCondition and all) of the stand-in's
+    # Connect server, whose workers run its own PySpark with the same declared packages
+    client_version = rules.SERVERLESS_ENVIRONMENTS["4"].client.split("==")[1]
+    assert client_version.startswith("4.0.") and f"CLIENT-PYSPARK {client_version} True" in ok.logs
+    assert ok.environment != ok.connect_environment and ok.connect_environment in standin.connect_servers()
+    assert f"PANDAS {_locked('pandas')}" in ok.logs
+    assert [n for n in ok.library_notes if "pandas of serverless environment 4 is replaced" in n and pandas in n]
 
 
 def test_a_second_run_of_a_dependency_set_builds_nothing(sdk, standin) -> None:
@@ -169,7 +187,8 @@ def test_serverless_and_standard_clusters_are_connect_dedicated_is_classic(sdk, 
     for connect in (serverless, standard):
         assert connect.result_state == "FAILED" and "COUNT 5" in connect.logs
         assert "[JVM_ATTRIBUTE_NOT_SUPPORTED] Attribute `sparkContext` is not supported in Spark Connect" in connect.logs
-    assert standard.environment == serverless.environment  # the same base: one venv, one Connect server
+    # the same base and no declared packages: one venv and one Connect server for both
+    assert standard.connect_environment == serverless.connect_environment == standard.environment
     assert dedicated.result_state == "SUCCESS", dedicated.logs  # classic Spark; the ML runtime lends sklearn
     assert "MASTER=local[2]" in dedicated.logs
     assert standard.compute.connect and not dedicated.compute.connect

@@ -35,10 +35,10 @@ def backend(monkeypatch: pytest.MonkeyPatch):
 
 def test_compute_kinds(backend, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "Standard_DS3_v2")
-    libraries = [{"whl": WHEEL}, {"pypi": {"package": "mlflow>=3.1,<4"}}]
+    libraries = [{"whl": WHEEL}, {"pypi": {"package": "mlflow==3.17.2"}}]
     assert backend.compute_spec(JOBS) == {"new_cluster": {
         "spark_version": "17.3.x-cpu-ml-scala2.13", "node_type_id": "Standard_DS3_v2",
-        "data_security_mode": "DATA_SECURITY_MODE_DEDICATED", "num_workers": 1}, "libraries": libraries}
+        "data_security_mode": "SINGLE_USER", "num_workers": 1}, "libraries": libraries}
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NUM_WORKERS", "4")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE", "single_user")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_JSON", '{"autotermination_minutes": 10}')
@@ -83,7 +83,9 @@ def test_classic_compute_installs_the_wheel_and_mlflow_3_and_leaves_the_runtimes
     assert [Library.from_dict(lib).as_dict() for lib in libraries] == libraries  # the SDK's own shape
     assert libraries[0] == {"whl": "/Volumes/main/mlops/jobs/v0.1.0-abc/mlopsctl_jobs-0.1.0-py3-none-any.whl"}
     packages = [lib["pypi"]["package"] for lib in libraries[1:]]
-    assert packages == ["mlflow>=3.1,<4"]  # pandas, pyarrow, pyspark, sklearn: the ML runtime's, matched to Spark
+    # one exact MLflow, the serverless one (not a range that upgrades a shared cluster to whatever is newest);
+    # pandas, pyarrow, pyspark, sklearn: the ML runtime's, matched to its Spark
+    assert packages == [backend.MLFLOW_PIN] and backend.MLFLOW_PIN in backend.SERVERLESS_PINS
 
 
 def test_serverless_environment_uses_environment_version_not_the_deprecated_client(backend, monkeypatch) -> None:
@@ -93,13 +95,53 @@ def test_serverless_environment_uses_environment_version_not_the_deprecated_clie
     spec = backend.compute_spec(JOBS)
     assert spec["environment_key"] == "mlopsctl"
     assert spec["environments"] == [{"environment_key": "mlopsctl", "spec": {
-        "environment_version": "2", "dependencies": [WHEEL, *backend.SERVERLESS_PINS]}}]
-    assert "libraries" not in spec  # serverless refuses task libraries
+        "environment_version": "4", "dependencies": [WHEEL, *backend.SERVERLESS_PINS]}}]
+    assert "libraries" not in spec and "performance_target" not in spec  # unset: the workspace's default
     env = JobEnvironment.from_dict(spec["environments"][0])
-    assert env.spec.environment_version == "2" and env.spec.client is None
+    assert env.spec.environment_version == "4" and env.spec.client is None
     assert env.as_dict() == spec["environments"][0]
-    monkeypatch.setenv("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION", "4")
-    assert backend.compute_spec(JOBS)["environments"][0]["spec"]["environment_version"] == "4"
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION", "5")
+    assert backend.compute_spec(JOBS)["environments"][0]["spec"]["environment_version"] == "5"
+
+
+@pytest.mark.parametrize(("version", "client"), [("1", "Databricks Connect 14.3 (Spark 3.5 client)"),
+                                                  ("2", "Databricks Connect 15.4 (Spark 3.5 client)"),
+                                                  ("3", "Databricks Connect 16.4 (Spark 3.5 client)")])
+def test_serverless_environments_with_a_spark_3_client_are_refused(backend, monkeypatch, version, client) -> None:
+    """The jobs are pyspark 4 code: on versions 1-3 a missing features table would be an AttributeError (no
+    PySparkException.getCondition), retried, instead of a bad-data failure."""
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION", version)
+    with pytest.raises(backend.DatabricksConfigError) as exc:
+        backend.compute_spec(JOBS)
+    message = str(exc.value)
+    assert f"MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION={version}" in message and client in message
+    assert "4 or 5" in message and "\n" not in message
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION", "client.2")  # a name the table does not know
+    with pytest.raises(backend.DatabricksConfigError, match="'client.2'.*4 or 5"):
+        backend.compute_spec(JOBS)
+
+
+def test_performance_target_is_the_sdks_enum_and_only_serverless_sends_it(backend, monkeypatch) -> None:
+    from databricks.sdk.service.jobs import PerformanceTarget
+
+    from tests.fixtures.databricks.payload import check_round_trip
+
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
+    for target in PerformanceTarget:
+        monkeypatch.setenv("MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET", target.value.lower())
+        spec = backend.compute_spec(JOBS)
+        assert spec["performance_target"] == target.value
+        check_round_trip({"performance_target": spec["performance_target"]}, [])  # a runs/submit field
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET", "COST_OPTIMIZED")  # the API would drop it silently
+    with pytest.raises(backend.DatabricksConfigError) as exc:
+        backend.compute_spec(JOBS)
+    assert "MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET='COST_OPTIMIZED'" in str(exc.value)
+    assert all(t.value in str(exc.value) for t in PerformanceTarget)
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET", "STANDARD")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "existing")  # classic compute: not a field of its runs
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-abc")
+    assert "performance_target" not in backend.compute_spec(JOBS)
 
 
 def test_serverless_installs_the_wheel_then_what_the_jobs_import_pinned_then_the_extras(backend, monkeypatch) -> None:
@@ -127,8 +169,25 @@ def test_new_cluster_runtime_ships_mlflow_3_and_reads_unity_catalog(backend, mon
     cluster = backend.compute_spec(JOBS, "train_model.py")["new_cluster"]
     major, minor = (int(x) for x in cluster["spark_version"].split(".")[:2])
     assert (major, minor) >= (17, 3) and "-ml-" in cluster["spark_version"]  # 17.3 LTS ML: MLflow 3.0
-    assert DataSecurityMode(cluster["data_security_mode"]) in (
-        DataSecurityMode.DATA_SECURITY_MODE_DEDICATED, DataSecurityMode.SINGLE_USER)
+    # dedicated access under its legacy name, the one the Clusters API takes without `kind`
+    assert DataSecurityMode(cluster["data_security_mode"]) == DataSecurityMode.SINGLE_USER and "kind" not in cluster
+
+
+@pytest.mark.parametrize("extra", [None, '{"is_single_node": true}', '{"use_ml_runtime": true}'])
+def test_kind_only_cluster_fields_are_refused_without_classic_preview(backend, monkeypatch, extra) -> None:
+    """The DATA_SECURITY_MODE_* names, is_single_node and use_ml_runtime need kind CLASSIC_PREVIEW (databricks-sdk
+    ClusterSpec); the task refuses such a cluster before a workspace would."""
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "i3.xlarge")
+    if extra:
+        monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_JSON", extra)
+    else:
+        monkeypatch.setenv("MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE", "DATA_SECURITY_MODE_DEDICATED")
+    with pytest.raises(backend.DatabricksConfigError) as exc:
+        backend.compute_spec(JOBS, "train_model.py")
+    assert "CLASSIC_PREVIEW" in str(exc.value) and "MLOPSCTL_DATABRICKS_CLUSTER_JSON" in str(exc.value)
+    with_kind = json.loads(extra or "{}") | {"kind": "CLASSIC_PREVIEW"}
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_JSON", json.dumps(with_kind))
+    assert backend.compute_spec(JOBS, "train_model.py")["new_cluster"]["kind"] == "CLASSIC_PREVIEW"
 
 
 def test_grid_search_gets_a_single_node_cluster(backend, monkeypatch) -> None:
@@ -321,8 +380,8 @@ def test_operator_submits_runs_and_survives_429(backend, deployed: DatabricksTes
     assert params[2:] == ["--max-depth", "80"]
     assert task["existing_cluster_id"] == "0101-test"
     assert task["libraries"] == [{"whl": "/Workspace/Shared/jobs/v1/mlopsctl_jobs-0.1.0-py3-none-any.whl"},
-                                 {"pypi": {"package": "mlflow>=3.1,<4"}}]
-    assert "environments" not in body
+                                 {"pypi": {"package": "mlflow==3.17.2"}}]
+    assert "environments" not in body and "performance_target" not in body
     assert body["idempotency_token"] == backend.idempotency_token("build_model", ti.run_id, "train_model", 1)
     assert "build_model" in body["run_name"] and "train_model" in body["run_name"] and ti.run_id in body["run_name"]
     assert int(body["timeout_seconds"]) == 3 * 3600  # the task's execution_timeout (the provider sends a string)
@@ -362,6 +421,10 @@ def test_a_resubmit_within_one_try_finds_the_same_run(backend, deployed: Databri
     ({"MLOPSCTL_DATABRICKS_TRACKING_URI": "databricks", "MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX": "/mlopsctl"},
      "MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX"),
     ({"MLOPSCTL_DATABRICKS_REGISTRY_URI": "databricks-uc"}, "MLOPSCTL_DATABRICKS_UC_SCHEMA"),
+    ({"MLOPSCTL_DATABRICKS_COMPUTE": "serverless", "MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION": "2"},
+     "MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION"),
+    ({"MLOPSCTL_DATABRICKS_COMPUTE": "serverless", "MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET": "fast"},
+     "MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET"),
 ])
 def test_refusals_fail_the_task_before_submitting(backend, deployed, monkeypatch, env, setting) -> None:
     from airflow.sdk.exceptions import AirflowFailException
@@ -376,11 +439,13 @@ def test_refusals_fail_the_task_before_submitting(backend, deployed, monkeypatch
 
 def test_serverless_payload_is_accepted(backend, deployed: DatabricksTestServer, monkeypatch) -> None:
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET", "STANDARD")
     op = backend.make_databricks_task("train_model", "echo.py", [])
     op.execute({"ti": _TI()})
     [(_, body)] = deployed.bodies
     assert body["environments"][0]["environment_key"] == body["tasks"][0]["environment_key"] == "mlopsctl"
     assert "client" not in body["environments"][0]["spec"]
+    assert body["performance_target"] == "STANDARD" and "performance_target" not in body["tasks"][0]
     assert body["environments"][0]["spec"]["dependencies"][0] == WHEEL
     assert not {"existing_cluster_id", "new_cluster", "libraries"} & set(body["tasks"][0])
 
@@ -403,3 +468,11 @@ def test_missing_jobs_path_fails_without_retry(backend, deployed, monkeypatch) -
     with pytest.raises(AirflowFailException, match="deploy jobs"):
         backend.make_databricks_task("t", "echo.py", []).execute({"ti": _TI()})
     assert deployed.bodies == []
+
+
+def test_every_setting_the_backend_reads_is_in_the_settings_table_of_the_docs() -> None:
+    source = (DAGS / "common" / "databricks_backend.py").read_text()
+    read = set(re.findall(r'"(MLOPSCTL_DATABRICKS_[A-Z_]+)"', source))
+    table = (DAGS.parent / "docs" / "databricks.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    assert "MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET" in read
+    assert not [name for name in sorted(read) if f"| `{name}` |" not in table]

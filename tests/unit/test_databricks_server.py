@@ -155,8 +155,8 @@ def test_spark_python_task_runs_for_real_success_and_failure(sdk, databricks_ser
 
 _PY = {"python_file": "/Workspace/a.py", "parameters": ["1"]}
 _CLUSTER = {"spark_version": "17.3.x-cpu-ml-scala2.13", "node_type_id": "i3.xlarge", "num_workers": 1,
-            "data_security_mode": "DATA_SECURITY_MODE_DEDICATED"}
-_ENV = {"environment_key": "e", "spec": {"environment_version": "2", "dependencies": ["mlflow>=3.1"]}}
+            "data_security_mode": "SINGLE_USER"}
+_ENV = {"environment_key": "e", "spec": {"environment_version": "4", "dependencies": ["mlflow>=3.1"]}}
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -254,7 +254,7 @@ def test_existing_clusters_come_from_the_registry(sdk, databricks_server) -> Non
 
 
 @pytest.mark.parametrize(("dependencies", "expected"), [
-    (["pyspark==3.5.1"], "the runtime provides PySpark"),
+    (["pyspark==3.5.1"], "the environment provides PySpark"),
     (["/Volumes/main/default/libs/missing-1.0-py3-none-any.whl"], "does not exist"),
     (["not a requirement!"], "not a valid requirement"),
 ])
@@ -265,7 +265,7 @@ def test_undeclarable_dependencies_fail_the_run(sdk, databricks_server, dependen
     sdk.files.upload("/Volumes/main/default/jobs/j.py", io.BytesIO(b"print('ran')\n"), overwrite=True)
     run = sdk.jobs.submit(
         run_name="deps",
-        environments=[JobEnvironment(environment_key="e", spec=Environment(environment_version="2",
+        environments=[JobEnvironment(environment_key="e", spec=Environment(environment_version="4",
                                                                            dependencies=dependencies))],
         tasks=[SubmitTask(task_key="t", environment_key="e",
                           spark_python_task=SparkPythonTask(python_file="/Volumes/main/default/jobs/j.py"))],

@@ -44,11 +44,15 @@ def _project_version() -> str:
 
 
 def _backend_constants() -> dict[str, object]:
-    """The plain constants of dags/common/databricks_backend.py, read without importing Airflow."""
+    """The plain constants of dags/common/databricks_backend.py, read without importing Airflow (a constant
+    may name one defined above it)."""
     tree = ast.parse((REPO / "dags" / "common" / "databricks_backend.py").read_text())
-    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-            and node.targets[0].id in ("JOBS_WHEEL", "SERVERLESS_PINS", "CLASSIC_PYPI")}
+    found: dict[str, object] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in (
+                "JOBS_WHEEL", "MLFLOW_PIN", "SERVERLESS_PINS", "CLASSIC_PYPI"):
+            found[node.targets[0].id] = eval(compile(ast.Expression(node.value), "backend", "eval"), {}, dict(found))
+    return found
 
 
 def _metadata(wheel: Path) -> email.message.Message:
@@ -105,8 +109,7 @@ def test_mlopsctl_wheel_carries_the_jobs_wheel(mlopsctl_wheel: Path, tmp_path: P
     requires = {r.name: r for r in map(Requirement, meta.get_all("Requires-Dist"))}
     assert set(requires) == {"mlflow", "scikit-learn", "matplotlib"}  # no pyspark/pandas/pyarrow/numpy
     assert not any(r.marker for r in requires.values())
-    assert str(requires["mlflow"].specifier) == "<4,>=3.1"
-    assert requires["mlflow"].specifier.contains("3.1.0") and not requires["mlflow"].specifier.contains("4.0")
+    assert str(requires["mlflow"]) == _backend_constants()["MLFLOW_PIN"]  # the MLflow the tasks install beside it
 
 
 def test_the_jobs_wheel_builds_reproducibly(tmp_path: Path) -> None:
@@ -278,6 +281,16 @@ def test_the_backends_wheel_name_and_pins_follow_the_project_and_uv_lock() -> No
     locked = {p["name"]: p["version"] for p in lock["package"]}
     pins = dict(pin.split("==") for pin in constants["SERVERLESS_PINS"])
     assert pins == {name: locked[name] for name in ("mlflow", "scikit-learn", "matplotlib")}
-    # classic compute asks for the same MLflow range the jobs' wheel declares
+
+
+def test_one_exact_mlflow_everywhere_and_it_is_uv_locks() -> None:
+    """Serverless dependencies, classic libraries and the jobs' wheel's Requires-Dist: one MLflow, the locked one,
+    so every compute runs the same MLflow and a shared cluster is not upgraded to whatever is newest."""
+    constants = _backend_constants()
+    locked = {p["name"]: p["version"] for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
+    pin = constants["MLFLOW_PIN"]
+    assert pin == f"mlflow=={locked['mlflow']}"
+    assert [p for p in constants["SERVERLESS_PINS"] if Requirement(p).name == "mlflow"] == [pin]
+    assert list(constants["CLASSIC_PYPI"]) == [pin]
     jobs_deps = tomllib.loads((SPARK_JOBS / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert list(constants["CLASSIC_PYPI"]) == [d for d in jobs_deps if Requirement(d).name == "mlflow"]
+    assert [d for d in jobs_deps if Requirement(d).name == "mlflow"] == [pin]

@@ -34,7 +34,7 @@ def backend(monkeypatch: pytest.MonkeyPatch):
                 "MLOPSCTL_DATABRICKS_REGISTRY_URI", "MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX",
                 "MLOPSCTL_DATABRICKS_SPARK_VERSION", "MLOPSCTL_DATABRICKS_NUM_WORKERS",
                 "MLOPSCTL_DATABRICKS_DATA_SECURITY_MODE", "MLOPSCTL_DATABRICKS_CLUSTER_JSON",
-                "MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION"):
+                "MLOPSCTL_DATABRICKS_ENVIRONMENT_VERSION", "MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_UC_SCHEMA", "main.mlops")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_NODE_TYPE_ID", "i3.xlarge")
@@ -50,8 +50,9 @@ def test_documented_payload_is_what_the_backend_sends(backend, monkeypatch: pyte
     body = _example(kind)
     [task] = body["tasks"]
     spec = backend.compute_spec(JOBS, "train_model.py")
-    assert body.get("environments") == spec.get("environments")
-    assert {k: task[k] for k in spec if k != "environments"} == {k: v for k, v in spec.items() if k != "environments"}
+    top = backend.TOP_LEVEL_FIELDS  # environments, performance_target: the run's, not the task's
+    assert {k: body.get(k) for k in top} == {k: spec.get(k) for k in top}
+    assert {k: task[k] for k in spec if k not in top} == {k: v for k, v in spec.items() if k not in top}
     compute_keys = {"new_cluster", "existing_cluster_id", "environment_key", "libraries"}
     assert compute_keys & set(task) == compute_keys & set(spec)  # the example shows no other compute
     assert task["spark_python_task"]["python_file"] == f"{JOBS}/train_model.py"
