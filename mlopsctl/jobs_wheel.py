@@ -51,7 +51,7 @@ def wheel_file_name(version: str) -> str:
 def wheel_version(folder: str) -> str:
     """The jobs' wheel version of a deploy folder: ``v0.1.0-1a2b3c4d5e6f`` -> ``0.1.0+1a2b3c4d5e6f``.
     dags/common/databricks_backend.py derives the wheel's name from the jobs path the same way (a copy,
-    which tests/unit/test_jobs_wheel.py compares). ValueError for a name of another shape."""
+    which tests/unit/test_databricks_backend.py compares). ValueError for a name of another shape."""
     match = FOLDER.fullmatch(folder)
     if match is None:
         raise ValueError(f"{folder!r} is not a jobs folder name of the form v<version>-<label> (e.g. "

@@ -31,7 +31,7 @@ DEFAULT_DATA_SECURITY_MODE = "DATA_SECURITY_MODE_DEDICATED"
 DATA_SECURITY_MODES = ("DATA_SECURITY_MODE_DEDICATED", "SINGLE_USER")  # databricks-sdk DataSecurityMode names
 DEFAULT_ENVIRONMENT_VERSION = "2"
 #: a jobs folder of ``deploy jobs``: ``v<version>-<label>``; its wheel's version is ``<version>+<label>``
-#: (a copy of mlopsctl/jobs_wheel.py's ``wheel_version``, which tests/unit/test_jobs_wheel.py compares)
+#: (a copy of mlopsctl/jobs_wheel.py's ``FOLDER``, which tests/unit/test_databricks_backend.py compares)
 JOBS_FOLDER = re.compile(r"v(?P<public>[0-9][0-9a-z.!]*)-(?P<local>[a-z0-9]+(?:\.[a-z0-9]+)*)")
 #: what the jobs import that a serverless environment lacks, at the versions of uv.lock (the same test pins them)
 SERVERLESS_PINS = ("mlflow==3.17.2", "scikit-learn==1.9.1", "matplotlib==3.11.2")
