@@ -345,6 +345,14 @@ def content_version(files: Mapping[str, Path], prefix: str = "") -> str:
     return f"{prefix}-{short}" if prefix else short
 
 
+def cluster_libraries(client: WorkspaceClient, cluster_id: str) -> list[dict[str, Any]]:
+    """The Libraries API's status of a cluster's libraries, as ``LibraryFullStatus`` dicts (library, status)."""
+    try:
+        return [status.as_dict() for status in client.libraries.cluster_status(cluster_id)]
+    except Exception as exc:  # noqa: BLE001 - mapped to typed errors
+        raise _map_sdk_error(exc, client.config.host) from None
+
+
 def validate_target(target: str) -> str:
     """`/Workspace/...` (workspace files) or `/Volumes/<catalog>/<schema>/<volume>/...` (UC volume)."""
     target = target.rstrip("/")

@@ -8,14 +8,24 @@ spark_jobs/ has the stock mlopsctl_jobs/ and pyproject.toml, and otherwise build
 hatchling (`for_deploy`). A spark_jobs/ of the layout before the package (a shared rf_core.py) is refused
 with the upgrade step (`check_layout`).
 
+What `deploy jobs` uploads is that wheel re-versioned after the deploy folder (`wheel_version`: folder
+``v0.1.0-<content hash>`` -> version ``0.1.0+<content hash>``, `with_version`), so that every change of the
+jobs is a new version: a task passes the version it expects and the jobs refuse to run another one, which a
+cluster that installed an earlier wheel keeps until it restarts. `stale_libraries` reads a cluster's library
+status for such leftovers.
+
 Only the standard library is imported at module level: hatch_build.py loads this file by path inside the
 build backend, where mlopsctl itself is not importable.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
+import re
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,8 +38,25 @@ PROJECT_FILE = "pyproject.toml"
 OLD_MODULE = "rf_core.py"
 
 
+#: a deploy folder's name: ``v<public version>-<label>``, the label a PEP 440 local version label
+FOLDER = re.compile(r"v(?P<public>[0-9][0-9a-z.!]*)-(?P<local>[a-z0-9]+(?:\.[a-z0-9]+)*)")
+#: library statuses (Libraries API) of a library the cluster has or is about to have
+ACTIVE_STATUSES = frozenset({"INSTALLED", "INSTALLING", "PENDING", "RESOLVING", "RESTORED"})
+
+
 def wheel_file_name(version: str) -> str:
     return f"{DISTRIBUTION}-{version}-py3-none-any.whl"
+
+
+def wheel_version(folder: str) -> str:
+    """The jobs' wheel version of a deploy folder: ``v0.1.0-1a2b3c4d5e6f`` -> ``0.1.0+1a2b3c4d5e6f``.
+    dags/common/databricks_backend.py derives the wheel's name from the jobs path the same way (a copy,
+    which tests/unit/test_databricks_backend.py compares). ValueError for a name of another shape."""
+    match = FOLDER.fullmatch(folder)
+    if match is None:
+        raise ValueError(f"{folder!r} is not a jobs folder name of the form v<version>-<label> (e.g. "
+                         "v0.1.0-1a2b3c4d5e6f; the label: lower-case letters, digits and dots)")
+    return f"{match['public']}+{match['local']}"
 
 
 def bundled_wheel() -> Path | None:
@@ -59,6 +86,92 @@ def build(src: Path, out_dir: Path, version: str, project_file: Path | None = No
     built = builder.build(directory=str(out_dir), versions=["standard"], hooks_only=False, clean=False,
                           clean_hooks_after=False)
     return Path(next(built))
+
+
+def with_version(wheel: Path, version: str, out_dir: Path) -> Path:
+    """A copy of ``wheel`` at ``version`` in ``out_dir``: the same files, its ``.dist-info`` folder renamed,
+    METADATA's Version replaced and RECORD's hashes recomputed. Entries keep their timestamps and
+    permissions, so the same wheel and version give the same bytes."""
+    with zipfile.ZipFile(wheel) as source:
+        infos = source.infolist()
+        old_info = next(i.filename.split("/", 1)[0] for i in infos if i.filename.endswith(".dist-info/METADATA"))
+        new_info = f"{DISTRIBUTION}-{version}.dist-info"
+        members: list[tuple[zipfile.ZipInfo, bytes]] = []
+        for info in infos:
+            data = source.read(info)
+            name = info.filename
+            if name.startswith(f"{old_info}/"):
+                name = f"{new_info}/{name.removeprefix(old_info + '/')}"
+            if name == f"{new_info}/METADATA":
+                data = re.sub(rb"^Version: .*$", f"Version: {version}".encode(), data, count=1, flags=re.MULTILINE)
+            if name != f"{new_info}/RECORD":
+                members.append((_renamed(info, name), data))
+    record = "".join(f"{info.filename},sha256={_digest(data)},{len(data)}\n" for info, data in members)
+    record += f"{new_info}/RECORD,,\n"
+    record_info = next(i for i in infos if i.filename == f"{old_info}/RECORD")
+    members.append((_renamed(record_info, f"{new_info}/RECORD"), record.encode()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / wheel_file_name(version)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
+        for info, data in members:
+            out.writestr(info, data)
+    return target
+
+
+def _renamed(info: zipfile.ZipInfo, name: str) -> zipfile.ZipInfo:
+    copy = zipfile.ZipInfo(name, date_time=info.date_time)
+    copy.external_attr, copy.compress_type = info.external_attr, zipfile.ZIP_DEFLATED
+    return copy
+
+
+def _digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def requirement(wheel: Path, name: str) -> str | None:
+    """The wheel's ``Requires-Dist`` entry for the distribution ``name`` (e.g. mlflow), if it has one."""
+    import email.parser
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    with zipfile.ZipFile(wheel) as archive:
+        meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        message = email.parser.Parser().parsestr(archive.read(meta).decode())
+    for entry in message.get_all("Requires-Dist") or []:
+        if canonicalize_name(Requirement(entry).name) == canonicalize_name(name):
+            return entry
+    return None
+
+
+def stale_libraries(statuses: Iterable[Mapping], version: str, mlflow: str | None) -> list[str]:
+    """What a cluster's library status (``LibraryFullStatus`` dicts of the Libraries API) holds that tasks
+    deployed at ``version`` would not run with: another ``mlopsctl-jobs`` wheel, or an MLflow other than
+    ``mlflow`` (the jobs' wheel's requirement). One sentence per library; empty when nothing is stale."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted = Requirement(mlflow) if mlflow else None
+    found: list[str] = []
+    for status in statuses:
+        if status.get("status") not in ACTIVE_STATUSES:
+            continue
+        library = status.get("library") or {}
+        whl = str(library.get("whl") or "")
+        package = str((library.get("pypi") or {}).get("package") or "")
+        name = whl.rsplit("/", 1)[-1]
+        if name.startswith(f"{DISTRIBUTION}-") and name.split("-")[1] != version:
+            found.append(f"mlopsctl-jobs {name.split('-')[1]} ({whl}), not {version}")
+        elif name.startswith("mlflow-") and wanted is not None and not wanted.specifier.contains(name.split("-")[1]):
+            found.append(f"MLflow {name.split('-')[1]} ({whl}), where the jobs ask for {mlflow}")
+        elif package and wanted is not None:
+            try:
+                req = Requirement(package)
+            except InvalidRequirement:
+                continue
+            if canonicalize_name(req.name) == "mlflow" and req.specifier != wanted.specifier:
+                found.append(f"MLflow {package!r} (PyPI), where the jobs ask for {mlflow}")
+    return found
 
 
 def package_files(wheel: Path) -> dict[str, bytes]:

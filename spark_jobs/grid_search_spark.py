@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
             features = data.features_path(args.work_dir, args.dag_id, args.run_id)
             search.search_and_log(
                 args, lambda: (*data.read_features(spark, features), data.read_rows_dropped(features, spark)),
-                session.engine_name(spark), lambda X_, y_, pts, cv, rs: grid.run_grid_spark(spark, X_, y_, pts, cv, rs),
+                session.engine_name(spark),
+                lambda X_, y_, pts, cv, rs: grid.run_grid_spark(spark, X_, y_, pts, cv, rs,
+                                                                expected_version=args.jobs_version),
             )
         finally:
             session.release_session(spark)

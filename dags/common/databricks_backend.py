@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,9 +47,9 @@ DEFAULT_ENVIRONMENT_VERSION = "4"
 #: the one MLflow the jobs run with on every compute: serverless dependencies, classic libraries and the jobs'
 #: wheel (spark_jobs/pyproject.toml); tests/unit/test_jobs_wheel.py holds all three to uv.lock's MLflow
 MLFLOW_PIN = "mlflow==3.17.2"
-#: the jobs' wheel, uploaded by ``deploy jobs`` next to the entry scripts; its version is mlopsctl's
-#: (pyproject.toml), which tests/unit/test_jobs_wheel.py pins
-JOBS_WHEEL = "mlopsctl_jobs-0.1.0-py3-none-any.whl"
+#: a jobs folder of ``deploy jobs``: ``v<version>-<label>``; its wheel's version is ``<version>+<label>``
+#: (a copy of mlopsctl/jobs_wheel.py's ``FOLDER``, which tests/unit/test_databricks_backend.py compares)
+JOBS_FOLDER = re.compile(r"v(?P<public>[0-9][0-9a-z.!]*)-(?P<local>[a-z0-9]+(?:\.[a-z0-9]+)*)")
 #: what the jobs import that a serverless environment lacks, at the versions of uv.lock (the same test pins them)
 SERVERLESS_PINS = (MLFLOW_PIN, "scikit-learn==1.9.1", "matplotlib==3.11.2")
 #: on classic compute the ML runtime brings the rest; the jobs bring their MLflow
@@ -112,8 +113,24 @@ def work_dir(jobs: str) -> str:
     )
 
 
+def jobs_version(jobs: str) -> str:
+    """The version of the jobs' wheel in a deploy folder, from its name: ``.../v0.1.0-1a2b3c4d5e6f`` ->
+    ``0.1.0+1a2b3c4d5e6f``. Each task passes it to its job (``--jobs-version``), which refuses to run
+    another installed version: a cluster keeps the first version of a library until it restarts."""
+    folder = jobs.rstrip("/").rsplit("/", 1)[-1]
+    match = JOBS_FOLDER.fullmatch(folder)
+    if match is None:
+        raise DatabricksConfigError(
+            f"{JOBS_PATH_KEY}={jobs!r}: its last folder {folder!r} is not a folder `mlopsctl deploy jobs` made "
+            "(v<version>-<label>, e.g. v0.1.0-1a2b3c4d5e6f), whose name gives the version of the jobs' wheel "
+            "in it. Deploy with `mlopsctl deploy jobs --set-variable`. Nothing was submitted."
+        )
+    return f"{match['public']}+{match['local']}"
+
+
 def jobs_wheel_path(jobs: str) -> str:
-    return f"{jobs}/{JOBS_WHEEL}"
+    """The jobs' wheel `deploy jobs` uploaded into the folder ``jobs``."""
+    return f"{jobs}/mlopsctl_jobs-{jobs_version(jobs)}-py3-none-any.whl"
 
 
 def compute_spec(jobs: str, script: str = "") -> dict[str, Any]:
@@ -282,7 +299,8 @@ def model_name(name: str, registry: str | None = None) -> str:
 
 
 def databricks_parameters(arguments: Sequence[Any], jobs: str) -> list[str]:
-    """The rendered argv with the Databricks-side values swapped in (all strings, as the API wants)."""
+    """The rendered argv with the Databricks-side values swapped in (all strings, as the API wants), and
+    the jobs' wheel version the job must find installed."""
     tracking, registry = tracking_uri(), registry_uri()
     overrides = {
         "--work-dir": work_dir(jobs),
@@ -296,7 +314,7 @@ def databricks_parameters(arguments: Sequence[Any], jobs: str) -> list[str]:
             out[i + 1] = overrides[item] or ""
         elif item == "--register-model":
             out[i + 1] = model_name(out[i + 1], registry)
-    return out
+    return [*out, "--jobs-version", jobs_version(jobs)]  # the job checks its installed wheel against it
 
 
 def idempotency_token(dag_id: str, run_id: str, task_id: str, try_number: int) -> str:

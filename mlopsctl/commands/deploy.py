@@ -65,6 +65,13 @@ def deploy_jobs(
                                "[env: MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX]",
                           envvar="MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", show_envvar=False)
     ] = "/Shared/mlopsctl",
+    cluster_id: Annotated[
+        str | None, typer.Option("--cluster-id",
+                                 help="The existing cluster the tasks run on (MLOPSCTL_DATABRICKS_COMPUTE=existing): "
+                                      "warn when it still holds another jobs' wheel or MLflow. "
+                                      "[env: MLOPSCTL_DATABRICKS_CLUSTER_ID]",
+                                 envvar="MLOPSCTL_DATABRICKS_CLUSTER_ID", show_envvar=False, show_default=False)
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Upload the job scripts and the jobs' wheel to a versioned Databricks path the DAGs run from, and
@@ -76,7 +83,10 @@ def deploy_jobs(
     (hatchling). A spark_jobs/ with the older layout (a shared rf_core.py) is refused with the upgrade step.
 
     The version folder is derived from the files' content, so re-deploying unchanged jobs reuses the
-    same path and running DAG runs never see files change under them.
+    same path and running DAG runs never see files change under them. The wheel's version follows the
+    folder (v0.1.0-<hash> -> 0.1.0+<hash>), and the tasks refuse to run another one: a cluster keeps the
+    first version of a library it installed until it restarts. With --cluster-id, that cluster's libraries
+    are read and a leftover jobs' wheel or another MLflow is reported with the restart it needs.
 
     Example: mlopsctl deploy jobs --to /Volumes/main/mlops/jobs --set-variable
     """
@@ -93,19 +103,27 @@ def deploy_jobs(
     dbx.job_files(source)  # a missing or empty folder is reported before anything is built
     with tempfile.TemporaryDirectory(prefix="mlopsctl-jobs-wheel-") as build_dir:
         wheel = jobs_wheel.for_deploy(source, __version__, Path(build_dir))
-        files = dbx.deploy_files(source, wheel.path, wheel.modules)
-        ver = version or dbx.content_version(files, prefix=f"v{__version__}")
-        if "/" in ver or ver in (".", ".."):
+        ver = version or dbx.content_version(dbx.deploy_files(source, wheel.path, wheel.modules),
+                                             prefix=f"v{__version__}")
+        try:
+            wheel_version = jobs_wheel.wheel_version(ver)
+        except ValueError as exc:
             from mlopsctl.errors import InputError
 
-            raise InputError(f"--version {ver!r} must be a single folder name.")
+            raise InputError(f"--version: {exc}.", hint="Leave it out to name the folder after the files' "
+                                                        "content.") from None
+        versioned = jobs_wheel.with_version(wheel.path, wheel_version, Path(build_dir) / "versioned")
+        mlflow = jobs_wheel.requirement(versioned, "mlflow")
+        files = dbx.deploy_files(source, versioned, wheel.modules)
         client = dbx.workspace_client(profile)
         console.status_line(f"Uploading {len(files)} file(s) from {source} to {client.config.host} ...")
         dest, uploaded = dbx.upload_jobs(client, files, target, ver)
     folder = dbx.ensure_experiment_folder(client, folder)
-    result: dict[str, Any] = {"path": dest, "files": uploaded, "wheel": f"{dest}/{wheel.path.name}",
-                              "wheel_origin": wheel.origin, "version": ver, "host": client.config.host,
-                              "experiment_folder": folder, "variable_set": False}
+    result: dict[str, Any] = {"path": dest, "files": uploaded, "wheel": f"{dest}/{versioned.name}",
+                              "wheel_origin": wheel.origin, "wheel_version": wheel_version, "version": ver,
+                              "host": client.config.host, "experiment_folder": folder, "variable_set": False}
+    if cluster_id:
+        result["cluster"] = _cluster_check(client, cluster_id, wheel_version, mlflow)
     if set_variable:
         app_ctx.airflow.set_variable(JOBS_PATH_VARIABLE, dest)
         result["variable_set"] = True
@@ -123,6 +141,28 @@ def deploy_jobs(
     else:
         console.info(f"Point the DAGs at it: set {JOBS_PATH_VARIABLE}={dest} on the Airflow components "
                      f"(or re-run with --set-variable).")
+    check = result.get("cluster")
+    if check and check["error"]:
+        console.warn(f"Could not read the libraries of cluster {cluster_id}: {check['error']}")
+    elif check and check["stale"]:
+        console.warn(f"Cluster {cluster_id} still holds " + "; ".join(check["stale"]) + ". A cluster keeps the "
+                     f"first version of a library it installed until it restarts, and the tasks of this deploy "
+                     f"refuse to run on another jobs' wheel: restart it (`databricks clusters restart "
+                     f"{cluster_id}`) before running them.")
+
+
+def _cluster_check(client: Any, cluster_id: str, version: str, mlflow: str | None) -> dict[str, Any]:
+    """{"id", "stale": what the cluster holds that the deployed tasks would not run with, "error"}: a
+    failed read is reported, not raised (the upload is done)."""
+    from mlopsctl import databricks as dbx
+    from mlopsctl import jobs_wheel
+    from mlopsctl.errors import MlopsctlError
+
+    try:
+        statuses = dbx.cluster_libraries(client, cluster_id)
+    except MlopsctlError as exc:
+        return {"id": cluster_id, "stale": [], "error": exc.message}
+    return {"id": cluster_id, "stale": jobs_wheel.stale_libraries(statuses, version, mlflow), "error": None}
 
 
 def _sync_tree(src: Path, dest: Path) -> dict[str, list[str]]:

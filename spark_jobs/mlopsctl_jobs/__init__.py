@@ -6,6 +6,7 @@
 * `search`: the body the two grid-search jobs share;
 * `tracking`: MLflow runs, models and the registry;
 * `session`: the SparkSession, and shipping this package to its workers;
+* `installed`: the installed jobs' wheel, checked against the version a task expects;
 * `cli`: the jobs' argv and exit codes.
 
 It ships as the jobs' wheel (distribution ``mlopsctl-jobs``), which Databricks tasks install, and as a zip a

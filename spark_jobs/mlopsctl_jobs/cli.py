@@ -1,6 +1,7 @@
 """The jobs' command line: the argv every job takes (`base_parser`, `add_model_args`, `add_grid_args`), the
 argparse types, and the process's end (`run_main` turns bad data into one ``mlopsctl-error:`` line and exit
-`EXIT_NO_RETRY`; `run_script` is each entry script's ``__main__``).
+`EXIT_NO_RETRY`; `run_script` is each entry script's ``__main__``). A job given ``--jobs-version`` stops the
+same way, right after parsing, when the installed jobs' wheel is another version (`mlopsctl_jobs.installed`).
 
 `EXIT_NO_RETRY` and `ERROR_PREFIX` are the contract with the DAGs' backends (dags/common/), which keep their own
 copies (tests/unit/test_contract_copies.py pins them).
@@ -17,6 +18,7 @@ from typing import Any
 
 from mlopsctl_jobs.data import DataError
 from mlopsctl_jobs.grid import GridError
+from mlopsctl_jobs.installed import StaleJobsError, mismatch
 
 # Exit code for failures that retrying cannot fix (bad data, every grid point failed).
 EXIT_NO_RETRY = 3
@@ -60,7 +62,10 @@ def optional_str(text: str) -> str | None:
 class JobArgumentParser(argparse.ArgumentParser):
     """The jobs' argv is built as [--flag, value, ...] pairs. Plain argparse takes a value that starts with
     '-' (a target column '-x', a model name '--v2') for an option and fails; here every value that follows
-    a one-value option is bound to it (as if written --flag=value), so user strings arrive verbatim."""
+    a one-value option is bound to it (as if written --flag=value), so user strings arrive verbatim.
+
+    A job whose argv names the jobs' version it expects (``--jobs-version``) stops here, before any work,
+    when the installed one differs: one ``mlopsctl-error:`` line and exit `EXIT_NO_RETRY`."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         args = list(sys.argv[1:] if args is None else args)
@@ -79,7 +84,11 @@ class JobArgumentParser(argparse.ArgumentParser):
             else:
                 joined.append(args[i])
                 i += 1
-        return super().parse_known_args(joined, namespace)
+        parsed, extras = super().parse_known_args(joined, namespace)
+        stale = mismatch(getattr(parsed, "jobs_version", None))
+        if stale:
+            _stop(stale)
+        return parsed, extras
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -96,6 +105,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", type=optional_str, default=None)
     p.add_argument("--registry-uri", type=optional_str, default=None)
     p.add_argument("--experiment-prefix", default="/mlopsctl")
+    p.add_argument("--jobs-version", type=optional_str, default=None,
+                   help="the mlopsctl-jobs version the task was deployed with (Databricks); empty = not checked")
     return p
 
 
@@ -117,9 +128,13 @@ def run_main(fn: Callable[[], Any]) -> None:
     """Run a job's body; turn non-retryable failures into one clear line + EXIT_NO_RETRY."""
     try:
         fn()
-    except (DataError, GridError) as exc:
-        print(f"{ERROR_PREFIX} {exc}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_NO_RETRY)
+    except (DataError, GridError, StaleJobsError) as exc:
+        _stop(str(exc))
+
+
+def _stop(message: str) -> None:
+    print(f"{ERROR_PREFIX} {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_NO_RETRY)
 
 
 def run_script(main: Callable[[], Any]) -> None:

@@ -4,6 +4,8 @@ threads run it on the job's machine (`run_grid_joblib`) or Spark's Python worker
 
 The workers unpickle `evaluate_task_batches` by reference to this module: they import this package, from
 the wheel where it is installed (Databricks) or from the zip the session shipped (`mlopsctl_jobs.session`).
+Given the jobs' version the task expects, each worker checks its installed wheel first and fits nothing when
+it differs; the driver then raises `StaleJobsError` (`mlopsctl_jobs.installed`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlopsctl_jobs import model
+from mlopsctl_jobs import installed, model
 from mlopsctl_jobs.data import ROW_ID_COL, TARGET_COL, DataError, split_xy
 
 
@@ -134,8 +136,13 @@ FOLD_RESULT_SCHEMA = "max_depth long, n_estimators long, fold long, rmse double,
 TASK_COL = "__task__"
 
 
+#: the ``error`` of every fold a worker with another jobs' version refused (the rest is `installed.mismatch`)
+STALE_PREFIX = "stale mlopsctl-jobs: "
+
+
 def evaluate_task_batches(
-    batches: Iterable[Any], tasks: Sequence[tuple[int, int, int]], cv: int, random_state: int
+    batches: Iterable[Any], tasks: Sequence[tuple[int, int, int]], cv: int, random_state: int,
+    expected_version: str | None = None,
 ) -> Iterable[Any]:
     """The ``mapInPandas`` function of the Spark grid: one partition holds one task id, joined to every
     training row (``TASK_COL``, ``ROW_ID_COL``, the features and ``TARGET_COL``), as Arrow batches.
@@ -143,6 +150,8 @@ def evaluate_task_batches(
     It rebuilds the training frame in its original row order, recomputes the same folds the driver would
     (``fold_indices`` is deterministic), and fits each task's (max_depth, n_estimators, fold) with
     `evaluate_fold`, which records errors instead of raising, so one failed point spares the others.
+    A worker whose installed jobs' wheel is not ``expected_version`` fits nothing: each of its tasks comes
+    back with ``STALE_PREFIX`` and the reason as its error.
     """
     import pandas as pd
 
@@ -150,6 +159,13 @@ def evaluate_task_batches(
     if not frames:
         return
     rows = pd.concat(frames, ignore_index=True)
+    stale = installed.mismatch(expected_version)
+    if stale:
+        for task_id in sorted(rows[TASK_COL].unique()):
+            d, n, k = tasks[int(task_id)]
+            yield pd.DataFrame([{"max_depth": d, "n_estimators": n, "fold": k, "rmse": None, "r2": None,
+                                 "error": STALE_PREFIX + stale}])
+        return
     for task_id, part in rows.groupby(TASK_COL, sort=True):
         X, y = split_xy(part.drop(columns=[TASK_COL]))
         folds = fold_indices(len(X), cv, random_state)
@@ -158,20 +174,28 @@ def evaluate_task_batches(
 
 
 def run_grid_spark(
-    spark: Any, X: Any, y: Any, points: Sequence[tuple[int, int]], cv: int, random_state: int
+    spark: Any, X: Any, y: Any, points: Sequence[tuple[int, int]], cv: int, random_state: int,
+    expected_version: str | None = None,
 ) -> list[PointResult]:
     """Fan (point, fold) out over the workers; gather and aggregate on the driver.
 
     The training rows reach the workers as Arrow batches of the plan itself (a broadcast join of the
     task ids with the rows), not through a file: no storage has to be shared by the driver and the
     workers, which holds on a laptop, a standalone cluster and Databricks serverless alike. Every task
-    partition carries one task id, so Spark schedules one fit per task slot.
+    partition carries one task id, so Spark schedules one fit per task slot. With ``expected_version`` (the
+    jobs' version the task was deployed with) a worker that has another one installed fits nothing, and
+    this raises `installed.StaleJobsError`.
     """
     folds = fold_indices(len(X), cv, random_state)  # raises DataError before any Spark work
     tasks = grid_tasks(points, folds)
     rows = X.reset_index(drop=True).assign(**{TARGET_COL: y.to_numpy(dtype="float64"), ROW_ID_COL: range(len(X))})
     training = spark.createDataFrame(rows)
     task_ids = spark.range(0, len(tasks), 1, numPartitions=len(tasks)).withColumnRenamed("id", TASK_COL)
-    fit = functools.partial(evaluate_task_batches, tasks=tasks, cv=cv, random_state=random_state)
+    fit = functools.partial(evaluate_task_batches, tasks=tasks, cv=cv, random_state=random_state,
+                            expected_version=expected_version)
     fold_rows = task_ids.crossJoin(training.hint("broadcast")).mapInPandas(fit, schema=FOLD_RESULT_SCHEMA)
-    return aggregate(points, [row.asDict() for row in fold_rows.collect()])
+    results = [row.asDict() for row in fold_rows.collect()]
+    stale = next((r["error"] for r in results if (r["error"] or "").startswith(STALE_PREFIX)), None)
+    if stale:
+        raise installed.StaleJobsError(f"a Spark worker of the grid: {stale.removeprefix(STALE_PREFIX)}")
+    return aggregate(points, results)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -268,6 +269,55 @@ def test_all_three_pipelines_run_on_each_compute(dbx: DbxEnv, mode: str) -> None
         assert roles == ["child"] * 4 + ["parent"], roles
     # Unity Catalog: each pipeline registered a version of catalog.schema.model
     assert len(dbx.server.mlflow.models[MODEL.lower()].versions) == versions_before + 3
+
+
+def test_a_changed_jobs_package_on_an_existing_cluster_runs_only_after_a_restart(dbx: DbxEnv, tmp_path: Path) -> None:
+    """Finding 3: the existing cluster keeps the first jobs' wheel it installed. A redeploy with a changed
+    mlopsctl_jobs is a new wheel version: `deploy jobs --cluster-id` warns, the task's job finds the old
+    wheel and stops without a retry, naming the restart; after the restart the same pipeline runs the new code."""
+    assert dbx.cli("connect", "databricks", "--insecure").returncode == 0
+    dbx.use_compute("existing")
+    libraries = dbx.server.cluster_libraries
+    if not any("mlopsctl_jobs-" in str(st["library"].get("whl")) for st in libraries.statuses(STANDARD_CLUSTER_ID)):
+        # run on its own: put the stock wheel on the cluster first, as the pipelines test above does
+        assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0
+        primed = dbx.cli("run", "build-model", "--max-depth", "4", "--n-estimators", "5")
+        assert primed.returncode == 0, primed.stdout + primed.stderr
+    edited = tmp_path / "spark_jobs"
+    shutil.copytree(REPO / "spark_jobs", edited, ignore=shutil.ignore_patterns("__pycache__"))
+    with (edited / "mlopsctl_jobs" / "__init__.py").open("a") as fh:
+        fh.write('\nprint("mlopsctl_jobs: the edited package", flush=True)\n')
+    deployed = dbx.cli("deploy", "jobs", "--src", str(edited), "--to", JOBS_ROOT, "--set-variable", "--cluster-id",
+                       STANDARD_CLUSTER_ID, "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    doc = json.loads(deployed.stdout)
+    [stale] = doc["cluster"]["stale"]  # the stock wheel, still installed on the cluster
+    assert stale.startswith("mlopsctl-jobs ") and f"not {doc['wheel_version']}" in stale
+
+    runs_before = len(dbx.server.runs())
+    refused = dbx.cli("run", "build-model", "--max-depth", "4", "--n-estimators", "5")
+    assert refused.returncode == ExitCode.RUN_FAILED, refused.stdout + refused.stderr
+    [run] = dbx.server.runs()[runs_before:]  # the first task stopped, and Airflow did not retry it
+    task = run.tasks[0]
+    assert task.task_key == "preprocess_data" and task.result_state == "FAILED"
+    assert "the edited package" not in task.logs  # the old wheel ran, and stopped before any work
+    line = next(ln for ln in task.logs.splitlines() if "mlopsctl-error:" in ln)
+    assert doc["wheel_version"] in line and "restart the cluster" in line
+    assert "restart the cluster" in " ".join((refused.stdout + refused.stderr).split())
+
+    from databricks.sdk import WorkspaceClient
+
+    WorkspaceClient(host=dbx.server.url, token=dbx.server.token).clusters.restart_and_wait(STANDARD_CLUSTER_ID)
+    try:
+        runs_before = len(dbx.server.runs())
+        rerun = dbx.cli("run", "build-model", "--max-depth", "4", "--n-estimators", "5")
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        tasks = [t for r in dbx.server.runs()[runs_before:] for t in r.tasks]
+        assert [t.task_key for t in tasks] == ["preprocess_data", "train_model"]
+        assert all(t.result_state == "SUCCESS" and "the edited package" in t.logs for t in tasks)
+    finally:  # the stock jobs and a cluster that holds nothing, for the tests after this one
+        libraries.restart(STANDARD_CLUSTER_ID)
+        assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0
 
 
 def test_failing_job_fails_the_task_with_the_databricks_error(dbx: DbxEnv, tmp_path: Path) -> None:

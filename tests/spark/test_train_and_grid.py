@@ -362,6 +362,31 @@ def test_the_workers_import_the_shipped_package_not_the_jobs_folder(spark) -> No
     assert ".zip" in row.origin and str(JOBS_DIR) not in row.origin
 
 
+def test_grid_workers_with_another_jobs_wheel_fit_nothing_and_the_job_stops(spark, diabetes_xy) -> None:
+    """Finding 3 on the workers: given the jobs' version the task was deployed with, a worker that has
+    another one (here: none, the package came as a zip) fits nothing, and the driver raises StaleJobsError,
+    which the job turns into exit 3. (Without an expected version, as in the tests above, nothing is checked.)"""
+    from mlopsctl_jobs import installed
+
+    X, y = diabetes_xy
+    points = grid.grid_points([3], [5])
+    with pytest.raises(installed.StaleJobsError, match="a Spark worker of the grid: this compute has no "
+                                                       "mlopsctl-jobs installed.*0.1.0\\+stale.*restart"):
+        grid.run_grid_spark(spark, X, y, points, 2, 0, expected_version="0.1.0+stale")
+
+
+def test_a_stale_worker_returns_every_task_it_was_given_unfitted(diabetes_xy) -> None:
+    import pandas as pd
+
+    X, y = diabetes_xy
+    tasks = [(3, 5, 0), (3, 5, 1), (6, 5, 0)]
+    rows = X.head(10).assign(**{data.TARGET_COL: y.head(10), data.ROW_ID_COL: range(10)})
+    batches = [rows.assign(**{grid.TASK_COL: task_id}) for task_id in (2, 0)]
+    out = pd.concat(grid.evaluate_task_batches(iter(batches), tasks, 2, 0, expected_version="0.1.0+stale"))
+    assert sorted(zip(out.max_depth, out.fold)) == [(3, 0), (6, 0)]
+    assert out.rmse.isna().all() and out.error.str.startswith(grid.STALE_PREFIX).all()
+
+
 def test_jobs_run_mlflow_without_its_telemetry_thread() -> None:
     """MLflow's telemetry thread edits os.environ while requests iterate it (KeyError mid-request): the
     jobs turn it off before importing MLflow. Checked in a process without the CI/pytest variables that

@@ -212,7 +212,8 @@ def test_deploy_jobs_uploads_versioned_and_sets_variable(project: Path, airflow,
     assert code == 0, err
     doc = json.loads(out)
     assert doc["path"].startswith("/Workspace/Shared/mlopsctl/jobs/v")
-    assert doc["files"] == [f"{doc['path']}/{wheel_file_name(__version__)}", doc["path"] + "/train_model.py"]
+    wheel_version = f"{__version__}+{doc['path'].rsplit('-', 1)[1]}"  # the folder's: v<version>-<content hash>
+    assert doc["files"] == [f"{doc['path']}/{wheel_file_name(wheel_version)}", doc["path"] + "/train_model.py"]
     assert doc["wheel"] == doc["files"][0]
     assert dbx_env.workspace_path(doc["files"][1]).read_text() == "print('train')\n"
     assert airflow.variables == {"MLOPSCTL_DATABRICKS_JOBS_PATH": doc["path"]}

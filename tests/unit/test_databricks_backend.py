@@ -19,8 +19,8 @@ from tests.fixtures.databricks_server import (
 )
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-JOBS = "/Workspace/Shared/jobs/v1"
-WHEEL = f"{JOBS}/mlopsctl_jobs-0.1.0-py3-none-any.whl"
+JOBS = "/Workspace/Shared/jobs/v0.1.0-1a2b3c4d5e6f"  # a folder `deploy jobs` names after its content
+WHEEL = f"{JOBS}/mlopsctl_jobs-0.1.0+1a2b3c4d5e6f-py3-none-any.whl"  # the wheel in it, at the folder's version
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_classic_compute_installs_the_wheel_and_mlflow_3_and_leaves_the_runtimes
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-abc")
     libraries = backend.compute_spec("/Volumes/main/mlops/jobs/v0.1.0-abc", "train_model.py")["libraries"]
     assert [Library.from_dict(lib).as_dict() for lib in libraries] == libraries  # the SDK's own shape
-    assert libraries[0] == {"whl": "/Volumes/main/mlops/jobs/v0.1.0-abc/mlopsctl_jobs-0.1.0-py3-none-any.whl"}
+    assert libraries[0] == {"whl": "/Volumes/main/mlops/jobs/v0.1.0-abc/mlopsctl_jobs-0.1.0+abc-py3-none-any.whl"}
     packages = [lib["pypi"]["package"] for lib in libraries[1:]]
     # one exact MLflow, the serverless one (not a range that upgrades a shared cluster to whatever is newest);
     # pandas, pyarrow, pyspark, sklearn: the ML runtime's, matched to its Spark
@@ -225,17 +225,42 @@ def test_parameters_get_databricks_values(backend, monkeypatch: pytest.MonkeyPat
     argv = ["--dag-id", "build_model", "--work-dir", "/local", "--tracking-uri", "http://127.0.0.1:5000",
             "--registry-uri", "", "--experiment-prefix", "/mlopsctl", "--max-depth", 80,
             "--register-model", "mlopsctl-random-forest", "--data", None]
-    out = backend.databricks_parameters(argv, "/Workspace/x")
+    out = backend.databricks_parameters(argv, "/Workspace/x/v0.1.0-1a2b3c4d5e6f")
     assert out == ["--dag-id", "build_model", "--work-dir", "/Volumes/c/s/v/work", "--tracking-uri", "databricks",
                    "--registry-uri", "databricks-uc", "--experiment-prefix", "/Shared/mlopsctl", "--max-depth", "80",
-                   "--register-model", "main.mlops.mlopsctl-random-forest", "--data", ""]
+                   "--register-model", "main.mlops.mlopsctl-random-forest", "--data", "",
+                   "--jobs-version", "0.1.0+1a2b3c4d5e6f"]
     assert backend.model_name("cat.sch.model") == "cat.sch.model"
     assert backend.model_name("") == ""  # empty = do not register
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_TRACKING_URI", "http://127.0.0.1:5001")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_REGISTRY_URI", "")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_EXPERIMENT_PREFIX", "/tests")
-    out = backend.databricks_parameters(argv, "/Workspace/x")
+    out = backend.databricks_parameters(argv, JOBS)
     assert out[5] == "http://127.0.0.1:5001" and out[7] == "" and out[9] == "/tests"
+
+
+def test_the_wheel_and_the_version_a_task_expects_follow_the_jobs_folder(backend, monkeypatch) -> None:
+    """Each deploy folder holds its own wheel version (finding 3: a constant name let a cluster keep the first
+    wheel it installed), and each task tells its job which version it must find installed."""
+    for folder, version in (("v0.1.0-1a2b3c4d5e6f", "0.1.0+1a2b3c4d5e6f"), ("v2.0.1rc1-abc.7", "2.0.1rc1+abc.7")):
+        jobs = f"/Volumes/main/mlops/jobs/{folder}"
+        assert backend.jobs_version(jobs) == version
+        assert backend.jobs_wheel_path(jobs) == f"{jobs}/mlopsctl_jobs-{version}-py3-none-any.whl"
+        assert backend.databricks_parameters(["--dag-id", "d"], jobs)[-2:] == ["--jobs-version", version]
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "serverless")
+    for jobs in ("/Volumes/main/mlops/jobs/v1", "/Workspace/Shared/jobs/latest", "/Workspace/Shared/jobs/v0.1.0-A_B"):
+        with pytest.raises(backend.DatabricksConfigError, match="deploy jobs") as exc:
+            backend.compute_spec(jobs)
+        assert "not a folder `mlopsctl deploy jobs` made" in str(exc.value)
+
+
+def test_the_backend_names_the_wheel_deploy_jobs_uploads(backend) -> None:
+    """The backend's copy of the folder -> wheel version rule is mlopsctl/jobs_wheel.py's."""
+    from mlopsctl import jobs_wheel
+
+    assert backend.JOBS_FOLDER.pattern == jobs_wheel.FOLDER.pattern
+    folder = JOBS.rsplit("/", 1)[1]
+    assert backend.jobs_wheel_path(JOBS) == f"{JOBS}/{jobs_wheel.wheel_file_name(jobs_wheel.wheel_version(folder))}"
 
 
 def test_the_local_stacks_experiment_prefix_does_not_override_the_databricks_default(backend, monkeypatch) -> None:
@@ -336,7 +361,8 @@ def jobs_wheel_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The real jobs' wheel of spark_jobs/, as `deploy jobs` uploads it beside the scripts."""
     from mlopsctl import __version__, jobs_wheel
 
-    return jobs_wheel.build(DAGS.parent / "spark_jobs", tmp_path_factory.mktemp("wheel"), __version__).read_bytes()
+    built = jobs_wheel.build(DAGS.parent / "spark_jobs", tmp_path_factory.mktemp("wheel"), __version__)
+    return jobs_wheel.with_version(built, "0.1.0+1a2b3c4d5e6f", built.parent / "versioned").read_bytes()
 
 
 @pytest.fixture
@@ -346,14 +372,15 @@ def deployed(backend, databricks_server: DatabricksTestServer, monkeypatch, tmp_
     from databricks.sdk.service.workspace import ImportFormat
 
     w = WorkspaceClient(host=databricks_server.url, token=databricks_server.token)
-    w.workspace.mkdirs("/Shared/jobs/v1")
-    w.workspace.upload("/Shared/jobs/v1/echo.py", io.BytesIO(JOB), format=ImportFormat.AUTO, overwrite=True)
-    w.workspace.upload(f"/Shared/jobs/v1/{backend.JOBS_WHEEL}", io.BytesIO(jobs_wheel_bytes),
+    folder = JOBS.removeprefix("/Workspace")
+    w.workspace.mkdirs(folder)
+    w.workspace.upload(f"{folder}/echo.py", io.BytesIO(JOB), format=ImportFormat.AUTO, overwrite=True)
+    w.workspace.upload(WHEEL.removeprefix("/Workspace"), io.BytesIO(jobs_wheel_bytes),
                        format=ImportFormat.AUTO, overwrite=True)
     monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", json.dumps({
         "conn_type": "databricks", "host": "127.0.0.1", "port": databricks_server.port, "schema": "http",
         "password": databricks_server.token}))
-    monkeypatch.setenv("MLOPSCTL_DATABRICKS_JOBS_PATH", "/Workspace/Shared/jobs/v1")
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_JOBS_PATH", JOBS)
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_POLL_SECONDS", "1")
     monkeypatch.setenv("MLOPSCTL_DATABRICKS_COMPUTE", "existing")
@@ -374,13 +401,12 @@ def test_operator_submits_runs_and_survives_429(backend, deployed: DatabricksTes
     [(path, body)] = deployed.bodies
     assert path == "/api/2.2/jobs/runs/submit"
     [task] = body["tasks"]
-    assert task["spark_python_task"]["python_file"] == "/Workspace/Shared/jobs/v1/echo.py"
+    assert task["spark_python_task"]["python_file"] == f"{JOBS}/echo.py"
     params = task["spark_python_task"]["parameters"]
     assert params[0] == "--work-dir" and params[1].endswith("/work")  # the Databricks work dir, not the DAG's
-    assert params[2:] == ["--max-depth", "80"]
+    assert params[2:] == ["--max-depth", "80", "--jobs-version", "0.1.0+1a2b3c4d5e6f"]  # what the job must find
     assert task["existing_cluster_id"] == "0101-test"
-    assert task["libraries"] == [{"whl": "/Workspace/Shared/jobs/v1/mlopsctl_jobs-0.1.0-py3-none-any.whl"},
-                                 {"pypi": {"package": "mlflow==3.17.2"}}]
+    assert task["libraries"] == [{"whl": WHEEL}, {"pypi": {"package": "mlflow==3.17.2"}}]
     assert "environments" not in body and "performance_target" not in body
     assert body["idempotency_token"] == backend.idempotency_token("build_model", ti.run_id, "train_model", 1)
     assert "build_model" in body["run_name"] and "train_model" in body["run_name"] and ti.run_id in body["run_name"]
@@ -388,6 +414,9 @@ def test_operator_submits_runs_and_survives_429(backend, deployed: DatabricksTes
     [run] = deployed.runs()
     assert run.tasks[0].result_state == "SUCCESS"
     assert "ARGS --work-dir" in run.tasks[0].logs and "--max-depth 80" in run.tasks[0].logs
+    # the existing cluster keeps what the task installed (the stand-in's Libraries API)
+    statuses = deployed.cluster_libraries.statuses("0101-test")
+    assert [(st["library"], st["status"]) for st in statuses] == [(lib, "INSTALLED") for lib in task["libraries"]]
     assert ti.xcom["run_id"] == run.run_id  # the provider pushes the Databricks run id and page URL
     assert deployed.pending_faults() == 0
 

@@ -308,3 +308,26 @@ def test_the_sdk_retries_a_lost_503_into_the_same_run(sdk, databricks_server) ->
     assert len(submits) == 2 and databricks_server.pending_faults() == 0
     assert [r.run_id for r in databricks_server.runs()] == [run_id]
     databricks_server.wait_idle()
+
+
+def test_existing_clusters_keep_their_libraries_until_a_restart(sdk, databricks_server) -> None:  # noqa: F811
+    """A running cluster keeps what its tasks installed, and the first version of each distribution: a task
+    asking for another version runs with the first (SKIPPED), until a restart forgets them all."""
+    from databricks.sdk.errors import InvalidParameterValue
+
+    libraries = databricks_server.cluster_libraries
+    old = {"whl": "/Volumes/main/mlops/jobs/v0.1.0-aaa/mlopsctl_jobs-0.1.0+aaa-py3-none-any.whl"}
+    new = {"whl": "/Volumes/main/mlops/jobs/v0.1.0-bbb/mlopsctl_jobs-0.1.0+bbb-py3-none-any.whl"}
+    mlflow, other_mlflow, xgboost = ({"pypi": {"package": p}} for p in ("mlflow==3.17.2", "mlflow>=3.1,<4", "xgboost"))
+    assert libraries.attach(TEST_CLUSTER_ID, [old, mlflow]) == [old, mlflow]
+    assert libraries.attach(TEST_CLUSTER_ID, [new, other_mlflow, xgboost]) == [old, mlflow, xgboost]
+    statuses = [st.as_dict() for st in sdk.libraries.cluster_status(TEST_CLUSTER_ID)]
+    assert [(st["library"], st["status"]) for st in statuses] == [
+        (old, "INSTALLED"), (mlflow, "INSTALLED"), (new, "SKIPPED"), (other_mlflow, "SKIPPED"), (xgboost, "INSTALLED")]
+    assert "mlopsctl_jobs-0.1.0+aaa" in statuses[2]["messages"][0] and "restart" in statuses[2]["messages"][0]
+    sdk.clusters.restart_and_wait(TEST_CLUSTER_ID)
+    assert list(sdk.libraries.cluster_status(TEST_CLUSTER_ID)) == []
+    assert libraries.attach(TEST_CLUSTER_ID, [new]) == [new]
+    for call in (lambda: list(sdk.libraries.cluster_status("0000-nope")), lambda: sdk.clusters.restart("0000-nope")):
+        with pytest.raises(InvalidParameterValue, match="0000-nope does not exist"):
+            call()

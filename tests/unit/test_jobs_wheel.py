@@ -50,7 +50,7 @@ def _backend_constants() -> dict[str, object]:
     found: dict[str, object] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in (
-                "JOBS_WHEEL", "MLFLOW_PIN", "SERVERLESS_PINS", "CLASSIC_PYPI"):
+                "MLFLOW_PIN", "SERVERLESS_PINS", "CLASSIC_PYPI"):
             found[node.targets[0].id] = eval(compile(ast.Expression(node.value), "backend", "eval"), {}, dict(found))
     return found
 
@@ -118,6 +118,44 @@ def test_the_jobs_wheel_builds_reproducibly(tmp_path: Path) -> None:
     second = jobs_wheel.build(SPARK_JOBS, tmp_path / "b", "0.1.0")
     assert first.name == second.name == "mlopsctl_jobs-0.1.0-py3-none-any.whl"
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_a_deploy_folder_names_its_wheel_version() -> None:
+    assert jobs_wheel.wheel_version("v0.1.0-1a2b3c4d5e6f") == "0.1.0+1a2b3c4d5e6f"
+    assert jobs_wheel.wheel_version("v2.0.1rc1-fix.2") == "2.0.1rc1+fix.2"
+    for bad in ("v1", "latest", "0.1.0-abc", "v0.1.0-", "v0.1.0-A", "v0.1.0-a_b", "v0.1.0-a/b", "v0.1.0-a..b"):
+        with pytest.raises(ValueError, match="v<version>-<label>"):
+            jobs_wheel.wheel_version(bad)
+
+
+def test_a_wheel_re_versioned_installs_as_that_version(tmp_path: Path) -> None:
+    """`deploy jobs` uploads the wheel at its folder's version: the same files, metadata that says so, a
+    RECORD that matches, and the same bytes for the same input."""
+    import base64
+    import hashlib
+    from importlib.metadata import distributions
+
+    base = jobs_wheel.build(SPARK_JOBS, tmp_path / "base", "0.1.0")
+    first = jobs_wheel.with_version(base, "0.1.0+1a2b3c4d5e6f", tmp_path / "a")
+    again = jobs_wheel.with_version(base, "0.1.0+1a2b3c4d5e6f", tmp_path / "b")
+    assert first.name == "mlopsctl_jobs-0.1.0+1a2b3c4d5e6f-py3-none-any.whl"
+    assert first.read_bytes() == again.read_bytes()
+    assert jobs_wheel.package_files(first) == jobs_wheel.package_files(base)
+    assert _metadata(first)["Version"] == "0.1.0+1a2b3c4d5e6f"
+    assert _metadata(first).get_all("Requires-Dist") == _metadata(base).get_all("Requires-Dist")
+    with zipfile.ZipFile(first) as archive:
+        names = archive.namelist()
+        assert not [n for n in names if n.startswith("mlopsctl_jobs-0.1.0.dist-info/")]
+        record = archive.read("mlopsctl_jobs-0.1.0+1a2b3c4d5e6f.dist-info/RECORD").decode().splitlines()
+        rows = {line.split(",")[0]: line.split(",")[1:] for line in record}
+        assert set(rows) == set(names)
+        for name, (digest, size) in rows.items():
+            if digest:  # RECORD lists itself without a hash
+                data = archive.read(name)
+                assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                assert int(size) == len(data)
+    [dist] = distributions(path=[str(first)])  # what importlib.metadata reports where it is installed
+    assert (dist.metadata["Name"], dist.version) == ("mlopsctl-jobs", "0.1.0+1a2b3c4d5e6f")
 
 
 # --- chosen or built by deploy -----------------------------------------------------------------------------
@@ -217,6 +255,34 @@ def test_each_entry_script_imports_with_only_the_wheel_on_its_path(tmp_path: Pat
         assert "--dag-id" in done.stdout and "--work-dir" in done.stdout
 
 
+def test_a_job_refuses_to_run_another_installed_version_with_exit_3(tmp_path: Path) -> None:
+    """Finding 3: a task names the jobs' version it was deployed with; a job that finds another one installed
+    (a cluster keeps its first wheel until it restarts) stops with one mlopsctl-error line naming the restart,
+    before any work. Without --jobs-version (a local run) nothing is checked."""
+    base = jobs_wheel.build(SPARK_JOBS, tmp_path / "base", "0.1.0")
+    wheel = jobs_wheel.with_version(base, "0.1.0+aaaaaaaaaaaa", tmp_path / "wheel")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8", "PYTHONPATH": str(wheel)}
+    parse = ("import sys; from mlopsctl_jobs import cli; "
+             "print(cli.base_parser('x').parse_args(sys.argv[1:]).jobs_version)")
+    common = ["--dag-id", "d", "--run-id", "r", "--work-dir", str(tmp_path)]
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-P", "-c", parse, *common, *argv], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    same = run("--jobs-version", "0.1.0+aaaaaaaaaaaa")
+    assert (same.returncode, same.stdout.strip()) == (0, "0.1.0+aaaaaaaaaaaa"), same.stderr
+    assert run().stdout.strip() == "None" and run("--jobs-version", "").stdout.strip() == "None"
+    stale = run("--jobs-version", "0.1.0+bbbbbbbbbbbb")
+    assert stale.returncode == 3 and stale.stdout == ""
+    [line] = stale.stderr.splitlines()
+    assert line.startswith("mlopsctl-error: ") and "0.1.0+aaaaaaaaaaaa" in line and "0.1.0+bbbbbbbbbbbb" in line
+    assert "restart the cluster" in line
+    env["PYTHONPATH"] = str(SPARK_JOBS)  # the package from a folder, no wheel installed
+    missing = run("--jobs-version", "0.1.0+bbbbbbbbbbbb")
+    assert missing.returncode == 3 and "has no mlopsctl-jobs installed" in missing.stderr
+
+
 def test_deploy_refuses_the_old_layout_before_building_or_uploading(
         project: Path, cli, monkeypatch, databricks_server: DatabricksTestServer) -> None:  # noqa: F811
     """A project scaffolded before the package carries its own spark_jobs/rf_core.py, which its scripts import:
@@ -253,12 +319,15 @@ def test_deploy_jobs_uploads_the_scripts_and_the_wheel_and_not_the_package(
     dest = doc["path"]
     assert dest.startswith(f"{root}/v{__version__}-")
     names = {remote.removeprefix(dest + "/") for remote in doc["files"]}
-    wheel_name = _backend_constants()["JOBS_WHEEL"]  # where the DAGs look for it
+    folder = dest.rsplit("/", 1)[1]
+    assert doc["wheel_version"] == f"{__version__}+{folder.rsplit('-', 1)[1]}"  # the folder's, not mlopsctl's
+    wheel_name = jobs_wheel.wheel_file_name(doc["wheel_version"])  # where the DAGs look for it
     assert names == ENTRY_SCRIPTS | {wheel_name}
     assert doc["wheel"] == f"{dest}/{wheel_name}" and doc["wheel_origin"] == "built"  # a source checkout
     assert not databricks_server.workspace_path(f"{dest}/mlopsctl_jobs").exists()
     uploaded = databricks_server.workspace_path(doc["wheel"])
     assert jobs_wheel.package_files(uploaded) == _package_sources()
+    assert _metadata(uploaded)["Version"] == doc["wheel_version"]
     for script in ENTRY_SCRIPTS:
         assert databricks_server.workspace_path(f"{dest}/{script}").read_bytes() == (SPARK_JOBS / script).read_bytes()
     # unchanged jobs: the same folder; an edit of the package (only in the wheel) moves it
@@ -268,15 +337,56 @@ def test_deploy_jobs_uploads_the_scripts_and_the_wheel_and_not_the_package(
         fh.write("\n# edited\n")
     code, out, err = cli("deploy", "jobs", "--to", root, "--json")
     assert code == 0, err
-    assert json.loads(out)["path"] != dest
+    edited = json.loads(out)
+    assert edited["path"] != dest and edited["wheel_version"] != doc["wheel_version"]  # a new version to install
+    assert _metadata(databricks_server.workspace_path(edited["wheel"]))["Version"] == edited["wheel_version"]
+
+
+def test_deploy_warns_when_the_existing_cluster_holds_another_wheel_or_mlflow(
+        project: Path, cli, monkeypatch, databricks_server: DatabricksTestServer) -> None:  # noqa: F811
+    """Finding 3: the cluster's library status (Libraries API) shows the jobs' wheel of an earlier deploy and
+    another MLflow; `deploy jobs --cluster-id` uploads, then says the cluster keeps them until it restarts."""
+    from tests.fixtures.databricks_server import TEST_CLUSTER_ID
+
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
+    root = "/Volumes/main/mlops/jobs"
+    code, out, err = cli("deploy", "jobs", "--to", root, "--cluster-id", TEST_CLUSTER_ID, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["cluster"] == {"id": TEST_CLUSTER_ID, "stale": [], "error": None}  # nothing installed yet
+    mlflow = jobs_wheel.requirement(databricks_server.workspace_path(doc["wheel"]), "mlflow")
+    databricks_server.cluster_libraries.attach(TEST_CLUSTER_ID, [{"whl": doc["wheel"]}, {"pypi": {"package": mlflow}}])
+    code, out, err = cli("deploy", "jobs", "--to", root, "--cluster-id", TEST_CLUSTER_ID, "--json")
+    assert json.loads(out)["cluster"]["stale"] == []  # the same deploy: what the cluster holds is current
+    older = {"whl": f"{root}/v0.0.9-0123456789ab/mlopsctl_jobs-0.0.9+0123456789ab-py3-none-any.whl"}
+    databricks_server.cluster_libraries.restart(TEST_CLUSTER_ID)
+    databricks_server.cluster_libraries.attach(TEST_CLUSTER_ID, [older, {"pypi": {"package": "mlflow==2.22.0"}}])
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", TEST_CLUSTER_ID)  # the setting the Airflow workers read
+    code, out, err = cli("deploy", "jobs", "--to", root)
+    assert code == 0, err  # uploaded all the same
+    text = " ".join(err.split())
+    assert f"Cluster {TEST_CLUSTER_ID} still holds mlopsctl-jobs 0.0.9+0123456789ab" in text
+    assert "MLflow 'mlflow==2.22.0'" in text and f"databricks clusters restart {TEST_CLUSTER_ID}" in text
+    code, out, err = cli("deploy", "jobs", "--to", root, "--cluster-id", "0000-nope")
+    assert code == 0 and "Could not read the libraries of cluster 0000-nope" in " ".join(err.split())
+
+
+def test_deploy_refuses_a_version_folder_that_names_no_wheel_version(
+        project: Path, cli, monkeypatch, databricks_server: DatabricksTestServer) -> None:  # noqa: F811
+    monkeypatch.setenv("DATABRICKS_HOST", databricks_server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", databricks_server.token)
+    for bad in ("latest", "v1", "a/b"):
+        code, out, err = cli("deploy", "jobs", "--to", "/Volumes/main/mlops/jobs", "--version", bad)
+        assert code == ExitCode.USAGE and "v<version>-<label>" in err, err
+    code, out, err = cli("deploy", "jobs", "--to", "/Volumes/main/mlops/jobs", "--version", "v1.2-hotfix.1", "--json")
+    assert code == 0 and json.loads(out)["wheel"].endswith("/v1.2-hotfix.1/mlopsctl_jobs-1.2+hotfix.1-py3-none-any.whl")
 
 
 # --- what the DAGs rely on ---------------------------------------------------------------------------------
 def test_the_backends_wheel_name_and_pins_follow_the_project_and_uv_lock() -> None:
     constants = _backend_constants()
-    version = _project_version()
-    assert __version__ == version
-    assert constants["JOBS_WHEEL"] == jobs_wheel.wheel_file_name(version)
+    assert __version__ == _project_version()
     lock = tomllib.loads((REPO / "uv.lock").read_text())
     locked = {p["name"]: p["version"] for p in lock["package"]}
     pins = dict(pin.split("==") for pin in constants["SERVERLESS_PINS"])

@@ -63,7 +63,8 @@ def test_documented_payload_is_what_the_backend_sends(backend, monkeypatch: pyte
 
 def test_documented_parameters_are_the_databricks_side_values(backend) -> None:
     documented = _example("serverless")["tasks"][0]["spark_python_task"]["parameters"]
-    dag_side = list(documented)
+    assert documented[-2:] == ["--jobs-version", "0.1.0+1a2b3c4d5e6f"]  # added by the backend, from JOBS
+    dag_side = documented[:-2]
     for flag, local in (("--work-dir", "/tmp/work"), ("--tracking-uri", "http://127.0.0.1:5000"),
                         ("--registry-uri", ""), ("--experiment-prefix", "/mlopsctl"),
                         ("--register-model", "mlopsctl-random-forest")):
