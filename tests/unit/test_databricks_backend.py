@@ -458,8 +458,9 @@ def _deferred_then_resumed(backend, script_args: list[str]) -> Any:
     from airflow.sdk.exceptions import TaskDeferred
 
     ti = _TI()
-    op = backend.make_databricks_task("preprocess_data", "echo.py", script_args)
-    assert op.deferrable  # from [operators] default_deferrable
+    # deferrable=True: what `[operators] default_deferrable = True` makes the provider's default (read when the
+    # provider is imported, so the test passes it)
+    op = backend.make_databricks_task("preprocess_data", "echo.py", script_args, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute({"ti": ti})
 
@@ -469,16 +470,16 @@ def _deferred_then_resumed(backend, script_args: list[str]) -> Any:
         raise AssertionError("the trigger ended without an event")
 
     event = asyncio.run(first_event())
-    resumed = backend.make_databricks_task("preprocess_data", "echo.py", script_args)
+    resumed = backend.make_databricks_task("preprocess_data", "echo.py", script_args, deferrable=True)
     return getattr(resumed, deferred.value.method_name)({"ti": ti}, event)
 
 
-def test_bad_data_fails_without_retry_when_the_operator_defers(backend, deployed, monkeypatch) -> None:
-    """With `[operators] default_deferrable = True` the provider raises a failed run from `execute_complete`:
-    bad data still fails the task for good, and a crash still carries the job's log tail."""
+def test_bad_data_fails_without_retry_when_the_operator_defers(backend, deployed) -> None:
+    """Deferrable, the provider raises a failed run from `execute_complete`: bad data still fails the task for
+    good, and a crash still carries the job's log tail (`test_failed_job_fails_the_task_with_databricks_error`
+    is the same without deferral)."""
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
     with pytest.raises(AirflowFailException, match="preprocess_data: mlopsctl-error: column 'target' not found"):
         _deferred_then_resumed(backend, ["--bad-data"])
     with pytest.raises(AirflowException, match="job output \\(last lines\\)") as crash:
