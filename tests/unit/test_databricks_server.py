@@ -308,3 +308,16 @@ def test_the_sdk_retries_a_lost_503_into_the_same_run(sdk, databricks_server) ->
     assert len(submits) == 2 and databricks_server.pending_faults() == 0
     assert [r.run_id for r in databricks_server.runs()] == [run_id]
     databricks_server.wait_idle()
+
+
+def test_every_rule_of_the_stand_in_is_documented_with_its_source() -> None:
+    """tests/fixtures/databricks/rules.py is the table; docs/databricks.md shows each row with its source."""
+    from pathlib import Path
+
+    from tests.fixtures.databricks.rules import RULES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "databricks.md").read_text()
+    for rule in RULES:
+        assert f"| {rule.name} |" in doc, rule.name
+        url = rule.source.split()[0]
+        assert url.startswith("https://docs.databricks.com/") and url.rsplit("/", 1)[-1] in doc, rule.name
