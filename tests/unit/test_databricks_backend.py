@@ -305,6 +305,8 @@ def deployed(backend, databricks_server: DatabricksTestServer, monkeypatch, tmp_
 
 def test_operator_submits_runs_and_survives_429(backend, deployed: DatabricksTestServer) -> None:
     deployed.inject(429, times=2, path_prefix="/api/2.2/jobs/runs/submit")
+    # a 4xx that is retried all the same (the provider's hook knows it; the backend keeps it retryable)
+    deployed.inject(400, times=1, path_prefix="/api/2.2/jobs/runs/submit", error_code="COULD_NOT_ACQUIRE_LOCK")
     deployed.inject(503, times=1, path_prefix="/api/2.2/jobs/runs/get")
     from datetime import timedelta
 
