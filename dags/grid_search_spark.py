@@ -42,6 +42,7 @@ def grid_search_spark() -> None:
             "--max-depth", "{{ params.max_depth | join(',') }}",
             "--n-estimators", "{{ params.n_estimators | join(',') }}",
             "--cv", "{{ params.cv }}",
+            "--worker-memory", "{{ mlopsctl.grid_worker_memory }}",
             *model_arguments(),
         ],
     )

@@ -21,16 +21,20 @@ from mlopsctl_jobs import cli, data, grid, search, session
 def main(argv: list[str] | None = None) -> None:
     parser = cli.base_parser(__doc__.splitlines()[0])
     cli.add_grid_args(parser)
+    parser.add_argument("--worker-memory", default="",
+                        help="memory one Python worker may use for a fit, e.g. 1g; empty = 1g (Databricks "
+                             "serverless), 0 = no check")
     args = parser.parse_args(argv)
 
     def body() -> None:
+        bound = grid.parse_memory(args.worker_memory)
         spark = session.spark_session(f"mlopsctl-grid-{args.dag_id}")
         try:
             features = data.features_path(args.work_dir, args.dag_id, args.run_id)
             search.search_and_log(
                 args, lambda: (*data.read_features(spark, features), data.read_rows_dropped(features, spark)),
                 session.engine_name(spark),
-                lambda X_, y_, pts, cv, rs: grid.run_grid_spark(spark, X_, y_, pts, cv, rs,
+                lambda X_, y_, pts, cv, rs: grid.run_grid_spark(spark, X_, y_, pts, cv, rs, bound,
                                                                 expected_version=args.jobs_version),
             )
         finally:

@@ -101,6 +101,11 @@ def registry_uri() -> str:
     return os.environ.get("MLOPSCTL_REGISTRY_URI") or ""
 
 
+def grid_worker_memory() -> str:
+    """The Spark grid's per-worker memory bound (``1g``, ``768m``; empty: the job's default, 1g)."""
+    return (os.environ.get("MLOPSCTL_GRID_WORKER_MEMORY") or "").strip()
+
+
 def spark_jobs_dir() -> Path:
     """MLOPSCTL_SPARK_JOBS_DIR (the embedded stack sets it), else spark_jobs/ next to the dags folder."""
     explicit = os.environ.get("MLOPSCTL_SPARK_JOBS_DIR")
@@ -127,6 +132,10 @@ class _Runtime:
     @property
     def registry_uri(self) -> str:
         return registry_uri()
+
+    @property
+    def grid_worker_memory(self) -> str:
+        return grid_worker_memory()
 
 
 MACROS: dict[str, Any] = {"mlopsctl": _Runtime()}

@@ -6,8 +6,10 @@ runs at DAG parse time except building the operator, a ``DatabricksSubmitRunOper
 the task before anything is submitted. Per compute mode (``jobs``, ``existing``, ``serverless``) it builds the
 compute spec and what the task installs: the jobs' wheel that ``deploy jobs`` uploaded beside the entry
 scripts, plus MLflow and, on serverless, the libraries the serverless image lacks. It rewrites the job's
-Databricks-specific arguments, derives an idempotency token per Airflow try, and turns a job's bad-data exit
-(a ``mlopsctl-error:`` line in the run's log tail) into a failure without retries.
+Databricks-specific arguments and derives an idempotency token per Airflow try. Failures are what they look
+like, with ``deferrable`` on or off: a job's bad-data exit (a ``mlopsctl-error:`` line in the run's log tail)
+and a request Databricks refuses (a 4xx other than 429 and ``COULD_NOT_ACQUIRE_LOCK``) fail the task without
+retries; any other failed run fails it with the job's log tail, and Airflow retries it.
 
 Every setting, the compute modes and why one-time runs: docs/databricks.md; the payloads it sends:
 docs/databricks-payloads.md.
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
+from airflow.sdk.exceptions import AirflowException
 
 JOBS_PATH_KEY = "MLOPSCTL_DATABRICKS_JOBS_PATH"
 ERROR_PREFIX = "mlopsctl-error:"  # printed by the jobs for bad data (exit 3): not worth a retry
@@ -57,6 +60,8 @@ CLASSIC_PYPI = (MLFLOW_PIN,)
 #: runs/submit fields that go to the top level of the payload, not into the task
 TOP_LEVEL_FIELDS = ("environments", "performance_target")
 DEFAULT_EXPERIMENT_PREFIX = "/Shared/mlopsctl"
+#: 4xx error codes that a retry may cure (the provider's hook retries them, and so may Airflow)
+RETRIED_ERROR_CODES = frozenset({"COULD_NOT_ACQUIRE_LOCK"})
 ENVIRONMENT_KEY = "mlopsctl"
 #: jobs that use no Spark: on jobs compute they get a single-node cluster
 SINGLE_NODE_SCRIPTS = frozenset({"grid_search.py"})
@@ -333,6 +338,32 @@ def bad_data_line(logs: str) -> str | None:
     return found[-1][found[-1].index(ERROR_PREFIX):] if found else None
 
 
+def databricks_refusal(exc: BaseException) -> str | None:
+    """Databricks' own words when ``exc`` is a request it refused (a 4xx answer, e.g. a payload it does not
+    accept): a retry sends the same request and is refused the same way. None for what a retry may cure:
+    429 (throttled), 400 ``COULD_NOT_ACQUIRE_LOCK``, 5xx, and anything that is no answer from Databricks."""
+    from airflow.providers.databricks.exceptions import DatabricksApiError
+
+    status = getattr(exc, "http_status_code", None)
+    if not isinstance(exc, DatabricksApiError) or status is None or not 400 <= status < 500 or status == 429:
+        return None
+    body: Any = None
+    try:
+        body = exc.__cause__.response.json()  # type: ignore[union-attr] - the hook raises from requests' HTTPError
+    except Exception:  # noqa: BLE001 - no JSON answer: the hook's text stands
+        body = None
+    if not isinstance(body, dict):
+        return f"{status}: {exc}"
+    code = str(body.get("error_code") or "")
+    if code in RETRIED_ERROR_CODES:
+        return None
+    return f"{status} {code}: {body.get('message') or exc}".replace(" :", ":")
+
+
+class DatabricksRunFailed(AirflowException):
+    """A failed run, with the job's log tail: Airflow may retry it."""
+
+
 def _tail(text: str, lines: int = 20) -> str:
     return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
 
@@ -360,7 +391,7 @@ class MlopsctlDatabricksRunOperator(DatabricksSubmitRunOperator):
         self.script = script
 
     def execute(self, context: Any) -> Any:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         try:
             jobs = jobs_path()
@@ -383,21 +414,53 @@ class MlopsctlDatabricksRunOperator(DatabricksSubmitRunOperator):
         self.run_name = run_name(dag_id, self.task_id, run_id)
         timeout = self.execution_timeout.total_seconds() if self.execution_timeout else 0
         self.timeout_seconds = int(timeout) if timeout > 0 else None
+        self._connection_settings()
+        self.log.info("Databricks run of %s/%s on %s", jobs, self.script, ", ".join(sorted(compute)))
+        try:
+            return super().execute(context)
+        except (AirflowFailException, DatabricksRunFailed):
+            raise  # explained already (by `execute_complete`, when the run had ended before a deferral)
+        except AirflowException as exc:
+            raise self._explained(exc) from None
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """Where a deferred run ends (``deferrable=True``, or Airflow's ``[operators] default_deferrable``): the
+        provider raises a failed run from here, not from `execute`, so the same failure handling runs here.
+        A resumed task is a fresh operator: its connection settings and the run id come back first."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        self._connection_settings()
+        if self.run_id is None and isinstance(event, dict) and event.get("run_id") is not None:
+            self.run_id = event["run_id"]
+        try:
+            return super().execute_complete(context, event)
+        except (AirflowFailException, DatabricksRunFailed):
+            raise
+        except AirflowException as exc:
+            raise self._explained(exc) from None
+
+    def _connection_settings(self) -> None:
+        """The connection id, polling period and retry limit from the runtime settings."""
         self.databricks_conn_id = _env("MLOPSCTL_DATABRICKS_CONN_ID") or self.databricks_conn_id
         self.polling_period_seconds = _int_env("MLOPSCTL_DATABRICKS_POLL_SECONDS", 30)
         self.databricks_retry_limit = _int_env("MLOPSCTL_DATABRICKS_RETRY_LIMIT", self.databricks_retry_limit)
         self.__dict__.pop("_hook", None)  # built lazily from the (run-time) connection id and retry limit
-        self.log.info("Databricks run of %s/%s on %s", jobs, self.script, ", ".join(sorted(compute)))
-        try:
-            return super().execute(context)
-        except AirflowException as exc:
-            logs = self._failed_task_logs()
-            line = bad_data_line(logs)
-            if line:  # the job judged the input bad: retrying cannot help
-                raise AirflowFailException(f"{self.task_id}: {line}") from None
-            if logs:
-                raise AirflowException(f"{exc}\njob output (last lines):\n{_tail(logs)}") from None
-            raise
+
+    def _explained(self, exc: Exception) -> Exception:
+        """The exception that fails the task for a failed request or run: without retries for a refused
+        request or bad data, else with the job's log tail (Airflow retries it)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        refused = databricks_refusal(exc)
+        if refused:  # the same request would be refused again
+            return AirflowFailException(f"{self.task_id}: Databricks refused the request: {refused}")
+        logs = self._failed_task_logs()
+        line = bad_data_line(logs)
+        if line:  # the job judged the input bad: retrying cannot help
+            return AirflowFailException(f"{self.task_id}: {line}")
+        if logs:
+            return DatabricksRunFailed(f"{exc}\njob output (last lines):\n{_tail(logs)}")
+        return exc
 
     def _failed_task_logs(self) -> str:
         """The ``logs`` (stdout/stderr tail) of the run's failed tasks; empty when unavailable."""

@@ -87,10 +87,8 @@ def source_kind(data: str) -> str:
 
 
 def spark_path(data: str, kind: str) -> str:
-    """A cluster path as ``spark.read`` takes it: workspace files through the driver's file system
-    (``file:/Workspace/...``), the DBFS FUSE form as the ``dbfs:/`` URI; volumes and URIs as they are."""
-    if kind == "workspace":
-        return f"file:{data}"
+    """A cluster path as ``spark.read`` takes it: the DBFS FUSE form as the ``dbfs:/`` URI; volumes and URIs
+    as they are. (Workspace files are no Spark path: `read_workspace_file`.)"""
     if kind == "dbfs":
         return "dbfs:/" + data.removeprefix("/dbfs/")
     return data
@@ -108,6 +106,8 @@ def load_source(spark: Any, data: str | None, na_values: Sequence[str] | None = 
         kind = "local"
     if kind == "table":
         return read_table(spark, data)
+    if kind == "workspace":
+        return read_workspace_file(spark, data, na_values)
     if kind != "local":
         return read_cluster_path(spark, data, kind, na_values)
     path = Path(data).expanduser()
@@ -146,7 +146,7 @@ def read_table(spark: Any, name: str) -> Any:
 
 
 def read_cluster_path(spark: Any, data: str, kind: str, na_values: Sequence[str] | None = None) -> Any:
-    """A URI, volume, workspace or DBFS path, read by its extension: ``.csv`` (typed like a local CSV),
+    """A URI, volume or DBFS path, read by Spark by its extension: ``.csv`` (typed like a local CSV),
     ``.parquet``/``.pq``, or none (a Parquet directory). Its schema is resolved here, so a path that is not
     there is a DataError now rather than a failure at the first aggregation."""
     from pyspark.errors import AnalysisException
@@ -173,6 +173,46 @@ def read_cluster_path(spark: Any, data: str, kind: str, na_values: Sequence[str]
     if suffix == "csv":
         return type_csv_columns(raw, NA_VALUES if na_values is None else na_values)
     return raw
+
+
+def read_workspace_file(spark: Any, data: str, na_values: Sequence[str] | None = None) -> Any:
+    """A workspace file (``/Workspace/...``) read where the job's Python runs, with pandas, then handed to
+    Spark with ``createDataFrame``: Databricks serverless compute does not let Spark's executors read
+    workspace files (``file:/Workspace/...``), while the job's own process reads them on every compute.
+    A CSV is read as text, like `read_cluster_path` reads one, and typed by `type_csv_columns`; a
+    ``.parquet``/``.pq`` file or a Parquet directory keeps its types. Workspace files are small (the
+    workspace caps a file's size), so the copy through the driver is cheap."""
+    import pandas as pd
+
+    path = Path(data)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq", ""):
+        raise DataError(
+            f"unsupported data format '{suffix}' for {data}: use a .csv or .parquet file, or a Parquet directory"
+        )
+    if not path.exists():
+        raise DataError(f"cannot read {data}: no such workspace file or folder (or the job's identity cannot see it)")
+    try:
+        if suffix == ".csv":
+            if path.is_file() and path.stat().st_size == 0:
+                raise DataError(f"data file is empty: {data}")
+            pdf = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        else:
+            pdf = pd.read_parquet(path)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed file: pandas' or pyarrow's words say why
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot read {data}: {reason}") from None
+    if suffix != ".csv":
+        return spark.createDataFrame(pdf)
+    if pdf.columns.empty:
+        raise DataError(f"data has no columns: {data}")
+    from pyspark.sql import types as T
+
+    schema = T.StructType([T.StructField(str(c), T.StringType()) for c in pdf.columns])
+    raw = spark.createDataFrame(pdf, schema)
+    return type_csv_columns(raw, NA_VALUES if na_values is None else na_values)
 
 
 def type_csv_columns(df: Any, na_values: Sequence[str]) -> Any:

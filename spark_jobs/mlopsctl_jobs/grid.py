@@ -6,11 +6,14 @@ The workers unpickle `evaluate_task_batches` by reference to this module: they i
 the wheel where it is installed (Databricks) or from the zip the session shipped (`mlopsctl_jobs.session`).
 Given the jobs' version the task expects, each worker checks its installed wheel first and fits nothing when
 it differs; the driver then raises `StaleJobsError` (`mlopsctl_jobs.installed`).
+Before it fans out, the Spark grid checks that one fit fits a worker's memory (`check_worker_memory`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +23,7 @@ from mlopsctl_jobs.data import ROW_ID_COL, TARGET_COL, DataError, split_xy
 
 
 class GridError(Exception):
-    """Every grid point failed (retrying will not help)."""
+    """Every grid point failed, or the grid cannot run where it was sent (retrying will not help)."""
 
 
 def grid_points(max_depths: Sequence[int], n_estimators: Sequence[int]) -> list[tuple[int, int]]:
@@ -173,8 +176,86 @@ def evaluate_task_batches(
         yield pd.DataFrame([evaluate_fold(X, y, d, n, k, folds[k][0], folds[k][1], random_state)])
 
 
+#: What one Spark Python worker may hold for a fit unless told otherwise: Databricks serverless caps the
+#: memory of user code in UDFs and ``mapInPandas`` at 1 GB.
+DEFAULT_WORKER_MEMORY = 1 << 30
+#: bytes of one node of a fitted scikit-learn regression tree: its ``Node`` record (64) and its value (8)
+TREE_NODE_BYTES = 72
+#: nodes of a tree grown without a depth limit, per training row: a bootstrap sample holds about 63% of
+#: the rows once, each ends in a leaf of its own, and a binary tree has about twice as many nodes as leaves
+NODES_PER_ROW = 1.3
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?)?\s*$", re.IGNORECASE)
+
+
+def parse_memory(text: str | None) -> int:
+    """A memory size as Spark writes one (``1g``, ``768m``, ``1.5g``; a bare number is MiB) -> bytes;
+    empty -> `DEFAULT_WORKER_MEMORY`; ``0`` turns the check off."""
+    if text is None or not str(text).strip():
+        return DEFAULT_WORKER_MEMORY
+    match = _SIZE.match(str(text))
+    if not match:
+        raise GridError(f"worker memory {text!r} is not a size such as 1g or 768m")
+    unit = (match[2] or "m").lower()
+    return int(float(match[1]) * (1 << (10 * "bkmgt".index(unit))))
+
+
+def tree_nodes(max_depth: int, rows: int) -> int:
+    """About how many nodes one tree of the forest has: ``NODES_PER_ROW`` per training row, and never more
+    than a full binary tree of ``max_depth`` levels."""
+    unbounded = math.ceil(NODES_PER_ROW * rows)
+    return unbounded if max_depth >= 62 else min(unbounded, (1 << (max_depth + 1)) - 1)
+
+
+@dataclass
+class WorkerMemory:
+    """What one worker of the Spark grid holds at its largest fit."""
+
+    data_bytes: int  # the training rows the worker rebuilds, plus the copy its fold's fit takes
+    forest_bytes: int  # the largest forest of the grid, fitted on one fold
+    max_depth: int
+    n_estimators: int
+
+    @property
+    def total(self) -> int:
+        return self.data_bytes + self.forest_bytes
+
+
+def worker_memory(X: Any, y: Any, points: Sequence[tuple[int, int]], cv: int) -> WorkerMemory:
+    """Estimate the memory of the largest fit one worker makes: the training data (``X`` and ``y`` as the
+    worker rebuilds them, and the training fold copied out of them) and the forest of the grid point with
+    the most nodes, at ``TREE_NODE_BYTES`` per node."""
+    data = int(X.memory_usage(index=False, deep=True).sum()) + int(y.to_numpy(dtype="float64").nbytes)
+    fold_rows = len(X) - len(X) // max(cv, 2)
+    fold = data * fold_rows // max(len(X), 1)
+    if not points:
+        return WorkerMemory(data + fold, 0, 0, 0)
+    d, n = max(points, key=lambda p: p[1] * tree_nodes(p[0], fold_rows))
+    return WorkerMemory(data + fold, n * tree_nodes(d, fold_rows) * TREE_NODE_BYTES, d, n)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
+
+
+def check_worker_memory(X: Any, y: Any, points: Sequence[tuple[int, int]], cv: int, bound: int) -> WorkerMemory:
+    """Refuse a grid whose largest fit would not fit the per-worker memory ``bound`` (0: no check). Past the
+    bound a worker fails, the whole Spark job with it, and a retry fails the same way: better to say so
+    before any fit starts."""
+    need = worker_memory(X, y, points, cv)
+    if bound > 0 and need.total > bound:
+        raise GridError(
+            f"the Spark grid needs about {_size(need.total)} in one Python worker (the largest forest, "
+            f"max_depth={need.max_depth} n_estimators={need.n_estimators}, about {_size(need.forest_bytes)}, "
+            f"plus {_size(need.data_bytes)} of training data), over the per-worker memory bound of "
+            f"{_size(bound)} (MLOPSCTL_GRID_WORKER_MEMORY; Databricks serverless allows 1 GB). Run it on a "
+            "single node with `mlopsctl grid-search` (without --spark), or lower max_depth/n_estimators"
+        )
+    return need
+
+
 def run_grid_spark(
     spark: Any, X: Any, y: Any, points: Sequence[tuple[int, int]], cv: int, random_state: int,
+    worker_memory_bound: int = DEFAULT_WORKER_MEMORY,
     expected_version: str | None = None,
 ) -> list[PointResult]:
     """Fan (point, fold) out over the workers; gather and aggregate on the driver.
@@ -182,11 +263,13 @@ def run_grid_spark(
     The training rows reach the workers as Arrow batches of the plan itself (a broadcast join of the
     task ids with the rows), not through a file: no storage has to be shared by the driver and the
     workers, which holds on a laptop, a standalone cluster and Databricks serverless alike. Every task
-    partition carries one task id, so Spark schedules one fit per task slot. With ``expected_version`` (the
-    jobs' version the task was deployed with) a worker that has another one installed fits nothing, and
-    this raises `installed.StaleJobsError`.
+    partition carries one task id, so Spark schedules one fit per task slot. A grid whose largest fit
+    would exceed ``worker_memory_bound`` bytes in one worker is refused first (`check_worker_memory`).
+    With ``expected_version`` (the jobs' version the task was deployed with) a worker that has another one
+    installed fits nothing, and this raises `installed.StaleJobsError`.
     """
-    folds = fold_indices(len(X), cv, random_state)  # raises DataError before any Spark work
+    check_worker_memory(X, y, points, cv, worker_memory_bound)  # both raise before any Spark work
+    folds = fold_indices(len(X), cv, random_state)
     tasks = grid_tasks(points, folds)
     rows = X.reset_index(drop=True).assign(**{TARGET_COL: y.to_numpy(dtype="float64"), ROW_ID_COL: range(len(X))})
     training = spark.createDataFrame(rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -19,6 +20,9 @@ from mlopsctl_jobs.grid import PointResult, choose_best
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 DEFAULT_REGISTERED_MODEL = "mlopsctl-random-forest"
+#: what Unity Catalog refuses in a tag key: these characters, blanks at either end, more than 255 characters
+_UC_TAG_KEY_FORBIDDEN = re.compile(r"[.,\-=/:]")
+UC_TAG_KEY_MAX = 255
 
 
 def experiment_name(prefix: str, dag_id: str) -> str:
@@ -151,6 +155,20 @@ def run_tags(dag_id: str, run_id: str, role: str, engine: str, try_number: int |
     return tags
 
 
+def uc_tag_key(key: str) -> str:
+    """``key`` as a tag key Unity Catalog accepts: each of ``. , - = / :`` becomes ``_``, blanks at either end
+    go, and it is cut to 255 characters."""
+    return _UC_TAG_KEY_FORBIDDEN.sub("_", key.strip())[:UC_TAG_KEY_MAX]
+
+
+def model_version_tags(run_id: str, dag_run_id: str, hyperparams: dict[str, Any]) -> dict[str, str]:
+    """The tags of a registered model version: the MLflow run that logged it, the Airflow run, and the
+    hyperparameters. Their keys are Unity Catalog tag keys (`uc_tag_key`), the same in every registry, so a
+    version is found by the same tag on a local MLflow and in Unity Catalog."""
+    tags = {"mlflow_run_id": run_id, "airflow_dag_run_id": dag_run_id, **hyperparams}
+    return {uc_tag_key(k): str(v) for k, v in tags.items()}
+
+
 def model_requirements() -> list[str]:
     """Pinned requirements of the logged model: the versions this job trained with."""
     from importlib.metadata import PackageNotFoundError, version
@@ -191,8 +209,7 @@ def log_model(
     if version is None:
         return register_as, None
     client = mlflow.MlflowClient()
-    tags = {"mlflow_run_id": run_id, "airflow.dag_run_id": dag_run_id, **{k: str(v) for k, v in hyperparams.items()}}
-    for k, v in tags.items():
+    for k, v in model_version_tags(run_id, dag_run_id, hyperparams).items():
         client.set_model_version_tag(register_as, version, k, v)
     mlflow.set_tags({"mlopsctl.registered_model_name": register_as, "mlopsctl.registered_model_version": version})
     return register_as, version

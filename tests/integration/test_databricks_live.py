@@ -347,6 +347,15 @@ def test_failing_job_fails_the_task_with_the_databricks_error(dbx: DbxEnv, tmp_p
     assert "preprocess_data" in shown
     line = next(ln for ln in task.logs.splitlines() if "mlopsctl-error:" in ln)
     assert line.split("mlopsctl-error:")[-1].strip()[:40] in shown
+    # The same file as a workspace file: serverless Spark cannot read /Workspace (the stand-in's rule), so the job
+    # reads it on the driver, and finds the same missing target.
+    workspace_file = "/Workspace/Shared/mlopsctl-data/no-target.csv"
+    dbx.server.workspace_path(workspace_file).parent.mkdir(parents=True, exist_ok=True)
+    dbx.server.workspace_path(workspace_file).write_bytes(bad.read_bytes())
+    res = dbx.cli("run", "build-model", "--data", workspace_file, "--max-depth", "5", "--n-estimators", "5")
+    assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr
+    [_, from_workspace] = dbx.server.runs()[runs_before:]
+    assert "target column 'target' not found" in from_workspace.tasks[0].logs, from_workspace.tasks[0].logs[-2000:]
 
 
 def test_the_token_is_nowhere(dbx: DbxEnv) -> None:

@@ -187,7 +187,7 @@ def test_serverless_and_standard_clusters_are_connect_dedicated_is_classic(sdk, 
     for connect in (serverless, standard):
         assert connect.result_state == "FAILED" and "COUNT 5" in connect.logs
         assert "[JVM_ATTRIBUTE_NOT_SUPPORTED] Attribute `sparkContext` is not supported in Spark Connect" in connect.logs
-    # the same base and no declared packages: one venv and one Connect server for both
+    # the same base and no declared packages: one venv for both (serverless has a Connect server of its own)
     assert standard.connect_environment == serverless.connect_environment == standard.environment
     assert dedicated.result_state == "SUCCESS", dedicated.logs  # classic Spark; the ML runtime lends sklearn
     assert "MASTER=local[2]" in dedicated.logs
@@ -218,3 +218,67 @@ def test_jobs_see_the_workspace_and_volumes_only(sdk, standin, tmp_path) -> None
     assert "ROWS 3" in run.logs and "LOCAL 4" in run.logs
     assert f"CWD /tmp/run-{run.run_id} []" in run.logs  # a fresh scratch dir
     assert run.result_state == "FAILED" and "PATH_NOT_FOUND" in run.logs  # the server cannot read it either
+
+
+def test_serverless_executors_cannot_read_workspace_files_and_scripts_have_no_siblings(sdk, standin) -> None:
+    """rules.SERVERLESS_WORKSPACE_FILES and rules.WORKING_DIRECTORY: the job's own process reads a workspace
+    file, Spark on serverless cannot (`file:/Workspace/...`), a volume it can; the job runs from a scratch
+    dir, and a module beside the script is not importable."""
+    reason = sandbox.unavailable()
+    if reason:
+        pytest.skip(f"job isolation is not available here: {reason}")
+    sdk.workspace.mkdirs("/Shared/standin")
+    sdk.workspace.upload("/Shared/standin/rows.csv", io.BytesIO(b"x\n1\n2\n"), format=_auto(), overwrite=True)
+    sdk.workspace.upload("/Shared/standin/sibling.py", io.BytesIO(b"VALUE = 1\n"), format=_auto(), overwrite=True)
+    sdk.files.upload("/Volumes/main/default/data/rows.csv", io.BytesIO(b"x\n1\n2\n3\n"), overwrite=True)
+    job = """
+        import os, sys
+        from pyspark.sql import SparkSession
+        print("CWD", os.getcwd(), "SCRIPT DIR ON PATH", os.path.dirname(__file__) in sys.path)
+        try:
+            import sibling
+        except ModuleNotFoundError as exc:
+            print("SIBLING", exc)
+        print("DRIVER", len(open("/Workspace/Shared/standin/rows.csv").read().splitlines()))
+        spark = SparkSession.builder.getOrCreate()
+        print("VOLUME", spark.read.csv("/Volumes/main/default/data/rows.csv", header=True).count())
+        try:
+            spark.read.csv("file:/Workspace/Shared/standin/rows.csv", header=True).count()
+        except Exception as exc:
+            print("EXECUTORS", str(exc).splitlines()[0])
+    """
+    run = _submit(sdk, standin, "workspace_files", job, SERVERLESS)
+    assert run.result_state == "SUCCESS", run.logs
+    assert f"CWD /tmp/run-{run.run_id} SCRIPT DIR ON PATH False" in run.logs
+    assert "SIBLING No module named 'sibling'" in run.logs
+    assert "DRIVER 3" in run.logs and "VOLUME 3" in run.logs
+    assert "EXECUTORS" in run.logs and "PATH_NOT_FOUND" in run.logs
+
+
+def test_serverless_python_workers_get_one_gigabyte_for_user_code(sdk, standin) -> None:
+    """rules.SERVERLESS_PYTHON_MEMORY: a mapInPandas function may take 0.75 GiB, not 1.25 GiB (the Spark job
+    then fails, as MEMORY_LIMIT_SERVERLESS fails it on Databricks). Address space only: nothing is touched."""
+    job = """
+        from pyspark.sql import SparkSession
+
+        def take(gib):
+            def fn(batches):
+                import numpy
+                for batch in batches:
+                    block = numpy.empty(int(gib * 2**30), dtype=numpy.uint8)
+                    yield batch.assign(n=len(block))
+            return fn
+
+        spark = SparkSession.builder.getOrCreate()
+        for gib in (0.75, 1.25):
+            try:
+                spark.range(1).mapInPandas(take(gib), "id long, n long").collect()
+                print("TOOK", gib)
+            except Exception as exc:
+                print("REFUSED", gib, "MemoryError" in str(exc))
+    """
+    run = _submit(sdk, standin, "python_memory", job, SERVERLESS)
+    assert run.result_state == "SUCCESS", run.logs
+    assert "TOOK 0.75" in run.logs and "REFUSED 1.25 True" in run.logs, run.logs[-3000:]
+    standard = _submit(sdk, standin, "python_memory_std", job, {"existing_cluster_id": STANDARD_CLUSTER_ID})
+    assert "TOOK 1.25" in standard.logs, standard.logs[-3000:]  # a cluster's workers have no such cap here

@@ -159,7 +159,7 @@ def test_build_model_seed_conf(runs, stack_client, mlflow_client, local_stack) -
     assert name == "mlopsctl-random-forest"
     mv = mlflow_client.get_model_version(name, version)
     assert mv.run_id == mrun.info.run_id
-    assert (mv.tags["max_depth"], mv.tags["n_estimators"], mv.tags["airflow.dag_run_id"]) == ("80", "100", run_id)
+    assert (mv.tags["max_depth"], mv.tags["n_estimators"], mv.tags["airflow_dag_run_id"]) == ("80", "100", run_id)
 
 
 @pytest.mark.parametrize("name", ["grid", "grid_spark"])

@@ -277,3 +277,20 @@ def test_prepare_report_travels_to_the_next_jobs(spark, tmp_path: Path) -> None:
 def test_na_values_arg() -> None:
     assert cli.na_values_arg("?, -,,n.a.") == ("?", "-", "n.a.")
     assert cli.na_values_arg("") is None
+
+
+def test_a_workspace_file_read_on_the_driver_makes_the_same_features_as_spark_reading_it(spark, tmp_path) -> None:
+    """`read_workspace_file` (pandas on the driver, then createDataFrame: serverless executors cannot read
+    /Workspace) gives the same features table as Spark's own read of the same CSV or Parquet file."""
+    import pandas as pd
+
+    csv = tmp_path / "messy.csv"
+    csv.write_text("size m2,colour,empty,price\n10,red,,100\n,blue,NA,200\n30,,,\n40,red,,400\n 50 ,green,,500\n")
+    parquet = tmp_path / "typed.parquet"
+    pd.DataFrame({"x": [1.5, None, 3.5], "kind": ["a", "b", None], "price": [1, 2, 3]}).to_parquet(parquet)
+    for path in (csv, parquet):
+        driver, driver_report = data.prepare_features(data.read_workspace_file(spark, str(path)), "price")
+        cluster, cluster_report = data.prepare_features(data.load_source(spark, str(path)), "price")
+        assert driver_report == cluster_report, path.name
+        expected = cluster.toPandas().drop(columns=[data.ROW_ID_COL])
+        assert driver.toPandas().drop(columns=[data.ROW_ID_COL]).equals(expected), path.name

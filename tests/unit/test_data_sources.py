@@ -73,7 +73,6 @@ def test_the_two_copies_use_the_same_rules() -> None:
 @pytest.mark.parametrize(
     ("data", "path"),
     [
-        ("/Workspace/Users/me@example.com/houses.csv", "file:/Workspace/Users/me@example.com/houses.csv"),
         ("/dbfs/FileStore/houses.csv", "dbfs:/FileStore/houses.csv"),
         ("/Volumes/main/sales/raw/houses.csv", "/Volumes/main/sales/raw/houses.csv"),
         ("s3://bucket/houses", "s3://bucket/houses"),
@@ -81,6 +80,65 @@ def test_the_two_copies_use_the_same_rules() -> None:
 )
 def test_the_job_hands_spark_the_path_it_reads(data: str, path: str) -> None:
     assert job_data.spark_path(data, job_data.source_kind(data)) == path
+
+
+class _DriverOnly:
+    """A Spark session for `read_workspace_file`: it may build DataFrames from local data, never read a path
+    (on serverless, Spark's executors cannot read /Workspace)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[object, object]] = []
+
+    @property
+    def read(self):
+        raise AssertionError("a workspace file was handed to spark.read")
+
+    def createDataFrame(self, data, schema=None):
+        self.frames.append((data, schema))
+        return data
+
+
+def test_a_workspace_path_is_read_on_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    monkeypatch.setattr(job_data, "read_workspace_file", lambda spark, data, na: seen.append((data, na)) or "df")
+    assert job_data.load_source(_DriverOnly(), "/Workspace/Shared/houses.csv", ("NA",)) == "df"
+    assert seen == [("/Workspace/Shared/houses.csv", ("NA",))]
+
+
+def test_a_workspace_csv_reaches_spark_as_text_then_is_typed_like_any_csv(tmp_path, monkeypatch) -> None:
+    csv = tmp_path / "houses.csv"
+    csv.write_text("size m2,colour,price\n10,red,100\n,NA,200\n")
+    typed = []
+    monkeypatch.setattr(job_data, "type_csv_columns", lambda df, na: typed.append(na) or df)
+    spark = _DriverOnly()
+    pdf = job_data.read_workspace_file(spark, str(csv), None)
+    [(_, schema)] = spark.frames
+    assert [f.name for f in schema.fields] == ["size m2", "colour", "price"]
+    assert {f.dataType.simpleString() for f in schema.fields} == {"string"}
+    assert pdf.to_dict("list") == {"size m2": ["10", ""], "colour": ["red", "NA"], "price": ["100", "200"]}
+    assert typed == [job_data.NA_VALUES]  # the CSV missing-value rules apply as to any other CSV
+
+
+def test_a_workspace_parquet_keeps_its_types(tmp_path) -> None:
+    import pandas as pd
+
+    pd.DataFrame({"x": [1.5, 2.5], "target": [1, 2]}).to_parquet(tmp_path / "h.parquet")
+    spark = _DriverOnly()
+    pdf = job_data.read_workspace_file(spark, str(tmp_path / "h.parquet"))
+    assert spark.frames[0][1] is None and pdf["x"].tolist() == [1.5, 2.5] and str(pdf["target"].dtype) == "int64"
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("missing.csv", None, "no such workspace file"),
+    ("empty.csv", "", "data file is empty"),
+    ("notes.txt", "x", "unsupported data format '.txt'"),
+    ("blank.csv", "\n", "cannot read"),
+])
+def test_a_bad_workspace_file_is_bad_data(tmp_path, name: str, content: str | None, message: str) -> None:
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    with pytest.raises(job_data.DataError, match=message):
+        job_data.read_workspace_file(_DriverOnly(), str(tmp_path / name))
 
 
 @pytest.mark.parametrize("compute", [None, "local", "spark", "databricks"])

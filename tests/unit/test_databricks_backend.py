@@ -391,6 +391,8 @@ def deployed(backend, databricks_server: DatabricksTestServer, monkeypatch, tmp_
 
 def test_operator_submits_runs_and_survives_429(backend, deployed: DatabricksTestServer) -> None:
     deployed.inject(429, times=2, path_prefix="/api/2.2/jobs/runs/submit")
+    # a 4xx that is retried all the same (the provider's hook knows it; the backend keeps it retryable)
+    deployed.inject(400, times=1, path_prefix="/api/2.2/jobs/runs/submit", error_code="COULD_NOT_ACQUIRE_LOCK")
     deployed.inject(503, times=1, path_prefix="/api/2.2/jobs/runs/get")
     from datetime import timedelta
 
@@ -505,3 +507,86 @@ def test_every_setting_the_backend_reads_is_in_the_settings_table_of_the_docs() 
     table = (DAGS.parent / "docs" / "databricks.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
     assert "MLOPSCTL_DATABRICKS_PERFORMANCE_TARGET" in read
     assert not [name for name in sorted(read) if f"| `{name}` |" not in table]
+
+
+# --- failures that are what they look like: refused requests, and the deferrable path -------------------
+def _api_error(status: int, body: object):
+    """What the provider's hook raises for a non-retried HTTP error: DatabricksApiError from requests' HTTPError."""
+    import requests
+    from airflow.providers.databricks.exceptions import DatabricksApiError
+
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    try:
+        try:
+            response.raise_for_status()
+        except requests.HTTPError as http:
+            raise DatabricksApiError(f"Response: {response.text}, Status Code: {status}",
+                                     http_status_code=status) from http
+    except DatabricksApiError as exc:
+        return exc
+
+
+def test_a_4xx_is_a_refusal_with_databricks_words_but_throttling_and_locks_are_not(backend) -> None:
+    refused = backend.databricks_refusal(_api_error(400, {"error_code": "INVALID_PARAMETER_VALUE",
+                                                          "message": "Cluster 0101-x does not exist"}))
+    assert refused == "400 INVALID_PARAMETER_VALUE: Cluster 0101-x does not exist"
+    assert backend.databricks_refusal(_api_error(403, {"error_code": "PERMISSION_DENIED",
+                                                       "message": "Invalid access token."})).startswith("403 ")
+    assert "Status Code: 404" in backend.databricks_refusal(_api_error(404, b"<html>not json</html>"))
+    assert backend.databricks_refusal(_api_error(429, {"error_code": "REQUEST_LIMIT_EXCEEDED"})) is None
+    assert backend.databricks_refusal(_api_error(400, {"error_code": "COULD_NOT_ACQUIRE_LOCK", "message": "x"})) is None
+    assert backend.databricks_refusal(_api_error(503, {"error_code": "TEMPORARILY_UNAVAILABLE"})) is None
+    from airflow.sdk.exceptions import AirflowException
+
+    assert backend.databricks_refusal(AirflowException("API requests to Databricks failed 6 times")) is None
+
+
+def test_a_refused_payload_fails_the_task_without_retry_with_databricks_message(backend, deployed, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("MLOPSCTL_DATABRICKS_CLUSTER_ID", "0101-gone")  # a cluster the workspace does not have
+    op = backend.make_databricks_task("train_model", "echo.py", [])
+    with pytest.raises(AirflowFailException, match="refused the request: 400 INVALID_PARAMETER_VALUE: Cluster "
+                                                   "0101-gone does not exist"):
+        op.execute({"ti": _TI()})
+    assert len(deployed.bodies) == 1 and deployed.runs() == []  # one submit, not the hook's retries
+
+
+def _deferred_then_resumed(backend, script_args: list[str]) -> Any:
+    """Run echo.py the way Airflow runs a deferrable task: `execute` submits and defers, the trigger polls
+    the run to its end, and a fresh operator (a resumed task is rebuilt from the DAG) completes it."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    ti = _TI()
+    # deferrable=True: what `[operators] default_deferrable = True` makes the provider's default (read when the
+    # provider is imported, so the test passes it)
+    op = backend.make_databricks_task("preprocess_data", "echo.py", script_args, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": ti})
+
+    async def first_event() -> Any:
+        async for event in deferred.value.trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    event = asyncio.run(first_event())
+    resumed = backend.make_databricks_task("preprocess_data", "echo.py", script_args, deferrable=True)
+    return getattr(resumed, deferred.value.method_name)({"ti": ti}, event)
+
+
+def test_bad_data_fails_without_retry_when_the_operator_defers(backend, deployed) -> None:
+    """Deferrable, the provider raises a failed run from `execute_complete`: bad data still fails the task for
+    good, and a crash still carries the job's log tail (`test_failed_job_fails_the_task_with_databricks_error`
+    is the same without deferral)."""
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="preprocess_data: mlopsctl-error: column 'target' not found"):
+        _deferred_then_resumed(backend, ["--bad-data"])
+    with pytest.raises(AirflowException, match="job output \\(last lines\\)") as crash:
+        _deferred_then_resumed(backend, ["--explode"])
+    assert not isinstance(crash.value, AirflowFailException) and "RuntimeError: exploded on purpose" in str(crash.value)
+    assert [r.tasks[0].result_state for r in deployed.runs()] == ["FAILED", "FAILED"]

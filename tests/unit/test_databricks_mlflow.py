@@ -166,3 +166,42 @@ def test_uc_refuses_to_finalize_a_model_without_signature(app) -> None:
     assert finalized["error_code"] == "INVALID_PARAMETER_VALUE"
     assert "the model has no signature" in finalized["message"]
     assert state.models["main.default.nosig"].versions[1].status == "FAILED_REGISTRATION"
+
+
+def test_uc_refuses_tag_keys_with_the_characters_unity_catalog_forbids(app) -> None:
+    """rules.UC_TAG_KEYS: a dotted key (`airflow.dag_run_id`) is refused on a model version and a model."""
+    state, client = app
+    version, _ = _register(client, "main.default.tags", SIGNED_MLMODEL)
+    for key in ("airflow.dag_run_id", "a-b", "a=b", "a/b", "a:b", "a,b", " lead", "trail ", "", "k" * 256):
+        r = client.post(f"{UC}/model-versions/set-tag", json={"name": "main.default.tags", "version": version,
+                                                             "key": key, "value": "v"})
+        assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", key
+        r = client.post(f"{UC}/registered-models/set-tag", json={"name": "main.default.tags", "key": key, "value": "v"})
+        assert r.status_code == 400, key
+    r = client.post(f"{UC}/model-versions/create", json={"name": "main.default.tags", "source": "models:/m-2",
+                                                        "tags": [{"key": "mlflow.source", "value": "x"}]})
+    assert r.status_code == 400 and "are not allowed in Unity Catalog tag keys" in r.json()["message"]
+    ok = client.post(f"{UC}/model-versions/set-tag", json={"name": "main.default.tags", "version": version,
+                                                          "key": "airflow_dag_run_id", "value": "manual__1"})
+    assert ok.status_code == 200
+    assert state.models["main.default.tags"].versions[1].tags == {"airflow_dag_run_id": "manual__1"}
+
+
+def test_the_jobs_model_version_tags_are_unity_catalog_tag_keys() -> None:
+    """The tags `log_model` sets on a registered version pass the stand-in's UC rule (today's
+    `airflow.dag_run_id` has a dot)."""
+    import sys
+
+    from tests.fixtures.databricks.rules import uc_tag_key_problem
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "spark_jobs"))
+    try:
+        from mlopsctl_jobs import tracking
+    finally:
+        sys.path.pop(0)
+    tags = tracking.model_version_tags("abc123", "manual__2026-12-07T04:05:06+00:00",
+                                       {"max_depth": 8, "n_estimators": 20, "cv": 3})
+    assert tags == {"mlflow_run_id": "abc123", "airflow_dag_run_id": "manual__2026-12-07T04:05:06+00:00",
+                    "max_depth": "8", "n_estimators": "20", "cv": "3"}
+    assert [k for k in tags if uc_tag_key_problem(k)] == []
+    assert tracking.uc_tag_key(" a.b-c=d/e:f,g ") == "a_b_c_d_e_f_g"

@@ -55,3 +55,43 @@ def test_the_plan_hides_outermost_dirs_and_keeps_what_they_cover(tmp_path: Path)
     with pytest.raises(ValueError, match="scratch"):
         sandbox.plan(["/bin/true"], workspace=tmp_path, volumes=tmp_path, scratch="/var/x", hide=[Path("/tmp")],
                      keep=[])
+
+
+def test_without_a_workspace_tree_the_workspace_is_empty(isolated, tmp_path: Path) -> None:
+    """rules.SERVERLESS_WORKSPACE_FILES: what a serverless Connect server (its executors) sees of /Workspace."""
+    workspace, volumes = tmp_path / "workspace", tmp_path / "volumes"
+    (workspace / "Shared").mkdir(parents=True)
+    (workspace / "Shared" / "data.csv").write_text("a\n1\n")
+    (volumes / "main").mkdir(parents=True)
+    (volumes / "main" / "rows.csv").write_text("a\n2\n")
+    script = "ls -A /Workspace | wc -l; cat /Volumes/main/rows.csv; test -e /Workspace/Shared/data.csv || echo HIDDEN"
+    plan = sandbox.plan(["/bin/sh", "-c", script], workspace=None, volumes=volumes, scratch="/tmp/connect-1",
+                        hide=[Path("/tmp"), tmp_path], keep=[])
+    res = subprocess.run(sandbox.command(sys.executable, plan), capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["0", "a", "2", "HIDDEN"]
+
+
+def test_the_task_runner_runs_the_file_without_its_folder_on_sys_path(tmp_path: Path) -> None:
+    """rules.WORKING_DIRECTORY: a job that imports a sibling file fails, whatever the working directory; its
+    argv and `__main__` are the file's own."""
+    runner = REPO / "tests" / "fixtures" / "databricks" / "task_runner.py"
+    jobs, scratch = tmp_path / "jobs", tmp_path / "scratch"
+    jobs.mkdir()
+    scratch.mkdir()
+    (jobs / "sibling.py").write_text("VALUE = 1\n")
+    (jobs / "job.py").write_text(
+        "import os, sys\n"
+        "print('ARGV', sys.argv, __name__, os.getcwd())\n"
+        "print('PATH', [p for p in sys.path if p in ('', os.getcwd(), os.path.dirname(__file__))])\n"
+        "import sibling\n"
+    )
+    res = subprocess.run([sys.executable, str(runner), str(jobs / "job.py"), "--flag", "x"], cwd=scratch,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert f"ARGV ['{jobs / 'job.py'}', '--flag', 'x'] __main__ {scratch}" in res.stdout
+    assert "PATH []" in res.stdout
+    assert res.returncode == 1 and "ModuleNotFoundError: No module named 'sibling'" in res.stderr
+    plain = subprocess.run([sys.executable, str(jobs / "job.py")], cwd=scratch, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert plain.returncode == 0  # what `python job.py` allowed: the script's folder first on sys.path

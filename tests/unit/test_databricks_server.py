@@ -331,3 +331,16 @@ def test_existing_clusters_keep_their_libraries_until_a_restart(sdk, databricks_
     for call in (lambda: list(sdk.libraries.cluster_status("0000-nope")), lambda: sdk.clusters.restart("0000-nope")):
         with pytest.raises(InvalidParameterValue, match="0000-nope does not exist"):
             call()
+
+
+def test_every_rule_of_the_stand_in_is_documented_with_its_source() -> None:
+    """tests/fixtures/databricks/rules.py is the table; docs/databricks.md shows each row with its source."""
+    from pathlib import Path
+
+    from tests.fixtures.databricks.rules import RULES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "databricks.md").read_text()
+    for rule in RULES:
+        assert f"| {rule.name} |" in doc, rule.name
+        first = rule.source.split()[0].rstrip(";")  # a docs URL, or the repository of the file that says it
+        assert first.rstrip("/").rsplit("/", 1)[-1] in doc, rule.name
