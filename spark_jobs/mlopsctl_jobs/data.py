@@ -175,24 +175,21 @@ def read_cluster_path(spark: Any, data: str, kind: str, na_values: Sequence[str]
     return raw
 
 
+#: the column metadata that marks a CSV column as text still to be typed (`type_csv_columns`)
+CSV_TEXT = "mlopsctl.csv_text"
+
+
 def type_csv_columns(df: Any, na_values: Sequence[str]) -> Any:
-    """CSV columns read as text -> missing-value tokens become null, and a column becomes double when every
-    value left casts to a number (one aggregation pass over the data decides every column)."""
+    """CSV columns read as text -> missing-value tokens become null, and each column is marked (``CSV_TEXT``
+    in its metadata) as text to type: `prepare_features` makes it double when every value left casts to a
+    number, in the same pass over the data that takes its statistics. No pass over the data here."""
     from pyspark.sql import functions as F
 
     tokens = sorted({"", *na_values})
-    names = list(df.columns)
-    if not names:
-        return df
-    cleaned = df.select(*[
-        F.when(F.trim(F.col(_quoted(c))).isin(tokens), F.lit(None)).otherwise(F.col(_quoted(c))).alias(c) for c in names
-    ])
-    as_number = {c: F.expr(f"try_cast({_quoted(c)} AS DOUBLE)") for c in names}
-    text = cleaned.agg(*[
-        F.count_if(F.col(_quoted(c)).isNotNull() & as_number[c].isNull()).alias(f"t{i}") for i, c in enumerate(names)
-    ]).collect()[0]
-    return cleaned.select(*[
-        (as_number[c] if text[f"t{i}"] == 0 else F.col(_quoted(c))).alias(c) for i, c in enumerate(names)
+    return df.select(*[
+        F.when(F.trim(F.col(_quoted(c))).isin(tokens), F.lit(None)).otherwise(F.col(_quoted(c)))
+        .alias(c, metadata={CSV_TEXT: True})
+        for c in df.columns
     ])
 
 
@@ -249,10 +246,16 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         raise DataError(f"target column {target!r} not found; columns are: {shown}")
 
     numeric_types = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
-    dtypes = {f.name: f.dataType for f in df.schema.fields}
+    fields = df.schema.fields
+    dtypes = {f.name: f.dataType for f in fields}
+    csv_text = {f.name for f in fields if (f.metadata or {}).get(CSV_TEXT)}  # typed here (`type_csv_columns`)
 
     df = df.withColumn(ROW_ID_COL, F.monotonically_increasing_id())
     feature_cols = [c for c in columns if c != target]
+
+    def _number(c: str) -> Any:
+        """A CSV column's values as numbers (null where a value does not cast)."""
+        return F.expr(f"try_cast({_quoted(c)} AS DOUBLE)")
 
     # target: numeric, or strings that all parse as numbers
     tcol = F.col(_quoted(target))
@@ -260,7 +263,7 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         tvalue = tcol.cast("double")
         bad_target = None
     elif isinstance(dtypes[target], T.StringType):
-        tvalue = F.expr(f"try_cast({_quoted(target)} AS DOUBLE)")
+        tvalue = _number(target)
         bad_target = tcol.isNotNull() & tvalue.isNull()
     else:
         tvalue = None
@@ -269,14 +272,17 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         tvalue = F.when(F.isnan(tvalue), None).otherwise(tvalue)
 
     def _value(c: str) -> Any:
-        col = F.col(_quoted(c))
-        if isinstance(dtypes[c], (T.FloatType, T.DoubleType)):
+        col = _number(c) if c in csv_text else F.col(_quoted(c))
+        if c in csv_text or isinstance(dtypes[c], (T.FloatType, T.DoubleType)):
             return F.when(F.isnan(col), None).otherwise(col)
         return col
 
     # ONE pass over the data: row counts, the target check, and per feature (over the rows whose target
     # is kept) its non-null count and its median (numeric) or its sorted categories (anything else).
-    # Every Spark action costs a job on the cluster and a round trip; the data is read once.
+    # Every Spark action costs a job on the cluster and a round trip; the data is read once. A CSV column
+    # is typed in the same pass: it is numeric when no value fails to cast (`b`, over every row), so the pass
+    # takes both readings of it: as numbers (`n`, `m`), and as text (`t`, `c`: the categories that are no
+    # number; a text column's values that are numbers take a second pass, over those columns only, if any).
     numeric = [c for c in feature_cols if isinstance(dtypes[c], numeric_types)]
     stats = [F.count(F.lit(1)).alias("rows_in")]
     if tvalue is not None:
@@ -285,13 +291,19 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         if bad_target is not None:
             stats.append(F.count_if(bad_target).alias("bad_target"))
         for i, c in enumerate(feature_cols):
-            stats.append(F.count(F.when(kept_row, _value(c))).alias(f"n{i}"))
-            if c in numeric:
+            if c in csv_text or c in numeric:
+                stats.append(F.count(F.when(kept_row, _value(c))).alias(f"n{i}"))
                 stats.append(F.median(F.when(kept_row, _value(c).cast("double"))).alias(f"m{i}"))
-            else:
-                as_str = F.when(kept_row, F.col(_quoted(c)).cast("string"))
-                stats.append(F.collect_set(as_str).alias(f"c{i}"))
-    row = df.agg(*stats).collect()[0]
+            if c in csv_text:
+                col = F.col(_quoted(c))
+                stats.append(F.count_if(col.isNotNull() & _number(c).isNull()).alias(f"b{i}"))
+                stats.append(F.count(F.when(kept_row, col)).alias(f"t{i}"))
+                stats.append(F.count_if(kept_row & _number(c).isNotNull()).alias(f"g{i}"))
+                stats.append(F.collect_set(F.when(kept_row & _number(c).isNull(), col)).alias(f"c{i}"))
+            elif c not in numeric:
+                stats.append(F.count(F.when(kept_row, _value(c))).alias(f"n{i}"))
+                stats.append(F.collect_set(F.when(kept_row, F.col(_quoted(c)).cast("string"))).alias(f"c{i}"))
+    row = df.agg(*stats).collect()[0].asDict()
 
     report.rows_in = int(row["rows_in"])
     if report.rows_in == 0:
@@ -306,6 +318,8 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
     report.dropped_null_target = report.rows_in - report.rows_out
     if report.rows_out == 0:
         raise DataError(f"target column {target!r} has no values (all null/NaN)")
+    if csv_text:
+        numeric += _type_csv_features(df, feature_cols, csv_text, kept_row, _number, row)
     df = df.withColumn(TARGET_COL, tvalue).filter(F.col(TARGET_COL).isNotNull())
 
     if not feature_cols:
@@ -333,14 +347,49 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
                 report.imputed_columns[new] = median
             selects.append(F.coalesce(_value(c).cast("double"), F.lit(median)).alias(new))
         else:
-            as_str = F.col(_quoted(c)).cast("string")
             categories = sorted(row[f"c{i}"])
             report.encoded_columns[new] = len(categories)
-            mapping = F.create_map(*[x for j, v in enumerate(categories) for x in (F.lit(v), F.lit(float(j)))])
-            selects.append(F.coalesce(mapping[as_str], F.lit(-1.0)).alias(new))
+            df, code = _encode(df, c, categories, i)
+            selects.append(F.coalesce(code, F.lit(-1.0)).alias(new))
     selects.append(F.col(TARGET_COL))
     report.features = new_names
     return df.select(*selects), report
+
+
+def _type_csv_features(
+    df: Any, feature_cols: Sequence[str], csv_text: set[str], kept_row: Any, number: Any, row: dict[str, Any]
+) -> list[str]:
+    """Settle the type of each CSV feature from the statistics pass (`row`, completed in place) -> the numeric
+    ones. A column is text when a value fails to cast; its count and categories are then the text reading's,
+    and where some of its values are numbers, one more pass over those columns collects them too."""
+    from pyspark.sql import functions as F
+
+    text = [(i, c) for i, c in enumerate(feature_cols) if c in csv_text and row[f"b{i}"]]
+    for i, _c in text:
+        row[f"n{i}"] = row[f"t{i}"]
+    partly_numbers = [(i, c) for i, c in text if row[f"g{i}"]]
+    if partly_numbers:
+        extra = df.agg(*[
+            F.collect_set(F.when(kept_row & number(c).isNotNull(), F.col(_quoted(c)))).alias(f"c{i}")
+            for i, c in partly_numbers
+        ]).collect()[0]
+        for i, _c in partly_numbers:
+            row[f"c{i}"] = [*row[f"c{i}"], *extra[f"c{i}"]]
+    return [c for i, c in enumerate(feature_cols) if c in csv_text and not row[f"b{i}"]]
+
+
+def _encode(df: Any, column: str, categories: Sequence[str], i: int) -> tuple[Any, Any]:
+    """Join each row's value of a text column to its category's position in `categories` (a hash lookup in a
+    broadcast table, whatever the number of categories) -> (the joined frame, the code column, null where the
+    value is null or not a category)."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    key, code = f"__mlopsctl_key{i}__", f"__mlopsctl_code{i}__"
+    codes = pd.DataFrame({key: pd.Series(categories, dtype=object), code: range(len(categories))})
+    table = df.sparkSession.createDataFrame(codes.astype({code: "float64"}), f"{key} string, {code} double")
+    on = F.col(_quoted(column)).cast("string") == F.col(key)
+    return df.join(F.broadcast(table), on, "left").drop(key), F.col(code)
 
 
 def prepare_report_path(features: str) -> str:
@@ -372,8 +421,9 @@ def read_rows_dropped(features: str, spark: Any | None = None) -> int | None:
 
 
 def write_features(df: Any, path: str) -> None:
-    """Write the features table as one Parquet file set (single partition keeps the row order)."""
-    df.coalesce(1).write.mode("overwrite").parquet(path)
+    """Write the features table as Parquet, a file per partition of the source: every core encodes and writes
+    its share. The readers put the rows back in source order by ``__row_id__`` (`split_xy`)."""
+    df.write.mode("overwrite").parquet(path)
 
 
 def load_features(path: str) -> tuple[Any, Any]:
@@ -387,9 +437,13 @@ def load_features(path: str) -> tuple[Any, Any]:
 
 
 def read_features(spark: Any, path: str) -> tuple[Any, Any]:
-    """The features table read through Spark (any path the cluster can read) -> (X, y), source row order."""
+    """The features table -> (X, y), source row order: read straight from the disk where it is a finished
+    table on this machine (the local stack: Parquet to pandas in one step, no trip through the Spark server),
+    else through Spark (any path the cluster can read)."""
     from pyspark.errors import AnalysisException
 
+    if source_kind(path) == "local" and (Path(path) / "_SUCCESS").is_file():
+        return load_features(path)
     try:
         pdf = spark.read.parquet(path).toPandas()
     except AnalysisException as exc:
