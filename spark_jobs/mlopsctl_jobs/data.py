@@ -250,12 +250,15 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
     dtypes = {f.name: f.dataType for f in fields}
     csv_text = {f.name for f in fields if (f.metadata or {}).get(CSV_TEXT)}  # typed here (`type_csv_columns`)
 
-    df = df.withColumn(ROW_ID_COL, F.monotonically_increasing_id())
+    # a CSV column's values as numbers (null where a value does not cast), cast once per value: a failed cast
+    # is costly, and every statistic of the column reads this one column
+    as_number = {c: f"__mlopsctl_number{i}__" for i, c in enumerate(columns) if c in csv_text}
+    df = df.select("*", F.monotonically_increasing_id().alias(ROW_ID_COL),
+                   *[F.expr(f"try_cast({_quoted(c)} AS DOUBLE)").alias(n) for c, n in as_number.items()])
     feature_cols = [c for c in columns if c != target]
 
     def _number(c: str) -> Any:
-        """A CSV column's values as numbers (null where a value does not cast)."""
-        return F.expr(f"try_cast({_quoted(c)} AS DOUBLE)")
+        return F.col(as_number[c])
 
     # target: numeric, or strings that all parse as numbers
     tcol = F.col(_quoted(target))
@@ -263,7 +266,7 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         tvalue = tcol.cast("double")
         bad_target = None
     elif isinstance(dtypes[target], T.StringType):
-        tvalue = _number(target)
+        tvalue = _number(target) if target in csv_text else F.expr(f"try_cast({_quoted(target)} AS DOUBLE)")
         bad_target = tcol.isNotNull() & tvalue.isNull()
     else:
         tvalue = None
@@ -405,10 +408,11 @@ def write_prepare_report(spark: Any, report: PrepareReport, features: str) -> No
 
 
 def read_rows_dropped(features: str, spark: Any | None = None) -> int | None:
-    """``n_rows_dropped`` of this run's preprocess_data (through Spark if given, else pandas); None if absent."""
+    """``n_rows_dropped`` of this run's preprocess_data (through Spark if given, else pandas, as is a finished
+    report on this machine's disk); None if absent."""
     path = prepare_report_path(features)
     try:
-        if spark is not None:
+        if spark is not None and not _local_table(path):
             rows = spark.read.parquet(path).collect()
             return int(rows[0]["n_rows_dropped"]) if rows else None
         import pandas as pd
@@ -442,7 +446,7 @@ def read_features(spark: Any, path: str) -> tuple[Any, Any]:
     else through Spark (any path the cluster can read)."""
     from pyspark.errors import AnalysisException
 
-    if source_kind(path) == "local" and (Path(path) / "_SUCCESS").is_file():
+    if _local_table(path):
         return load_features(path)
     try:
         pdf = spark.read.parquet(path).toPandas()
@@ -451,6 +455,11 @@ def read_features(spark: Any, path: str) -> tuple[Any, Any]:
             raise DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?") from None
         raise
     return split_xy(pdf)
+
+
+def _local_table(path: str) -> bool:
+    """True when `path` is a table Spark finished writing on this machine's own disk."""
+    return source_kind(path) == "local" and (Path(path) / "_SUCCESS").is_file()
 
 
 def split_xy(pdf: Any) -> tuple[Any, Any]:
