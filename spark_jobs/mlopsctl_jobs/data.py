@@ -175,21 +175,24 @@ def read_cluster_path(spark: Any, data: str, kind: str, na_values: Sequence[str]
     return raw
 
 
-#: the column metadata that marks a CSV column as text still to be typed (`type_csv_columns`)
-CSV_TEXT = "mlopsctl.csv_text"
-
-
 def type_csv_columns(df: Any, na_values: Sequence[str]) -> Any:
-    """CSV columns read as text -> missing-value tokens become null, and each column is marked (``CSV_TEXT``
-    in its metadata) as text to type: `prepare_features` makes it double when every value left casts to a
-    number, in the same pass over the data that takes its statistics. No pass over the data here."""
+    """CSV columns read as text -> missing-value tokens become null, and a column becomes double when every
+    value left casts to a number (one aggregation pass over the data decides every column)."""
     from pyspark.sql import functions as F
 
     tokens = sorted({"", *na_values})
-    return df.select(*[
-        F.when(F.trim(F.col(_quoted(c))).isin(tokens), F.lit(None)).otherwise(F.col(_quoted(c)))
-        .alias(c, metadata={CSV_TEXT: True})
-        for c in df.columns
+    names = list(df.columns)
+    if not names:
+        return df
+    cleaned = df.select(*[
+        F.when(F.trim(F.col(_quoted(c))).isin(tokens), F.lit(None)).otherwise(F.col(_quoted(c))).alias(c) for c in names
+    ])
+    as_number = {c: F.expr(f"try_cast({_quoted(c)} AS DOUBLE)") for c in names}
+    text = cleaned.agg(*[
+        F.count_if(F.col(_quoted(c)).isNotNull() & as_number[c].isNull()).alias(f"t{i}") for i, c in enumerate(names)
+    ]).collect()[0]
+    return cleaned.select(*[
+        (as_number[c] if text[f"t{i}"] == 0 else F.col(_quoted(c))).alias(c) for i, c in enumerate(names)
     ])
 
 
@@ -246,19 +249,10 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         raise DataError(f"target column {target!r} not found; columns are: {shown}")
 
     numeric_types = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
-    fields = df.schema.fields
-    dtypes = {f.name: f.dataType for f in fields}
-    csv_text = {f.name for f in fields if (f.metadata or {}).get(CSV_TEXT)}  # typed here (`type_csv_columns`)
+    dtypes = {f.name: f.dataType for f in df.schema.fields}
 
-    # a CSV column's values as numbers (null where a value does not cast), cast once per value: a failed cast
-    # is costly, and every statistic of the column reads this one column
-    as_number = {c: f"__mlopsctl_number{i}__" for i, c in enumerate(columns) if c in csv_text}
-    df = df.select("*", F.monotonically_increasing_id().alias(ROW_ID_COL),
-                   *[F.expr(f"try_cast({_quoted(c)} AS DOUBLE)").alias(n) for c, n in as_number.items()])
+    df = df.withColumn(ROW_ID_COL, F.monotonically_increasing_id())
     feature_cols = [c for c in columns if c != target]
-
-    def _number(c: str) -> Any:
-        return F.col(as_number[c])
 
     # target: numeric, or strings that all parse as numbers
     tcol = F.col(_quoted(target))
@@ -266,7 +260,7 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         tvalue = tcol.cast("double")
         bad_target = None
     elif isinstance(dtypes[target], T.StringType):
-        tvalue = _number(target) if target in csv_text else F.expr(f"try_cast({_quoted(target)} AS DOUBLE)")
+        tvalue = F.expr(f"try_cast({_quoted(target)} AS DOUBLE)")
         bad_target = tcol.isNotNull() & tvalue.isNull()
     else:
         tvalue = None
@@ -275,17 +269,14 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         tvalue = F.when(F.isnan(tvalue), None).otherwise(tvalue)
 
     def _value(c: str) -> Any:
-        col = _number(c) if c in csv_text else F.col(_quoted(c))
-        if c in csv_text or isinstance(dtypes[c], (T.FloatType, T.DoubleType)):
+        col = F.col(_quoted(c))
+        if isinstance(dtypes[c], (T.FloatType, T.DoubleType)):
             return F.when(F.isnan(col), None).otherwise(col)
         return col
 
     # ONE pass over the data: row counts, the target check, and per feature (over the rows whose target
     # is kept) its non-null count and its median (numeric) or its sorted categories (anything else).
-    # Every Spark action costs a job on the cluster and a round trip; the data is read once. A CSV column
-    # is typed in the same pass: it is numeric when no value fails to cast (`b`, over every row), so the pass
-    # takes both readings of it: as numbers (`n`, `m`), and as text (`t`, `c`: the categories that are no
-    # number; a text column's values that are numbers take a second pass, over those columns only, if any).
+    # Every Spark action costs a job on the cluster and a round trip; the data is read once.
     numeric = [c for c in feature_cols if isinstance(dtypes[c], numeric_types)]
     stats = [F.count(F.lit(1)).alias("rows_in")]
     if tvalue is not None:
@@ -294,19 +285,13 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         if bad_target is not None:
             stats.append(F.count_if(bad_target).alias("bad_target"))
         for i, c in enumerate(feature_cols):
-            if c in csv_text or c in numeric:
-                stats.append(F.count(F.when(kept_row, _value(c))).alias(f"n{i}"))
+            stats.append(F.count(F.when(kept_row, _value(c))).alias(f"n{i}"))
+            if c in numeric:
                 stats.append(F.median(F.when(kept_row, _value(c).cast("double"))).alias(f"m{i}"))
-            if c in csv_text:
-                col = F.col(_quoted(c))
-                stats.append(F.count_if(col.isNotNull() & _number(c).isNull()).alias(f"b{i}"))
-                stats.append(F.count(F.when(kept_row, col)).alias(f"t{i}"))
-                stats.append(F.count_if(kept_row & _number(c).isNotNull()).alias(f"g{i}"))
-                stats.append(F.collect_set(F.when(kept_row & _number(c).isNull(), col)).alias(f"c{i}"))
-            elif c not in numeric:
-                stats.append(F.count(F.when(kept_row, _value(c))).alias(f"n{i}"))
-                stats.append(F.collect_set(F.when(kept_row, F.col(_quoted(c)).cast("string"))).alias(f"c{i}"))
-    row = df.agg(*stats).collect()[0].asDict()
+            else:
+                as_str = F.when(kept_row, F.col(_quoted(c)).cast("string"))
+                stats.append(F.collect_set(as_str).alias(f"c{i}"))
+    row = df.agg(*stats).collect()[0]
 
     report.rows_in = int(row["rows_in"])
     if report.rows_in == 0:
@@ -321,8 +306,6 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
     report.dropped_null_target = report.rows_in - report.rows_out
     if report.rows_out == 0:
         raise DataError(f"target column {target!r} has no values (all null/NaN)")
-    if csv_text:
-        numeric += _type_csv_features(df, feature_cols, csv_text, kept_row, _number, row)
     df = df.withColumn(TARGET_COL, tvalue).filter(F.col(TARGET_COL).isNotNull())
 
     if not feature_cols:
@@ -357,28 +340,6 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
     selects.append(F.col(TARGET_COL))
     report.features = new_names
     return df.select(*selects), report
-
-
-def _type_csv_features(
-    df: Any, feature_cols: Sequence[str], csv_text: set[str], kept_row: Any, number: Any, row: dict[str, Any]
-) -> list[str]:
-    """Settle the type of each CSV feature from the statistics pass (`row`, completed in place) -> the numeric
-    ones. A column is text when a value fails to cast; its count and categories are then the text reading's,
-    and where some of its values are numbers, one more pass over those columns collects them too."""
-    from pyspark.sql import functions as F
-
-    text = [(i, c) for i, c in enumerate(feature_cols) if c in csv_text and row[f"b{i}"]]
-    for i, _c in text:
-        row[f"n{i}"] = row[f"t{i}"]
-    partly_numbers = [(i, c) for i, c in text if row[f"g{i}"]]
-    if partly_numbers:
-        extra = df.agg(*[
-            F.collect_set(F.when(kept_row & number(c).isNotNull(), F.col(_quoted(c)))).alias(f"c{i}")
-            for i, c in partly_numbers
-        ]).collect()[0]
-        for i, _c in partly_numbers:
-            row[f"c{i}"] = [*row[f"c{i}"], *extra[f"c{i}"]]
-    return [c for i, c in enumerate(feature_cols) if c in csv_text and not row[f"b{i}"]]
 
 
 def _encode(df: Any, column: str, categories: Sequence[str], i: int) -> tuple[Any, Any]:
