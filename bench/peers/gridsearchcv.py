@@ -34,9 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import mean_squared_error
     from sklearn.model_selection import GridSearchCV, KFold, train_test_split
 
-    df = pd.read_parquet(args.data) if args.data.endswith((".parquet", ".pq")) else pd.read_csv(args.data)
-    y = df[args.target].to_numpy()
-    X = df.drop(columns=[args.target]).to_numpy()
+    if args.data.endswith((".parquet", ".pq")):
+        df = pd.read_parquet(args.data)
+        y = df[args.target].to_numpy()
+        X = df.drop(columns=[args.target]).to_numpy()
+    else:  # a CSV, cleaned as the pipelines clean it
+        from clean_csv import read_clean_csv  # beside this script
+
+        X, y = (a.to_numpy() for a in read_clean_csv(args.data, args.target))
+        df = X
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=args.test_size, random_state=args.random_state
     )

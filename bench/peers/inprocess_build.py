@@ -1,11 +1,13 @@
 """The floor of `run build-model`: one Python process, no Airflow, no Spark.
 
-It loads scikit-learn's diabetes data, holds out 20% (random_state 42), fits the same
+It loads scikit-learn's diabetes data (or, with --data, reads a CSV with pandas and cleans it by the pipeline's
+rules, `clean_csv.py`), holds out 20% (random_state 42), fits the same
 RandomForestRegressor(max_depth, n_estimators), and logs the same params, metrics (rmse, mae, r2) and
 model (cloudpickle, signature, input example, registered) to the same MLflow server the pipeline uses.
 Prints one JSON document with the process wall and the metrics.
 
     python bench/peers/inprocess_build.py --tracking-uri http://127.0.0.1:5000 --max-depth 80 --n-estimators 100
+    python bench/peers/inprocess_build.py --tracking-uri ... --data houses.csv --target price
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-depth", type=int, default=80)
     p.add_argument("--n-estimators", type=int, default=100)
     p.add_argument("--register-model", default="bench-inprocess-rf")
+    p.add_argument("--data", default="", help="a CSV file (default: scikit-learn's diabetes data)")
+    p.add_argument("--target", default="target")
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -35,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
     from sklearn.model_selection import train_test_split
 
-    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    if args.data:
+        from clean_csv import read_clean_csv  # beside this script
+
+        X, y = read_clean_csv(args.data, args.target)
+    else:
+        X, y = load_diabetes(return_X_y=True, as_frame=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=42)
     model = RandomForestRegressor(max_depth=args.max_depth, n_estimators=args.n_estimators, random_state=42, n_jobs=-1)
     model.fit(X_train, y_train)
@@ -47,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_experiment("/bench/inprocess_build")
     with mlflow.start_run():
         mlflow.log_params({"max_depth": args.max_depth, "n_estimators": args.n_estimators, "test_size": 0.2,
-                           "random_state": 42, "data": "sklearn:diabetes", "target": "target"})
+                           "random_state": 42, "data": args.data or "sklearn:diabetes", "target": args.target})
         mlflow.log_metrics(metrics)
         example = X_train.head(5)
         mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",

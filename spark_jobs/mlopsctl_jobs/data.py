@@ -373,14 +373,27 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
                 report.imputed_columns[new] = median
             selects.append(F.coalesce(_value(c).cast("double"), F.lit(median)).alias(new))
         else:
-            as_str = F.col(_quoted(c)).cast("string")
             categories = sorted(row[f"c{i}"])
             report.encoded_columns[new] = len(categories)
-            mapping = F.create_map(*[x for j, v in enumerate(categories) for x in (F.lit(v), F.lit(float(j)))])
-            selects.append(F.coalesce(mapping[as_str], F.lit(-1.0)).alias(new))
+            df, code = _encode(df, c, categories, i)
+            selects.append(F.coalesce(code, F.lit(-1.0)).alias(new))
     selects.append(F.col(TARGET_COL))
     report.features = new_names
     return df.select(*selects), report
+
+
+def _encode(df: Any, column: str, categories: Sequence[str], i: int) -> tuple[Any, Any]:
+    """Join each row's value of a text column to its category's position in `categories` (a hash lookup in a
+    broadcast table, whatever the number of categories) -> (the joined frame, the code column, null where the
+    value is null or not a category)."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    key, code = f"__mlopsctl_key{i}__", f"__mlopsctl_code{i}__"
+    codes = pd.DataFrame({key: pd.Series(categories, dtype=object), code: range(len(categories))})
+    table = df.sparkSession.createDataFrame(codes.astype({code: "float64"}), f"{key} string, {code} double")
+    on = F.col(_quoted(column)).cast("string") == F.col(key)
+    return df.join(F.broadcast(table), on, "left").drop(key), F.col(code)
 
 
 def prepare_report_path(features: str) -> str:
@@ -396,10 +409,11 @@ def write_prepare_report(spark: Any, report: PrepareReport, features: str) -> No
 
 
 def read_rows_dropped(features: str, spark: Any | None = None) -> int | None:
-    """``n_rows_dropped`` of this run's preprocess_data (through Spark if given, else pandas); None if absent."""
+    """``n_rows_dropped`` of this run's preprocess_data (through Spark if given, else pandas, as is a finished
+    report on this machine's disk); None if absent."""
     path = prepare_report_path(features)
     try:
-        if spark is not None:
+        if spark is not None and not _local_table(path):
             rows = spark.read.parquet(path).collect()
             return int(rows[0]["n_rows_dropped"]) if rows else None
         import pandas as pd
@@ -412,8 +426,9 @@ def read_rows_dropped(features: str, spark: Any | None = None) -> int | None:
 
 
 def write_features(df: Any, path: str) -> None:
-    """Write the features table as one Parquet file set (single partition keeps the row order)."""
-    df.coalesce(1).write.mode("overwrite").parquet(path)
+    """Write the features table as Parquet, a file per partition of the source: every core encodes and writes
+    its share. The readers put the rows back in source order by ``__row_id__`` (`split_xy`)."""
+    df.write.mode("overwrite").parquet(path)
 
 
 def load_features(path: str) -> tuple[Any, Any]:
@@ -427,9 +442,13 @@ def load_features(path: str) -> tuple[Any, Any]:
 
 
 def read_features(spark: Any, path: str) -> tuple[Any, Any]:
-    """The features table read through Spark (any path the cluster can read) -> (X, y), source row order."""
+    """The features table -> (X, y), source row order: read straight from the disk where it is a finished
+    table on this machine (the local stack: Parquet to pandas in one step, no trip through the Spark server),
+    else through Spark (any path the cluster can read)."""
     from pyspark.errors import AnalysisException
 
+    if _local_table(path):
+        return load_features(path)
     try:
         pdf = spark.read.parquet(path).toPandas()
     except AnalysisException as exc:
@@ -437,6 +456,11 @@ def read_features(spark: Any, path: str) -> tuple[Any, Any]:
             raise DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?") from None
         raise
     return split_xy(pdf)
+
+
+def _local_table(path: str) -> bool:
+    """True when `path` is a table Spark finished writing on this machine's own disk."""
+    return source_kind(path) == "local" and (Path(path) / "_SUCCESS").is_file()
 
 
 def split_xy(pdf: Any) -> tuple[Any, Any]:
