@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.databricks import rules, sandbox
+from tests.fixtures.databricks.server import connect_server_name
 from tests.fixtures.databricks_server import (
     STANDARD_CLUSTER_ID,
     TEST_CLUSTER_ID,
@@ -154,7 +155,8 @@ def test_serverless_job_imports_only_what_it_declares(sdk, standin) -> None:
     # Connect server, whose workers run its own PySpark with the same declared packages
     client_version = rules.SERVERLESS_ENVIRONMENTS["4"].client.split("==")[1]
     assert client_version.startswith("4.0.") and f"CLIENT-PYSPARK {client_version} True" in ok.logs
-    assert ok.environment != ok.connect_environment and ok.connect_environment in standin.connect_servers()
+    assert ok.environment != ok.connect_environment
+    assert connect_server_name(ok.connect_environment, serverless=True) in standin.connect_servers()
     assert f"PANDAS {_locked('pandas')}" in ok.logs
     assert [n for n in ok.library_notes if "pandas of serverless environment 4 is replaced" in n and pandas in n]
 
