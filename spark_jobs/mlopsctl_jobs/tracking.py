@@ -24,6 +24,15 @@ DEFAULT_REGISTERED_MODEL = "mlopsctl-random-forest"
 _UC_TAG_KEY_FORBIDDEN = re.compile(r"[.,\-=/:]")
 UC_TAG_KEY_MAX = 255
 
+#: what a training run logs for the model's evaluation: its held-out rows as read (the input columns under their
+#: own names and types, the target under its own name), at most EVAL_SPLIT_MAX_ROWS of them, as one Parquet file
+EVAL_SPLIT_ARTIFACT = "eval/test_split.parquet"
+EVAL_SPLIT_MAX_ROWS = 100_000
+#: version tags of a model that takes raw rows: INPUT_TAG = INPUT_RAW, and the name of the column it predicts
+INPUT_TAG = "mlopsctl_input"
+INPUT_RAW = "raw"
+TARGET_TAG = "mlopsctl_target"
+
 
 def experiment_name(prefix: str, dag_id: str) -> str:
     return f"{prefix.rstrip('/')}/{dag_id}"
