@@ -123,7 +123,7 @@ def test_usage_errors_exit_2_before_any_call(cli, argv: list[str]) -> None:
 
     env = Environment(settings={"airflow_password": "pw", "retries": 0}, airflow_transport=httpx.MockTransport(record),
                       tracking=tracking)
-    code, out, err = cli(*argv, environment=env)
+    code, _out, err = cli(*argv, environment=env)
     assert code == ExitCode.USAGE, err
     assert calls == [] and err.strip()
 
@@ -163,7 +163,7 @@ def _register(client: Any, exp: str, name: str, *, n_estimators: int, raw: bool 
             ("num", SimpleImputer(strategy="median"), numeric)])),
         ("forest", RandomForestRegressor(n_estimators=n_estimators, max_depth=3, random_state=0)),
     ]).fit(df[inputs], df["price"])
-    with mlflow.start_run(experiment_id=exp) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(experiment_id=exp), tempfile.TemporaryDirectory() as tmp:
         info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
                                         signature=infer_signature(df[inputs], model.predict(df[inputs])),
                                         registered_model_name=name)
@@ -318,7 +318,7 @@ def test_the_alias_moving_during_the_evaluation_is_refused(cli, registry: str, a
     client = MlflowClient(registry, registry)
     client.set_registered_model_alias("rf", "staging", "1")
     airflow.after_job = lambda: client.set_registered_model_alias("rf", "staging", "4")
-    code, out, err = cli("promote", "rf", "2", "--alias", "staging", "--yes")
+    code, _out, err = cli("promote", "rf", "2", "--alias", "staging", "--yes")
     assert code == ExitCode.REJECTED and "moved while version 2 was evaluated" in err, err
     assert str(client.get_registered_model("rf").aliases["staging"]) == "4"
     assert "mlopsctl_prev_staging" not in client.get_model_version("rf", "2").tags
