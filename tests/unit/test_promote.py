@@ -9,7 +9,6 @@ import ast
 import contextlib
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from mlopsctl.errors import ExitCode, GateFailedError
 from mlopsctl.promotion import BeatChampion, Evaluation, Gate, judge, parse_beat, parse_gate, record_keys
 from mlopsctl.tracking import Tracking
 from tests.fixtures.fakes import FakeAirflow
+from tests.fixtures.raw_models import register_raw_version
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "spark_jobs"
@@ -131,52 +131,6 @@ def test_usage_errors_exit_2_before_any_call(cli, argv: list[str]) -> None:
 # --- the flow, on a real registry ------------------------------------------------------------------------
 
 
-def _frame(n: int, seed: int, extra: bool = False):
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"age": rng.normal(50, 10, n), "sex": rng.choice(["f", "m"], n)})
-    if extra:
-        df["bmi"] = rng.normal(25, 3, n)
-    df["price"] = df["age"] * 2 + (df["sex"] == "f") * 5 + rng.normal(0, 1, n)
-    return df
-
-
-def _register(client: Any, exp: str, name: str, *, n_estimators: int, raw: bool = True, extra: bool = False) -> str:
-    """A version in the contract's shape: a Pipeline on the raw columns, its tags, its held-out split."""
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OrdinalEncoder
-
-    df = _frame(80, n_estimators, extra)
-    inputs = [c for c in df.columns if c != "price"]
-    numeric = [c for c in inputs if c != "sex"]
-    model = Pipeline([
-        ("prep", ColumnTransformer([
-            ("text", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1),
-             ["sex"]),
-            ("num", SimpleImputer(strategy="median"), numeric)])),
-        ("forest", RandomForestRegressor(n_estimators=n_estimators, max_depth=3, random_state=0)),
-    ]).fit(df[inputs], df["price"])
-    with mlflow.start_run(experiment_id=exp), tempfile.TemporaryDirectory() as tmp:
-        info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
-                                        signature=infer_signature(df[inputs], model.predict(df[inputs])),
-                                        registered_model_name=name)
-        split = Path(tmp) / "test_split.parquet"  # EVAL_SPLIT_ARTIFACT
-        df.tail(30).to_parquet(split)
-        mlflow.log_artifact(str(split), artifact_path="eval")
-    version = str(info.registered_model_version)
-    if raw:
-        client.set_model_version_tag(name, version, "mlopsctl_input", "raw")
-    client.set_model_version_tag(name, version, "mlopsctl_target", "price")
-    return version
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Model `rf`: versions 1 and 2 take raw rows (2 is the better fit), 3 takes cleaned features, 4 needs a
@@ -189,10 +143,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(uri, uri)
     exp = client.create_experiment("/mlopsctl/build_model", artifact_location=(home / "artifacts").as_uri())
-    assert _register(client, exp, "rf", n_estimators=2) == "1"
-    assert _register(client, exp, "rf", n_estimators=40) == "2"
-    assert _register(client, exp, "rf", n_estimators=3, raw=False) == "3"
-    assert _register(client, exp, "rf", n_estimators=5, extra=True) == "4"
+    assert register_raw_version(exp, "rf", n_estimators=2) == "1"
+    assert register_raw_version(exp, "rf", n_estimators=40) == "2"
+    assert register_raw_version(exp, "rf", n_estimators=3, raw=False) == "3"
+    assert register_raw_version(exp, "rf", n_estimators=5, extra=True) == "4"
     return uri
 
 
