@@ -4,6 +4,7 @@ connection/variable/subprocess at parse time, and render exactly the argv the us
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import subprocess
 from typing import Any
@@ -66,7 +67,7 @@ def test_dag_shape(dagbag, dag_id: str) -> None:
     assert dag.doc_md and dag_id in dag.doc_md
     assert [t.task_id for t in dag.topological_sort()] == PIPELINES[dag_id]
     tasks = [dag.get_task(t) for t in PIPELINES[dag_id]]
-    for pre, main in zip(tasks, tasks[1:]):
+    for pre, main in itertools.pairwise(tasks):
         assert main.upstream_task_ids == {pre.task_id}
     for task in dag.tasks:
         assert task.retries >= 1, task.task_id

@@ -374,4 +374,10 @@ def test_promote_behind_gates_then_rollback(local_stack, tmp_path: Path) -> None
     assert aliases() == {"champion": v1}
     res = cli(local_stack, "promote", name, "--rollback", "--yes")
     assert res.returncode == ExitCode.NOT_FOUND and "no record" in res.stderr
+    # rows without a column the models need: the job stops with one clear line, the alias stays
+    bad = tmp_path / "no text column.csv"
+    raw_frame(10, 3).drop(columns=["sex"]).to_csv(bad, index=False)
+    res = cli(local_stack, "promote", name, v2, "--eval-data", str(bad), "--yes")
+    assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr[-3000:]
+    assert "it needs the column(s) sex" in res.stdout + res.stderr and aliases() == {"champion": v1}
     print(f"\n[measure] promote (evaluate_model run on the stack, gate failing): CLI wall {first:.1f}s")

@@ -240,7 +240,7 @@ def test_promote_gate_fail_then_pass_then_beat_then_rollback(cli, registry: str,
     assert tags["mlopsctl_prev_champion"] == "none" and tags["mlopsctl_eval_run_champion"] == doc["evaluation"]["run_id"]
     assert tags["mlopsctl_gates_champion"].startswith("rmse<=1000 pass") and tags["mlopsctl_promoted_at_champion"]
     # a dry run judges version 2 beside version 1, and moves nothing
-    code, out, err = cli("promote", "rf", "2", "--dry-run")
+    code, out, err = cli("promote", "rf", "2", "--dry-run", "--gate", "r2>=-100", "--beat-champion", "mae:1%")
     assert code == 0, err
     assert "candidate v2" in out and "champion v1" in out and "Dry run" in out
     assert _state(registry, "2") == ({"champion": "1"}, {})
