@@ -305,3 +305,19 @@ def test_the_job_refuses_a_holder_that_cannot_score_the_rows(registry: str, airf
     MlflowClient(registry, registry).set_registered_model_alias("rf", "wide2", "4")
     assert airflow._job("manual__wide", {"model_name": "rf", "model_version": 1, "alias": "wide2", "data": None}) == 3
     assert airflow._job("manual__old", {"model_name": "rf", "model_version": 3, "alias": "x", "data": None}) == 3
+
+
+def test_on_a_terminal_a_no_moves_nothing(cli, registry: str, airflow: EvaluatingAirflow,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --yes on a terminal promote asks before moving; a no leaves the alias and the tags as they were."""
+    from mlflow import MlflowClient
+
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("typer.confirm", lambda question, **kw: asked.append(question) or False)
+    client = MlflowClient(registry, registry)
+    client.set_registered_model_alias("rf", "asked", "1")
+    code, _, _ = cli("promote", "rf", "2", "--alias", "asked")
+    assert code == ExitCode.INTERRUPTED and asked == ["Move asked of rf from version 1 to version 2?"]
+    assert str(client.get_registered_model("rf").aliases["asked"]) == "1"
+    assert "mlopsctl_prev_asked" not in client.get_model_version("rf", "2").tags
