@@ -25,6 +25,7 @@ from mlopsctl.commands import (
     init,
     logs,
     models,
+    promote,
     run,
     status,
 )
@@ -94,6 +95,7 @@ app.add_typer(connect.app, name="connect")
 app.add_typer(run.app, name="run")
 app.command("grid-search")(grid_search.grid_search)
 app.add_typer(models.app, name="models")
+app.command("promote")(promote.promote)
 app.command("status")(status.status)
 app.command("logs")(logs.logs)
 app.command("dags")(dags.dags)

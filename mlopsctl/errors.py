@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     SERVER = 10  # 5xx from a server after retries
     STACK = 11  # the embedded local stack failed to start/stop (port taken, component crashed)
     DAG_ERROR = 12  # a DAG failed to import / `check` found problems
+    GATE_FAILED = 13  # `promote`: a gate failed; the alias and the version were left as they were
     INTERRUPTED = 130  # Ctrl-C (the run, if any, keeps going)
 
 
@@ -98,3 +99,7 @@ class StackError(MlopsctlError, exit_code=ExitCode.STACK):
 
 class DagError(MlopsctlError, exit_code=ExitCode.DAG_ERROR):
     """A DAG failed to import, or `check` found problems."""
+
+
+class GateFailedError(MlopsctlError, exit_code=ExitCode.GATE_FAILED):
+    """`promote`: the candidate failed a gate; nothing was changed."""

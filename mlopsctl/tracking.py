@@ -545,6 +545,31 @@ class Tracking:
                 return None
         return f"{base}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
 
+    # --- registry writes (promote) -----------------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point `alias` of model `name` at `version` (created, or moved from wherever it pointed)."""
+        missing = f"No version {version} of registered model {name!r}."
+        if self.is_http:
+            body = {"name": name, "alias": alias, "version": str(version)}
+            if self._request("POST", "registered-models/alias", json=body) is None:
+                raise NotFoundError(missing)
+            return
+        client = self._mlflow()
+        self._client_call(lambda: client.set_registered_model_alias(name, alias, str(version)), missing)
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Set each tag on one model version (keys must suit Unity Catalog: see `uc_tag_key`)."""
+        missing = f"No version {version} of registered model {name!r}."
+        client = None if self.is_http else self._mlflow()
+        for key, value in tags.items():
+            if client is None:
+                body = {"name": name, "version": str(version), "key": key, "value": str(value)}
+                if self._request("POST", "model-versions/set-tag", json=body) is None:
+                    raise NotFoundError(missing)
+            else:
+                self._client_call(lambda k=key, v=value: client.set_model_version_tag(name, str(version), k, str(v)),
+                                  missing)
+
 
 def _run_from_entity(run: Any) -> MlflowRun:
     """From an mlflow.entities.Run (databricks path)."""

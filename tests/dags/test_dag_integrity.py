@@ -4,6 +4,7 @@ connection/variable/subprocess at parse time, and render exactly the argv the us
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import subprocess
 from typing import Any
@@ -14,7 +15,8 @@ from tests.dags.conftest import DAGS_DIR, parse_dags
 
 PIPELINES = {"build_model": ["preprocess_data", "train_model"],
              "grid_search": ["preprocess_data", "grid_search"],
-             "grid_search_spark": ["preprocess_data", "grid_search_spark"]}
+             "grid_search_spark": ["preprocess_data", "grid_search_spark"],
+             "evaluate_model": ["evaluate_model"]}
 
 # The DAG Params the CLI and the DAGs agree on, written out here independently of dags/common/params.py.
 COMMON = {
@@ -40,6 +42,12 @@ CONTRACT = {
         "cv": ({"type": "integer", "minimum": 2, "maximum": 20}, 3),
         **COMMON,
     },
+    "evaluate_model": {
+        "model_name": ({"type": "string", "minLength": 1}, "mlopsctl-random-forest"),
+        "model_version": ({"type": ["null", "integer"], "minimum": 1}, None),
+        "alias": ({"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, "champion"),
+        "data": ({"type": ["null", "string"]}, None),
+    },
 }
 
 
@@ -58,8 +66,9 @@ def test_dag_shape(dagbag, dag_id: str) -> None:
     assert dag.start_date.tzinfo is not None
     assert dag.doc_md and dag_id in dag.doc_md
     assert [t.task_id for t in dag.topological_sort()] == PIPELINES[dag_id]
-    pre, main = (dag.get_task(t) for t in PIPELINES[dag_id])
-    assert main.upstream_task_ids == {pre.task_id}
+    tasks = [dag.get_task(t) for t in PIPELINES[dag_id]]
+    for pre, main in itertools.pairwise(tasks):
+        assert main.upstream_task_ids == {pre.task_id}
     for task in dag.tasks:
         assert task.retries >= 1, task.task_id
         assert task.retry_delay.total_seconds() <= 120
@@ -69,7 +78,7 @@ def test_dag_shape(dagbag, dag_id: str) -> None:
 @pytest.mark.parametrize("dag_id", sorted(PIPELINES))
 def test_params_match_the_contract(dagbag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
-    expected = CONTRACT["build_model" if dag_id == "build_model" else "grid"]
+    expected = CONTRACT[dag_id if dag_id in CONTRACT else "grid"]
     assert set(dag.params.keys()) == set(expected)
     for name, (schema, default) in expected.items():
         param = dag.params.get_param(name)
@@ -94,6 +103,9 @@ def test_params_match_the_contract(dagbag, dag_id: str) -> None:
         ("grid_search", {"n_estimators": [0, 5]}),
         ("grid_search_spark", {"cv": 1}),
         ("grid_search_spark", {"cv": 21}),
+        ("evaluate_model", {"model_version": 0}),
+        ("evaluate_model", {"alias": "a.b"}),
+        ("evaluate_model", {"model_name": ""}),
     ],
 )
 def test_bad_conf_is_rejected_by_the_params(dagbag, dag_id: str, conf: dict[str, Any]) -> None:
@@ -134,7 +146,7 @@ def test_no_connection_variable_or_subprocess_at_parse_time(airflow_home, monkey
     bag = parse_dags()
     assert bag.import_errors == {}
     assert calls == []
-    assert len(bag.dag_ids) == 3
+    assert len(bag.dag_ids) == len(PIPELINES)
 
 
 def _render(dag, task_id: str, conf: dict[str, Any], env: dict[str, str], monkeypatch) -> list[str]:
@@ -196,6 +208,16 @@ def test_defaults_render_the_default_grid(dagbag, monkeypatch) -> None:
     opts = _opts(_render(dagbag.dags["grid_search"], "grid_search", {}, {}, monkeypatch))
     assert json.loads(f"[{opts['--max-depth']}]") == [80, 90, 100, 110]
     assert json.loads(f"[{opts['--n-estimators']}]") == [100, 200, 300]
+
+
+def test_evaluate_model_renders_the_conf_exactly(dagbag, monkeypatch) -> None:
+    dag = dagbag.dags["evaluate_model"]
+    opts = _opts(_render(dag, "evaluate_model", {"model_name": "main.ml.rf", "model_version": 3, "alias": "prod",
+                                                 "data": "main.ml.holdout"}, {"MLOPSCTL_WORK_DIR": "/w"}, monkeypatch))
+    assert (opts["--model-name"], opts["--model-version"], opts["--alias"]) == ("main.ml.rf", "3", "prod")
+    assert (opts["--data"], opts["--dag-id"], opts["--work-dir"]) == ("main.ml.holdout", "evaluate_model", "/w")
+    opts = _opts(_render(dag, "evaluate_model", {"model_version": 1}, {}, monkeypatch))
+    assert (opts["--data"], opts["--alias"]) == ("", "champion")
 
 
 def test_dag_files_read_no_clock_or_variable_at_parse_time() -> None:

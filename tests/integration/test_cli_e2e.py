@@ -281,7 +281,7 @@ def test_dags_lists_the_pipelines(local_stack) -> None:
     res = cli(local_stack, "dags", "--json")
     assert res.returncode == 0, res.stderr
     rows = {r["pipeline"]: r for r in json.loads(res.stdout)["pipelines"]}
-    assert set(rows) == {"build-model", "grid-search", "grid-search-spark"}
+    assert set(rows) == {"build-model", "grid-search", "grid-search-spark", "evaluate-model"}
     assert all(r["loaded"] for r in rows.values())
     assert rows["build-model"]["params"]["max_depth"] == 80
     assert rows["grid-search"]["params"]["n_estimators"] == [100, 200, 300]
@@ -318,3 +318,66 @@ def test_a_broken_file_named_after_a_dag_is_not_that_dags_import_error(local_sta
         broken.unlink(missing_ok=True)
     _wait_until("the import error to be cleared",
                 lambda: not any(f.endswith("build_model_broken.py") for f in _import_error_files(local_stack)))
+
+
+def test_promote_behind_gates_then_rollback(local_stack, tmp_path: Path) -> None:
+    """Two versions in the raw-rows shape, logged to the stack's MLflow; each promote runs the evaluate_model
+    pipeline on the stack: a failing gate exits 13 and changes nothing, a passing one sets champion and records
+    the tags, the better version beats it (evaluated side by side, here on a CSV read by Spark), and --rollback
+    restores the previous champion."""
+    import secrets
+
+    import mlflow
+
+    from tests.fixtures.raw_models import raw_frame, register_raw_version
+
+    mlflow.set_tracking_uri(local_stack.mlflow_url)
+    mlflow.set_registry_uri(local_stack.mlflow_url)
+    client = mlflow.MlflowClient()
+    name = f"promote-live-{secrets.token_hex(3)}"
+    exp = mlflow.set_experiment("/tests/promote-live").experiment_id
+    v1 = register_raw_version(exp, name, n_estimators=2)
+    v2 = register_raw_version(exp, name, n_estimators=40)
+
+    def aliases() -> dict[str, str]:
+        return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+    t0 = time.monotonic()
+    res = cli(local_stack, "promote", name, v1, "--gate", "rmse<=0.0001", "--yes")
+    assert res.returncode == ExitCode.GATE_FAILED, res.stderr[-3000:]
+    assert "FAIL" in res.stdout and "Nothing changed" in res.stderr and aliases() == {}
+    first = time.monotonic() - t0
+
+    res = cli(local_stack, "promote", name, v1, "--gate", "rmse<=1000", "--beat-champion", "rmse:2%", "--yes", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["promoted"] and aliases() == {"champion": v1}
+    held = mlflow_runs(local_stack, "evaluate_model", doc["evaluation"]["dag_run_id"])
+    main = next(r for r in held if _tags(r)["mlopsctl.role"] == "evaluation")
+    assert {k: v for k, v in _metrics(main).items() if k.startswith("candidate_")} == {
+        f"candidate_{k}": v for k, v in doc["evaluation"]["candidate"].items()}
+    tags = client.get_model_version(name, v1).tags
+    assert tags["mlopsctl_prev_champion"] == "none" and tags["mlopsctl_eval_run_champion"] == main["info"]["run_id"]
+
+    csv = tmp_path / "holdout rows.csv"
+    raw_frame(40, 7).to_csv(csv, index=False)
+    res = cli(local_stack, "promote", name, v2, "--beat-champion", "rmse:0%", "--eval-data", str(csv), "--yes",
+              "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["evaluation"]["champion_version"] == v1 and set(doc["evaluation"]["champion"]) == {"rmse", "mae", "r2"}
+    assert aliases() == {"champion": v2}
+    assert client.get_model_version(name, v2).tags["mlopsctl_prev_champion"] == v1
+
+    res = cli(local_stack, "promote", name, "--alias", "champion", "--rollback", "--yes")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert aliases() == {"champion": v1}
+    res = cli(local_stack, "promote", name, "--rollback", "--yes")
+    assert res.returncode == ExitCode.NOT_FOUND and "no record" in res.stderr
+    # rows without a column the models need: the job stops with one clear line, the alias stays
+    bad = tmp_path / "no text column.csv"
+    raw_frame(10, 3).drop(columns=["sex"]).to_csv(bad, index=False)
+    res = cli(local_stack, "promote", name, v2, "--eval-data", str(bad), "--yes")
+    assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr[-3000:]
+    assert "it needs the column(s) sex" in res.stdout + res.stderr and aliases() == {"champion": v1}
+    print(f"\n[measure] promote (evaluate_model run on the stack, gate failing): CLI wall {first:.1f}s")

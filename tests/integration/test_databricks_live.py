@@ -271,6 +271,57 @@ def test_all_three_pipelines_run_on_each_compute(dbx: DbxEnv, mode: str) -> None
     assert len(dbx.server.mlflow.models[MODEL.lower()].versions) == versions_before + 3
 
 
+def test_promote_in_unity_catalog_on_serverless(dbx: DbxEnv) -> None:
+    """`promote` with the workspace's MLflow and a three-part name: the evaluate_model job runs on serverless
+    compute against Unity Catalog (versions in the raw-rows shape, logged by this test), a failing gate changes
+    nothing, a passing one sets the alias and records its tags (keys UC accepts), the second version is judged
+    beside the first, and --rollback moves the alias back."""
+    import secrets
+
+    import mlflow
+
+    from tests.fixtures.raw_models import register_raw_version
+
+    assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0
+    assert dbx.cli("connect", "databricks", "--insecure").returncode == 0
+    dbx.use_compute("serverless")
+    name = f"{UC_SCHEMA}.promote_{secrets.token_hex(3)}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABRICKS_HOST", dbx.server.url)
+        mp.setenv("DATABRICKS_TOKEN", dbx.server.token)
+        mlflow.set_tracking_uri("databricks")
+        mlflow.set_registry_uri("databricks-uc")
+        try:
+            exp = mlflow.set_experiment(f"{EXPERIMENTS}/promote-live").experiment_id
+            v1 = register_raw_version(exp, name, n_estimators=2)
+            v2 = register_raw_version(exp, name, n_estimators=40)
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+    model = dbx.server.mlflow.models[name.lower()]
+
+    res = dbx.cli("promote", name, v1, "--gate", "rmse<=0.0001", "--yes")
+    assert res.returncode == ExitCode.GATE_FAILED, res.stdout + res.stderr[-3000:]
+    assert model.aliases == {}
+    res = dbx.cli("promote", name, v1, "--gate", "rmse<=1000", "--yes", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert {a: str(v) for a, v in model.aliases.items()} == {"champion": v1}
+    tags = model.versions[int(v1)].tags
+    assert tags["mlopsctl_prev_champion"] == "none" and "rmse<=1000 pass" in tags["mlopsctl_gates_champion"]
+    res = dbx.cli("promote", name, v2, "--beat-champion", "rmse:0%", "--yes", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["evaluation"]["champion_version"] == v1 and doc["evaluation"]["champion"]["rmse"] > 0
+    [evaluation] = [r for r in _runs_of(dbx, "evaluate_model", doc["evaluation"]["dag_run_id"])
+                    if _tags(r)["mlopsctl.role"] == "evaluation"]
+    assert "spark-connect(" not in _tags(evaluation)["mlopsctl.engine"]  # the default rows need no Spark
+    assert {a: str(v) for a, v in model.aliases.items()} == {"champion": v2}
+    assert model.versions[int(v2)].tags["mlopsctl_prev_champion"] == v1
+    res = dbx.cli("promote", name, "--rollback", "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert {a: str(v) for a, v in model.aliases.items()} == {"champion": v1}
+
+
 def test_a_changed_jobs_package_on_an_existing_cluster_runs_only_after_a_restart(dbx: DbxEnv, tmp_path: Path) -> None:
     """Finding 3: the existing cluster keeps the first jobs' wheel it installed. A redeploy with a changed
     mlopsctl_jobs is a new wheel version: `deploy jobs --cluster-id` warns, the task's job finds the old
