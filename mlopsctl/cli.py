@@ -26,6 +26,7 @@ from mlopsctl.commands import (
     logs,
     models,
     run,
+    score,
     status,
 )
 from mlopsctl.errors import ExitCode, MlopsctlError
@@ -94,6 +95,7 @@ app.add_typer(connect.app, name="connect")
 app.add_typer(run.app, name="run")
 app.command("grid-search")(grid_search.grid_search)
 app.add_typer(models.app, name="models")
+app.command("score")(score.score)
 app.command("status")(status.status)
 app.command("logs")(logs.logs)
 app.command("dags")(dags.dags)

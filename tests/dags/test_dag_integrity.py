@@ -1,9 +1,10 @@
-"""DAG integrity: the three DAGs import cleanly, carry tags/retries/params per the contract, touch no
+"""DAG integrity: the DAGs import cleanly, carry tags/retries/params per the contract, touch no
 connection/variable/subprocess at parse time, and render exactly the argv the user asked for."""
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import subprocess
 from typing import Any
@@ -14,7 +15,8 @@ from tests.dags.conftest import DAGS_DIR, parse_dags
 
 PIPELINES = {"build_model": ["preprocess_data", "train_model"],
              "grid_search": ["preprocess_data", "grid_search"],
-             "grid_search_spark": ["preprocess_data", "grid_search_spark"]}
+             "grid_search_spark": ["preprocess_data", "grid_search_spark"],
+             "batch_score": ["batch_score"]}
 
 # The DAG Params the CLI and the DAGs agree on, written out here independently of dags/common/params.py.
 COMMON = {
@@ -40,6 +42,13 @@ CONTRACT = {
         "cv": ({"type": "integer", "minimum": 2, "maximum": 20}, 3),
         **COMMON,
     },
+    "batch_score": {
+        "model_name": ({"type": ["null", "string"], "minLength": 1}, None),
+        "model_version": ({"type": ["null", "integer"], "minimum": 1}, None),
+        "data": ({"type": ["null", "string"]}, None),
+        "output": ({"type": ["null", "string"], "minLength": 1}, None),
+        "mode": ({"type": "string", "enum": ["error", "overwrite", "append"]}, "error"),
+    },
 }
 
 
@@ -58,8 +67,9 @@ def test_dag_shape(dagbag, dag_id: str) -> None:
     assert dag.start_date.tzinfo is not None
     assert dag.doc_md and dag_id in dag.doc_md
     assert [t.task_id for t in dag.topological_sort()] == PIPELINES[dag_id]
-    pre, main = (dag.get_task(t) for t in PIPELINES[dag_id])
-    assert main.upstream_task_ids == {pre.task_id}
+    chain = [dag.get_task(t) for t in PIPELINES[dag_id]]
+    for before, task in itertools.pairwise(chain):
+        assert task.upstream_task_ids == {before.task_id}
     for task in dag.tasks:
         assert task.retries >= 1, task.task_id
         assert task.retry_delay.total_seconds() <= 120
@@ -69,7 +79,7 @@ def test_dag_shape(dagbag, dag_id: str) -> None:
 @pytest.mark.parametrize("dag_id", sorted(PIPELINES))
 def test_params_match_the_contract(dagbag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
-    expected = CONTRACT["build_model" if dag_id == "build_model" else "grid"]
+    expected = CONTRACT[dag_id if dag_id in CONTRACT else "grid"]
     assert set(dag.params.keys()) == set(expected)
     for name, (schema, default) in expected.items():
         param = dag.params.get_param(name)
@@ -134,7 +144,7 @@ def test_no_connection_variable_or_subprocess_at_parse_time(airflow_home, monkey
     bag = parse_dags()
     assert bag.import_errors == {}
     assert calls == []
-    assert len(bag.dag_ids) == 3
+    assert sorted(bag.dag_ids) == sorted(PIPELINES)
 
 
 def _render(dag, task_id: str, conf: dict[str, Any], env: dict[str, str], monkeypatch) -> list[str]:
