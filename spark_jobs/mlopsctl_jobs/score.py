@@ -3,7 +3,7 @@ read and cast to the signature's types (`read_input`), the predictions made on t
 (`output_exists`, `write_output`) and its summary (`prediction_summary`).
 
 A version is scored only when it takes raw rows (the version tag `tracking.INPUT_TAG` = `tracking.INPUT_RAW`);
-the workers load it from its storage URI with ``mlflow.pyfunc.spark_udf(..., env_manager="local")``.
+the workers load it with ``mlflow.pyfunc.spark_udf(..., env_manager="local")`` (`ScoringModel.udf_uri`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ class ScoringModel:
     version: str
     storage_uri: str
     inputs: tuple[tuple[str, str], ...]
+
+    @property
+    def udf_uri(self) -> str:
+        """What the scoring UDF loads. Off Databricks the storage URI: under Spark Connect each worker downloads
+        the model itself, with the tracking URI but not the registry's (nor any credentials). On Databricks the
+        registry's own ``models:/`` URI, which the runtime resolves on the driver and ships to its workers (a
+        Connect artifact on serverless, a broadcast file on a classic cluster)."""
+        return f"models:/{self.name}/{self.version}" if on_databricks() else self.storage_uri
 
 
 def load_version(name: str, version: str) -> ScoringModel:
@@ -142,7 +150,7 @@ def score(spark: Any, rows: Any, model: ScoringModel, scored_at: datetime) -> An
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    predict = mlflow.pyfunc.spark_udf(spark, model.storage_uri, result_type="double", env_manager="local")
+    predict = mlflow.pyfunc.spark_udf(spark, model.udf_uri, result_type="double", env_manager="local")
     return rows.select(
         *[F.col(_quoted(c)) for c in rows.columns],
         predict(*[F.col(_quoted(name)) for name, _ in model.inputs]).alias(PREDICTION_COL),
