@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from mlopsctl_jobs import cli, score, session, tracking
 from mlopsctl_jobs.data import DataError
+
+
+def prepare(args: Any) -> tuple[str, score.ScoringModel]:
+    """The scoring run's experiment id (runs of a crashed earlier try closed) and the version to score with."""
+    experiment = tracking.setup_mlflow(tracking.tracking_uri(args),
+                                       tracking.experiment_name(args.experiment_prefix, args.dag_id), args.registry_uri)
+    tracking.close_stale_runs(experiment, args.run_id)
+    return experiment, score.load_version(args.model_name, args.model_version)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,19 +40,17 @@ def main(argv: list[str] | None = None) -> None:
                             ("--data", args.data), ("--output", args.output)):
             if not value:
                 raise DataError(f"{flag} is required to score")
-        experiment = tracking.setup_mlflow(tracking.tracking_uri(args),
-                                           tracking.experiment_name(args.experiment_prefix, args.dag_id),
-                                           args.registry_uri)
-        tracking.close_stale_runs(experiment, args.run_id)
-        model = score.load_version(args.model_name, args.model_version)
-        print(f"model {model.name} version {model.version} from {model.storage_uri}; signature: "
-              + ", ".join(f"{n} {t}" for n, t in model.inputs), flush=True)
-        spark = session.spark_session(f"mlopsctl-score-{args.dag_id}")
+        # MLflow's import and its first requests (seconds) overlap the Spark session's start
+        with tracking.beside(prepare, args, name="mlflow-setup") as setup:
+            spark = session.spark_session(f"mlopsctl-score-{args.dag_id}")
         try:
+            experiment, model = setup.result()
+            print(f"model {model.name} version {model.version} from {model.storage_uri}; signature: "
+                  + ", ".join(f"{n} {t}" for n, t in model.inputs), flush=True)
             engine = session.engine_name(spark)
             rows = score.read_input(spark, args.data, model)
             score.refuse_existing(spark, args.output, args.mode)
-            scored_at = datetime.now(UTC).replace(microsecond=0)
+            scored_at = datetime.now(UTC)
             score.write_output(score.score(spark, rows, model, scored_at), args.output, args.mode)
             summary = score.prediction_summary(score.read_back(spark, args.output, scored_at, model))
         finally:

@@ -43,7 +43,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"home": home, "uri": uri, "raw": raw, "old": old, "data": data}
 
 
-def _task(store: dict[str, Any], run_id: str, version: str, output: Path, *, data: Path | None = None,
+def _task(store: dict[str, Any], run_id: str, version: str, output: Path | str, *, data: Path | None = None,
           mode: str = "error") -> compute.LocalJobOperator:
     return compute.LocalJobOperator(task_id="batch_score", job="batch_score.py", arguments=[
         "--dag-id", "batch_score", "--run-id", run_id, "--try-number", "1", "--work-dir", str(store["home"] / "work"),
@@ -121,3 +121,22 @@ def test_refuses_missing_columns_and_versions_that_take_features(store, task_env
     with pytest.raises(Exception, match="registered before models took raw rows"):
         _task(store, "manual__old", store["old"], task_env / "out2").execute({})
     assert not (task_env / "out1").exists() and not (task_env / "out2").exists()
+
+
+def test_a_table_output_is_written_refused_when_it_exists_and_overwritten(store, task_env: Path, spark) -> None:
+    table = "default.mlopsctl_scored_rows"
+    spark.sql(f"DROP TABLE IF EXISTS {table}")
+    try:
+        _task(store, "manual__table", store["raw"], table).execute({})
+        first = spark.table(table).toPandas()
+        assert len(first) == 40 and first["model_version"].unique().tolist() == [store["raw"]]
+        with pytest.raises(Exception, match=f"output {table} exists"):
+            _task(store, "manual__table_again", store["raw"], table).execute({})
+        _task(store, "manual__table_over", store["raw"], table, mode="overwrite").execute({})
+        spark.catalog.refreshTable(table)  # this session listed the files the overwrite replaced
+        second = spark.table(table).toPandas()
+        assert len(second) == 40 and second["scored_at"].nunique() == 1
+        assert second["scored_at"].iloc[0] > first["scored_at"].iloc[0]
+        assert second["prediction"].tolist() == pytest.approx(first["prediction"].tolist(), rel=1e-12)
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {table}")
