@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlopsctl.errors import ExitCode, MlopsctlError, NotFoundError, UnreachableError
+from mlopsctl.errors import MlopsctlError, NotFoundError, UnreachableError
 
 DEFAULT_EXPERIMENT_PREFIX = "/mlopsctl"
 _SEARCH_PAGE = 1000
@@ -548,12 +548,14 @@ class Tracking:
     # --- scoring -----------------------------------------------------------------------------------
     def raw_input_version(self, ref: str) -> ModelVersion:
         """`NAME@ALIAS` or `NAME/VERSION` resolved to its version, which must take raw rows (the version tag
-        INPUT_TAG = INPUT_RAW): NotFoundError for an unknown model, version or alias, ModelInputError for a
+        INPUT_TAG = INPUT_RAW): NotFoundError for an unknown model, version or alias, InputError for a
         version registered before models took raw rows."""
+        from mlopsctl.errors import InputError
+
         name, version, alias = parse_model_ref(ref)
         mv = self.version_by_alias(name, alias) if alias else self.model_version(name, version or "")
         if mv.tags.get(INPUT_TAG) != INPUT_RAW:
-            raise ModelInputError(
+            raise InputError(
                 f"{name} version {mv.version} was registered before models took raw rows: it expects cleaned "
                 f"features, so it cannot score a file as it comes (it has no version tag {INPUT_TAG}={INPUT_RAW}).",
                 hint="Train a new version (`mlopsctl run build-model ...`) and score with that one.",
@@ -590,10 +592,6 @@ PROMOTION_TAG_PREFIX = "mlopsctl_"
 #: mlopsctl_jobs/tracking.py's (tests/unit/test_score_cli.py pins the two)
 INPUT_TAG = "mlopsctl_input"
 INPUT_RAW = "raw"
-
-
-class ModelInputError(MlopsctlError, exit_code=ExitCode.REJECTED):
-    """The version cannot take the input asked of it (it was registered before models took raw rows)."""
 
 _REGISTRY_PAGE = 1000
 

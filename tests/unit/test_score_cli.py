@@ -107,7 +107,7 @@ def test_an_unknown_model_version_or_alias_exits_6_before_the_trigger(cli, airfl
 
 def test_a_version_that_takes_cleaned_features_is_refused(cli, airflow, data) -> None:
     code, _, err = cli("score", "rf/1", "--data", str(data), "--output", "scored")
-    assert code == ExitCode.REJECTED
+    assert code == ExitCode.USAGE
     assert "registered before models took raw rows" in err and "mlopsctl_input=raw" in err
     assert airflow.requests == []
 
