@@ -27,6 +27,7 @@ from mlopsctl.commands import (
     models,
     promote,
     run,
+    score,
     status,
 )
 from mlopsctl.errors import ExitCode, MlopsctlError
@@ -96,6 +97,7 @@ app.add_typer(run.app, name="run")
 app.command("grid-search")(grid_search.grid_search)
 app.add_typer(models.app, name="models")
 app.command("promote")(promote.promote)
+app.command("score")(score.score)
 app.command("status")(status.status)
 app.command("logs")(logs.logs)
 app.command("dags")(dags.dags)

@@ -29,9 +29,6 @@ GATE_METRICS: dict[str, bool] = {"rmse": False, "mae": False, "r2": True}
 #: (tests/unit/test_promote.py pins them)
 CANDIDATE_TAG = "mlopsctl.candidate_version"
 CHAMPION_TAG = "mlopsctl.champion_version"
-#: the version tags of a model that takes raw rows; copies of spark_jobs/mlopsctl_jobs/tracking.py's
-INPUT_TAG = "mlopsctl_input"
-INPUT_RAW = "raw"
 #: what Unity Catalog refuses in a tag key (a copy of spark_jobs/mlopsctl_jobs/tracking.py's `uc_tag_key` rule)
 _UC_TAG_KEY_FORBIDDEN = re.compile(r"[.,\-=/:]")
 UC_TAG_KEY_MAX = 255
@@ -249,14 +246,7 @@ class Promoter:
 
     def raw_version(self, name: str, version: str, role: str) -> ModelVersion:
         """A version that takes raw rows; NotFoundError if missing, InputError if it takes cleaned features."""
-        mv = self.tracking.model_version(name, version)
-        if mv.tags.get(INPUT_TAG) != INPUT_RAW:
-            raise InputError(
-                f"Version {version} of {name} ({role}) takes cleaned features, not raw rows: it was registered before "
-                f"models took rows as they come (no version tag {INPUT_TAG}={INPUT_RAW}), so it cannot be evaluated.",
-                hint="Train a new version (`mlopsctl run build-model ...`) and promote that.",
-            )
-        return mv
+        return self.tracking.raw_input_version(f"{name}/{version}", action=f"be evaluated (the {role})")
 
     def plan(self, name: str, version: str, alias: str, *, default_data: bool) -> Plan:
         """Check the candidate and the current holder before any evaluation: both exist and take raw rows, and,

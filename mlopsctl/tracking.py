@@ -570,6 +570,23 @@ class Tracking:
                 self._client_call(lambda k=key, v=value: client.set_model_version_tag(name, str(version), k, str(v)),
                                   missing)
 
+    # --- versions that take raw rows (promote, score) ------------------------------------------------
+    def raw_input_version(self, ref: str, *, action: str = "score a file as it comes") -> ModelVersion:
+        """`NAME@ALIAS` or `NAME/VERSION` resolved to its version, which must take raw rows (the version tag
+        INPUT_TAG = INPUT_RAW): NotFoundError for an unknown model, version or alias, InputError naming
+        `action` for a version registered before models took raw rows."""
+        from mlopsctl.errors import InputError
+
+        name, version, alias = parse_model_ref(ref)
+        mv = self.version_by_alias(name, alias) if alias else self.model_version(name, version or "")
+        if mv.tags.get(INPUT_TAG) != INPUT_RAW:
+            raise InputError(
+                f"{name} version {mv.version} takes cleaned features, not raw rows: it was registered before models "
+                f"took rows as they come (no version tag {INPUT_TAG}={INPUT_RAW}), so it cannot {action}.",
+                hint="Train a new version (`mlopsctl run build-model ...`) and use that one.",
+            )
+        return mv
+
 
 def _run_from_entity(run: Any) -> MlflowRun:
     """From an mlflow.entities.Run (databricks path)."""
@@ -596,6 +613,11 @@ def _run_from_entity(run: Any) -> MlflowRun:
 VERSION_SORTS: dict[str, bool] = {"created": True, "rmse": False, "mae": False, "r2": True}
 #: version tags that hold a promotion record start with this (Unity Catalog tag keys allow no dots)
 PROMOTION_TAG_PREFIX = "mlopsctl_"
+#: the version tag of a model that takes raw rows (INPUT_TAG = INPUT_RAW), the jobs' own copy being
+#: mlopsctl_jobs/tracking.py's (tests/unit/test_score_cli.py pins the two)
+INPUT_TAG = "mlopsctl_input"
+INPUT_RAW = "raw"
+
 _REGISTRY_PAGE = 1000
 
 

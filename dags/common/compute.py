@@ -141,8 +141,8 @@ class _Runtime:
 MACROS: dict[str, Any] = {"mlopsctl": _Runtime()}
 
 
-def common_arguments() -> list[str]:
-    """argv items every job takes (templated; rendered at run time)."""
+def run_arguments() -> list[str]:
+    """argv items every job takes: the run's identity and where it tracks (templated; rendered at run time)."""
     return [
         "--dag-id", "{{ dag.dag_id }}",
         "--run-id", "{{ run_id }}",
@@ -151,6 +151,13 @@ def common_arguments() -> list[str]:
         "--tracking-uri", "{{ mlopsctl.tracking_uri }}",
         "--registry-uri", "{{ mlopsctl.registry_uri }}",
         "--experiment-prefix", "{{ mlopsctl.experiment_prefix }}",
+    ]
+
+
+def common_arguments() -> list[str]:
+    """argv items every training job takes: `run_arguments` and the source data's Params."""
+    return [
+        *run_arguments(),
         "--data", "{{ params.data if params.data is not none else '' }}",
         "--target", "{{ params.target }}",
         "--na-values", "{{ params.na_values | join(',') if params.na_values else '' }}",

@@ -103,14 +103,17 @@ def param_option(name: str, schema: dict[str, Any]) -> tuple[Any, Any]:
     return Annotated[py, typer.Option(flag_for(name), help=help_text, **extra)], default
 
 
-def pipeline_command(pipeline: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def pipeline_command(pipeline: str, *, own: tuple[str, ...] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Give a run-shaped command the options of `pipeline`'s Params (flag, type, default and --help bounds from
     the registry's schemas) followed by the shared run options; the command declares its own options and a
-    `request: RunRequest` parameter, which receives the rest."""
+    `request: RunRequest` parameter, which receives the rest. The Params named in `own` get no option: the
+    command sets them itself (in `request.values`)."""
     from mlopsctl.pipelines import flag_for, get_pipeline
 
     generated: dict[str, tuple[Any, Any]] = {}
     for name, schema in get_pipeline(pipeline).schemas.items():
+        if name in own:
+            continue
         if name == REGISTER_PARAM:  # None: the schema's default, which the help names
             help_text = f"{schema['description']} [default: {schema['default']}]"
             generated["register"] = (

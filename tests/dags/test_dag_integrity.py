@@ -1,4 +1,4 @@
-"""DAG integrity: the three DAGs import cleanly, carry tags/retries/params per the contract, touch no
+"""DAG integrity: the DAGs import cleanly, carry tags/retries/params per the contract, touch no
 connection/variable/subprocess at parse time, and render exactly the argv the user asked for."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from tests.dags.conftest import DAGS_DIR, parse_dags
 PIPELINES = {"build_model": ["preprocess_data", "train_model"],
              "grid_search": ["preprocess_data", "grid_search"],
              "grid_search_spark": ["preprocess_data", "grid_search_spark"],
-             "evaluate_model": ["evaluate_model"]}
+             "evaluate_model": ["evaluate_model"],
+             "batch_score": ["batch_score"]}
 
 # The DAG Params the CLI and the DAGs agree on, written out here independently of dags/common/params.py.
 COMMON = {
@@ -48,6 +49,13 @@ CONTRACT = {
         "alias": ({"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}, "champion"),
         "data": ({"type": ["null", "string"]}, None),
     },
+    "batch_score": {
+        "model_name": ({"type": ["null", "string"], "minLength": 1}, None),
+        "model_version": ({"type": ["null", "integer"], "minimum": 1}, None),
+        "data": ({"type": ["null", "string"]}, None),
+        "output": ({"type": ["null", "string"], "minLength": 1}, None),
+        "mode": ({"type": "string", "enum": ["error", "overwrite", "append"]}, "error"),
+    },
 }
 
 
@@ -66,9 +74,9 @@ def test_dag_shape(dagbag, dag_id: str) -> None:
     assert dag.start_date.tzinfo is not None
     assert dag.doc_md and dag_id in dag.doc_md
     assert [t.task_id for t in dag.topological_sort()] == PIPELINES[dag_id]
-    tasks = [dag.get_task(t) for t in PIPELINES[dag_id]]
-    for pre, main in itertools.pairwise(tasks):
-        assert main.upstream_task_ids == {pre.task_id}
+    chain = [dag.get_task(t) for t in PIPELINES[dag_id]]
+    for before, task in itertools.pairwise(chain):
+        assert task.upstream_task_ids == {before.task_id}
     for task in dag.tasks:
         assert task.retries >= 1, task.task_id
         assert task.retry_delay.total_seconds() <= 120
@@ -146,7 +154,7 @@ def test_no_connection_variable_or_subprocess_at_parse_time(airflow_home, monkey
     bag = parse_dags()
     assert bag.import_errors == {}
     assert calls == []
-    assert len(bag.dag_ids) == len(PIPELINES)
+    assert sorted(bag.dag_ids) == sorted(PIPELINES)
 
 
 def _render(dag, task_id: str, conf: dict[str, Any], env: dict[str, str], monkeypatch) -> list[str]:

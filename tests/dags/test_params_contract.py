@@ -16,7 +16,7 @@ from mlopsctl.pipelines import PIPELINES, build_conf, flag_for, param_schemas
 # until _probes() knows how to test it.
 ANNOTATIONS = {"default", "title", "description", "examples"}
 LIMITS = {"type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "pattern",
-          "items", "minItems", "uniqueItems"}
+          "items", "minItems", "uniqueItems", "enum"}
 WRONG_TYPE = {"integer": 1.5, "number": "0.5", "string": 5, "array": 5, "null": 5}
 
 
@@ -42,6 +42,8 @@ def _probes(schema: dict[str, Any], default: Any) -> list[tuple[str, Any, bool]]
         out += [("empty", "", False), ("blank", " \t", False), ("one character", "y", True)]
     if "," in schema.get("pattern", ""):  # a list item that the CLI's comma-separated flag could not carry
         out += [("a comma", "a,b", False), ("no comma", "a b", True)]
+    if "enum" in schema:
+        out += [(f"enum {v!r}", v, True) for v in schema["enum"]] + [("not in enum", "__none__", False)]
     if "items" in schema:
         point = schema["items"]
         for what, value, valid in _probes(point, None):
@@ -110,4 +112,4 @@ def test_every_limit_the_cli_enforces_is_the_dags(dagbag, dag_id: str) -> None:
             assert len(set(verdicts.values())) == 1, (name, what, value, verdicts)
             checked += 1
     # the probes of today's schemas: fewer means a limit went unprobed
-    assert checked == {"build_model": 38, "evaluate_model": 14}.get(dag_id, 53), checked
+    assert checked == {"build_model": 38, "evaluate_model": 14, "batch_score": 23}.get(dag_id, 53), checked

@@ -381,3 +381,48 @@ def test_promote_behind_gates_then_rollback(local_stack, tmp_path: Path) -> None
     assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr[-3000:]
     assert "it needs the column(s) sex" in res.stdout + res.stderr and aliases() == {"champion": v1}
     print(f"\n[measure] promote (evaluate_model run on the stack, gate failing): CLI wall {first:.1f}s")
+def test_score_an_alias_writes_what_the_version_predicts_and_refuses_bad_input(local_stack, tmp_path: Path) -> None:
+    """`score NAME@champion` on a raw CSV (a text column, a column name with a space, an unseen category, a gap)
+    writes predictions equal to the version's own pyfunc predict on the input columns as written; then an
+    existing output (exit 7, nothing triggered) and data lacking a column (the run fails, naming it)."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from tests.fixtures.raw_model import log_raw_model, raw_frame
+
+    name = "mlopsctl-score-e2e"
+    mlflow.set_tracking_uri(local_stack.mlflow_url)
+    frame = raw_frame()
+    version = log_raw_model(name, frame, experiment="/tests/score_e2e")
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version)
+    rows = frame.drop(columns=["price"]).head(60).copy()
+    rows.loc[2, "city"] = "west"
+    rows.loc[4, "area m2"] = None
+    data = tmp_path / "new rows.csv"
+    rows.to_csv(data, index=False)
+    output = tmp_path / "scored"
+
+    res = cli(local_stack, "score", f"{name}@champion", "--data", str(data), "--output", str(output), "--json")
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["dag_id"] == "batch_score" and doc["conf"]["model_version"] == int(version)
+    metrics = doc["mlflow"]["run"]["metrics"]
+    assert metrics["rows_scored"] == len(rows) == metrics["prediction_count"]
+    assert doc["mlflow"]["run"]["params"]["output"] == str(output)
+    scored = pd.read_parquet(output)
+    assert list(scored.columns) == [*rows.columns, "prediction", "model_name", "model_version", "scored_at"]
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    expected = np.asarray(model.predict(scored[list(rows.columns)]), dtype="float64")
+    np.testing.assert_allclose(scored["prediction"].to_numpy(), expected, rtol=1e-9)
+    assert metrics["prediction_mean"] == pytest.approx(float(expected.mean()), rel=1e-9)
+
+    again = cli(local_stack, "score", f"{name}/{version}", "--data", str(data), "--output", str(output))
+    assert again.returncode == ExitCode.REJECTED and "exists" in again.stderr
+
+    partial = tmp_path / "partial.csv"
+    rows.drop(columns=["city"]).to_csv(partial, index=False)
+    bad = cli(local_stack, "score", f"{name}@champion", "--data", str(partial), "--output", str(tmp_path / "o2"))
+    assert bad.returncode == ExitCode.RUN_FAILED
+    assert "lacks 1 column(s)" in bad.stdout + bad.stderr and "city" in bad.stdout + bad.stderr
+    assert not (tmp_path / "o2").exists()

@@ -29,7 +29,8 @@ from tests.fixtures.databricks_server import (
 
 REPO = Path(__file__).resolve().parents[2]
 SPARK_JOBS = REPO / "spark_jobs"
-ENTRY_SCRIPTS = {"preprocess_data.py", "train_model.py", "grid_search.py", "grid_search_spark.py"}
+ENTRY_SCRIPTS = {"preprocess_data.py", "train_model.py", "grid_search.py", "grid_search_spark.py", "evaluate_model.py",
+                 "batch_score.py"}
 PACKAGE = SPARK_JOBS / "mlopsctl_jobs"
 
 

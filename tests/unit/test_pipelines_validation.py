@@ -29,6 +29,7 @@ def test_registry_matches_the_contract() -> None:
     assert {p.name: p.dag_id for p in PIPELINES.values()} == {
         "build-model": "build_model", "grid-search": "grid_search", "grid-search-spark": "grid_search_spark",
         "evaluate-model": "evaluate_model",
+        "score": "batch_score",
     }
     assert get_pipeline("grid_search").name == "grid-search"
     with pytest.raises(InputError, match="Unknown pipeline 'nope'") as info:
@@ -324,5 +325,5 @@ def test_pipeline_completion() -> None:
     from mlopsctl.pipelines import complete_pipeline
 
     assert complete_pipeline("grid") == ["grid-search", "grid-search-spark"]
-    assert complete_pipeline("") == ["build-model", "grid-search", "grid-search-spark", "evaluate-model"]
+    assert complete_pipeline("") == ["build-model", "grid-search", "grid-search-spark", "evaluate-model", "score"]
     assert complete_pipeline("x") == []
