@@ -320,24 +320,63 @@ def test_a_broken_file_named_after_a_dag_is_not_that_dags_import_error(local_sta
                 lambda: not any(f.endswith("build_model_broken.py") for f in _import_error_files(local_stack)))
 
 
-def test_promote_behind_gates_then_rollback(local_stack, tmp_path: Path) -> None:
-    """Two versions in the raw-rows shape, logged to the stack's MLflow; each promote runs the evaluate_model
-    pipeline on the stack: a failing gate exits 13 and changes nothing, a passing one sets champion and records
-    the tags, the better version beats it (evaluated side by side, here on a CSV read by Spark), and --rollback
-    restores the previous champion."""
+def _houses(rows: int, seed: int):
+    """A user's export: raw column names (spaces, punctuation), two text columns (one with 60 categories), R's
+    `NA` and empty fields in numeric and text columns, and 3% of the targets missing."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    zips = np.array([f"Z{i:03d}" for i in range(60)])[rng.integers(0, 60, rows)]
+    heating = rng.choice(["gas", "oil", "heat pump", "wood"], rows)
+    area = rng.uniform(30, 220, rows)
+    rooms = rng.integers(1, 7, rows).astype("float64")
+    price = (area * 3.1 + rooms * 12 + (np.char.find(zips.astype(str), "Z0") == 0) * 40
+             + (heating == "heat pump") * 25 + rng.normal(0, 8, rows))
+    frame = pd.DataFrame({"zip code": zips, "area (m2)": np.round(area, 2), "rooms": rooms,
+                          "heating type": heating, "price": np.round(price, 2)})
+    frame = frame.astype(object)
+    frame.loc[rng.random(rows) < 0.04, "area (m2)"] = "NA"
+    frame.loc[rng.random(rows) < 0.03, "rooms"] = ""
+    frame.loc[rng.random(rows) < 0.05, "heating type"] = "NA"
+    frame.loc[rng.random(rows) < 0.03, "price"] = "NA"
+    return frame
+
+
+def test_train_promote_score_and_roll_back_on_a_users_csv(local_stack, tmp_path: Path) -> None:
+    """The loop users live in, on the embedded stack: two `run build-model` versions trained on a raw CSV,
+    `models versions` with their metrics, `promote` behind a failing then a passing gate (each an evaluate_model
+    run), the better version beating the champion on rows read by Spark, `score NAME@champion` on the CSV
+    without its target equal to the version's own pyfunc predict, and `--rollback`; plus the bad input of each
+    step: rows lacking a column, an existing output."""
     import secrets
 
     import mlflow
-
-    from tests.fixtures.raw_models import raw_frame, register_raw_version
+    import numpy as np
+    import pandas as pd
 
     mlflow.set_tracking_uri(local_stack.mlflow_url)
     mlflow.set_registry_uri(local_stack.mlflow_url)
     client = mlflow.MlflowClient()
-    name = f"promote-live-{secrets.token_hex(3)}"
-    exp = mlflow.set_experiment("/tests/promote-live").experiment_id
-    v1 = register_raw_version(exp, name, n_estimators=2)
-    v2 = register_raw_version(exp, name, n_estimators=40)
+    name = f"houses-{secrets.token_hex(3)}"
+    frame = _houses(3_000, 11)
+    csv = tmp_path / "houses export.csv"
+    frame.to_csv(csv, index=False)
+
+    versions = []
+    for depth, trees in ((2, 3), (12, 40)):
+        res = cli(local_stack, "run", "build-model", "--data", str(csv), "--target", "price", "--max-depth",
+                  str(depth), "--n-estimators", str(trees), "--register", name, "--json")
+        assert res.returncode == 0, res.stderr[-3000:]
+        versions.append(json.loads(res.stdout)["mlflow"]["run"]["registered_model"]["version"])
+    v1, v2 = versions
+    tags = client.get_model_version(name, v2).tags
+    assert tags["mlopsctl_input"] == "raw" and tags["mlopsctl_target"] == "price"
+
+    res = cli(local_stack, "models", "versions", name, "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["version"]: r for r in json.loads(res.stdout)["versions"]}
+    assert set(rows) == {v1, v2} and all(rows[v]["rmse"] > 0 and rows[v]["pipeline"] == "build-model" for v in rows)
 
     def aliases() -> dict[str, str]:
         return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
@@ -359,70 +398,54 @@ def test_promote_behind_gates_then_rollback(local_stack, tmp_path: Path) -> None
     tags = client.get_model_version(name, v1).tags
     assert tags["mlopsctl_prev_champion"] == "none" and tags["mlopsctl_eval_run_champion"] == main["info"]["run_id"]
 
-    csv = tmp_path / "holdout rows.csv"
-    raw_frame(40, 7).to_csv(csv, index=False)
-    res = cli(local_stack, "promote", name, v2, "--beat-champion", "rmse:0%", "--eval-data", str(csv), "--yes",
+    known = frame[frame["price"] != "NA"].head(400)
+    eval_csv = tmp_path / "eval rows.csv"
+    known.to_csv(eval_csv, index=False)
+    res = cli(local_stack, "promote", name, v2, "--beat-champion", "rmse:0%", "--eval-data", str(eval_csv), "--yes",
               "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads(res.stdout)
     assert doc["evaluation"]["champion_version"] == v1 and set(doc["evaluation"]["champion"]) == {"rmse", "mae", "r2"}
+    assert doc["evaluation"]["candidate"]["rmse"] < doc["evaluation"]["champion"]["rmse"]
     assert aliases() == {"champion": v2}
     assert client.get_model_version(name, v2).tags["mlopsctl_prev_champion"] == v1
+
+    bad = tmp_path / "no heating column.csv"
+    known.drop(columns=["heating type"]).to_csv(bad, index=False)
+    res = cli(local_stack, "promote", name, v1, "--eval-data", str(bad), "--yes")
+    assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr[-3000:]
+    assert "heating type" in res.stdout + res.stderr and aliases() == {"champion": v2}
+
+    inputs = frame.drop(columns=["price"]).head(500).copy()
+    inputs.loc[3, "zip code"] = "Z999"  # a category no version saw
+    data = tmp_path / "new houses.csv"
+    inputs.to_csv(data, index=False)
+    output = tmp_path / "scored"
+    res = cli(local_stack, "score", f"{name}@champion", "--data", str(data), "--output", str(output), "--json")
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["dag_id"] == "batch_score" and doc["conf"]["model_version"] == int(v2)
+    metrics = doc["mlflow"]["run"]["metrics"]
+    assert metrics["rows_scored"] == len(inputs) == metrics["prediction_count"]
+    scored = pd.read_parquet(output)
+    assert list(scored.columns) == [*inputs.columns, "prediction", "model_name", "model_version", "scored_at"]
+    assert set(scored["model_version"].astype(str)) == {v2}
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{v2}")
+    expected = np.asarray(model.predict(scored[list(inputs.columns)]), dtype="float64")
+    np.testing.assert_allclose(scored["prediction"].to_numpy(), expected, rtol=1e-9)
+    assert metrics["prediction_mean"] == pytest.approx(float(expected.mean()), rel=1e-9)
+
+    again = cli(local_stack, "score", f"{name}/{v2}", "--data", str(data), "--output", str(output))
+    assert again.returncode == ExitCode.REJECTED and "exists" in again.stderr
+    partial = tmp_path / "partial.csv"
+    inputs.drop(columns=["rooms"]).to_csv(partial, index=False)
+    res = cli(local_stack, "score", f"{name}@champion", "--data", str(partial), "--output", str(tmp_path / "o2"))
+    assert res.returncode == ExitCode.RUN_FAILED and "rooms" in res.stdout + res.stderr
+    assert not (tmp_path / "o2").exists()
 
     res = cli(local_stack, "promote", name, "--alias", "champion", "--rollback", "--yes")
     assert res.returncode == 0, res.stderr[-3000:]
     assert aliases() == {"champion": v1}
     res = cli(local_stack, "promote", name, "--rollback", "--yes")
     assert res.returncode == ExitCode.NOT_FOUND and "no record" in res.stderr
-    # rows without a column the models need: the job stops with one clear line, the alias stays
-    bad = tmp_path / "no text column.csv"
-    raw_frame(10, 3).drop(columns=["sex"]).to_csv(bad, index=False)
-    res = cli(local_stack, "promote", name, v2, "--eval-data", str(bad), "--yes")
-    assert res.returncode == ExitCode.RUN_FAILED, res.stdout + res.stderr[-3000:]
-    assert "it needs the column(s) sex" in res.stdout + res.stderr and aliases() == {"champion": v1}
-    print(f"\n[measure] promote (evaluate_model run on the stack, gate failing): CLI wall {first:.1f}s")
-def test_score_an_alias_writes_what_the_version_predicts_and_refuses_bad_input(local_stack, tmp_path: Path) -> None:
-    """`score NAME@champion` on a raw CSV (a text column, a column name with a space, an unseen category, a gap)
-    writes predictions equal to the version's own pyfunc predict on the input columns as written; then an
-    existing output (exit 7, nothing triggered) and data lacking a column (the run fails, naming it)."""
-    import mlflow
-    import numpy as np
-    import pandas as pd
-
-    from tests.fixtures.raw_model import log_raw_model, raw_frame
-
-    name = "mlopsctl-score-e2e"
-    mlflow.set_tracking_uri(local_stack.mlflow_url)
-    frame = raw_frame()
-    version = log_raw_model(name, frame, experiment="/tests/score_e2e")
-    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version)
-    rows = frame.drop(columns=["price"]).head(60).copy()
-    rows.loc[2, "city"] = "west"
-    rows.loc[4, "area m2"] = None
-    data = tmp_path / "new rows.csv"
-    rows.to_csv(data, index=False)
-    output = tmp_path / "scored"
-
-    res = cli(local_stack, "score", f"{name}@champion", "--data", str(data), "--output", str(output), "--json")
-    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
-    doc = json.loads(res.stdout)
-    assert doc["dag_id"] == "batch_score" and doc["conf"]["model_version"] == int(version)
-    metrics = doc["mlflow"]["run"]["metrics"]
-    assert metrics["rows_scored"] == len(rows) == metrics["prediction_count"]
-    assert doc["mlflow"]["run"]["params"]["output"] == str(output)
-    scored = pd.read_parquet(output)
-    assert list(scored.columns) == [*rows.columns, "prediction", "model_name", "model_version", "scored_at"]
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    expected = np.asarray(model.predict(scored[list(rows.columns)]), dtype="float64")
-    np.testing.assert_allclose(scored["prediction"].to_numpy(), expected, rtol=1e-9)
-    assert metrics["prediction_mean"] == pytest.approx(float(expected.mean()), rel=1e-9)
-
-    again = cli(local_stack, "score", f"{name}/{version}", "--data", str(data), "--output", str(output))
-    assert again.returncode == ExitCode.REJECTED and "exists" in again.stderr
-
-    partial = tmp_path / "partial.csv"
-    rows.drop(columns=["city"]).to_csv(partial, index=False)
-    bad = cli(local_stack, "score", f"{name}@champion", "--data", str(partial), "--output", str(tmp_path / "o2"))
-    assert bad.returncode == ExitCode.RUN_FAILED
-    assert "lacks 1 column(s)" in bad.stdout + bad.stderr and "city" in bad.stdout + bad.stderr
-    assert not (tmp_path / "o2").exists()
+    print(f"\n[measure] promote (an evaluate_model run on the stack, gate failing): CLI wall {first:.1f}s")
