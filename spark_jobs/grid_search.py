@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        features = data.features_path(args.work_dir, args.dag_id, args.run_id)
-        search.search_and_log(args, lambda: (*data.load_features(features), data.read_rows_dropped(features)),
+        training = data.training_path(args.work_dir, args.dag_id, args.run_id)
+        search.search_and_log(args, lambda: (*data.load_training(training), data.read_rows_dropped(training)),
                               grid.joblib_engine(),
                               lambda X_, y_, pts, cv, rs: grid.run_grid_joblib(X_, y_, pts, cv, rs, n_jobs=-1))
 

@@ -23,7 +23,8 @@ def test_train_model_metrics_are_sane_on_diabetes(diabetes_xy) -> None:
     assert 30 < result.metrics["rmse"] < 80
     assert 0 < result.metrics["mae"] < result.metrics["rmse"]
     assert (result.n_train, result.n_test) == (353, 89)
-    assert result.model.get_params()["max_depth"] == 80 and result.model.get_params()["n_estimators"] == 100
+    forest = result.model.named_steps[model.FOREST_STEP].get_params()
+    assert forest["max_depth"] == 80 and forest["n_estimators"] == 100
 
 
 def test_train_model_is_reproducible(diabetes_xy) -> None:
@@ -158,7 +159,7 @@ def test_log_grid_shape(mlflow_uri: str, diabetes_xy) -> None:
     outcome = tracking.log_grid(
         experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual__x", try_number=1,
         engine="sklearn-joblib(n_jobs=2)", results=results, cv=2, common_params={"test_size": 0.2},
-        refit=refit, X_sample=X_train, register_as="unit-rf",
+        refit=refit, X_sample=X_train, holdout_rows=(X_test, y_test), target="progression", register_as="unit-rf",
     )
     client = mlflow.MlflowClient()
     parent = client.get_run(outcome.parent_run_id)
@@ -174,6 +175,7 @@ def test_log_grid_shape(mlflow_uri: str, diabetes_xy) -> None:
     mv = client.get_model_version("unit-rf", version)
     assert mv.tags["mlflow_run_id"] == outcome.parent_run_id
     assert mv.tags["n_estimators"] == "8"
+    assert mv.tags[tracking.INPUT_TAG] == tracking.INPUT_RAW and mv.tags[tracking.TARGET_TAG] == "progression"
     assert "heatmap.png" in [a.path for a in client.list_artifacts(outcome.parent_run_id)]
 
     children = client.search_runs([exp_id], filter_string="tags.mlopsctl.role = 'child'")
@@ -217,15 +219,15 @@ def test_the_refit_runs_while_the_child_runs_are_logged(mlflow_uri: str, diabete
     outcome = tracking.log_grid(
         experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual__overlap", try_number=1, engine="e",
         results=[grid.PointResult(3, 5, 60.0, 1.0, 0.3), grid.PointResult(4, 5, 59.0, 1.0, 0.3)], cv=2,
-        common_params={}, refit=refit, X_sample=X, register_as=None,
+        common_params={}, refit=refit, X_sample=X, holdout_rows=(X, y), target="target", register_as=None,
     )
     assert len(outcome.child_run_ids) == 2 and (outcome.best.max_depth, outcome.best.n_estimators) == (4, 5)
     assert set(outcome.holdout) == {"rmse", "mae", "r2"}
     assert refit_threads and refit_threads != [threading.main_thread().name]
 
 
-def test_tracking_setup_runs_beside_the_feature_read(diabetes_xy, monkeypatch) -> None:
-    """MLflow's setup starts before the features are read: the read waits for it to have started (30 s, then
+def test_tracking_setup_runs_beside_the_training_table_read(diabetes_xy, monkeypatch) -> None:
+    """MLflow's setup starts before the training table is read: the read waits for it to have started (30 s, then
     fails), and the search then uses the experiment it returned."""
     import argparse
     import threading
@@ -239,7 +241,7 @@ def test_tracking_setup_runs_beside_the_feature_read(diabetes_xy, monkeypatch) -
         return "exp-7"
 
     def load():
-        assert setup_started.wait(timeout=30), "the features were read before MLflow's setup started"
+        assert setup_started.wait(timeout=30), "the table was read before MLflow's setup started"
         return X, y, 3
 
     def log_grid(**kwargs):
@@ -296,7 +298,8 @@ def test_log_grid_all_failed_logs_nothing(mlflow_uri: str) -> None:
         tracking.log_grid(
             experiment_id=exp_id, dag_id="grid_search", dag_run_id="r", try_number=None, engine="e",
             results=[grid.PointResult(1, 1, error="x")], cv=2, common_params={},
-            refit=lambda best: pytest.fail("no refit when every point failed"), X_sample=None, register_as=None,
+            refit=lambda best: pytest.fail("no refit when every point failed"), X_sample=None, holdout_rows=None,
+            target="target", register_as=None,
         )
     assert mlflow.MlflowClient().search_runs([exp_id]) == []
 
