@@ -94,6 +94,32 @@ def test_parquet_file_and_directory(spark, tmp_path: Path) -> None:
         assert sorted(pdf["x"].tolist()) == [1.0, 2.0, 3.0, 4.0]
 
 
+def test_typed_sources_keep_numbers_as_double_and_the_rest_as_text(spark, tmp_path: Path) -> None:
+    """A Parquet file's numbers (any width, nullable) become double, NaN a null; booleans and dates become
+    text, as the model's signature declares them (double or string)."""
+    import datetime
+
+    import pandas as pd
+
+    path = tmp_path / "typed.parquet"
+    pd.DataFrame({
+        "n": pd.array([1, None, 3], dtype="Int64"),
+        "flag": pd.array([True, False, None], dtype="boolean"),
+        "day": [datetime.date(2026, 1, 2), None, datetime.date(2026, 3, 4)],
+        "f": [1.5, float("nan"), 2.5],
+        "y": [1, 2, 3],
+    }).to_parquet(path)
+    df, report = data.prepare_training(data.load_source(spark, str(path)), "y")
+    assert dict(df.dtypes) == {data.ROW_ID_COL: "bigint", "n": "double", "flag": "string", "day": "string",
+                               "f": "double", data.TARGET_COL: "double"}
+    assert report.columns == ["n", "flag", "day", "f"] and report.text_columns == ["flag", "day"]
+    X, y = data.split_xy(df.toPandas())
+    assert X["n"].fillna(-1.0).tolist() == [1.0, -1.0, 3.0] and X["f"].isna().tolist() == [False, True, False]
+    assert X["flag"].fillna("-").tolist() == ["true", "false", "-"]
+    assert X["day"].fillna("-").tolist() == ["2026-01-02", "-", "2026-03-04"]
+    assert y.tolist() == [1.0, 2.0, 3.0]
+
+
 def test_run_writes_the_training_table_keyed_by_run_id(spark, tmp_path: Path) -> None:
     run_id = "manual__2026-11-24T03:00:00+00:00"
     out = data.training_path(str(tmp_path), "build_model", run_id)

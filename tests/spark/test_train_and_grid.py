@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import train_model
 from mlopsctl_jobs import data, grid, model, search, tracking
@@ -25,6 +26,53 @@ def test_train_model_metrics_are_sane_on_diabetes(diabetes_xy) -> None:
     assert (result.n_train, result.n_test) == (353, 89)
     forest = result.model.named_steps[model.FOREST_STEP].get_params()
     assert forest["max_depth"] == 80 and forest["n_estimators"] == 100
+
+
+def test_on_diabetes_the_pipeline_is_the_forest_it_replaced(spark, tmp_path: Path, diabetes_xy) -> None:
+    """Diabetes is all numeric with no gap: the Pipeline's first step passes the rows through unchanged, so
+    build-model's defaults give the held-out metrics of the bare forest fitted on scikit-learn's own frame."""
+    import preprocess_data
+    from sklearn.ensemble import RandomForestRegressor
+
+    out = data.training_path(str(tmp_path), "build_model", "manual__diabetes")
+    preprocess_data.run(spark, None, "target", out)
+    X, y = data.load_training(out)
+    result = train_model.run(X, y, max_depth=80, n_estimators=100, test_size=0.2, random_state=42)
+    np.testing.assert_array_equal(result.model.named_steps[model.PREPARE_STEP].transform(X), X.to_numpy())
+
+    Xd, yd = diabetes_xy
+    X_train, X_test, y_train, y_test = model.holdout_split(Xd, yd, 0.2, 42)
+    bare = RandomForestRegressor(max_depth=80, n_estimators=100, random_state=42, n_jobs=-1).fit(X_train, y_train)
+    assert result.metrics == pytest.approx(model.regression_metrics(y_test, bare.predict(X_test)), rel=1e-12)
+
+
+def _raw_rows(diabetes_xy):
+    """Diabetes with gaps in a numeric column and a text column holding both kinds of missing value."""
+    X, y = diabetes_xy
+    X = X.copy()
+    X.loc[::7, "bmi"] = np.nan
+    site = np.array(["north", "south", "east", None, "west", np.nan], dtype=object)
+    X.insert(2, "site name", site[np.arange(len(X)) % len(site)])
+    return X, y
+
+
+def test_grid_searches_agree_on_raw_rows_with_text_and_gaps(spark, diabetes_xy) -> None:
+    """The Spark grid sends the raw rows to its workers through Arrow (text as strings, gaps as nulls): each
+    fold's Pipeline sees what joblib's sees, and scores the same."""
+    X, y = _raw_rows(diabetes_xy)
+    X, y = data.split_xy(X.assign(**{data.TARGET_COL: y}))
+    # split_xy makes both kinds of missing value one, as the readers of the training table do
+    assert [v for v in X["site name"] if not isinstance(v, str)] == [
+        pytest.approx(math.nan, nan_ok=True)] * sum(i % 6 in (3, 5) for i in range(len(X)))
+    grid_small = {**SMALL, "max_depths": [3], "n_estimators": [5, 15]}
+    local, *_ = search.search(X, y, **grid_small, search_fn=_joblib)
+    remote, *_ = search.search(
+        X, y, **grid_small, search_fn=lambda X_, y_, pts, cv, rs: grid.run_grid_spark(spark, X_, y_, pts, cv, rs)
+    )
+    for a, b in zip(local, remote, strict=True):
+        assert a.ok and b.ok, (a.error, b.error)
+        assert a.cv_rmse_mean == pytest.approx(b.cv_rmse_mean, rel=1e-12)
+        assert a.cv_r2_mean == pytest.approx(b.cv_r2_mean, rel=1e-12)
 
 
 def test_train_model_is_reproducible(diabetes_xy) -> None:
@@ -177,6 +225,8 @@ def test_log_grid_shape(mlflow_uri: str, diabetes_xy) -> None:
     assert mv.tags["n_estimators"] == "8"
     assert mv.tags[tracking.INPUT_TAG] == tracking.INPUT_RAW and mv.tags[tracking.TARGET_TAG] == "progression"
     assert "heatmap.png" in [a.path for a in client.list_artifacts(outcome.parent_run_id)]
+    [split] = client.list_artifacts(outcome.parent_run_id, "eval")
+    assert split.path == tracking.EVAL_SPLIT_ARTIFACT
 
     children = client.search_runs([exp_id], filter_string="tags.mlopsctl.role = 'child'")
     assert len(children) == 4
