@@ -1,7 +1,8 @@
-"""Job `grid_search` (no Spark): k-fold grid search of scikit-learn's RandomForestRegressor over
-max_depth x n_estimators with joblib on every core of this machine, in threads of this process. Logs one
-MLflow parent run (best params, held-out metrics of the refit best model, heatmap, registered model) and
-one child run per grid point (a failed point is a FAILED child run).
+"""Job `grid_search` (no Spark): k-fold grid search of train_model's Pipeline (encoding and median fill,
+then scikit-learn's RandomForestRegressor) over max_depth x n_estimators on the raw training rows, with
+joblib on every core of this machine, in threads of this process. Logs one MLflow parent run (best params,
+held-out metrics of the refit best model, heatmap, registered model, held-out rows) and one child run per
+grid point (a failed point is a FAILED child run).
 
 Example (bare, outside Airflow; after preprocess_data for the same --run-id):
     python spark_jobs/grid_search.py --dag-id grid_search --run-id manual_1 --work-dir /tmp/work \\

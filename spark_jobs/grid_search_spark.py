@@ -1,7 +1,7 @@
 """Spark job `grid_search_spark`: the same k-fold grid search as grid_search.py, but every
 (grid point, fold) pair is one Spark task: a DataFrame of task ids, one per partition, is joined to the
-training rows and fitted inside ``mapInPandas`` on the workers with the same scikit-learn
-RandomForestRegressor; the driver gathers the fold scores and logs to MLflow exactly like grid_search
+raw training rows (text as strings through Arrow) and fitted inside ``mapInPandas`` on the workers with
+the same Pipeline; the driver gathers the fold scores and logs to MLflow exactly like grid_search
 (same splits and seeds, so the same best params and metrics).
 
 Spark Connect API only, so it runs as a Connect client (``SPARK_REMOTE=sc://...``), under

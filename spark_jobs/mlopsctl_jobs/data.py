@@ -256,10 +256,6 @@ class PrepareReport:
         return out
 
 
-#: the Spark types read as numbers (cast to double in the training table); every other type is text
-_NUMERIC_TYPE_NAMES = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType", "DecimalType")
-
-
 def prepare_training(df: Any, target: str) -> tuple[Any, PrepareReport]:
     """Validate a raw Spark DataFrame and make it the typed training table: the rows with a target, every
     usable input column under its own name (numbers as double, anything else as string, nulls kept), the
@@ -275,11 +271,12 @@ def prepare_training(df: Any, target: str) -> tuple[Any, PrepareReport]:
     if target not in columns:
         shown = ", ".join(columns[:50]) + (" ..." if len(columns) > 50 else "")
         raise DataError(f"target column {target!r} not found; columns are: {shown}")
-    reserved = [c for c in columns if c.lower() in (TARGET_COL, ROW_ID_COL)]
+    reserved = [c for c in columns if c != target and c.lower() in (TARGET_COL, ROW_ID_COL)]
     if reserved:
         raise DataError(f"column name {reserved[0]!r} is reserved for the training table: rename that column")
 
-    numeric_types = tuple(getattr(T, name) for name in _NUMERIC_TYPE_NAMES)
+    # numbers become double in the training table; every other type is text
+    numeric_types = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
     dtypes = {f.name: f.dataType for f in df.schema.fields}
 
     df = df.withColumn(ROW_ID_COL, F.monotonically_increasing_id())
