@@ -105,11 +105,11 @@ def run_mlopsctl(ctx: BenchContext, data, spark: bool) -> dict:
         doc = json.loads(res.stdout)
     except ValueError:
         doc = {}
-    if spark and doc.get("dag_run_id"):  # the features table this run wrote: reused by `scaleout`
+    if spark and doc.get("dag_run_id"):  # the training table this run wrote: reused by `scaleout`
         try:
-            feats = features_path(st.state / "work", "grid_search_spark", doc["dag_run_id"])
+            feats = training_path(st.state / "work", "grid_search_spark", doc["dag_run_id"])
         except Exception as exc:  # noqa: BLE001 - only an optimisation for `scaleout`
-            log(f"grid: features table of {doc['dag_run_id']} not found: {exc}")
+            log(f"grid: training table of {doc['dag_run_id']} not found: {exc}")
             feats = None
         if feats is not None:
             ctx.shared.setdefault("grid_features", {})[str(data)] = {
@@ -119,8 +119,8 @@ def run_mlopsctl(ctx: BenchContext, data, spark: bool) -> dict:
             else None}
 
 
-def features_path(work_dir, dag_id: str, run_id: str):
-    """Where the project's preprocess job put the features table of a run (None if it is not there)."""
+def training_path(work_dir, dag_id: str, run_id: str):
+    """Where the project's preprocess job put the training table of a run (None if it is not there)."""
     import importlib.util
 
     from mlopsctl.paths import bundled_spark_jobs_dir
@@ -134,7 +134,7 @@ def features_path(work_dir, dag_id: str, run_id: str):
     spec.loader.exec_module(mod)
     from pathlib import Path
 
-    path = Path(mod.features_path(str(work_dir), dag_id, run_id))
+    path = Path(mod.training_path(str(work_dir), dag_id, run_id))
     return path if path.exists() else None
 
 

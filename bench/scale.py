@@ -270,31 +270,24 @@ def step_breakdown(spark: Any, csv: Path, work: Path, max_depth: int, n_estimato
 
     Spark's steps are lazy, so each is timed as the action that runs it: the CSV read as a `noop` write of the
     text columns; the typing pass and the statistics pass as the aggregations `load_source` and
-    `prepare_features` run; the encoding and the median fill as `noop` writes of the features table with and
-    without them (the difference is their cost); the write as `write_features`; the read back as
-    `read_features`; then the fit and the MLflow logging of train_model (to a local file store)."""
+    `prepare_training` run; the training table's plan as a `noop` write; the write as `write_training`; the
+    read back as `read_training`; then the fit (the model's encoding and median fill included) and the MLflow
+    logging of train_model (to a local file store)."""
     sys.path.insert(0, str(jobs_dir))
     import train_model
     from mlopsctl_jobs import data
-    from pyspark.sql import functions as F
 
     t: dict[str, float] = {}
     raw = spark.read.option("header", True).option("inferSchema", False).csv(str(csv))
     t["csv read (text), noop"], _ = _timed(lambda: _noop(raw))
     t["load_source (typing pass)"], typed = _timed(lambda: data.load_source(spark, str(csv)))
-    t["prepare_features (statistics pass)"], (features, report) = _timed(
-        lambda: data.prepare_features(typed, TARGET))
-    text = list(report.encoded_columns)
-    t["features, noop"], _ = _timed(lambda: _noop(features))
-    no_text = features.select(*[c for c in features.columns if c not in text])
-    t["features without the text columns, noop"], _ = _timed(lambda: _noop(no_text))
-    unfilled = typed.select(*[F.col(f"`{c}`") for c in typed.columns if c not in ("model", "make", "colour",
-                                                                                  "fuel type", "region")])
-    t["typed numeric columns (no fill), noop"], _ = _timed(lambda: _noop(unfilled))
-    out = work / "features.parquet"
-    t["write_features"], _ = _timed(lambda: data.write_features(features, str(out)))
+    t["prepare_training (statistics pass)"], (training, _report) = _timed(
+        lambda: data.prepare_training(typed, TARGET))
+    t["training table, noop"], _ = _timed(lambda: _noop(training))
+    out = work / "training.parquet"
+    t["write_training"], _ = _timed(lambda: data.write_training(training, str(out)))
     t["read back through Spark, toPandas"], _ = _timed(lambda: spark.read.parquet(str(out)).toPandas())
-    t["read_features (read back, to pandas)"], (X, y) = _timed(lambda: data.read_features(spark, str(out)))
+    t["read_training (read back, to pandas)"], (X, y) = _timed(lambda: data.read_training(spark, str(out)))
     if not fit:
         return t
     t["fit"], result = _timed(lambda: train_model.run(X, y, max_depth=max_depth, n_estimators=n_estimators,
@@ -315,7 +308,8 @@ def _log_to_file_store(result: Any, work: Path) -> None:
     with mlflow.start_run(experiment_id=exp.experiment_id) as run:
         mlflow.log_metrics(result.metrics)
         tracking.log_model(result.model, result.X_train, "bench-scale-rf", run.info.run_id,
-                           {"max_depth": 0, "n_estimators": 0}, "bench")
+                           {"max_depth": 0, "n_estimators": 0}, "bench",
+                           holdout_rows=(result.X_test, result.y_test), target=TARGET)
 
 
 def connect_server(state: Path, driver_memory: str | None, full_jit: bool = False) -> tuple[Any, str]:

@@ -1,7 +1,8 @@
-"""Job `grid_search` (no Spark): k-fold grid search of scikit-learn's RandomForestRegressor over
-max_depth x n_estimators with joblib on every core of this machine, in threads of this process. Logs one
-MLflow parent run (best params, held-out metrics of the refit best model, heatmap, registered model) and
-one child run per grid point (a failed point is a FAILED child run).
+"""Job `grid_search` (no Spark): k-fold grid search of train_model's Pipeline (encoding and median fill,
+then scikit-learn's RandomForestRegressor) over max_depth x n_estimators on the raw training rows, with
+joblib on every core of this machine, in threads of this process. Logs one MLflow parent run (best params,
+held-out metrics of the refit best model, heatmap, registered model, held-out rows) and one child run per
+grid point (a failed point is a FAILED child run).
 
 Example (bare, outside Airflow; after preprocess_data for the same --run-id):
     python spark_jobs/grid_search.py --dag-id grid_search --run-id manual_1 --work-dir /tmp/work \\
@@ -19,8 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        features = data.features_path(args.work_dir, args.dag_id, args.run_id)
-        search.search_and_log(args, lambda: (*data.load_features(features), data.read_rows_dropped(features)),
+        training = data.training_path(args.work_dir, args.dag_id, args.run_id)
+        search.search_and_log(args, lambda: (*data.load_training(training), data.read_rows_dropped(training)),
                               grid.joblib_engine(),
                               lambda X_, y_, pts, cv, rs: grid.run_grid_joblib(X_, y_, pts, cv, rs, n_jobs=-1))
 

@@ -1,7 +1,7 @@
 """Spark job `grid_search_spark`: the same k-fold grid search as grid_search.py, but every
 (grid point, fold) pair is one Spark task: a DataFrame of task ids, one per partition, is joined to the
-training rows and fitted inside ``mapInPandas`` on the workers with the same scikit-learn
-RandomForestRegressor; the driver gathers the fold scores and logs to MLflow exactly like grid_search
+raw training rows (text as strings through Arrow) and fitted inside ``mapInPandas`` on the workers with
+the same Pipeline; the driver gathers the fold scores and logs to MLflow exactly like grid_search
 (same splits and seeds, so the same best params and metrics).
 
 Spark Connect API only, so it runs as a Connect client (``SPARK_REMOTE=sc://...``), under
@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> None:
         bound = grid.parse_memory(args.worker_memory)
         spark = session.spark_session(f"mlopsctl-grid-{args.dag_id}")
         try:
-            features = data.features_path(args.work_dir, args.dag_id, args.run_id)
+            training = data.training_path(args.work_dir, args.dag_id, args.run_id)
             search.search_and_log(
-                args, lambda: (*data.read_features(spark, features), data.read_rows_dropped(features, spark)),
+                args, lambda: (*data.read_training(spark, training), data.read_rows_dropped(training, spark)),
                 session.engine_name(spark),
                 lambda X_, y_, pts, cv, rs: grid.run_grid_spark(spark, X_, y_, pts, cv, rs, bound,
                                                                 expected_version=args.jobs_version),

@@ -1,5 +1,7 @@
-"""Spark job `preprocess_data`: read the source data, validate it, clean it, and write the features
-table (Parquet) of one Airflow run to <work-dir>/<dag-id>/<run key>/features.parquet.
+"""Spark job `preprocess_data`: read the source data, validate it, type it, and write the training table
+(Parquet) of one Airflow run to <work-dir>/<dag-id>/<run key>/training.parquet: the rows with a target, the
+input columns under their own names (numbers as double, the rest as string, missing values kept as null).
+The model encodes and imputes them itself, so it takes raw rows (`mlopsctl_jobs.model`).
 
 Bad data (missing file, unsupported format, no rows, missing/non-numeric target, no usable feature)
 exits with code 3 and one ``mlopsctl-error:`` line, so Airflow fails the task without retrying.
@@ -17,17 +19,17 @@ from mlopsctl_jobs import cli, data, session
 
 
 def run(spark, source: str | None, target: str, output: str, na_values=None) -> data.PrepareReport:
-    """Load + validate + clean + write the features table and its row counts; returns what was done."""
+    """Load + validate + type + write the training table and its row counts; returns what was done."""
     raw = data.load_source(spark, source, na_values)
-    features, report = data.prepare_features(raw, target)
-    data.write_features(features, output)
+    training, report = data.prepare_training(raw, target)
+    data.write_training(training, output)
     data.write_prepare_report(spark, report, output)
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
     args = cli.base_parser(__doc__.splitlines()[0]).parse_args(argv)
-    output = data.features_path(args.work_dir, args.dag_id, args.run_id)
+    output = data.training_path(args.work_dir, args.dag_id, args.run_id)
 
     def body() -> None:
         started = time.monotonic()
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             report = run(spark, args.data, args.target, output, args.na_values)
             for line in report.lines():
                 print(line, flush=True)
-            print(f"features table written to {output} in {time.monotonic() - started:.1f}s", flush=True)
+            print(f"training table written to {output} in {time.monotonic() - started:.1f}s", flush=True)
         finally:
             session.release_session(spark)
 

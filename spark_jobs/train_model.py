@@ -1,6 +1,7 @@
-"""Spark job `train_model`: train scikit-learn's RandomForestRegressor on the features table of one
-Airflow run, evaluate it on a held-out split (rmse, mae, r2), log everything to MLflow
-(experiment <prefix>/<dag-id>, one run with role=single) and register the model.
+"""Spark job `train_model`: fit the model (an sklearn Pipeline: encoding and median fill, then
+scikit-learn's RandomForestRegressor) on the raw rows of the training table of one Airflow run, evaluate it
+on a held-out split (rmse, mae, r2), log everything to MLflow (experiment <prefix>/<dag-id>, one run with
+role=single: the model with its signature on the raw input columns, the held-out rows) and register it.
 
 Example (bare, outside Airflow; after preprocess_data for the same --run-id; or under spark-submit):
     SPARK_REMOTE=sc://127.0.0.1:15002 python spark_jobs/train_model.py \\
@@ -22,8 +23,16 @@ class TrainResult:
     model: Any
     metrics: dict[str, float]
     X_train: Any
-    n_train: int
-    n_test: int
+    X_test: Any
+    y_test: Any
+
+    @property
+    def n_train(self) -> int:
+        return len(self.X_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.X_test)
 
 
 def run(X: Any, y: Any, *, max_depth: int, n_estimators: int, test_size: float, random_state: int) -> TrainResult:
@@ -31,7 +40,7 @@ def run(X: Any, y: Any, *, max_depth: int, n_estimators: int, test_size: float, 
     X_train, X_test, y_train, y_test = model.holdout_split(X, y, test_size, random_state)
     fitted = model.train_model(X_train, y_train, max_depth, n_estimators, random_state, n_jobs=-1)
     metrics = model.evaluate_model(fitted, X_test, y_test)
-    return TrainResult(fitted, metrics, X_train, len(X_train), len(X_test))
+    return TrainResult(fitted, metrics, X_train, X_test, y_test)
 
 
 def log_single_run(
@@ -64,6 +73,8 @@ def log_single_run(
             run.info.run_id,
             {"max_depth": args.max_depth, "n_estimators": args.n_estimators},
             args.run_id,
+            holdout_rows=(result.X_test, result.y_test),
+            target=args.target,
         )
     return run.info.run_id, registered
 
@@ -85,15 +96,17 @@ def main(argv: list[str] | None = None) -> None:
         with tracking.beside(tracking.prepare_tracking, args, name="mlflow-setup") as setup:
             try:
                 engine = session.engine_name(spark)
-                features = data.features_path(args.work_dir, args.dag_id, args.run_id)
-                X, y = data.read_features(spark, features)
-                rows_dropped = data.read_rows_dropped(features, spark)
+                training = data.training_path(args.work_dir, args.dag_id, args.run_id)
+                X, y = data.read_training(spark, training)
+                rows_dropped = data.read_rows_dropped(training, spark)
             finally:
                 session.release_session(spark)
             print(f"training RandomForestRegressor(max_depth={args.max_depth}, n_estimators={args.n_estimators}) "
-                  f"on {len(X)} rows x {X.shape[1]} features", flush=True)
+                  f"on {len(X)} rows x {X.shape[1]} input columns", flush=True)
             result = run(X, y, max_depth=args.max_depth, n_estimators=args.n_estimators,
                          test_size=args.test_size, random_state=args.random_state)
+            for line in model.preparation_lines(result.model, result.X_train):
+                print(line, flush=True)
             print("held-out metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()), flush=True)
             exp_id = setup.result()
         run_id, (name, version) = log_single_run(args, result, engine, rows_dropped, exp_id)

@@ -1,7 +1,7 @@
 """mlopsctl_jobs: the code the Spark jobs of spark_jobs/ share, one module per concern.
 
-* `data`: reading and validating the source data, the features table;
-* `model`: the random forest and its metrics;
+* `data`: reading and validating the source data, the typed training table;
+* `model`: the model (a Pipeline of encoding, median fill and the random forest) and its metrics;
 * `grid`: the grid search's fits, on joblib threads or Spark's Python workers;
 * `search`: the body the two grid-search jobs share;
 * `tracking`: MLflow runs, models and the registry;

@@ -94,9 +94,9 @@ class JobArgumentParser(argparse.ArgumentParser):
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = JobArgumentParser(description=description)
     p.add_argument("--dag-id", required=True)
-    p.add_argument("--run-id", required=True, help="Airflow dag_run_id (keys the features table and MLflow runs)")
+    p.add_argument("--run-id", required=True, help="Airflow dag_run_id (keys the training table and MLflow runs)")
     p.add_argument("--try-number", type=int_arg, default=None)
-    p.add_argument("--work-dir", required=True, help="where features tables live")
+    p.add_argument("--work-dir", required=True, help="where training tables live")
     p.add_argument("--data", type=optional_str, default=None,
                    help="CSV/Parquet path, URI, /Volumes/... path or table name; empty = bundled diabetes data")
     p.add_argument("--target", default="target")

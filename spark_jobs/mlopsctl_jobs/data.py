@@ -1,7 +1,8 @@
-"""Reading a job's source data and preparing the features table: the source kinds (`source_kind`, pinned to
+"""Reading a job's source data and preparing the training table: the source kinds (`source_kind`, pinned to
 the CLI's copy in mlopsctl/datasources.py by tests/unit/test_data_sources.py), the CSV missing-value tokens,
-validation (`DataError` for anything a retry cannot fix), cleaning and encoding (`prepare_features`), and the
-features table's path, write and read.
+validation (`DataError` for anything a retry cannot fix), typing (`prepare_training`), and the training
+table's path, write and read. The table holds the raw input columns under their own names: the model
+encodes and imputes them itself (`mlopsctl_jobs.model`).
 
 What data is accepted and how it is cleaned: docs/data.md.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,26 +32,9 @@ def run_key(run_id: str) -> str:
     return f"{safe}-{digest}"
 
 
-def features_path(work_dir: str, dag_id: str, run_id: str) -> str:
-    """Where the features table of one Airflow run lives: <work_dir>/<dag_id>/<run key>/features.parquet."""
-    return str(Path(work_dir) / dag_id / run_key(run_id) / "features.parquet")
-
-
-def sanitize_columns(names: Sequence[str], reserved: Iterable[str] = (TARGET_COL, ROW_ID_COL)) -> list[str]:
-    """Map column names to unique ``[A-Za-z0-9_]`` names (stable: same input, same output)."""
-    taken = set(reserved)
-    out: list[str] = []
-    for name in names:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", str(name)) or "col"
-        if base[0].isdigit():
-            base = f"c_{base}"
-        candidate, i = base, 1
-        while candidate in taken:
-            i += 1
-            candidate = f"{base}_{i}"
-        taken.add(candidate)
-        out.append(candidate)
-    return out
+def training_path(work_dir: str, dag_id: str, run_id: str) -> str:
+    """Where the training table of one Airflow run lives: <work_dir>/<dag_id>/<run key>/training.parquet."""
+    return str(Path(work_dir) / dag_id / run_key(run_id) / "training.parquet")
 
 
 #: Tokens read as missing in CSV sources: pandas' default ``na_values`` (``pandas._libs.parsers.STR_NA_VALUES``),
@@ -257,26 +241,26 @@ class PrepareReport:
     rows_out: int = 0
     dropped_null_target: int = 0
     dropped_all_null_columns: list[str] = field(default_factory=list)
-    encoded_columns: dict[str, int] = field(default_factory=dict)  # column -> number of categories
-    imputed_columns: dict[str, float] = field(default_factory=dict)  # column -> median used
-    features: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)  # the input columns kept, in source order
+    text_columns: list[str] = field(default_factory=list)  # those held as string (the rest are double)
 
     def lines(self) -> list[str]:
         out = [
             f"rows read: {self.rows_in}, rows kept: {self.rows_out} (dropped {self.dropped_null_target} with a null target)",
-            f"features ({len(self.features)}): {', '.join(self.features)}",
+            f"input columns ({len(self.columns)}): {', '.join(self.columns)}",
         ]
+        if self.text_columns:
+            out.append(f"text columns ({len(self.text_columns)}): {', '.join(self.text_columns)}")
         if self.dropped_all_null_columns:
             out.append(f"dropped all-null columns: {', '.join(self.dropped_all_null_columns)}")
-        if self.encoded_columns:
-            out.append("ordinal-encoded: " + ", ".join(f"{k} ({v} categories)" for k, v in self.encoded_columns.items()))
-        if self.imputed_columns:
-            out.append("median-imputed: " + ", ".join(f"{k}={v:g}" for k, v in self.imputed_columns.items()))
         return out
 
 
-def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
-    """Validate and clean a raw Spark DataFrame into the features table (the rules: docs/data.md)."""
+def prepare_training(df: Any, target: str) -> tuple[Any, PrepareReport]:
+    """Validate a raw Spark DataFrame and make it the typed training table: the rows with a target, every
+    usable input column under its own name (numbers as double, anything else as string, nulls kept), the
+    target as double in ``TARGET_COL`` and the source row order in ``ROW_ID_COL`` (the rules: docs/data.md).
+    Encoding and imputation are the model's first step (`mlopsctl_jobs.model`), fitted on the training split."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -287,7 +271,11 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
     if target not in columns:
         shown = ", ".join(columns[:50]) + (" ..." if len(columns) > 50 else "")
         raise DataError(f"target column {target!r} not found; columns are: {shown}")
+    reserved = [c for c in columns if c != target and c.lower() in (TARGET_COL, ROW_ID_COL)]
+    if reserved:
+        raise DataError(f"column name {reserved[0]!r} is reserved for the training table: rename that column")
 
+    # numbers become double in the training table; every other type is text
     numeric_types = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
     dtypes = {f.name: f.dataType for f in df.schema.fields}
 
@@ -309,28 +297,22 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
         tvalue = F.when(F.isnan(tvalue), None).otherwise(tvalue)
 
     def _value(c: str) -> Any:
+        """The column as the training table holds it: double (NaN as null) or string."""
         col = F.col(_quoted(c))
-        if isinstance(dtypes[c], (T.FloatType, T.DoubleType)):
+        if isinstance(dtypes[c], numeric_types):
+            col = col.cast("double")
             return F.when(F.isnan(col), None).otherwise(col)
-        return col
+        return col.cast("string")
 
-    # ONE pass over the data: row counts, the target check, and per feature (over the rows whose target
-    # is kept) its non-null count and its median (numeric) or its sorted categories (anything else).
-    # Every Spark action costs a job on the cluster and a round trip; the data is read once.
-    numeric = [c for c in feature_cols if isinstance(dtypes[c], numeric_types)]
+    # ONE pass over the data: row counts, the target check, and each input column's non-null count over the
+    # rows whose target is kept. Every Spark action costs a job on the cluster and a round trip.
     stats = [F.count(F.lit(1)).alias("rows_in")]
     if tvalue is not None:
         kept_row = tvalue.isNotNull()
         stats.append(F.count(tvalue).alias("rows_out"))
         if bad_target is not None:
             stats.append(F.count_if(bad_target).alias("bad_target"))
-        for i, c in enumerate(feature_cols):
-            stats.append(F.count(F.when(kept_row, _value(c))).alias(f"n{i}"))
-            if c in numeric:
-                stats.append(F.median(F.when(kept_row, _value(c).cast("double"))).alias(f"m{i}"))
-            else:
-                as_str = F.when(kept_row, F.col(_quoted(c)).cast("string"))
-                stats.append(F.collect_set(as_str).alias(f"c{i}"))
+        stats += [F.count(F.when(kept_row, _value(c))).alias(f"n{i}") for i, c in enumerate(feature_cols)]
     row = df.agg(*stats).collect()[0]
 
     report.rows_in = int(row["rows_in"])
@@ -346,8 +328,6 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
     report.dropped_null_target = report.rows_in - report.rows_out
     if report.rows_out == 0:
         raise DataError(f"target column {target!r} has no values (all null/NaN)")
-    df = df.withColumn(TARGET_COL, tvalue).filter(F.col(TARGET_COL).isNotNull())
-
     if not feature_cols:
         raise DataError(f"data has only the target column {target!r}: no features to train on")
 
@@ -357,61 +337,33 @@ def prepare_features(df: Any, target: str) -> tuple[Any, PrepareReport]:
             report.dropped_all_null_columns.append(c)
         else:
             usable.append(c)
+            if not isinstance(dtypes[c], numeric_types):
+                report.text_columns.append(c)
     if not usable:
         raise DataError(
             "every feature column is entirely null/NaN: " + ", ".join(report.dropped_all_null_columns)
         )
-
-    new_names = sanitize_columns(usable)
-    index = {c: i for i, c in enumerate(feature_cols)}
-    selects = [F.col(ROW_ID_COL)]
-    for c, new in zip(usable, new_names):
-        i = index[c]
-        if c in numeric:
-            median = float(row[f"m{i}"])
-            if row[f"n{i}"] < report.rows_out:
-                report.imputed_columns[new] = median
-            selects.append(F.coalesce(_value(c).cast("double"), F.lit(median)).alias(new))
-        else:
-            categories = sorted(row[f"c{i}"])
-            report.encoded_columns[new] = len(categories)
-            df, code = _encode(df, c, categories, i)
-            selects.append(F.coalesce(code, F.lit(-1.0)).alias(new))
-    selects.append(F.col(TARGET_COL))
-    report.features = new_names
-    return df.select(*selects), report
+    report.columns = usable
+    table = df.withColumn(TARGET_COL, tvalue).filter(F.col(TARGET_COL).isNotNull())
+    return table.select(F.col(ROW_ID_COL), *[_value(c).alias(c) for c in usable], F.col(TARGET_COL)), report
 
 
-def _encode(df: Any, column: str, categories: Sequence[str], i: int) -> tuple[Any, Any]:
-    """Join each row's value of a text column to its category's position in `categories` (a hash lookup in a
-    broadcast table, whatever the number of categories) -> (the joined frame, the code column, null where the
-    value is null or not a category)."""
-    import pandas as pd
-    from pyspark.sql import functions as F
-
-    key, code = f"__mlopsctl_key{i}__", f"__mlopsctl_code{i}__"
-    codes = pd.DataFrame({key: pd.Series(categories, dtype=object), code: range(len(categories))})
-    table = df.sparkSession.createDataFrame(codes.astype({code: "float64"}), f"{key} string, {code} double")
-    on = F.col(_quoted(column)).cast("string") == F.col(key)
-    return df.join(F.broadcast(table), on, "left").drop(key), F.col(code)
+def prepare_report_path(training: str) -> str:
+    """Where preprocess_data leaves its row counts for the jobs after it: beside the training table."""
+    return str(Path(training).with_name("prepare_report.parquet"))
 
 
-def prepare_report_path(features: str) -> str:
-    """Where preprocess_data leaves its row counts for the jobs after it: beside the features table."""
-    return str(Path(features).with_name("prepare_report.parquet"))
-
-
-def write_prepare_report(spark: Any, report: PrepareReport, features: str) -> None:
-    """The row counts of `prepare_features`, written through Spark (any path the cluster can write)."""
+def write_prepare_report(spark: Any, report: PrepareReport, training: str) -> None:
+    """The row counts of `prepare_training`, written through Spark (any path the cluster can write)."""
     row = [(report.rows_in, report.rows_out, report.dropped_null_target)]
     frame = spark.createDataFrame(row, "rows_in long, rows_out long, n_rows_dropped long")
-    frame.coalesce(1).write.mode("overwrite").parquet(prepare_report_path(features))
+    frame.coalesce(1).write.mode("overwrite").parquet(prepare_report_path(training))
 
 
-def read_rows_dropped(features: str, spark: Any | None = None) -> int | None:
+def read_rows_dropped(training: str, spark: Any | None = None) -> int | None:
     """``n_rows_dropped`` of this run's preprocess_data (through Spark if given, else pandas, as is a finished
     report on this machine's disk); None if absent."""
-    path = prepare_report_path(features)
+    path = prepare_report_path(training)
     try:
         if spark is not None and not _local_table(path):
             rows = spark.read.parquet(path).collect()
@@ -421,39 +373,42 @@ def read_rows_dropped(features: str, spark: Any | None = None) -> int | None:
         if not Path(path).exists():
             return None
         return int(pd.read_parquet(path)["n_rows_dropped"].iloc[0])
-    except Exception:  # noqa: BLE001 - a features table written without a report: nothing to log
+    except Exception:  # noqa: BLE001 - a training table written without a report: nothing to log
         return None
 
 
-def write_features(df: Any, path: str) -> None:
-    """Write the features table as Parquet, a file per partition of the source: every core encodes and writes
+def write_training(df: Any, path: str) -> None:
+    """Write the training table as Parquet, a file per partition of the source: every core types and writes
     its share. The readers put the rows back in source order by ``__row_id__`` (`split_xy`)."""
     df.write.mode("overwrite").parquet(path)
 
 
-def load_features(path: str) -> tuple[Any, Any]:
-    """Read the features table written by preprocess_data -> (X DataFrame, y Series), source row order."""
+def _missing_table(path: str) -> DataError:
+    return DataError(f"training table not found at {path}: did preprocess_data run for this Airflow run?")
+
+
+def load_training(path: str) -> tuple[Any, Any]:
+    """Read the training table written by preprocess_data -> (X DataFrame, y Series), source row order."""
     import pandas as pd
 
     if not Path(path).exists():
-        raise DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?")
-    pdf = pd.read_parquet(path)
-    return split_xy(pdf)
+        raise _missing_table(path)
+    return split_xy(pd.read_parquet(path))
 
 
-def read_features(spark: Any, path: str) -> tuple[Any, Any]:
-    """The features table -> (X, y), source row order: read straight from the disk where it is a finished
+def read_training(spark: Any, path: str) -> tuple[Any, Any]:
+    """The training table -> (X, y), source row order: read straight from the disk where it is a finished
     table on this machine (the local stack: Parquet to pandas in one step, no trip through the Spark server),
     else through Spark (any path the cluster can read)."""
     from pyspark.errors import AnalysisException
 
     if _local_table(path):
-        return load_features(path)
+        return load_training(path)
     try:
         pdf = spark.read.parquet(path).toPandas()
     except AnalysisException as exc:
         if exc.getCondition() == "PATH_NOT_FOUND":
-            raise DataError(f"features table not found at {path}: did preprocess_data run for this Airflow run?") from None
+            raise _missing_table(path) from None
         raise
     return split_xy(pdf)
 
@@ -463,10 +418,26 @@ def _local_table(path: str) -> bool:
     return source_kind(path) == "local" and (Path(path) / "_SUCCESS").is_file()
 
 
+def is_numeric(dtype: Any) -> bool:
+    """A pandas column of numbers (the training table's double columns); any other column is text."""
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
 def split_xy(pdf: Any) -> tuple[Any, Any]:
+    """Rows of the training table (however they were read: pandas, ``toPandas``, Arrow batches) -> (X, y) in
+    source row order. X keeps the input columns under their own names: numbers as float64 (missing: NaN),
+    text as Python strings in object columns (missing: NaN, whatever null the reader made of it, so the
+    encoder sees one kind of missing value)."""
+    import numpy as np
+
     if ROW_ID_COL in pdf.columns:
         pdf = pdf.sort_values(ROW_ID_COL, kind="mergesort").drop(columns=[ROW_ID_COL])
     pdf = pdf.reset_index(drop=True)
     y = pdf[TARGET_COL].astype("float64")
-    X = pdf.drop(columns=[TARGET_COL]).astype("float64")
+    X = pdf.drop(columns=[TARGET_COL])
+    for name in X.columns:
+        col = X[name]
+        X[name] = col.astype("float64") if is_numeric(col.dtype) else col.astype(object).where(col.notna(), np.nan)
     return X, y

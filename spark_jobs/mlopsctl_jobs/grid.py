@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlopsctl_jobs import installed, model
-from mlopsctl_jobs.data import ROW_ID_COL, TARGET_COL, DataError, split_xy
+from mlopsctl_jobs.data import ROW_ID_COL, TARGET_COL, DataError, is_numeric, split_xy
 
 
 class GridError(Exception):
@@ -148,7 +148,7 @@ def evaluate_task_batches(
     expected_version: str | None = None,
 ) -> Iterable[Any]:
     """The ``mapInPandas`` function of the Spark grid: one partition holds one task id, joined to every
-    training row (``TASK_COL``, ``ROW_ID_COL``, the features and ``TARGET_COL``), as Arrow batches.
+    training row (``TASK_COL``, ``ROW_ID_COL``, the raw input columns and ``TARGET_COL``), as Arrow batches.
 
     It rebuilds the training frame in its original row order, recomputes the same folds the driver would
     (``fold_indices`` is deterministic), and fits each task's (max_depth, n_estimators, fold) with
@@ -222,11 +222,13 @@ class WorkerMemory:
 
 def worker_memory(X: Any, y: Any, points: Sequence[tuple[int, int]], cv: int) -> WorkerMemory:
     """Estimate the memory of the largest fit one worker makes: the training data (``X`` and ``y`` as the
-    worker rebuilds them, and the training fold copied out of them) and the forest of the grid point with
-    the most nodes, at ``TREE_NODE_BYTES`` per node."""
+    worker rebuilds them, text values as Python strings), what its fold's fit copies (the fold's rows out of
+    ``X``, 8 bytes a cell: a number, or a pointer to a string already counted, and the float64 matrix the
+    Pipeline's first step encodes them into, 8 more), and the forest of the grid point with the most nodes,
+    at ``TREE_NODE_BYTES`` per node."""
     data = int(X.memory_usage(index=False, deep=True).sum()) + int(y.to_numpy(dtype="float64").nbytes)
     fold_rows = len(X) - len(X) // max(cv, 2)
-    fold = data * fold_rows // max(len(X), 1)
+    fold = fold_rows * (16 * X.shape[1] + 8)
     if not points:
         return WorkerMemory(data + fold, 0, 0, 0)
     d, n = max(points, key=lambda p: p[1] * tree_nodes(p[0], fold_rows))
@@ -253,6 +255,16 @@ def check_worker_memory(X: Any, y: Any, points: Sequence[tuple[int, int]], cv: i
     return need
 
 
+def training_schema(X: Any) -> Any:
+    """The Spark schema of the rows `run_grid_spark` sends: the input columns as the training table types
+    them (double or string: a column whose values are all missing has no type of its own to infer), the
+    target, the row id."""
+    from pyspark.sql import types as T
+
+    fields = [T.StructField(str(c), T.DoubleType() if is_numeric(X[c].dtype) else T.StringType()) for c in X.columns]
+    return T.StructType([*fields, T.StructField(TARGET_COL, T.DoubleType()), T.StructField(ROW_ID_COL, T.LongType())])
+
+
 def run_grid_spark(
     spark: Any, X: Any, y: Any, points: Sequence[tuple[int, int]], cv: int, random_state: int,
     worker_memory_bound: int = DEFAULT_WORKER_MEMORY,
@@ -272,7 +284,7 @@ def run_grid_spark(
     folds = fold_indices(len(X), cv, random_state)
     tasks = grid_tasks(points, folds)
     rows = X.reset_index(drop=True).assign(**{TARGET_COL: y.to_numpy(dtype="float64"), ROW_ID_COL: range(len(X))})
-    training = spark.createDataFrame(rows)
+    training = spark.createDataFrame(rows, schema=training_schema(X))
     task_ids = spark.range(0, len(tasks), 1, numPartitions=len(tasks)).withColumnRenamed("id", TASK_COL)
     fit = functools.partial(evaluate_task_batches, tasks=tasks, cv=cv, random_state=random_state,
                             expected_version=expected_version)

@@ -1,5 +1,5 @@
 """The body the two grid-search jobs share (grid_search on joblib threads, grid_search_spark on Spark's
-workers): read the features, split off the held-out rows, evaluate the grid with the job's engine, print the
+workers): read the training table, split off the held-out rows, evaluate the grid with the job's engine, print the
 scores, and log the parent and child runs to MLflow.
 """
 
@@ -14,8 +14,8 @@ from mlopsctl_jobs import grid, model, tracking
 
 #: how a job evaluates the grid: (X, y, points, cv, random_state) -> one result per point, in grid order
 SearchFn = Callable[[Any, Any, Sequence[tuple[int, int]], int, int], list[grid.PointResult]]
-#: What a job's feature read returns: X, y, and the rows preprocess_data dropped (None where unknown).
-Features = tuple[Any, Any, "int | None"]
+#: What a job's read of the training table returns: X, y, and the rows preprocess_data dropped (None where unknown).
+Training = tuple[Any, Any, "int | None"]
 
 
 def search(
@@ -30,12 +30,12 @@ def search(
 
 
 def search_and_log(
-    args: argparse.Namespace, load: Callable[[], Features], engine: str, search_fn: SearchFn
+    args: argparse.Namespace, load: Callable[[], Training], engine: str, search_fn: SearchFn
 ) -> tracking.GridOutcome:
-    """Read the features, search, print, log to MLflow.
+    """Read the training table, search, print, log to MLflow.
 
     MLflow's import, the experiment lookup and the close of stale runs run in a thread from the start, beside
-    the feature read (a wait on the disk or on the Spark server) and then the search, whose fits run without
+    the table's read (a wait on the disk or on the Spark server) and then the search, whose fits run without
     the GIL (joblib's threads) or elsewhere (the Spark cluster). Started before the read, that setup is mostly
     done before the fits begin, so it takes little CPU from them where they share the job's machine."""
     model.import_sklearn()
@@ -64,7 +64,8 @@ def search_and_log(
                        "data": args.data or "sklearn:diabetes", "target": args.target,
                        "max_depth_grid": ",".join(map(str, args.max_depth)),
                        "n_estimators_grid": ",".join(map(str, args.n_estimators))},
-        refit=refit, X_sample=X_train, register_as=args.register_model,
+        refit=refit, X_sample=X_train, holdout_rows=(X_test, y_test), target=args.target,
+        register_as=args.register_model,
         extra_metrics={} if rows_dropped is None else {"n_rows_dropped": rows_dropped},
     )
     b = outcome.best

@@ -1,5 +1,6 @@
 """MLflow: the tracking setup a job runs beside its work (`prepare_tracking`, `beside`), run tags, the logged
-and registered model, and the grid's parent and child runs (`log_grid`).
+and registered model (signature on the raw input columns, the held-out rows beside it), and the grid's parent
+and child runs (`log_grid`).
 
 MLflow and matplotlib are imported inside the functions; `quiet_mlflow_env` sets what must be set before
 MLflow's first import.
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mlopsctl_jobs.data import is_numeric
 from mlopsctl_jobs.grid import PointResult, choose_best
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -121,7 +123,8 @@ def prepare_tracking(args: argparse.Namespace, *, figures: bool = False) -> str:
     scikit-learn first (`import_sklearn`), so the two threads never import the same packages at once."""
     quiet_mlflow_env()
     import mlflow.sklearn  # noqa: F401 - used by `log_model`
-    from mlflow.models import infer_signature  # noqa: F401
+    import pyarrow.parquet  # noqa: F401 - used by `log_eval_split`
+    from mlflow.models.signature import ModelSignature  # noqa: F401 - used by `input_signature`
 
     if figures:
         import matplotlib
@@ -170,11 +173,13 @@ def uc_tag_key(key: str) -> str:
     return _UC_TAG_KEY_FORBIDDEN.sub("_", key.strip())[:UC_TAG_KEY_MAX]
 
 
-def model_version_tags(run_id: str, dag_run_id: str, hyperparams: dict[str, Any]) -> dict[str, str]:
-    """The tags of a registered model version: the MLflow run that logged it, the Airflow run, and the
-    hyperparameters. Their keys are Unity Catalog tag keys (`uc_tag_key`), the same in every registry, so a
-    version is found by the same tag on a local MLflow and in Unity Catalog."""
-    tags = {"mlflow_run_id": run_id, "airflow_dag_run_id": dag_run_id, **hyperparams}
+def model_version_tags(run_id: str, dag_run_id: str, hyperparams: dict[str, Any], target: str) -> dict[str, str]:
+    """The tags of a registered model version: the MLflow run that logged it, the Airflow run, the
+    hyperparameters, and that it takes raw rows (``INPUT_TAG``) to predict ``target`` (``TARGET_TAG``). Their
+    keys are Unity Catalog tag keys (`uc_tag_key`), the same in every registry, so a version is found by the
+    same tag on a local MLflow and in Unity Catalog."""
+    tags = {"mlflow_run_id": run_id, "airflow_dag_run_id": dag_run_id, **hyperparams,
+            INPUT_TAG: INPUT_RAW, TARGET_TAG: target}
     return {uc_tag_key(k): str(v) for k, v in tags.items()}
 
 
@@ -191,24 +196,58 @@ def model_requirements() -> list[str]:
     return out
 
 
+def input_signature(X: Any) -> Any:
+    """The MLflow signature of the model on raw rows X: every input column under its own name, required,
+    ``double`` where X holds numbers (MLflow refuses NaN in integer columns) and ``string`` elsewhere; one
+    ``double`` out. Read from X's column types, which the training table fixed, not from its values (an
+    all-missing sample would pass for numbers)."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    inputs = [ColSpec(DataType.double if is_numeric(X[c].dtype) else DataType.string, c) for c in X.columns]
+    return ModelSignature(Schema(inputs), Schema([ColSpec(DataType.double)]))
+
+
+def log_eval_split(X_test: Any, y_test: Any, target: str) -> None:
+    """Log the held-out rows as ``EVAL_SPLIT_ARTIFACT``: the input columns as the model takes them (double or
+    string, nulls where values are missing), the target under its own name, at most ``EVAL_SPLIT_MAX_ROWS``
+    rows (the split is shuffled, so the first ones are a random sample). Must be called inside an active run."""
+    import posixpath
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = X_test.head(EVAL_SPLIT_MAX_ROWS).assign(**{target: y_test.head(EVAL_SPLIT_MAX_ROWS).to_numpy("float64")})
+    schema = pa.schema([(c, pa.float64() if is_numeric(X_test[c].dtype) else pa.string()) for c in X_test.columns]
+                       + [(target, pa.float64())])
+    folder, name = posixpath.split(EVAL_SPLIT_ARTIFACT)
+    with tempfile.TemporaryDirectory(prefix="mlopsctl-eval-") as tmp:
+        path = Path(tmp) / name
+        pq.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False), path)
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+
 def log_model(
-    model: Any, X_sample: Any, register_as: str | None, run_id: str, hyperparams: dict[str, Any], dag_run_id: str
+    model: Any, X_sample: Any, register_as: str | None, run_id: str, hyperparams: dict[str, Any], dag_run_id: str,
+    *, holdout_rows: tuple[Any, Any], target: str,
 ) -> tuple[str | None, str | None]:
-    """Log the sklearn model (cloudpickle; signature + input example); register it when asked.
+    """Log the sklearn Pipeline (cloudpickle; signature on the raw input columns + input example) and its
+    held-out rows (`log_eval_split`); register it when asked.
 
     Returns (registered name, version) or (None, None). Must be called inside an active run.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
-    example = X_sample.head(5)
-    signature = infer_signature(example, model.predict(example))
+    log_eval_split(*holdout_rows, target)
     info = mlflow.sklearn.log_model(
         model,
         name="model",
         serialization_format="cloudpickle",
-        signature=signature,
-        input_example=example,
+        signature=input_signature(X_sample),
+        input_example=X_sample.head(5),
         registered_model_name=register_as or None,
         pip_requirements=model_requirements(),  # explicit: skips MLflow's slow requirement inference
     )
@@ -218,7 +257,7 @@ def log_model(
     if version is None:
         return register_as, None
     client = mlflow.MlflowClient()
-    for k, v in model_version_tags(run_id, dag_run_id, hyperparams).items():
+    for k, v in model_version_tags(run_id, dag_run_id, hyperparams, target).items():
         client.set_model_version_tag(register_as, version, k, v)
     mlflow.set_tags({"mlopsctl.registered_model_name": register_as, "mlopsctl.registered_model_version": version})
     return register_as, version
@@ -275,10 +314,13 @@ def log_grid(
     common_params: dict[str, Any],
     refit: Callable[[PointResult], tuple[Any, dict[str, float]]],
     X_sample: Any,
+    holdout_rows: tuple[Any, Any],
+    target: str,
     register_as: str | None,
     extra_metrics: dict[str, float] | None = None,
 ) -> GridOutcome:
-    """One parent run + one child per grid point; best point refit (``refit``) and logged on the parent.
+    """One parent run + one child per grid point; best point refit (``refit``) and logged on the parent with
+``holdout_rows`` (X_test, y_test) as its evaluation split.
     Runs of a crashed earlier try are closed beforehand (`prepare_tracking`).
 
     The refit runs in a thread while the child runs are logged: it fits in native code without the GIL, and
@@ -324,6 +366,8 @@ def log_grid(
             parent.info.run_id,
             {"max_depth": best.max_depth, "n_estimators": best.n_estimators, "cv": cv},
             dag_run_id,
+            holdout_rows=holdout_rows,
+            target=target,
         )
     return GridOutcome(parent.info.run_id, best, holdout, child_ids, registered)
 

@@ -52,7 +52,8 @@ SCRIPT = textwrap.dedent("""
 
     out = tracking.log_grid(experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual_1", try_number=1,
                            engine="test", results=results, cv=2, common_params={"data": "diabetes"},
-                           refit=refit, X_sample=X, register_as=model_name)
+                           refit=refit, X_sample=X, holdout_rows=(X, y), target="target",
+                           register_as=model_name)
     client = mlflow.MlflowClient()
     run = client.get_run(out.parent_run_id)
     model_id = run.outputs.model_outputs[0].model_id
@@ -203,7 +204,7 @@ def test_runs_params_metrics_and_artifacts_land_in_the_real_server(job_report: d
         f"dbfs:/databricks/mlflow-tracking/{exp['experiment_id']}/{job_report['parent']}/artifacts")
     assert job_report["logged_model_location"].startswith(
         f"dbfs:/databricks/mlflow-tracking/{exp['experiment_id']}/logged_models/")
-    assert job_report["run_artifacts"] == ["heatmap.png"]
+    assert job_report["run_artifacts"] == ["eval", "heatmap.png"]  # eval/: the held-out rows
     listing = httpx.get(f"{mlflow_server}/api/2.0/mlflow-artifacts/artifacts",
                         params={"path": f"{exp['experiment_id']}/models/{job_report['model_id']}/artifacts"}).json()
     assert {"MLmodel", "model.pkl"} <= {f["path"] for f in listing["files"]}
@@ -218,6 +219,7 @@ def test_model_loads_back_and_is_registered_in_uc(job_report: dict, workspace) -
     assert mv.source == f"models:/{job_report['model_id']}" and mv.model_id == job_report["model_id"]
     assert mv.tags["mlflow_run_id"] == job_report["parent"] and mv.tags["max_depth"] == "3"
     assert mv.tags["airflow_dag_run_id"] == "manual_1"  # a Unity Catalog tag key (no dot), as the stand-in requires
+    assert mv.tags["mlopsctl_input"] == "raw" and mv.tags["mlopsctl_target"] == "target"
     assert (state.model_dir(MODEL, 1) / "model.pkl").is_file()
 
 

@@ -227,6 +227,8 @@ def test_user_csv_with_awkward_path(runs, stack_client, mlflow_client, user_csv:
     assert "mlopsctl.registered_model_name" not in mrun.data.tags
     assert not (user_csv.parent / "pwned").exists()
     log = _log_text(stack_client, dag_id, run_id, "preprocess_data", 1)
+    assert "text columns (1): site" in log
+    log = _log_text(stack_client, dag_id, run_id, "train_model", 1)  # the model encodes and imputes
     assert "ordinal-encoded: site (2 categories)" in log
     assert "median-imputed: bmi=" in log
 
@@ -258,6 +260,7 @@ def test_r_style_csv_with_na_tokens_trains(runs, stack_client, mlflow_client, lo
     assert mrun.data.tags["mlopsctl.engine"] == f"spark-connect({local_stack.settings.spark_remote})"
     log = _log_text(stack_client, dag_id, run_id, "preprocess_data", 1)
     assert "rows read: 442, rows kept: 392 (dropped 50 with a null target)" in log
+    log = _log_text(stack_client, dag_id, run_id, "train_model", 1)  # the model encodes and imputes
     assert "median-imputed: bmi=" in log and "s1=" in log
     assert "ordinal-encoded: clinic (1 categories)" in log  # NA is missing, not a category
 

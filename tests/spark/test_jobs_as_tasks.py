@@ -1,6 +1,6 @@
 """The real job files run the way the local backend runs them (dags/common/compute.py LocalJobOperator):
 as Spark Connect clients of a live server, and, once, under classic spark-submit. Their outputs are checked:
-the features table, the MLflow runs, the exit code 3 path."""
+the training table, the MLflow runs, the exit code 3 path."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def test_preprocess_and_spark_grid_run_as_connect_clients(connect_server, task_e
     pre = compute.LocalJobOperator(task_id="preprocess_data", job="preprocess_data.py",
                                    arguments=_common(task_env, "grid_search_spark", run_id))
     assert pre.execute({})["engine"] == f"spark-connect({connect_server.url})"
-    features = Path(compute_features(task_env, "grid_search_spark", run_id))
-    assert any(p.suffix == ".parquet" for p in features.iterdir())
+    training = Path(training_path(task_env, "grid_search_spark", run_id))
+    assert any(p.suffix == ".parquet" for p in training.iterdir())
 
     grid = compute.LocalJobOperator(
         task_id="grid", job="grid_search_spark.py",
@@ -83,11 +83,11 @@ def test_preprocess_under_classic_spark_submit(task_env: Path, monkeypatch) -> N
     assert op.execute({})["engine"] == "spark(local[1])"
     import pandas as pd
 
-    pdf = pd.read_parquet(compute_features(task_env, "build_model", "manual__classic"))
+    pdf = pd.read_parquet(training_path(task_env, "build_model", "manual__classic"))
     assert len(pdf) == 442 and "bmi" in pdf.columns
 
 
-def compute_features(tmp_path: Path, dag_id: str, run_id: str) -> str:
+def training_path(tmp_path: Path, dag_id: str, run_id: str) -> str:
     from mlopsctl_jobs import data
 
-    return data.features_path(str(tmp_path / "work"), dag_id, run_id)
+    return data.training_path(str(tmp_path / "work"), dag_id, run_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import train_model
 from mlopsctl_jobs import data, grid, model, search, tracking
@@ -23,7 +24,55 @@ def test_train_model_metrics_are_sane_on_diabetes(diabetes_xy) -> None:
     assert 30 < result.metrics["rmse"] < 80
     assert 0 < result.metrics["mae"] < result.metrics["rmse"]
     assert (result.n_train, result.n_test) == (353, 89)
-    assert result.model.get_params()["max_depth"] == 80 and result.model.get_params()["n_estimators"] == 100
+    forest = result.model.named_steps[model.FOREST_STEP].get_params()
+    assert forest["max_depth"] == 80 and forest["n_estimators"] == 100
+
+
+def test_on_diabetes_the_pipeline_is_the_forest_it_replaced(spark, tmp_path: Path, diabetes_xy) -> None:
+    """Diabetes is all numeric with no gap: the Pipeline's first step passes the rows through unchanged, so
+    build-model's defaults give the held-out metrics of the bare forest fitted on scikit-learn's own frame."""
+    import preprocess_data
+    from sklearn.ensemble import RandomForestRegressor
+
+    out = data.training_path(str(tmp_path), "build_model", "manual__diabetes")
+    preprocess_data.run(spark, None, "target", out)
+    X, y = data.load_training(out)
+    result = train_model.run(X, y, max_depth=80, n_estimators=100, test_size=0.2, random_state=42)
+    np.testing.assert_array_equal(result.model.named_steps[model.PREPARE_STEP].transform(X), X.to_numpy())
+
+    Xd, yd = diabetes_xy
+    X_train, X_test, y_train, y_test = model.holdout_split(Xd, yd, 0.2, 42)
+    bare = RandomForestRegressor(max_depth=80, n_estimators=100, random_state=42, n_jobs=-1).fit(X_train, y_train)
+    assert result.metrics == pytest.approx(model.regression_metrics(y_test, bare.predict(X_test)), rel=1e-12)
+
+
+def _raw_rows(diabetes_xy):
+    """Diabetes with gaps in a numeric column and a text column holding both kinds of missing value."""
+    X, y = diabetes_xy
+    X = X.copy()
+    X.loc[::7, "bmi"] = np.nan
+    site = np.array(["north", "south", "east", None, "west", np.nan], dtype=object)
+    X.insert(2, "site name", site[np.arange(len(X)) % len(site)])
+    return X, y
+
+
+def test_grid_searches_agree_on_raw_rows_with_text_and_gaps(spark, diabetes_xy) -> None:
+    """The Spark grid sends the raw rows to its workers through Arrow (text as strings, gaps as nulls): each
+    fold's Pipeline sees what joblib's sees, and scores the same."""
+    X, y = _raw_rows(diabetes_xy)
+    X, y = data.split_xy(X.assign(**{data.TARGET_COL: y}))
+    # split_xy makes both kinds of missing value one, as the readers of the training table do
+    assert [v for v in X["site name"] if not isinstance(v, str)] == [
+        pytest.approx(math.nan, nan_ok=True)] * sum(i % 6 in (3, 5) for i in range(len(X)))
+    grid_small = {**SMALL, "max_depths": [3], "n_estimators": [5, 15]}
+    local, *_ = search.search(X, y, **grid_small, search_fn=_joblib)
+    remote, *_ = search.search(
+        X, y, **grid_small, search_fn=lambda X_, y_, pts, cv, rs: grid.run_grid_spark(spark, X_, y_, pts, cv, rs)
+    )
+    for a, b in zip(local, remote, strict=True):
+        assert a.ok and b.ok, (a.error, b.error)
+        assert a.cv_rmse_mean == pytest.approx(b.cv_rmse_mean, rel=1e-12)
+        assert a.cv_r2_mean == pytest.approx(b.cv_r2_mean, rel=1e-12)
 
 
 def test_train_model_is_reproducible(diabetes_xy) -> None:
@@ -158,7 +207,7 @@ def test_log_grid_shape(mlflow_uri: str, diabetes_xy) -> None:
     outcome = tracking.log_grid(
         experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual__x", try_number=1,
         engine="sklearn-joblib(n_jobs=2)", results=results, cv=2, common_params={"test_size": 0.2},
-        refit=refit, X_sample=X_train, register_as="unit-rf",
+        refit=refit, X_sample=X_train, holdout_rows=(X_test, y_test), target="progression", register_as="unit-rf",
     )
     client = mlflow.MlflowClient()
     parent = client.get_run(outcome.parent_run_id)
@@ -174,7 +223,10 @@ def test_log_grid_shape(mlflow_uri: str, diabetes_xy) -> None:
     mv = client.get_model_version("unit-rf", version)
     assert mv.tags["mlflow_run_id"] == outcome.parent_run_id
     assert mv.tags["n_estimators"] == "8"
+    assert mv.tags[tracking.INPUT_TAG] == tracking.INPUT_RAW and mv.tags[tracking.TARGET_TAG] == "progression"
     assert "heatmap.png" in [a.path for a in client.list_artifacts(outcome.parent_run_id)]
+    [split] = client.list_artifacts(outcome.parent_run_id, "eval")
+    assert split.path == tracking.EVAL_SPLIT_ARTIFACT
 
     children = client.search_runs([exp_id], filter_string="tags.mlopsctl.role = 'child'")
     assert len(children) == 4
@@ -217,15 +269,15 @@ def test_the_refit_runs_while_the_child_runs_are_logged(mlflow_uri: str, diabete
     outcome = tracking.log_grid(
         experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual__overlap", try_number=1, engine="e",
         results=[grid.PointResult(3, 5, 60.0, 1.0, 0.3), grid.PointResult(4, 5, 59.0, 1.0, 0.3)], cv=2,
-        common_params={}, refit=refit, X_sample=X, register_as=None,
+        common_params={}, refit=refit, X_sample=X, holdout_rows=(X, y), target="target", register_as=None,
     )
     assert len(outcome.child_run_ids) == 2 and (outcome.best.max_depth, outcome.best.n_estimators) == (4, 5)
     assert set(outcome.holdout) == {"rmse", "mae", "r2"}
     assert refit_threads and refit_threads != [threading.main_thread().name]
 
 
-def test_tracking_setup_runs_beside_the_feature_read(diabetes_xy, monkeypatch) -> None:
-    """MLflow's setup starts before the features are read: the read waits for it to have started (30 s, then
+def test_tracking_setup_runs_beside_the_training_table_read(diabetes_xy, monkeypatch) -> None:
+    """MLflow's setup starts before the training table is read: the read waits for it to have started (30 s, then
     fails), and the search then uses the experiment it returned."""
     import argparse
     import threading
@@ -239,7 +291,7 @@ def test_tracking_setup_runs_beside_the_feature_read(diabetes_xy, monkeypatch) -
         return "exp-7"
 
     def load():
-        assert setup_started.wait(timeout=30), "the features were read before MLflow's setup started"
+        assert setup_started.wait(timeout=30), "the table was read before MLflow's setup started"
         return X, y, 3
 
     def log_grid(**kwargs):
@@ -296,7 +348,8 @@ def test_log_grid_all_failed_logs_nothing(mlflow_uri: str) -> None:
         tracking.log_grid(
             experiment_id=exp_id, dag_id="grid_search", dag_run_id="r", try_number=None, engine="e",
             results=[grid.PointResult(1, 1, error="x")], cv=2, common_params={},
-            refit=lambda best: pytest.fail("no refit when every point failed"), X_sample=None, register_as=None,
+            refit=lambda best: pytest.fail("no refit when every point failed"), X_sample=None, holdout_rows=None,
+            target="target", register_as=None,
         )
     assert mlflow.MlflowClient().search_runs([exp_id]) == []
 

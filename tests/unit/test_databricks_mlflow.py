@@ -200,8 +200,9 @@ def test_the_jobs_model_version_tags_are_unity_catalog_tag_keys() -> None:
     finally:
         sys.path.pop(0)
     tags = tracking.model_version_tags("abc123", "manual__2026-12-07T04:05:06+00:00",
-                                       {"max_depth": 8, "n_estimators": 20, "cv": 3})
+                                       {"max_depth": 8, "n_estimators": 20, "cv": 3}, "price (USD)")
     assert tags == {"mlflow_run_id": "abc123", "airflow_dag_run_id": "manual__2026-12-07T04:05:06+00:00",
-                    "max_depth": "8", "n_estimators": "20", "cv": "3"}
+                    "max_depth": "8", "n_estimators": "20", "cv": "3", "mlopsctl_input": "raw",
+                    "mlopsctl_target": "price (USD)"}
     assert [k for k in tags if uc_tag_key_problem(k)] == []
     assert tracking.uc_tag_key(" a.b-c=d/e:f,g ") == "a_b_c_d_e_f_g"

@@ -89,3 +89,13 @@ def test_the_job_exits_without_retry_on_a_bad_bound(capsys: pytest.CaptureFixtur
                   "--n-estimators", "5", "--worker-memory", "lots"])
     assert exit_.value.code == cli.EXIT_NO_RETRY
     assert "mlopsctl-error: worker memory 'lots' is not a size" in capsys.readouterr().err
+
+
+def test_text_columns_count_their_strings_and_the_encoded_copy() -> None:
+    """Raw rows reach the workers with their text: the estimate counts each string (pandas' deep size), and
+    per training-fold cell the fold's copy and the float64 matrix the Pipeline encodes it into."""
+    X, y = _frame(1_000, features=2)
+    with_text = X.assign(city=[f"city number {i % 50}" for i in range(len(X))])
+    fold_rows = len(X) - len(X) // 3
+    more = grid.worker_memory(with_text, y, [(3, 5)], 3).data_bytes - grid.worker_memory(X, y, [(3, 5)], 3).data_bytes
+    assert more == with_text["city"].memory_usage(index=False, deep=True) + 16 * fold_rows
