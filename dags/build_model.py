@@ -5,7 +5,7 @@ Train scikit-learn's `RandomForestRegressor` on one data set and track it in MLf
 
 `preprocess_data` (Spark job) reads the source (`data`: CSV/Parquet path, or null for scikit-learn's
 bundled diabetes data), validates it (bad data fails fast, without retries), cleans it and writes a
-features table keyed by this run's id; `train_model` (Spark job) trains on it, evaluates rmse/mae/r2
+typed training table keyed by this run's id; `train_model` (Spark job) trains on it, evaluates rmse/mae/r2
 on a held-out split and logs one MLflow run (experiment `/mlopsctl/build_model`, tags
 `airflow.dag_run_id` = this run) plus a registered model version.
 

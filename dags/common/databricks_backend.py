@@ -113,7 +113,7 @@ def work_dir(jobs: str) -> str:
     if jobs.startswith("/Volumes/") and len(parts) >= 4:
         return "/" + "/".join(parts[:4]) + "/work"
     raise DatabricksConfigError(
-        "MLOPSCTL_DATABRICKS_WORK_DIR is not set (features tables need storage all runs share, e.g. "
+        "MLOPSCTL_DATABRICKS_WORK_DIR is not set (training tables need storage all runs share, e.g. "
         "/Volumes/<catalog>/<schema>/<volume>/work)"
     )
 
