@@ -281,7 +281,7 @@ def test_dags_lists_the_pipelines(local_stack) -> None:
     res = cli(local_stack, "dags", "--json")
     assert res.returncode == 0, res.stderr
     rows = {r["pipeline"]: r for r in json.loads(res.stdout)["pipelines"]}
-    assert set(rows) == {"build-model", "grid-search", "grid-search-spark", "evaluate-model"}
+    assert set(rows) == {"build-model", "grid-search", "grid-search-spark", "evaluate-model", "score"}
     assert all(r["loaded"] for r in rows.values())
     assert rows["build-model"]["params"]["max_depth"] == 80
     assert rows["grid-search"]["params"]["n_estimators"] == [100, 200, 300]
