@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from airflow.sdk import dag
-from common.compute import DEFAULT_ARGS, MACROS, compute_tag, job_task
+from common.compute import DEFAULT_ARGS, MACROS, compute_tag, job_task, run_arguments
 from common.params import params_for
 
 
@@ -40,13 +40,7 @@ def evaluate_model() -> None:
         "evaluate_model",
         "evaluate_model.py",
         [
-            "--dag-id", "{{ dag.dag_id }}",
-            "--run-id", "{{ run_id }}",
-            "--try-number", "{{ ti.try_number }}",
-            "--work-dir", "{{ mlopsctl.work_dir }}",
-            "--tracking-uri", "{{ mlopsctl.tracking_uri }}",
-            "--registry-uri", "{{ mlopsctl.registry_uri }}",
-            "--experiment-prefix", "{{ mlopsctl.experiment_prefix }}",
+            *run_arguments(),
             "--data", "{{ params.data if params.data is not none else '' }}",
             "--model-name", "{{ params.model_name }}",
             "--model-version", "{{ params.model_version if params.model_version is not none else '' }}",

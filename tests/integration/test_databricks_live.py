@@ -22,6 +22,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -271,6 +272,24 @@ def test_all_three_pipelines_run_on_each_compute(dbx: DbxEnv, mode: str) -> None
     assert len(dbx.server.mlflow.models[MODEL.lower()].versions) == versions_before + 3
 
 
+@contextmanager
+def workspace_mlflow(dbx: DbxEnv) -> Iterator[None]:
+    """MLflow in this process pointed at the stand-in's workspace (tracking `databricks`, registry
+    `databricks-uc`), for the tests that register or load versions themselves."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABRICKS_HOST", dbx.server.url)
+        mp.setenv("DATABRICKS_TOKEN", dbx.server.token)
+        mlflow.set_tracking_uri("databricks")
+        mlflow.set_registry_uri("databricks-uc")
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+
+
 def test_promote_in_unity_catalog_on_serverless(dbx: DbxEnv) -> None:
     """`promote` with the workspace's MLflow and a three-part name: the evaluate_model job runs on serverless
     compute against Unity Catalog (versions in the raw-rows shape, logged by this test), a failing gate changes
@@ -278,26 +297,15 @@ def test_promote_in_unity_catalog_on_serverless(dbx: DbxEnv) -> None:
     beside the first, and --rollback moves the alias back."""
     import secrets
 
-    import mlflow
-
-    from tests.fixtures.raw_models import register_raw_version
+    from tests.fixtures.raw_model import register_raw_version
 
     assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0
     assert dbx.cli("connect", "databricks", "--insecure").returncode == 0
     dbx.use_compute("serverless")
     name = f"{UC_SCHEMA}.promote_{secrets.token_hex(3)}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATABRICKS_HOST", dbx.server.url)
-        mp.setenv("DATABRICKS_TOKEN", dbx.server.token)
-        mlflow.set_tracking_uri("databricks")
-        mlflow.set_registry_uri("databricks-uc")
-        try:
-            exp = mlflow.set_experiment(f"{EXPERIMENTS}/promote-live").experiment_id
-            v1 = register_raw_version(exp, name, n_estimators=2)
-            v2 = register_raw_version(exp, name, n_estimators=40)
-        finally:
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
+    with workspace_mlflow(dbx):
+        v1 = register_raw_version(f"{EXPERIMENTS}/promote-live", name, n_estimators=2)
+        v2 = register_raw_version(f"{EXPERIMENTS}/promote-live", name, n_estimators=40)
     model = dbx.server.mlflow.models[name.lower()]
 
     res = dbx.cli("promote", name, v1, "--gate", "rmse<=0.0001", "--yes")
@@ -334,17 +342,9 @@ def scoring_model(dbx: DbxEnv) -> str:
     from tests.fixtures.raw_model import log_raw_model, raw_frame
 
     assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0  # creates /Shared/mlopsctl
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATABRICKS_HOST", dbx.server.url)
-        mp.setenv("DATABRICKS_TOKEN", dbx.server.token)
-        mlflow.set_tracking_uri("databricks")
-        mlflow.set_registry_uri("databricks-uc")
-        try:
-            version = log_raw_model(SCORING_MODEL, raw_frame(), experiment=f"{EXPERIMENTS}/tests_score")
-            mlflow.MlflowClient().set_registered_model_alias(SCORING_MODEL, "champion", version)
-        finally:
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
+    with workspace_mlflow(dbx):
+        version = log_raw_model(SCORING_MODEL, raw_frame(), experiment=f"{EXPERIMENTS}/tests_score")
+        mlflow.MlflowClient().set_registered_model_alias(SCORING_MODEL, "champion", version)
     return version
 
 
@@ -377,16 +377,8 @@ def test_score_runs_on_each_compute(dbx: DbxEnv, scoring_model: str, mode: str) 
     assert list(scored.columns) == [*rows.columns, "prediction", "model_name", "model_version", "scored_at"]
     import mlflow
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATABRICKS_HOST", dbx.server.url)
-        mp.setenv("DATABRICKS_TOKEN", dbx.server.token)
-        mlflow.set_tracking_uri("databricks")
-        mlflow.set_registry_uri("databricks-uc")
-        try:
-            model = mlflow.pyfunc.load_model(f"models:/{SCORING_MODEL}/{scoring_model}")
-        finally:
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
+    with workspace_mlflow(dbx):
+        model = mlflow.pyfunc.load_model(f"models:/{SCORING_MODEL}/{scoring_model}")
     expected = np.asarray(model.predict(scored[list(rows.columns)]), dtype="float64")
     np.testing.assert_allclose(scored["prediction"].to_numpy(), expected, rtol=1e-9)
 

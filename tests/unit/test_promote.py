@@ -21,7 +21,7 @@ from mlopsctl.errors import ExitCode, GateFailedError
 from mlopsctl.promotion import BeatChampion, Evaluation, Gate, judge, parse_beat, parse_gate, record_keys
 from mlopsctl.tracking import Tracking
 from tests.fixtures.fakes import FakeAirflow
-from tests.fixtures.raw_models import register_raw_version
+from tests.fixtures.raw_model import register_raw_version
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "spark_jobs"
@@ -133,7 +133,7 @@ def test_usage_errors_exit_2_before_any_call(cli, argv: list[str]) -> None:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Model `rf`: versions 1 and 2 take raw rows (2 is the better fit), 3 takes cleaned features, 4 needs a
-    column (bmi) the others lack."""
+    column (floor) the others lack."""
     import mlflow
 
     home = tmp_path_factory.mktemp("promote")
@@ -141,7 +141,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(uri, uri)
-    exp = client.create_experiment("/mlopsctl/build_model", artifact_location=(home / "artifacts").as_uri())
+    exp = "/mlopsctl/build_model"
+    client.create_experiment(exp, artifact_location=(home / "artifacts").as_uri())
     assert register_raw_version(exp, "rf", n_estimators=2) == "1"
     assert register_raw_version(exp, "rf", n_estimators=40) == "2"
     assert register_raw_version(exp, "rf", n_estimators=3, raw=False) == "3"
@@ -293,7 +294,7 @@ def test_a_holder_that_needs_columns_the_split_lacks_is_refused(cli, registry: s
 
     MlflowClient(registry, registry).set_registered_model_alias("rf", "wide", "4")
     code, _, err = cli("promote", "rf", "1", "--alias", "wide", "--yes")
-    assert code == ExitCode.USAGE and "bmi" in err and "--eval-data" in err, err
+    assert code == ExitCode.USAGE and "floor" in err and "--eval-data" in err, err
     assert airflow.runs == {}
 
 
