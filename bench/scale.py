@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from bench.common import (
     Row,
     Stats,
     bench_env,
+    interleaved,
     log,
     run_cmd,
 )
@@ -187,36 +187,6 @@ def grid_once(ctx: BenchContext, engine: str, csv: Path) -> float:
     return res.wall
 
 
-def interleaved(ctx: BenchContext, m: Measurements, prefix: str, engines: list[tuple[str, str]],
-                once: Callable[[str], float], runs: int, warmup: bool) -> None:
-    """`runs` rounds, each running every engine once in turn (the machine's speed drifts within minutes, so the
-    two sides of a ratio take turns), after one untimed round unless not `warmup`. An engine that fails
-    keeps its reason and leaves the round to the others."""
-    walls: dict[str, list[float]] = {key: [] for key, _ in engines}
-    failed: dict[str, str] = {}
-    for i in range(runs + (1 if warmup else 0)):
-        for key, what in engines:
-            if key in failed:
-                continue
-            ctx.check_budget(f"{what} ({prefix})")
-            log(f"scale: {prefix} {key}, round {i + 1}")
-            try:
-                wall = once(key)
-            except NotMeasured as exc:
-                failed[key] = str(exc)
-                continue
-            if i >= (1 if warmup else 0):
-                walls[key].append(wall)
-    for key, what in engines:
-        m.take(f"{prefix}.{key}", what, partial(_figure, walls[key], failed.get(key)))
-
-
-def _figure(walls: list[float], reason: str | None) -> Stats:
-    if reason or not walls:
-        raise NotMeasured(reason or "no run finished")
-    return Stats(walls)
-
-
 def run(ctx: BenchContext) -> list[Row]:
     omitted = NOT_IN_QUICK if ctx.quick else {}
     m = Measurements(NAME)
@@ -225,12 +195,12 @@ def run(ctx: BenchContext) -> list[Row]:
             continue
         csv = dataset(n)
         runs = 1 if ctx.quick else min(ctx.runs, 3 if n < 1_000_000 else 2)
-        interleaved(ctx, m, str(n), BUILD_ENGINES, lambda e, csv=csv, d=depth, t=trees: build_once(ctx, e, csv, d, t),
-                    runs, warmup=not ctx.quick)
+        interleaved(ctx, m, BUILD_ENGINES, lambda e, csv=csv, d=depth, t=trees: build_once(ctx, e, csv, d, t),
+                    runs, warmup=not ctx.quick, prefix=str(n))
     if f"{NAME}.grid.mlopsctl" not in omitted:
         csv = dataset(GRID_ROWS)
-        interleaved(ctx, m, "grid", GRID_ENGINES, lambda e: grid_once(ctx, e, csv), 1 if ctx.quick else 2,
-                    warmup=False)
+        interleaved(ctx, m, GRID_ENGINES, lambda e: grid_once(ctx, e, csv), 1 if ctx.quick else 2,
+                    warmup=False, prefix="grid")
 
     def annotate(key: str, row: Row, s: Stats) -> None:
         prefix, engine = key.rsplit(".", 1)
