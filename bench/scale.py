@@ -56,8 +56,9 @@ A synthetic CSV shaped like a public used-car file (`bench/scale.py`, numpy seed
 numeric (some with NA tokens), 5 text ({', '.join(f'{k!r} {v:,}' for k, v in TEXT_COLUMNS.items())} categories)
 and the target `{TARGET}` with 3% NA. `mlopsctl run build-model --data FILE --target {TARGET}` on the running local
 stack (trigger to exit) against the in-process floor: one Python process (`bench/peers/inprocess_build.py
---data`) that reads the CSV with pandas, encodes it by the same rules, fits the same forest with n_jobs=-1 and
-logs the same run to the same MLflow. 300k rows: max_depth 12, 20 trees; 1M rows: max_depth 8, 10 trees.
+--data`) that reads the CSV with pandas, types it as the pipeline does (`bench/peers/raw_csv.py`), fits the same
+Pipeline (median fill and ordinal codes learnt on the training split, the forest with n_jobs=-1) and logs the
+same run to the same MLflow. 300k rows: max_depth 12, 20 trees; 1M rows: max_depth 8, 10 trees.
 `grid-search` and `grid-search --spark` against GridSearchCV (`bench/peers/gridsearchcv.py` on the same CSV)
 on {GRID_ROWS:,} rows, grid {GRID}, cv {CV}. Each pair takes turns, run by run, in the same bench run.
 --quick: build-model and its floor on 30k rows, once.
@@ -136,8 +137,8 @@ def synthetic_frame(n: int, seed: int = 0) -> Any:
 
 # --------------------------------------------------------------------------------------------- rows
 BUILD_ENGINES = [("mlopsctl", "mlopsctl run build-model (trigger to exit)"),
-                 ("floor", "in-process floor: pandas read_csv, the same cleaning, forest and MLflow logging")]
-GRID_ENGINES = [("peer", "GridSearchCV(n_jobs=-1) on the pandas-cleaned CSV"),
+                 ("floor", "in-process floor: pandas read_csv, the same typing, Pipeline and MLflow logging")]
+GRID_ENGINES = [("peer", "GridSearchCV(n_jobs=-1) on the pandas-encoded CSV"),
                 ("mlopsctl", "mlopsctl grid-search"),
                 ("spark", "mlopsctl grid-search --spark")]
 #: the wall-time ratio each row aims at, against its row's peer

@@ -75,7 +75,7 @@ def register_model(st: LocalStack) -> str:
     res = st.mlopsctl("run", "build-model", "--json", timeout=900, check=False)
     if res.returncode != 0:
         raise NotMeasured(f"mlopsctl run build-model exited {res.returncode}: {(res.stderr or res.stdout)[-300:]}")
-    registered = ((json.loads(res.stdout).get("mlflow") or {}).get("registered_model")) or {}
+    registered = (((json.loads(res.stdout).get("mlflow") or {}).get("run") or {}).get("registered_model")) or {}
     if not registered.get("version"):
         raise NotMeasured("mlopsctl run build-model registered no model version")
     return f"{registered['name']}/{registered['version']}"
