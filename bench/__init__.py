@@ -5,8 +5,8 @@ What each measures, against which peer, and the latest figures: docs/benchmarks.
 
 from __future__ import annotations
 
-from bench import gridsearch, install, orchestration, scale, scaleout, stack, startup, waiting
+from bench import gridsearch, install, orchestration, scale, scaleout, score, stack, startup, waiting
 
 # Run order: the stack is started once by `stack` and reused by the ones after it (stopped before
 # `scaleout`, which wants the CPUs to itself; `install` builds throwaway venvs, last).
-BENCHMARKS = [startup, stack, orchestration, gridsearch, scale, waiting, scaleout, install]
+BENCHMARKS = [startup, stack, orchestration, gridsearch, scale, score, waiting, scaleout, install]

@@ -258,6 +258,38 @@ def repeat(fn: Callable[[], float], runs: int, warmup: int = 1) -> Stats:
     return Stats([fn() for _ in range(runs)])
 
 
+def interleaved(ctx: BenchContext, m: Measurements, engines: Sequence[tuple[str, str]],
+                once: Callable[[str], float], runs: int, warmup: bool, prefix: str = "") -> None:
+    """`runs` rounds, each running every engine once in turn (the machine's speed drifts within minutes, so the
+    two sides of a ratio take turns), after one untimed round unless not `warmup`; m's figures get a Stats of
+    each engine's walls, keyed `{prefix}.{engine}` (`engine` without a prefix). An engine that fails keeps its
+    reason and leaves the round to the others."""
+    walls: dict[str, list[float]] = {key: [] for key, _ in engines}
+    failed: dict[str, str] = {}
+    for i in range(runs + (1 if warmup else 0)):
+        for key, what in engines:
+            if key in failed:
+                continue
+            ctx.check_budget(f"{what} ({prefix})" if prefix else what)
+            log(f"{m.bench}: {prefix + ' ' if prefix else ''}{key}, round {i + 1}")
+            try:
+                wall = once(key)
+            except NotMeasured as exc:
+                failed[key] = str(exc)
+                continue
+            if i >= (1 if warmup else 0):
+                walls[key].append(wall)
+    for key, what in engines:
+        m.take(f"{prefix}.{key}" if prefix else key, what,
+               functools.partial(_walls_figure, walls[key], failed.get(key)))
+
+
+def _walls_figure(walls: list[float], reason: str | None) -> Stats:
+    if reason or not walls:
+        raise NotMeasured(reason or "no run finished")
+    return Stats(walls)
+
+
 def kill_group(proc: subprocess.Popen[Any] | int, timeout: float = 20) -> None:
     """SIGTERM the process group (started with start_new_session=True), then SIGKILL what is left."""
     pid = proc if isinstance(proc, int) else proc.pid

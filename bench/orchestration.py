@@ -14,8 +14,9 @@ CONF = {"max_depth": 80, "n_estimators": 100}
 DESCRIPTION = """
 mlopsctl: `mlopsctl run build-model --max-depth 80 --n-estimators 100` on the running local stack, trigger to
 exit (Airflow scheduling, both tasks, MLflow logging + model registration, result fetch). Floor: one Python
-process (`bench/peers/inprocess_build.py`) that loads the diabetes data, fits the same RandomForestRegressor and
-logs the same params, metrics and registered model to the same MLflow server, no Airflow, no Spark. Bare: the
+process (`bench/peers/inprocess_build.py`) that loads the diabetes data, fits the same model (a Pipeline: median
+fill and ordinal codes learnt on the training split, then the RandomForestRegressor) and logs the same params,
+metrics, held-out rows and registered model to the same MLflow server, no Airflow, no Spark. Bare: the
 two jobs (`spark_jobs/preprocess_data.py` then `train_model.py`, same arguments, same MLflow server) run back to
 back the way the local backend runs them: forked by the stack's job launcher, as Spark Connect clients of the
 stack's Connect server, no Airflow.

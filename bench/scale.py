@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from bench.common import (
     Row,
     Stats,
     bench_env,
+    interleaved,
     log,
     run_cmd,
 )
@@ -56,8 +56,9 @@ A synthetic CSV shaped like a public used-car file (`bench/scale.py`, numpy seed
 numeric (some with NA tokens), 5 text ({', '.join(f'{k!r} {v:,}' for k, v in TEXT_COLUMNS.items())} categories)
 and the target `{TARGET}` with 3% NA. `mlopsctl run build-model --data FILE --target {TARGET}` on the running local
 stack (trigger to exit) against the in-process floor: one Python process (`bench/peers/inprocess_build.py
---data`) that reads the CSV with pandas, encodes it by the same rules, fits the same forest with n_jobs=-1 and
-logs the same run to the same MLflow. 300k rows: max_depth 12, 20 trees; 1M rows: max_depth 8, 10 trees.
+--data`) that reads the CSV with pandas, types it as the pipeline does (`bench/peers/raw_csv.py`), fits the same
+Pipeline (median fill and ordinal codes learnt on the training split, the forest with n_jobs=-1) and logs the
+same run to the same MLflow. 300k rows: max_depth 12, 20 trees; 1M rows: max_depth 8, 10 trees.
 `grid-search` and `grid-search --spark` against GridSearchCV (`bench/peers/gridsearchcv.py` on the same CSV)
 on {GRID_ROWS:,} rows, grid {GRID}, cv {CV}. Each pair takes turns, run by run, in the same bench run.
 --quick: build-model and its floor on 30k rows, once.
@@ -136,8 +137,8 @@ def synthetic_frame(n: int, seed: int = 0) -> Any:
 
 # --------------------------------------------------------------------------------------------- rows
 BUILD_ENGINES = [("mlopsctl", "mlopsctl run build-model (trigger to exit)"),
-                 ("floor", "in-process floor: pandas read_csv, the same cleaning, forest and MLflow logging")]
-GRID_ENGINES = [("peer", "GridSearchCV(n_jobs=-1) on the pandas-cleaned CSV"),
+                 ("floor", "in-process floor: pandas read_csv, the same typing, Pipeline and MLflow logging")]
+GRID_ENGINES = [("peer", "GridSearchCV(n_jobs=-1) on the pandas-encoded CSV"),
                 ("mlopsctl", "mlopsctl grid-search"),
                 ("spark", "mlopsctl grid-search --spark")]
 #: the wall-time ratio each row aims at, against its row's peer
@@ -187,36 +188,6 @@ def grid_once(ctx: BenchContext, engine: str, csv: Path) -> float:
     return res.wall
 
 
-def interleaved(ctx: BenchContext, m: Measurements, prefix: str, engines: list[tuple[str, str]],
-                once: Callable[[str], float], runs: int, warmup: bool) -> None:
-    """`runs` rounds, each running every engine once in turn (the machine's speed drifts within minutes, so the
-    two sides of a ratio take turns), after one untimed round unless not `warmup`. An engine that fails
-    keeps its reason and leaves the round to the others."""
-    walls: dict[str, list[float]] = {key: [] for key, _ in engines}
-    failed: dict[str, str] = {}
-    for i in range(runs + (1 if warmup else 0)):
-        for key, what in engines:
-            if key in failed:
-                continue
-            ctx.check_budget(f"{what} ({prefix})")
-            log(f"scale: {prefix} {key}, round {i + 1}")
-            try:
-                wall = once(key)
-            except NotMeasured as exc:
-                failed[key] = str(exc)
-                continue
-            if i >= (1 if warmup else 0):
-                walls[key].append(wall)
-    for key, what in engines:
-        m.take(f"{prefix}.{key}", what, partial(_figure, walls[key], failed.get(key)))
-
-
-def _figure(walls: list[float], reason: str | None) -> Stats:
-    if reason or not walls:
-        raise NotMeasured(reason or "no run finished")
-    return Stats(walls)
-
-
 def run(ctx: BenchContext) -> list[Row]:
     omitted = NOT_IN_QUICK if ctx.quick else {}
     m = Measurements(NAME)
@@ -225,12 +196,12 @@ def run(ctx: BenchContext) -> list[Row]:
             continue
         csv = dataset(n)
         runs = 1 if ctx.quick else min(ctx.runs, 3 if n < 1_000_000 else 2)
-        interleaved(ctx, m, str(n), BUILD_ENGINES, lambda e, csv=csv, d=depth, t=trees: build_once(ctx, e, csv, d, t),
-                    runs, warmup=not ctx.quick)
+        interleaved(ctx, m, BUILD_ENGINES, lambda e, csv=csv, d=depth, t=trees: build_once(ctx, e, csv, d, t),
+                    runs, warmup=not ctx.quick, prefix=str(n))
     if f"{NAME}.grid.mlopsctl" not in omitted:
         csv = dataset(GRID_ROWS)
-        interleaved(ctx, m, "grid", GRID_ENGINES, lambda e: grid_once(ctx, e, csv), 1 if ctx.quick else 2,
-                    warmup=False)
+        interleaved(ctx, m, GRID_ENGINES, lambda e: grid_once(ctx, e, csv), 1 if ctx.quick else 2,
+                    warmup=False, prefix="grid")
 
     def annotate(key: str, row: Row, s: Stats) -> None:
         prefix, engine = key.rsplit(".", 1)

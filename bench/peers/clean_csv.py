@@ -1,7 +1,8 @@
-"""A CSV read with pandas and cleaned by the pipeline's rules (docs/data.md), for the peers that stand in for a
-data scientist's script: rows with a missing target dropped, all-missing columns dropped, text columns
-ordinal-encoded by their sorted values with -1 for missing, numeric gaps filled with the column's median,
-names cleaned to [A-Za-z0-9_]."""
+"""A CSV read with pandas and encoded up front, for the GridSearchCV peer (`gridsearchcv.py`), which searches a
+bare forest: rows with a missing target dropped, all-missing columns dropped, text columns ordinal-encoded by
+their sorted values with -1 for missing, numeric gaps filled with the column's median over all rows, names
+cleaned to [A-Za-z0-9_]. (The pipelines' model learns its codes and medians on each training split instead, as
+`inprocess_build.py` does with `raw_csv.py`.)"""
 
 from __future__ import annotations
 

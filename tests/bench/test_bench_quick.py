@@ -43,7 +43,7 @@ def _omitted() -> dict[str, str]:
 def test_expected_rows_cover_every_benchmark() -> None:
     keys = [k for k, _ in _expected_rows()]
     prefixes = {k.split(".")[0] for k in keys}
-    assert prefixes == {"startup", "stack", "orchestration", "grid", "scale", "waiting", "scaleout", "install"}
+    assert prefixes == {"startup", "stack", "orchestration", "grid", "scale", "score", "waiting", "scaleout", "install"}
     assert len(set(keys)) == len(keys), "row keys must be unique"
 
 
