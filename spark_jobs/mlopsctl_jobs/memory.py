@@ -3,8 +3,8 @@ data's size (`out_of_memory`), instead of a JVM stack trace, a lost connection o
 same memory cannot help, so the job exits `mlopsctl_jobs.cli.EXIT_NO_RETRY` (`mlopsctl_jobs.cli.run_main`).
 
 Two bounds: the Spark server's heap (the local stack's ``MLOPSCTL_SPARK_DRIVER_MEMORY``; in local mode the
-executors live in that JVM too), recognised from Spark's own error text over Connect, or from the server's
-log when the out-of-memory error killed the server; and the job's own process (a Python `MemoryError`).
+executors live in that JVM too), recognised from Spark's own error text over Connect, or, when the error says
+the server stopped (an out-of-memory error ends its JVM), from the server's log since its last start; and the job's own process (a Python `MemoryError`).
 The limits measured on the local stack: docs/local-stack.md.
 """
 
@@ -13,14 +13,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 #: the setting that sizes the local stack's Spark server heap
 DRIVER_MEMORY_SETTING = "MLOPSCTL_SPARK_DRIVER_MEMORY"
-#: the text by which the JVM and Spark say a heap or an execution memory pool is exhausted
+#: the text by which the JVM and Spark say a heap or an execution memory pool is exhausted; a task's result
+#: "lost from block manager" is what a client is told when the driver ran out of heap while fetching results
+#: (``toPandas`` of a table larger than the heap: the out-of-memory error stays in the server's log)
 JVM_OOM = re.compile(
     r"java\.lang\.OutOfMemoryError|SparkOutOfMemoryError|UNABLE_TO_ACQUIRE_MEMORY|GC overhead limit exceeded"
+    r"|TaskResultLost \(result lost from block manager\)"
 )
+#: what a Connect client is told when the server's JVM is stopping or gone: an out-of-memory error in a task
+#: thread ends the whole JVM (Spark's uncaught-exception handler, exit 52), and the request in flight gets
+#: "Cannot call methods on a stopped SparkContext"; the next ones cannot connect
+SERVER_STOPPED = re.compile(r"stopped SparkContext|StatusCode\.UNAVAILABLE|failed to connect|Connection refused")
 #: what the stack's Spark server writes to its log as it starts: the log before it is an earlier server's
 SERVER_START = "Running Spark version"
 #: how much of the end of the server's log is read
@@ -41,8 +47,9 @@ def out_of_memory(exc: BaseException, data: str | None) -> OutOfMemory | None:
         )
     if not _is_spark_error(exc):
         return None
-    reason = _jvm_oom_line(_chain_text(exc))
-    if reason is None and _server_gone():
+    text = _chain_text(exc)
+    reason = _jvm_oom_line(text)
+    if reason is None and (SERVER_STOPPED.search(text) or _server_gone()):
         reason = _jvm_oom_line(_server_log_since_start())
     if reason is None:
         return None
@@ -71,11 +78,15 @@ def describe_data(data: str | None) -> str:
 
 
 def _human(size: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000  # type: ignore[assignment]
-    raise AssertionError("unreachable")
+    """Bytes in decimal units: 36.1 MB, 1.2 GB."""
+    if size < 1000:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("KB", "MB", "GB"):
+        value /= 1000
+        if value < 1000 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def _current_heap() -> str:

@@ -60,6 +60,15 @@ def test_the_current_heap_is_named_when_the_setting_is_set(csv: Path, monkeypatc
     assert failure is not None and "now 1g" in str(failure)
 
 
+def test_a_task_result_lost_for_want_of_heap_is_out_of_memory(csv: Path) -> None:
+    # what toPandas of 3M rows through a 768m server told the client (the OOM itself stayed in the server log)
+    exc = _spark_error("Job aborted due to stage failure: Task 0 in stage 10.0 failed 1 times, most recent "
+                       "failure: Lost task 0.0 in stage 10.0 (TID 14) (localhost executor driver): TaskResultLost "
+                       "(result lost from block manager)\nDriver stacktrace:")
+    failure = memory.out_of_memory(exc, str(csv))
+    assert failure is not None and "TaskResultLost (result lost from block manager)" in str(failure)
+
+
 def test_other_spark_errors_and_other_exceptions_are_left_alone(csv: Path) -> None:
     assert memory.out_of_memory(_spark_error("[DIVIDE_BY_ZERO] Division by zero"), str(csv)) is None
     assert memory.out_of_memory(ValueError("java.lang.OutOfMemoryError in a user's string"), str(csv)) is None
