@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from mlopsctl_jobs.session import server_gone
+
 #: the setting that sizes the local stack's Spark server heap
 DRIVER_MEMORY_SETTING = "MLOPSCTL_SPARK_DRIVER_MEMORY"
 #: the text by which the JVM and Spark say a heap or an execution memory pool is exhausted; a task's result
@@ -49,7 +51,7 @@ def out_of_memory(exc: BaseException, data: str | None) -> OutOfMemory | None:
         return None
     text = _chain_text(exc)
     reason = _jvm_oom_line(text)
-    if reason is None and (SERVER_STOPPED.search(text) or _server_gone()):
+    if reason is None and (SERVER_STOPPED.search(text) or server_gone()):
         reason = _jvm_oom_line(_server_log_since_start())
     if reason is None:
         return None
@@ -95,7 +97,7 @@ def _current_heap() -> str:
 
 
 def _is_spark_error(exc: BaseException) -> bool:
-    return any(type(e).__module__.startswith("pyspark.") for e in _chain(exc))
+    return any(type(e).__module__.startswith(("pyspark.", "grpc")) for e in _chain(exc))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -119,22 +121,6 @@ def _jvm_oom_line(text: str) -> str | None:
             tail = line[found.start():].strip()
             return tail[:200]
     return None
-
-
-def _server_gone() -> bool:
-    """True when the session's Spark Connect server no longer accepts a connection (SPARK_REMOTE)."""
-    import socket
-    from urllib.parse import urlparse
-
-    remote = (os.environ.get("SPARK_REMOTE") or "").split(";", 1)[0]
-    if not remote.startswith("sc://"):
-        return False
-    parsed = urlparse(remote.replace("sc://", "http://", 1))
-    try:
-        socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 15002), timeout=3).close()
-    except OSError:
-        return True
-    return False
 
 
 def _server_log_since_start() -> str:

@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "spark_jobs"))
 try:
-    from mlopsctl_jobs import cli, memory
+    from mlopsctl_jobs import cli, memory, session
 finally:
     sys.path.remove(str(REPO / "spark_jobs"))
 
@@ -102,6 +102,44 @@ def test_a_server_that_died_is_judged_by_its_log_since_its_last_start(
     assert (failure is not None) is translated
     if translated:
         assert "MLOPSCTL_SPARK_DRIVER_MEMORY" in str(failure)
+
+
+class _Client:
+    """What `session.stop_retrying_a_dead_server` uses of a Connect session's client."""
+
+    def __init__(self) -> None:
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+
+        self.policies = [DefaultPolicy()]
+
+    def get_retry_policies(self):
+        return list(self.policies)
+
+    def set_retry_policies(self, policies) -> None:
+        self.policies = list(policies)
+
+
+def _unavailable_rpc():
+    import grpc
+
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+    return Unavailable()
+
+
+def test_a_local_server_that_refuses_connections_is_not_retried_for_ten_minutes() -> None:
+    spark = type("Spark", (), {"client": _Client()})()
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        session.stop_retrying_a_dead_server(spark, f"sc://127.0.0.1:{port}")
+        (policy,) = spark.client.policies
+        assert policy.can_retry(_unavailable_rpc())  # a server that listens: pyspark's retries, as they are
+    assert not policy.can_retry(_unavailable_rpc())  # gone: the job fails now, with the cause
+    assert not policy.can_retry(ValueError("not a gRPC error"))
 
 
 def test_run_main_ends_an_out_of_memory_failure_with_one_line_and_exit_3(csv: Path, capsys) -> None:
