@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         run_id = score.log_scoring_run(args, experiment, model, engine, summary, scored_at)
         print(f"mlflow run {run_id} logged; done in {time.monotonic() - started:.1f}s", flush=True)
 
-    cli.run_main(body)
+    cli.run_main(body, args.data)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                   flush=True)
         print(f"mlflow run {run_id} logged; done in {time.monotonic() - started:.1f}s", flush=True)
 
-    cli.run_main(body)
+    cli.run_main(body, args.data)
 
 
 if __name__ == "__main__":

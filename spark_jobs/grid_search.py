@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
                               grid.joblib_engine(),
                               lambda X_, y_, pts, cv, rs: grid.run_grid_joblib(X_, y_, pts, cv, rs, n_jobs=-1))
 
-    cli.run_main(body)
+    cli.run_main(body, args.data)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             session.release_session(spark)
 
-    cli.run_main(body)
+    cli.run_main(body, args.data)
 
 
 if __name__ == "__main__":

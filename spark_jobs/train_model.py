@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mlflow run {run_id} logged" + (f"; registered {name} version {version}" if name else ""), flush=True)
         print(f"done in {time.monotonic() - started:.1f}s", flush=True)
 
-    cli.run_main(body)
+    cli.run_main(body, args.data)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ PROCESS_FIXTURES = frozenset({
     "standin",  # tests/integration/test_databricks_standin.py: a Databricks stand-in of its own
     "dbx",  # tests/integration/test_databricks_live.py: a Databricks stand-in and a local stack
     "mlflow_server",  # tests/integration/test_databricks_mlflow.py: a real `mlflow server`
+    "small_heap_server",  # tests/spark/test_memory_limit.py: a Spark Connect server with the smallest heap
 })
 
 

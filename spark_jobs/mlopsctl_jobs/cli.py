@@ -1,6 +1,6 @@
 """The jobs' command line: the argv every job takes (`base_parser`, `add_model_args`, `add_grid_args`), the
-argparse types, and the process's end (`run_main` turns bad data into one ``mlopsctl-error:`` line and exit
-`EXIT_NO_RETRY`; `run_script` is each entry script's ``__main__``). A job given ``--jobs-version`` stops the
+argparse types, and the process's end (`run_main` turns bad data and running out of memory into one
+``mlopsctl-error:`` line and exit `EXIT_NO_RETRY`; `run_script` is each entry script's ``__main__``). A job given ``--jobs-version`` stops the
 same way, right after parsing, when the installed jobs' wheel is another version (`mlopsctl_jobs.installed`).
 
 `EXIT_NO_RETRY` and `ERROR_PREFIX` are the contract with the DAGs' backends (dags/common/), which keep their own
@@ -19,6 +19,7 @@ from typing import Any
 from mlopsctl_jobs.data import DataError
 from mlopsctl_jobs.grid import GridError
 from mlopsctl_jobs.installed import StaleJobsError, mismatch
+from mlopsctl_jobs.memory import OutOfMemory, out_of_memory
 
 # Exit code for failures that retrying cannot fix (bad data, every grid point failed).
 EXIT_NO_RETRY = 3
@@ -124,12 +125,18 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
 
 
-def run_main(fn: Callable[[], Any]) -> None:
-    """Run a job's body; turn non-retryable failures into one clear line + EXIT_NO_RETRY."""
+def run_main(fn: Callable[[], Any], data: str | None = None) -> None:
+    """Run a job's body; turn non-retryable failures into one clear line + EXIT_NO_RETRY: bad data, and
+    running out of memory on ``data`` (the job's ``--data``: `mlopsctl_jobs.memory`)."""
     try:
         fn()
-    except (DataError, GridError, StaleJobsError) as exc:
+    except (DataError, GridError, StaleJobsError, OutOfMemory) as exc:
         _stop(str(exc))
+    except Exception as exc:
+        failure = out_of_memory(exc, data)
+        if failure is None:
+            raise
+        _stop(str(failure))
 
 
 def _stop(message: str) -> None:

@@ -27,6 +27,8 @@ def spark_session(app_name: str) -> Any:
     remote = os.environ.get("SPARK_REMOTE")
     builder = SparkSession.builder.appName(app_name)
     spark = builder.remote(remote).getOrCreate() if remote else builder.getOrCreate()
+    if remote and is_connect(spark) and _loopback(remote):
+        stop_retrying_a_dead_server(spark, remote)
     ship_package_to_workers(spark)
     print(f"spark: {engine_name(spark)}", flush=True)
     return spark
@@ -34,6 +36,47 @@ def spark_session(app_name: str) -> Any:
 
 def is_connect(spark: Any) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _host_port(remote: str) -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(remote.split(";", 1)[0].replace("sc://", "http://", 1))
+    return parsed.hostname or "127.0.0.1", parsed.port or 15002
+
+
+def _loopback(remote: str) -> bool:
+    return _host_port(remote)[0] in ("127.0.0.1", "localhost", "::1")
+
+
+def server_gone(remote: str | None = None) -> bool:
+    """True when the Spark Connect server at ``remote`` (default ``SPARK_REMOTE``) refuses connections."""
+    import socket
+
+    remote = remote if remote is not None else os.environ.get("SPARK_REMOTE") or ""
+    if not remote.startswith("sc://"):
+        return False
+    try:
+        socket.create_connection(_host_port(remote), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
+def stop_retrying_a_dead_server(spark: Any, remote: str) -> None:
+    """A Connect client retries an unreachable server for at least 10 minutes (pyspark's ``DefaultPolicy``),
+    which rides out a remote cluster's blips. A server on this machine that refuses connections has ended
+    (stopped, or its JVM ended on an out-of-memory error) and the job's session ended with it: the job stops
+    retrying at once, and fails with the cause (`mlopsctl_jobs.memory` reads it from the server's log)."""
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    class WhileTheServerListens(DefaultPolicy):
+        def can_retry(self, e: BaseException) -> bool:
+            return super().can_retry(e) and not server_gone(remote)
+
+    client = spark.client
+    client.set_retry_policies([WhileTheServerListens() if type(p) is DefaultPolicy else p
+                               for p in client.get_retry_policies()])
 
 
 def engine_name(spark: Any) -> str:
