@@ -258,10 +258,8 @@ def test_serverless_executors_cannot_read_workspace_files_and_scripts_have_no_si
 
 
 def test_serverless_python_workers_get_one_gigabyte_for_user_code(sdk, standin) -> None:
-    """rules.SERVERLESS_PYTHON_MEMORY: a mapInPandas function may take half a GiB, not 1.5 GiB (the Spark job
-    then fails, as MEMORY_LIMIT_SERVERLESS fails it on Databricks). Address space only: nothing is touched. The
-    bound is an idle worker's address space plus 1 GiB, and a worker's address space varies by a few hundred MB
-    with what it ran before, so the two amounts stay half a GiB either side of the 1 GiB."""
+    """rules.SERVERLESS_PYTHON_MEMORY: a mapInPandas function may take 0.75 GiB, not 1.25 GiB (the Spark job
+    then fails, as MEMORY_LIMIT_SERVERLESS fails it on Databricks). Address space only: nothing is touched."""
     job = """
         from pyspark.sql import SparkSession
 
@@ -274,7 +272,7 @@ def test_serverless_python_workers_get_one_gigabyte_for_user_code(sdk, standin) 
             return fn
 
         spark = SparkSession.builder.getOrCreate()
-        for gib in (0.5, 1.5):
+        for gib in (0.75, 1.25):
             try:
                 spark.range(1).mapInPandas(take(gib), "id long, n long").collect()
                 print("TOOK", gib)
@@ -283,6 +281,6 @@ def test_serverless_python_workers_get_one_gigabyte_for_user_code(sdk, standin) 
     """
     run = _submit(sdk, standin, "python_memory", job, SERVERLESS)
     assert run.result_state == "SUCCESS", run.logs
-    assert "TOOK 0.5" in run.logs and "REFUSED 1.5 True" in run.logs, run.logs[-3000:]
+    assert "TOOK 0.75" in run.logs and "REFUSED 1.25 True" in run.logs, run.logs[-3000:]
     standard = _submit(sdk, standin, "python_memory_std", job, {"existing_cluster_id": STANDARD_CLUSTER_ID})
-    assert "TOOK 1.5" in standard.logs, standard.logs[-3000:]  # a cluster's workers have no such cap here
+    assert "TOOK 1.25" in standard.logs, standard.logs[-3000:]  # a cluster's workers have no such cap here
