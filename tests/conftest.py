@@ -7,7 +7,7 @@ import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -23,8 +23,15 @@ os.environ["MLOPSCTL_CONFIG_DIR"] = _CONFIG_DIR = tempfile.mkdtemp(prefix="mlops
 atexit.register(shutil.rmtree, _CONFIG_DIR, ignore_errors=True)
 
 
+#: MLflow's set_tracking_uri/set_registry_uri write these to os.environ too (and set_registry_uri(None) leaves its
+#: value there), while a stack started later hands os.environ to its jobs: no test leaves them set (`_isolate`)
+_MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+for _var in _MLFLOW_URI_VARS:
+    os.environ.pop(_var, None)
+
+
 @pytest.fixture(autouse=True)
-def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in list(os.environ):
         if key.startswith(("MLOPSCTL_", "DATABRICKS_")):
             monkeypatch.delenv(key, raising=False)
@@ -35,6 +42,9 @@ def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     monkeypatch.setenv("TERM", "dumb")
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)  # contexts: ~/.config under the temp HOME
+    yield
+    for var in _MLFLOW_URI_VARS:
+        os.environ.pop(var, None)
 
 
 @pytest.fixture

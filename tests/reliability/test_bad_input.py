@@ -238,7 +238,8 @@ def test_unknown_run_id_is_not_found(local_stack) -> None:
         res = cli(*argv, stack=local_stack)
         assert res.returncode == ExitCode.NOT_FOUND, (argv, res.stderr)
         assert_clean_error(res)
-        assert "Error: No run 'nope__42' in build_model, grid_search, grid_search_spark." in res.stderr
+        assert ("Error: No run 'nope__42' in build_model, grid_search, grid_search_spark, evaluate_model, "
+                "batch_score." in res.stderr)
         assert "List recent runs with: mlopsctl status" in res.stderr
 
 
