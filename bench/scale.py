@@ -138,7 +138,7 @@ def synthetic_frame(n: int, seed: int = 0) -> Any:
 # --------------------------------------------------------------------------------------------- rows
 BUILD_ENGINES = [("mlopsctl", "mlopsctl run build-model (trigger to exit)"),
                  ("floor", "in-process floor: pandas read_csv, the same typing, Pipeline and MLflow logging")]
-GRID_ENGINES = [("peer", "GridSearchCV(n_jobs=-1) on the pandas-encoded CSV"),
+GRID_ENGINES = [("peer", "GridSearchCV(n_jobs=-1) over the same Pipeline on the CSV read with pandas"),
                 ("mlopsctl", "mlopsctl grid-search"),
                 ("spark", "mlopsctl grid-search --spark")]
 #: the wall-time ratio each row aims at, against its row's peer

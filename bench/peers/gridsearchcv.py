@@ -1,4 +1,6 @@
-"""The data scientist's peer: plain scikit-learn GridSearchCV(RandomForestRegressor, n_jobs=-1).
+"""The data scientist's peer: plain scikit-learn GridSearchCV(n_jobs=-1) over the model the pipelines fit, a
+Pipeline of the median fill and ordinal codes then RandomForestRegressor (`raw_csv.make_model`), on raw rows
+(a CSV read with pandas as the pipelines type it, `raw_csv.read_raw_csv`, or a Parquet file as it is).
 
 Same protocol as the pipelines: hold out `test_size` with `random_state`, cross-validate the grid on the
 rest with `cv` shuffled K folds (RMSE), refit the best point on the whole training part, score it on the held-out part.
@@ -30,25 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     import numpy as np
     import pandas as pd
-    from sklearn.ensemble import RandomForestRegressor
+    from raw_csv import make_model, read_raw_csv  # beside this script
     from sklearn.metrics import mean_squared_error
     from sklearn.model_selection import GridSearchCV, KFold, train_test_split
 
     if args.data.endswith((".parquet", ".pq")):
-        df = pd.read_parquet(args.data)
-        y = df[args.target].to_numpy()
-        X = df.drop(columns=[args.target]).to_numpy()
-    else:  # a CSV, cleaned as the pipelines clean it
-        from clean_csv import read_clean_csv  # beside this script
-
-        X, y = (a.to_numpy() for a in read_clean_csv(args.data, args.target))
-        df = X
+        X = pd.read_parquet(args.data)
+        y = X.pop(args.target).astype("float64")
+        X = X.astype({c: "float64" for c in X.columns if pd.api.types.is_numeric_dtype(X[c].dtype)})
+    else:
+        X, y = read_raw_csv(args.data, args.target)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=args.test_size, random_state=args.random_state
     )
-    grid = json.loads(args.grid)
+    grid = {f"forest__{name}": values for name, values in json.loads(args.grid).items()}
     search = GridSearchCV(
-        RandomForestRegressor(random_state=args.random_state),
+        make_model(X_train, n_jobs=None, random_state=args.random_state),
         grid,
         cv=KFold(n_splits=args.cv, shuffle=True, random_state=args.random_state),
         scoring="neg_root_mean_squared_error",
@@ -70,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             "sum_score_time": score_sum,
             "n_points": len(res["params"]),
             "n_fits": len(res["params"]) * args.cv,
-            "best_params": search.best_params_,
+            "best_params": {k.removeprefix("forest__"): v for k, v in search.best_params_.items()},
             "best_cv_rmse": float(-search.best_score_),
             "rmse": rmse,
-            "rows": len(df),
+            "rows": len(X),
         },
         sys.stdout,
     )

@@ -26,28 +26,6 @@ from pathlib import Path
 EVAL_ROWS_CAP = 100_000
 
 
-def make_model(X, max_depth: int, n_estimators: int):
-    """The unfitted Pipeline on X's columns: medians for the numbers, ordinal codes for the text, the forest."""
-    import pandas as pd
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OrdinalEncoder
-
-    numeric = [c for c in X.columns if pd.api.types.is_float_dtype(X[c].dtype)]
-    text = [c for c in X.columns if c not in set(numeric)]
-    parts = []
-    if numeric:
-        parts.append(("numeric", SimpleImputer(strategy="median", keep_empty_features=True), numeric))
-    if text:
-        parts.append(("text", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                             encoded_missing_value=-1), text))
-    forest = RandomForestRegressor(max_depth=max_depth, n_estimators=n_estimators, random_state=42, n_jobs=-1)
-    return Pipeline([("prepare", ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)),
-                     ("forest", forest)])
-
-
 def signature(X):
     import pandas as pd
     from mlflow.models.signature import ModelSignature
@@ -84,13 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
     import numpy as np
+    from raw_csv import make_model, read_raw_csv  # beside this script
     from sklearn.datasets import load_diabetes
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
     from sklearn.model_selection import train_test_split
 
     if args.data:
-        from raw_csv import read_raw_csv  # beside this script
-
         X, y = read_raw_csv(args.data, args.target)
     else:
         X, y = load_diabetes(return_X_y=True, as_frame=True)
