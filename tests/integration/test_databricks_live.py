@@ -348,13 +348,12 @@ def scoring_model(dbx: DbxEnv) -> str:
     return version
 
 
-# Serverless is not here: there MLflow's spark_udf takes its Databricks Connect path, which first reads the UDF
-# sandbox's versions with `SELECT current_version()`, a Databricks SQL function the stand-in's open-source Spark
-# Connect server does not have (UNRESOLVED_ROUTINE), so that path cannot run on the stand-in.
-@pytest.mark.parametrize("mode", ["jobs", "existing"])
+# On serverless MLflow's spark_udf takes its Databricks Connect path: it reads the runtime with
+# `SELECT current_version()` and ships the model to the workers with `addArtifact`.
+@pytest.mark.parametrize("mode", list(MODES))
 def test_score_runs_on_each_compute(dbx: DbxEnv, scoring_model: str, mode: str) -> None:
-    """`score catalog.schema.model@champion` on a CSV in a volume writes Parquet to a volume on a new job cluster
-    and an existing standard-access cluster, equal to the version's own predict."""
+    """`score catalog.schema.model@champion` on a CSV in a volume writes Parquet to a volume on serverless, a new
+    job cluster and an existing standard-access cluster, equal to the version's own predict."""
     import numpy as np
     import pandas as pd
 
