@@ -328,16 +328,17 @@ def test_a_failed_evaluation_run_exits_run_failed_with_its_log_tail(cli, registr
     """The evaluation is followed as `run` follows: the trigger line, then for a failed run the tasks and the
     failed task's log tail, exit 8 (one JSON document with --json); the alias stays where it was."""
     monkeypatch.setattr(airflow, "_job", lambda dag_run_id, conf: 3)
-    code, out, err = cli("promote", "rf", "1", "--yes")
+    code, out, err = cli("promote", "rf", "1", "--alias", "failing", "--yes")
     assert code == ExitCode.RUN_FAILED, err
     assert "Evaluating in evaluate_model run" in err and "ended failed: task 'evaluate_model' failed" in err
     assert "Task evaluate_model failed; last" in out and "KeyError: 'target'" in out
     assert "mlopsctl logs " in err and "--task evaluate_model" in err
-    code, out, err = cli("promote", "rf", "1", "--yes", "--json")
+    code, out, err = cli("promote", "rf", "1", "--alias", "failing", "--yes", "--json")
     assert code == ExitCode.RUN_FAILED, err
     doc = json.loads(out)
     assert doc["state"] == "failed" and doc["dag_id"] == "evaluate_model" and doc["failed_task"] == "evaluate_model"
-    assert _state(registry) == ({}, {})
+    aliases, tags = _state(registry)
+    assert "failing" not in aliases and "mlopsctl_prev_failing" not in tags
 
 
 @pytest.mark.parametrize(("stop", "code", "needle"), [
@@ -350,7 +351,8 @@ def test_an_evaluation_not_waited_for_says_how_to_reattach(cli, registry: str, a
     nothing moved."""
     monkeypatch.setattr(airflow, "_job", lambda dag_run_id, conf: 0)
     monkeypatch.setattr(airflow, "_state", lambda run: "running")
-    argv = ["promote", "rf", "1", "--yes"]
+    alias = f"waited_{stop.replace('-', '_')}"
+    argv = ["promote", "rf", "1", "--alias", alias, "--yes"]
     if stop == "timeout":
         argv += ["--timeout", "1e-9"]
     else:
@@ -359,6 +361,7 @@ def test_an_evaluation_not_waited_for_says_how_to_reattach(cli, registry: str, a
 
         monkeypatch.setattr("time.sleep", interrupt)
     got, _, err = cli(*argv)
-    (rid,) = airflow.runs
+    (rid,) = airflow.runs  # a fresh fake Airflow per test
     assert got == code and needle in err and f"Reattach with: mlopsctl status {rid} --wait" in err, err
-    assert _state(registry) == ({}, {})
+    aliases, tags = _state(registry)
+    assert alias not in aliases and f"mlopsctl_prev_{alias}" not in tags
