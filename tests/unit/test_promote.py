@@ -298,13 +298,17 @@ def test_a_holder_that_needs_columns_the_split_lacks_is_refused(cli, registry: s
     assert airflow.runs == {}
 
 
-def test_the_job_refuses_a_holder_that_cannot_score_the_rows(registry: str, airflow: EvaluatingAirflow) -> None:
-    """The job's own check (the CLI's is above): the run fails with one clear line, exit 3, nothing logged."""
+def test_the_job_refuses_a_holder_that_cannot_score_the_rows(registry: str, airflow: EvaluatingAirflow,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The job's own checks (the CLI's are above): the run fails with one clear line, exit 3, nothing logged."""
     from mlflow import MlflowClient
 
     MlflowClient(registry, registry).set_registered_model_alias("rf", "wide2", "4")
     assert airflow._job("manual__wide", {"model_name": "rf", "model_version": 1, "alias": "wide2", "data": None}) == 3
+    assert "the champion (version 4) cannot score" in capsys.readouterr().err
     assert airflow._job("manual__old", {"model_name": "rf", "model_version": 3, "alias": "x", "data": None}) == 3
+    assert ("version 3 of registered model 'rf' takes cleaned features, not raw rows: it lacks the version tag "
+            "mlopsctl_input=raw") in capsys.readouterr().err
 
 
 def test_on_a_terminal_a_no_moves_nothing(cli, registry: str, airflow: EvaluatingAirflow,
