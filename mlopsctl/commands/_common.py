@@ -1,4 +1,5 @@
-"""Shared option types and glue for command modules: the context, the run options, and printing a run."""
+"""Shared option types and glue for command modules: the context, the run options, and triggering, following and
+printing a run."""
 
 from __future__ import annotations
 
@@ -177,32 +178,49 @@ def launch(
     auto_unpause: bool = True,
 ) -> None:
     """Trigger (after the service's preflight), then follow and print the result, or print the run id at once."""
+    if wait:
+        print_result(actx.console, trigger_and_follow(actx, pipeline, conf, timeout=timeout, auto_unpause=auto_unpause))
+        return
+    from mlopsctl.console import RunProgress
+
+    console = actx.console
+    triggered = actx.runs(RunProgress(console, pipeline.dag_id)).trigger(pipeline, conf, auto_unpause=auto_unpause)
+    if console.json_mode:
+        console.json(triggered.model_dump())
+    else:
+        console.print(triggered.dag_run_id)
+        if not console.quiet:
+            console.err.print(
+                f"Triggered {pipeline.dag_id} ({triggered.state}). Follow it with: "
+                f"mlopsctl status {escape(triggered.dag_run_id)} --wait",
+                soft_wrap=True,
+            )
+
+
+def trigger_and_follow(
+    actx: AppContext,
+    pipeline: Pipeline,
+    conf: dict[str, Any],
+    *,
+    timeout: float | None = None,
+    auto_unpause: bool = True,
+    announce: str = "Triggered",
+) -> RunResult:
+    """Trigger (after the service's preflight), say so on stderr ("<announce> <dag id> run <id>" and its link),
+    then `follow` the run: its result once it succeeded."""
     from mlopsctl.console import RunProgress
 
     console = actx.console
     progress = RunProgress(console, pipeline.dag_id)
-    service = actx.runs(progress)
-    t0 = time.monotonic()
-    triggered = service.trigger(pipeline, conf, auto_unpause=auto_unpause)
-    if not wait:
-        if console.json_mode:
-            console.json(triggered.model_dump())
-        else:
-            console.print(triggered.dag_run_id)
-            if not console.quiet:
-                console.err.print(
-                    f"Triggered {pipeline.dag_id} ({triggered.state}). Follow it with: "
-                    f"mlopsctl status {escape(triggered.dag_run_id)} --wait",
-                    soft_wrap=True,
-                )
-        return
+    started = time.monotonic()
+    triggered = actx.runs(progress).trigger(pipeline, conf, auto_unpause=auto_unpause)
     if not console.quiet:  # stderr, also in --json mode; soft_wrap keeps the URL on one line
-        console.err.print(f"Triggered {pipeline.dag_id} run [bold]{escape(triggered.dag_run_id)}[/bold]\n"
+        console.err.print(f"{announce} {pipeline.dag_id} run [bold]{escape(triggered.dag_run_id)}[/bold]\n"
                           f"  {escape(triggered.links['airflow'])}", soft_wrap=True)
-    follow_and_print(actx, pipeline, triggered.dag_run_id, timeout=timeout, started=t0, progress=progress)
+    return follow(actx, pipeline, triggered.dag_run_id, timeout=timeout, started=started, progress=progress)
 
 
-def follow_and_print(
+def follow(
     actx: AppContext,
     pipeline: Pipeline,
     dag_run_id: str,
@@ -210,8 +228,9 @@ def follow_and_print(
     timeout: float | None = None,
     started: float | None = None,
     progress: Any = None,
-) -> None:
-    """Follow a run to its end with live progress, print the result, exit RUN_FAILED if it failed."""
+) -> RunResult:
+    """Follow a run to its end with live progress and return its result. A run that did not succeed is printed
+    (`print_result`) and its failure raised (RUN_FAILED); a timeout or Ctrl-C raises with the reattach hint."""
     from mlopsctl.console import RunProgress
 
     progress = progress or RunProgress(actx.console)
@@ -220,10 +239,11 @@ def follow_and_print(
     with progress:
         result = service.follow(pipeline, dag_run_id, timeout=timeout, on_update=progress,
                                 tasks_each_poll=progress.tasks_each_poll, started=started)
-    print_result(actx.console, result)
     failure = result.failure()
     if failure is not None:
+        print_result(actx.console, result)
         raise failure
+    return result
 
 
 def print_result(console: Console, result: RunResult) -> None:

@@ -8,7 +8,6 @@ renders.
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,6 +17,7 @@ from mlopsctl.errors import GateFailedError, InputError
 
 if TYPE_CHECKING:
     from mlopsctl.appcontext import AppContext
+    from mlopsctl.pipelines import Pipeline
     from mlopsctl.promotion import Evaluation, GateResult
     from mlopsctl.runs import RunResult
 
@@ -142,29 +142,15 @@ def _rollback(actx: AppContext, name: str, alias: str, *, dry_run: bool, yes: bo
         tracking.close()
 
 
-def _evaluate(actx: AppContext, pipeline: Any, conf: dict[str, Any], *, timeout: float | None,
+def _evaluate(actx: AppContext, pipeline: Pipeline, conf: dict[str, Any], *, timeout: float | None,
               auto_unpause: bool) -> RunResult:
-    """Trigger the evaluation and follow it like `run` does; a failed run prints its log tail and exits."""
-    from mlopsctl.commands._common import print_result
-    from mlopsctl.console import RunProgress
+    """Trigger the evaluation and follow it like `run` does (a failed run prints its log tail and exits); its
+    result, which must name the evaluation run the gates are judged on."""
+    from mlopsctl.commands._common import trigger_and_follow
     from mlopsctl.tracking import TrackingError
 
-    console = actx.console
-    progress = RunProgress(console, pipeline.dag_id)
-    service = actx.runs(progress)
-    started = time.monotonic()
-    triggered = service.trigger(pipeline, conf, auto_unpause=auto_unpause)
-    progress.dag_run_id = triggered.dag_run_id
-    if not console.quiet:
-        console.err.print(f"Evaluating in {pipeline.dag_id} run [bold]{escape(triggered.dag_run_id)}[/bold]\n"
-                          f"  {escape(triggered.links['airflow'])}", soft_wrap=True)
-    with progress:
-        result = service.follow(pipeline, triggered.dag_run_id, timeout=timeout, on_update=progress,
-                                tasks_each_poll=progress.tasks_each_poll, started=started)
-    failure = result.failure()
-    if failure is not None:
-        print_result(console, result)
-        raise failure
+    result = trigger_and_follow(actx, pipeline, conf, timeout=timeout, auto_unpause=auto_unpause,
+                                announce="Evaluating in")
     if not (result.mlflow or {}).get("run"):
         raise TrackingError(
             f"Run {result.dag_run_id} of {pipeline.dag_id} succeeded, but its evaluation run could not be read"

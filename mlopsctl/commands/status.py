@@ -74,14 +74,14 @@ def _list(actx: AppContext, targets: list[Any], limit: int) -> None:
 
 
 def _one(actx: AppContext, run_id: str, pipeline: str | None, *, wait: bool, timeout: float | None) -> None:
-    from mlopsctl.commands._common import follow_and_print, print_result
+    from mlopsctl.commands._common import follow, print_result
     from mlopsctl.console import RunProgress
 
     console = actx.console
     service = actx.runs(RunProgress(console))
     p, run = service.locate(run_id, scope(pipeline))
     if wait:
-        follow_and_print(actx, p, run.dag_run_id, timeout=timeout)
+        print_result(console, follow(actx, p, run.dag_run_id, timeout=timeout))
         return
     result = service.describe(p, run)
     if not console.json_mode and run.conf:

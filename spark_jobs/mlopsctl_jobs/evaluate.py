@@ -3,8 +3,9 @@ score the same rows with MLflow's own `mlflow.models.evaluate`, and one MLflow r
 both sets of metrics (``candidate_rmse``, ``champion_rmse``, ...), which `mlopsctl promote` judges its gates on.
 
 The rows default to the held-out split the candidate's training run logged (`tracking.EVAL_SPLIT_ARTIFACT`).
-A version without the raw-input tag takes cleaned features, not rows as a user has them, and is refused; so is
-a holder that needs columns the rows lack. Both are `DataError`s: a retry cannot fix them.
+A version without the raw-input tag takes cleaned features, not rows as a user has them, and is refused
+(`tracking.require_raw_input`); so is a holder that needs columns the rows lack. Both are `DataError`s: a retry
+cannot fix them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlopsctl_jobs.data import DataError
-from mlopsctl_jobs.tracking import EVAL_SPLIT_ARTIFACT, EVAL_SPLIT_MAX_ROWS, INPUT_RAW, INPUT_TAG, TARGET_TAG
+from mlopsctl_jobs.tracking import EVAL_SPLIT_ARTIFACT, EVAL_SPLIT_MAX_ROWS, TARGET_TAG, require_raw_input
 
 #: MLflow's built-in regressor metrics -> the names the training runs log and the gates use
 METRICS = {"root_mean_squared_error": "rmse", "mean_absolute_error": "mae", "r2_score": "r2"}
@@ -68,14 +69,9 @@ def _holder(client: Any, name: str, alias: str) -> Any | None:
 
 
 def contender(name: str, mv: Any, role: str) -> Contender:
-    """A version that takes raw rows, as a Contender; DataError for one registered before models did."""
+    """A version that takes raw rows, as a Contender; DataError for one that does not (`require_raw_input`)."""
+    require_raw_input(name, mv)
     tags = dict(mv.tags or {})
-    if tags.get(INPUT_TAG) != INPUT_RAW:
-        raise DataError(
-            f"version {mv.version} of {name} ({role}) takes cleaned features, not raw rows: it was registered "
-            f"before models took rows as they come (no version tag {INPUT_TAG}={INPUT_RAW}), so it cannot score "
-            "the evaluation data; train a new version and promote that"
-        )
     return Contender(role, str(mv.version), f"models:/{name}/{mv.version}", mv.run_id or None, tags.get(TARGET_TAG))
 
 

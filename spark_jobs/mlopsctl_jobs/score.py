@@ -2,7 +2,7 @@
 read and cast to the signature's types (`read_input`), the predictions made on the workers (`score`), the output
 (`output_exists`, `write_output`) and its summary (`prediction_summary`).
 
-A version is scored only when it takes raw rows (the version tag `tracking.INPUT_TAG` = `tracking.INPUT_RAW`);
+A version is scored only when it takes raw rows (`tracking.require_raw_input`);
 the workers load it with ``mlflow.pyfunc.spark_udf(..., env_manager="local")`` (`ScoringModel.udf_uri`).
 """
 
@@ -64,12 +64,7 @@ def load_version(name: str, version: str) -> ScoringModel:
         info = mlflow.models.get_model_info(f"models:/{name}/{version}")
     except MlflowException as exc:
         raise DataError(f"cannot load version {version} of registered model {name!r}: {exc.message}") from None
-    if (mv.tags or {}).get(tracking.INPUT_TAG) != tracking.INPUT_RAW:
-        raise DataError(
-            f"version {version} of {name!r} was registered before models took raw rows: it expects cleaned "
-            f"features, so it cannot score a file as it comes (no version tag {tracking.INPUT_TAG}="
-            f"{tracking.INPUT_RAW}); train a new version and score with that"
-        )
+    tracking.require_raw_input(name, mv)
     signature = info.signature
     schema = signature.inputs if signature is not None else None
     if schema is None or not schema.has_input_names():

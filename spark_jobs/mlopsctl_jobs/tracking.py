@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from mlopsctl_jobs.data import is_numeric
+from mlopsctl_jobs.data import DataError, is_numeric
 from mlopsctl_jobs.grid import PointResult, choose_best
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -34,6 +34,17 @@ EVAL_SPLIT_MAX_ROWS = 100_000
 INPUT_TAG = "mlopsctl_input"
 INPUT_RAW = "raw"
 TARGET_TAG = "mlopsctl_target"
+
+
+def require_raw_input(name: str, mv: Any) -> None:
+    """DataError unless the model version ``mv`` of ``name`` takes raw rows (its tag ``INPUT_TAG`` = ``INPUT_RAW``,
+    which `model_version_tags` sets): a version without it expects cleaned features, not rows as a user has them."""
+    if (mv.tags or {}).get(INPUT_TAG) != INPUT_RAW:
+        raise DataError(
+            f"version {mv.version} of registered model {name!r} takes cleaned features, not raw rows: it lacks the "
+            f"version tag {INPUT_TAG}={INPUT_RAW} that this mlopsctl sets on every version it registers; register a "
+            "new version with this mlopsctl (mlopsctl run build-model) and use that one"
+        )
 
 
 def experiment_name(prefix: str, dag_id: str) -> str:

@@ -5,6 +5,7 @@ columns, an existing output, a version that takes cleaned features) stops the jo
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,11 @@ def test_refuses_missing_columns_and_versions_that_take_features(store, task_env
     with pytest.raises(Exception, match=r"lacks 2 column\(s\) .*: rooms, city") as missing:
         _task(store, "manual__missing", store["raw"], task_env / "out1", data=partial).execute({})
     assert "exit 3" in str(missing.value)
-    with pytest.raises(Exception, match="registered before models took raw rows"):
+    refusal = (rf"version {store['old']} of registered model {re.escape(repr(MODEL))} takes cleaned features, not "
+               r"raw rows: it lacks the version tag mlopsctl_input=raw .*register a new version with this mlopsctl")
+    with pytest.raises(Exception, match=refusal) as old:
         _task(store, "manual__old", store["old"], task_env / "out2").execute({})
+    assert "exit 3" in str(old.value)
     assert not (task_env / "out1").exists() and not (task_env / "out2").exists()
 
 

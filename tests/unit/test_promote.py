@@ -298,13 +298,17 @@ def test_a_holder_that_needs_columns_the_split_lacks_is_refused(cli, registry: s
     assert airflow.runs == {}
 
 
-def test_the_job_refuses_a_holder_that_cannot_score_the_rows(registry: str, airflow: EvaluatingAirflow) -> None:
-    """The job's own check (the CLI's is above): the run fails with one clear line, exit 3, nothing logged."""
+def test_the_job_refuses_a_holder_that_cannot_score_the_rows(registry: str, airflow: EvaluatingAirflow,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The job's own checks (the CLI's are above): the run fails with one clear line, exit 3, nothing logged."""
     from mlflow import MlflowClient
 
     MlflowClient(registry, registry).set_registered_model_alias("rf", "wide2", "4")
     assert airflow._job("manual__wide", {"model_name": "rf", "model_version": 1, "alias": "wide2", "data": None}) == 3
+    assert "the champion (version 4) cannot score" in capsys.readouterr().err
     assert airflow._job("manual__old", {"model_name": "rf", "model_version": 3, "alias": "x", "data": None}) == 3
+    assert ("version 3 of registered model 'rf' takes cleaned features, not raw rows: it lacks the version tag "
+            "mlopsctl_input=raw") in capsys.readouterr().err
 
 
 def test_on_a_terminal_a_no_moves_nothing(cli, registry: str, airflow: EvaluatingAirflow,
@@ -321,3 +325,47 @@ def test_on_a_terminal_a_no_moves_nothing(cli, registry: str, airflow: Evaluatin
     assert code == ExitCode.INTERRUPTED and asked == ["Move asked of rf from version 1 to version 2?"]
     assert str(client.get_registered_model("rf").aliases["asked"]) == "1"
     assert "mlopsctl_prev_asked" not in client.get_model_version("rf", "2").tags
+
+
+def test_a_failed_evaluation_run_exits_run_failed_with_its_log_tail(cli, registry: str, airflow: EvaluatingAirflow,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluation is followed as `run` follows: the trigger line, then for a failed run the tasks and the
+    failed task's log tail, exit 8 (one JSON document with --json); the alias stays where it was."""
+    monkeypatch.setattr(airflow, "_job", lambda dag_run_id, conf: 3)
+    code, out, err = cli("promote", "rf", "1", "--alias", "failing", "--yes")
+    assert code == ExitCode.RUN_FAILED, err
+    assert "Evaluating in evaluate_model run" in err and "ended failed: task 'evaluate_model' failed" in err
+    assert "Task evaluate_model failed; last" in out and "KeyError: 'target'" in out
+    assert "mlopsctl logs " in err and "--task evaluate_model" in err
+    code, out, err = cli("promote", "rf", "1", "--alias", "failing", "--yes", "--json")
+    assert code == ExitCode.RUN_FAILED, err
+    doc = json.loads(out)
+    assert doc["state"] == "failed" and doc["dag_id"] == "evaluate_model" and doc["failed_task"] == "evaluate_model"
+    aliases, tags = _state(registry)
+    assert "failing" not in aliases and "mlopsctl_prev_failing" not in tags
+
+
+@pytest.mark.parametrize(("stop", "code", "needle"), [
+    ("timeout", ExitCode.TIMEOUT, "still running after"),
+    ("ctrl-c", ExitCode.INTERRUPTED, "Stopped following run"),
+])
+def test_an_evaluation_not_waited_for_says_how_to_reattach(cli, registry: str, airflow: EvaluatingAirflow,
+                                                          monkeypatch: pytest.MonkeyPatch, stop, code, needle) -> None:
+    """--timeout or Ctrl-C while the evaluation runs: the run keeps going, the message says how to reattach, and
+    nothing moved."""
+    monkeypatch.setattr(airflow, "_job", lambda dag_run_id, conf: 0)
+    monkeypatch.setattr(airflow, "_state", lambda run: "running")
+    alias = f"waited_{stop.replace('-', '_')}"
+    argv = ["promote", "rf", "1", "--alias", alias, "--yes"]
+    if stop == "timeout":
+        argv += ["--timeout", "1e-9"]
+    else:
+        def interrupt(seconds: float) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr("time.sleep", interrupt)
+    got, _, err = cli(*argv)
+    (rid,) = airflow.runs  # a fresh fake Airflow per test
+    assert got == code and needle in err and f"Reattach with: mlopsctl status {rid} --wait" in err, err
+    aliases, tags = _state(registry)
+    assert alias not in aliases and f"mlopsctl_prev_{alias}" not in tags
