@@ -290,33 +290,41 @@ def workspace_mlflow(dbx: DbxEnv) -> Iterator[None]:
             mlflow.set_registry_uri(None)
 
 
-def test_promote_in_unity_catalog_on_serverless(dbx: DbxEnv) -> None:
-    """`promote` with the workspace's MLflow and a three-part name: the evaluate_model job runs on serverless
-    compute against Unity Catalog (versions in the raw-rows shape, logged by this test), a failing gate changes
-    nothing, a passing one sets the alias and records its tags (keys UC accepts), the second version is judged
-    beside the first, and --rollback moves the alias back."""
-    import secrets
-
-    from tests.fixtures.raw_model import register_raw_version
-
+@pytest.fixture(scope="module")
+def trained_versions(dbx: DbxEnv) -> tuple[str, str]:
+    """Two versions of MODEL that the pipelines trained and registered in Unity Catalog on the stand-in: the
+    newest two that `test_all_three_pipelines_run_on_each_compute` left, or, run on its own, two build-models
+    on serverless."""
     assert dbx.cli("deploy", "jobs", "--to", JOBS_ROOT, "--set-variable").returncode == 0
     assert dbx.cli("connect", "databricks", "--insecure").returncode == 0
-    dbx.use_compute("serverless")
-    name = f"{UC_SCHEMA}.promote_{secrets.token_hex(3)}"
-    with workspace_mlflow(dbx):
-        v1 = register_raw_version(f"{EXPERIMENTS}/promote-live", name, n_estimators=2)
-        v2 = register_raw_version(f"{EXPERIMENTS}/promote-live", name, n_estimators=40)
-    model = dbx.server.mlflow.models[name.lower()]
+    registered = dbx.server.mlflow.models
+    if MODEL.lower() not in registered or len(registered[MODEL.lower()].versions) < 2:
+        dbx.use_compute("serverless")
+        for depth, trees in (("3", "4"), ("8", "20")):
+            res = dbx.cli("run", "build-model", "--max-depth", depth, "--n-estimators", trees)
+            assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    first, second = sorted(registered[MODEL.lower()].versions)[-2:]
+    return str(first), str(second)
 
-    res = dbx.cli("promote", name, v1, "--gate", "rmse<=0.0001", "--yes")
+
+def test_promote_in_unity_catalog_on_serverless(dbx: DbxEnv, trained_versions: tuple[str, str]) -> None:
+    """`promote` with the workspace's MLflow and a three-part name, on versions the pipelines registered: the
+    evaluate_model job runs on serverless compute against Unity Catalog, a failing gate changes nothing, a
+    passing one sets the alias and records its tags (keys UC accepts), the second version is judged beside the
+    first, and --rollback moves the alias back."""
+    v1, v2 = trained_versions
+    dbx.use_compute("serverless")
+    model = dbx.server.mlflow.models[MODEL.lower()]
+
+    res = dbx.cli("promote", MODEL, v1, "--gate", "rmse<=0.0001", "--yes")
     assert res.returncode == ExitCode.GATE_FAILED, res.stdout + res.stderr[-3000:]
-    assert model.aliases == {}
-    res = dbx.cli("promote", name, v1, "--gate", "rmse<=1000", "--yes", "--json")
+    assert "champion" not in model.aliases
+    res = dbx.cli("promote", MODEL, v1, "--gate", "rmse<=1000", "--yes", "--json")
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert {a: str(v) for a, v in model.aliases.items()} == {"champion": v1}
     tags = model.versions[int(v1)].tags
     assert tags["mlopsctl_prev_champion"] == "none" and "rmse<=1000 pass" in tags["mlopsctl_gates_champion"]
-    res = dbx.cli("promote", name, v2, "--beat-champion", "rmse:0%", "--yes", "--json")
+    res = dbx.cli("promote", MODEL, v2, "--gate", "rmse<=1000", "--yes", "--json")
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     doc = json.loads(res.stdout)
     assert doc["evaluation"]["champion_version"] == v1 and doc["evaluation"]["champion"]["rmse"] > 0
@@ -325,7 +333,7 @@ def test_promote_in_unity_catalog_on_serverless(dbx: DbxEnv) -> None:
     assert "spark-connect(" not in _tags(evaluation)["mlopsctl.engine"]  # the default rows need no Spark
     assert {a: str(v) for a, v in model.aliases.items()} == {"champion": v2}
     assert model.versions[int(v2)].tags["mlopsctl_prev_champion"] == v1
-    res = dbx.cli("promote", name, "--rollback", "--yes")
+    res = dbx.cli("promote", MODEL, "--rollback", "--yes")
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert {a: str(v) for a, v in model.aliases.items()} == {"champion": v1}
 
