@@ -42,6 +42,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: one stack, 1 run per figure, no warm-up runs, smallest data")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(names)}")
+    p.add_argument("--rows", default="", metavar="KEY,...",
+                   help="only the rows whose key starts with one of these (scale.1000000, scale.grid): a benchmark "
+                        "measures what they need and writes only them")
     p.add_argument("--runs", type=int, default=None, help="timed runs per figure (default 5, --quick 1)")
     p.add_argument("--budget", type=float, default=None, metavar="MINUTES",
                    help="start no new measurement after this many minutes (rows left say so)")
@@ -52,6 +55,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     args.only = only or names
+    args.rows = tuple(k.strip() for k in args.rows.split(",") if k.strip())
     return args
 
 
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE_DIR))
     started = time.perf_counter()
-    ctx = BenchContext(quick=args.quick, runs=runs, work=work,
+    ctx = BenchContext(quick=args.quick, runs=runs, work=work, rows=args.rows,
                        deadline=started + args.budget * 60 if args.budget else None)
     all_rows: list[Row] = []
     timings: dict[str, float] = {}

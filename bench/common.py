@@ -153,9 +153,10 @@ def quick_omissions(mod: Any) -> dict[str, str]:
 
 
 def planned_rows(mod: Any, ctx: BenchContext) -> list[tuple[str, str]]:
-    """The rows a run of `mod` must measure: all its rows, less those it leaves out of --quick."""
+    """The rows a run of `mod` must measure: all its rows (or those --rows picks), less those it leaves out of
+    --quick."""
     omitted = quick_omissions(mod) if ctx.quick else {}
-    return [(key, what) for key, what in mod.expected_rows(ctx) if key not in omitted]
+    return [(key, what) for key, what in mod.expected_rows(ctx) if key not in omitted and ctx.wants(key)]
 
 
 @dataclass
@@ -167,6 +168,11 @@ class BenchContext:
     objects: dict[str, Any] = field(default_factory=dict)  # live things shared between benchmarks (the stack)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     deadline: float | None = None  # perf_counter() after which no new measurement starts (--budget)
+    rows: tuple[str, ...] = ()  # --rows: key prefixes of the rows to measure; empty = every row
+
+    def wants(self, key: str) -> bool:
+        """Whether --rows picks the row `key`, or (a prefix such as ``scale.1000000.``) some row under it."""
+        return not self.rows or any(key.startswith(r) or r.startswith(key) for r in self.rows)
 
     def time_left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.perf_counter()

@@ -192,13 +192,13 @@ def run(ctx: BenchContext) -> list[Row]:
     omitted = NOT_IN_QUICK if ctx.quick else {}
     m = Measurements(NAME)
     for n, depth, trees in build_sizes(ctx):
-        if f"{NAME}.{n}.mlopsctl" in omitted:
+        if f"{NAME}.{n}.mlopsctl" in omitted or not ctx.wants(f"{NAME}.{n}."):
             continue
         csv = dataset(n)
-        runs = 1 if ctx.quick else min(ctx.runs, 3 if n < 1_000_000 else 2)
+        runs = 1 if ctx.quick else min(ctx.runs, 3)
         interleaved(ctx, m, BUILD_ENGINES, lambda e, csv=csv, d=depth, t=trees: build_once(ctx, e, csv, d, t),
                     runs, warmup=not ctx.quick, prefix=str(n))
-    if f"{NAME}.grid.mlopsctl" not in omitted:
+    if f"{NAME}.grid.mlopsctl" not in omitted and ctx.wants(f"{NAME}.grid."):
         csv = dataset(GRID_ROWS)
         interleaved(ctx, m, GRID_ENGINES, lambda e: grid_once(ctx, e, csv), 1 if ctx.quick else 2,
                     warmup=False, prefix="grid")
@@ -216,7 +216,7 @@ def run(ctx: BenchContext) -> list[Row]:
             row.target = f"<= {TARGETS[key]}x {name}"
             row.verdict = "met" if ratio <= TARGETS[key] else "missed"
 
-    planned = [(k, w) for k, w in expected_rows(ctx) if k not in omitted]
+    planned = [(k, w) for k, w in expected_rows(ctx) if k not in omitted and ctx.wants(k)]
     rows = m.rows([(k.removeprefix(f"{NAME}."), w) for k, w in planned], annotate)
     ctx.shared[NAME] = {"load_avg_at_end": os.getloadavg(),
                         **{k: v.as_dict() for k, v in m.figures.items()}}

@@ -47,6 +47,16 @@ def test_expected_rows_cover_every_benchmark() -> None:
     assert len(set(keys)) == len(keys), "row keys must be unique"
 
 
+def test_rows_picks_the_rows_under_its_prefixes() -> None:
+    from bench import scale
+    from bench.common import BenchContext, planned_rows
+
+    ctx = BenchContext(quick=False, runs=1, work=Path("/nonexistent"), rows=("scale.1000000", "scale.grid.peer"))
+    assert [key for key, _ in planned_rows(scale, ctx)] == [
+        "scale.1000000.mlopsctl", "scale.1000000.floor", "scale.grid.peer"]
+    assert ctx.wants("scale.1000000.") and ctx.wants("scale.grid.") and not ctx.wants("scale.300000.")
+
+
 def test_rows_left_out_of_quick_are_rows_of_the_full_run_with_a_reason() -> None:
     from bench import BENCHMARKS
 
