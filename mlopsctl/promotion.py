@@ -32,8 +32,9 @@ CHAMPION_TAG = "mlopsctl.champion_version"
 #: what Unity Catalog refuses in a tag key (a copy of spark_jobs/mlopsctl_jobs/tracking.py's `uc_tag_key` rule)
 _UC_TAG_KEY_FORBIDDEN = re.compile(r"[.,\-=/:]")
 UC_TAG_KEY_MAX = 255
-#: the longest tag value written (the gate summary is cut to it; the evaluation run holds the full numbers)
-TAG_VALUE_MAX = 250
+#: the longest tag value Unity Catalog takes (the gate summary is cut to it; the evaluation run holds the
+#: full numbers)
+TAG_VALUE_MAX = 1000
 
 _GATE_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _BEAT_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*:\s*(\d+\.?\d*|\.\d+)\s*%\s*$")

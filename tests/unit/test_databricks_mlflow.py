@@ -187,6 +187,18 @@ def test_uc_refuses_tag_keys_with_the_characters_unity_catalog_forbids(app) -> N
     assert state.models["main.default.tags"].versions[1].tags == {"airflow_dag_run_id": "manual__1"}
 
 
+def test_uc_refuses_a_tag_value_over_a_thousand_characters(app) -> None:
+    """rules.UC_TAG_VALUES: 1000 characters are taken, 1001 are a 400, on a model version and a model."""
+    state, client = app
+    version, _ = _register(client, "main.default.values", SIGNED_MLMODEL)
+    for path, body in ((f"{UC}/model-versions/set-tag", {"version": version}), (f"{UC}/registered-models/set-tag", {})):
+        r = client.post(path, json={"name": "main.default.values", "key": "long", "value": "v" * 1001, **body})
+        assert r.status_code == 400 and "longer than 1000 characters" in r.json()["message"], path
+        assert client.post(path, json={"name": "main.default.values", "key": "long", "value": "v" * 1000,
+                                       **body}).status_code == 200
+    assert state.models["main.default.values"].versions[1].tags == {"long": "v" * 1000}
+
+
 def test_the_jobs_model_version_tags_are_unity_catalog_tag_keys() -> None:
     """The tags `log_model` sets on a registered version pass the stand-in's UC rule (today's
     `airflow.dag_run_id` has a dot)."""

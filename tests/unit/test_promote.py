@@ -80,6 +80,16 @@ def test_record_keys_are_legal_unity_catalog_tag_keys(alias: str) -> None:
     assert record_keys("champion")["prev"] == "mlopsctl_prev_champion"
 
 
+def test_the_gate_summary_fits_a_unity_catalog_tag_value() -> None:
+    from tests.fixtures.databricks.rules import UC_TAG_VALUE_MAX
+
+    results = [promotion.GateResult(f"rmse<={i}", "rmse", 1.0, "<=", float(i), i >= 1) for i in range(300)]
+    text = promotion.gates_summary(results)
+    assert len(text) == UC_TAG_VALUE_MAX and text.startswith("rmse<=0 fail (1); rmse<=1 pass (1)")
+    assert text.endswith("...")
+    assert promotion.gates_summary(results[:3]) == "rmse<=0 fail (1); rmse<=1 pass (1); rmse<=2 pass (1)"
+
+
 def test_the_cli_copies_of_the_jobs_constants_agree() -> None:
     jobs_tracking = _constants(JOBS / "mlopsctl_jobs" / "tracking.py")
     jobs_eval = _constants(JOBS / "mlopsctl_jobs" / "evaluate.py")
