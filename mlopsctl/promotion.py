@@ -277,8 +277,9 @@ class Promoter:
         return [c["name"] for c in need["inputs"] if c["name"] and c["name"] not in names]
 
     def move(self, name: str, alias: str, version: str, expected: str | None, tags: dict[str, str]) -> None:
-        """Re-read the holder, refuse (ConflictError, exit 7) when it is no longer `expected`, then point the alias
-        at `version` and record `tags` on it."""
+        """Re-read the holder, refuse (ConflictError, exit 7) when it is no longer `expected`, then record `tags`
+        on `version` and point the alias at it. The record goes first: a registry that refuses it (a tag limit)
+        leaves the alias where it was, and the alias never points at a version without its record."""
         now = self.holder(name, alias)
         if now != expected:
             raise ConflictError(
@@ -286,8 +287,8 @@ class Promoter:
                 f"{_v(expected)}, now at {_v(now)}. Nothing changed.",
                 hint="Run promote again to evaluate against the new holder.",
             )
-        self.tracking.set_alias(name, alias, version)
         self.tracking.set_version_tags(name, version, tags)
+        self.tracking.set_alias(name, alias, version)
 
     def rollback_plan(self, name: str, alias: str) -> tuple[str, str]:
         """(current holder, the holder before it, as recorded on the current one); NotFoundError without either."""

@@ -321,6 +321,24 @@ def test_the_job_refuses_a_holder_that_cannot_score_the_rows(registry: str, airf
             "mlopsctl_input=raw") in capsys.readouterr().err
 
 
+def test_a_registry_that_refuses_the_record_leaves_the_alias_where_it_was(
+        cli, registry: str, airflow: EvaluatingAirflow, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record is written before the alias moves: a refused tag (a Unity Catalog limit) moves nothing."""
+    from mlflow import MlflowClient
+
+    from mlopsctl.tracking import TrackingError
+
+    def refuse(self, name, version, tags) -> None:
+        raise TrackingError("MLflow model-versions/set-tag returned HTTP 400: Invalid tag: too many tags.")
+
+    monkeypatch.setattr(Tracking, "set_version_tags", refuse)
+    client = MlflowClient(registry, registry)
+    client.set_registered_model_alias("rf", "refused", "1")
+    code, _, err = cli("promote", "rf", "2", "--alias", "refused", "--yes")
+    assert code == TrackingError.exit_code and "too many tags" in err, err
+    assert str(client.get_registered_model("rf").aliases["refused"]) == "1"
+
+
 def test_on_a_terminal_a_no_moves_nothing(cli, registry: str, airflow: EvaluatingAirflow,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --yes on a terminal promote asks before moving; a no leaves the alias and the tags as they were."""
