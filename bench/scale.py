@@ -28,6 +28,7 @@ from bench.common import (
     bench_env,
     interleaved,
     log,
+    planned_rows,
     run_cmd,
 )
 from bench.localstack import shared_stack
@@ -216,7 +217,7 @@ def run(ctx: BenchContext) -> list[Row]:
             row.target = f"<= {TARGETS[key]}x {name}"
             row.verdict = "met" if ratio <= TARGETS[key] else "missed"
 
-    planned = [(k, w) for k, w in expected_rows(ctx) if k not in omitted and ctx.wants(k)]
+    planned = planned_rows(sys.modules[__name__], ctx)
     rows = m.rows([(k.removeprefix(f"{NAME}."), w) for k, w in planned], annotate)
     ctx.shared[NAME] = {"load_avg_at_end": os.getloadavg(),
                         **{k: v.as_dict() for k, v in m.figures.items()}}
