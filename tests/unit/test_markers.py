@@ -108,72 +108,17 @@ def test_the_longest_work_runs_first_and_the_load_test_last_of_the_stacks(pytest
                                 "test_plain"]
 
 
-XDIST_CONFTEST = """
-import os
-
-import pytest
-
-from tests.conftest import pytest_collection_modifyitems  # the hook under test
-
-
-@pytest.fixture(scope="session")
-def local_stack():
-    return os.environ["PYTEST_XDIST_WORKER"]
-
-
-@pytest.fixture(scope="module")
-def dbx():
-    return os.environ["PYTEST_XDIST_WORKER"]
-"""
-
-XDIST_TESTS = """
-import os
-import time
-
-import pytest
-
-
-def _ran(kind):
-    time.sleep(0.2)
-    with open(os.environ["RAN_LOG"], "a") as log:
-        log.write(f"{kind} {os.environ['PYTEST_XDIST_WORKER']}\\n")
-
-
-@pytest.mark.parametrize("i", range(6))
-def test_stack(local_stack, i):
-    _ran("stack")
-
-
-@pytest.mark.parametrize("i", range(3))
-def test_databricks(dbx, i):
-    _ran("dbx")
-
-
-@pytest.mark.parametrize("i", range(6))
-def test_plain(i):
-    _ran("plain")
-"""
-
-
-def test_under_xdist_the_tests_of_a_shared_fixture_run_on_one_worker(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`make test`'s `-n auto --dist loadgroup`, on two workers: each shared fixture's tests run on one worker,
-    so it starts once, and the tests that start nothing shared go to either."""
-    monkeypatch.setenv("PYTHONPATH", str(TESTS.parent))  # the workers import the hook from tests.conftest
-    ran = pytester.path / "ran.log"
-    monkeypatch.setenv("RAN_LOG", str(ran))
+def test_the_tests_of_a_shared_process_fixture_share_one_xdist_group(pytester: pytest.Pytester) -> None:
+    """`--dist loadgroup` runs a group on one worker: one group per shared fixture, so each starts once, and
+    none for a test that starts nothing shared, which any worker may take."""
     pytester.makeini("[pytest]\nmarkers =\n    integration: starts a JVM or the local stack\n    load: load\n"
-                     "    slow: slow\n")
-    pytester.makeconftest(XDIST_CONFTEST)
-    pytester.makepyfile(test_groups=XDIST_TESTS)
-    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "--dist", "loadgroup")
-    result.assert_outcomes(passed=15)
-    workers: dict[str, set[str]] = {}
-    for line in ran.read_text().splitlines():
-        kind, worker = line.split()
-        workers.setdefault(kind, set()).add(worker)
-    assert len(workers["stack"]) == 1 and len(workers["dbx"]) == 1, workers
-    assert workers["plain"] == {"gw0", "gw1"}, workers
+                     "    slow: slow\n    xdist_group: xdist\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_order=ORDER_FILE)
+    items, _ = pytester.inline_genitems()
+    groups = {item.name: [m.args[0] for m in item.iter_markers("xdist_group")] for item in items}
+    assert groups == {"test_stack": ["local_stack"], "test_load": ["local_stack"], "test_databricks": ["dbx"],
+                      "test_slow": [], "test_spark": ["spark"], "test_plain": []}
 
 
 def _fixture_names(path: Path) -> set[str]:
