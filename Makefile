@@ -25,9 +25,8 @@ demo: setup java
 	$(RUN) mlopsctl dev start
 	$(RUN) mlopsctl run build-model --max-depth 80 --n-estimators 100
 
-# pytest-xdist: one worker per core, at most 4 (each shared stack runs on one of them; see tests/conftest.py)
 test: setup java
-	$(RUN) pytest -n auto --maxprocesses 4
+	$(RUN) pytest
 
 test-fast: setup
 	$(RUN) pytest -m "not integration"

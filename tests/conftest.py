@@ -109,41 +109,22 @@ PROCESS_FIXTURES = frozenset({
 })
 
 
-#: The fixtures above that start their processes once for many tests (session or module scope), each with the
-#: xdist group its tests join. Under pytest-xdist's `--dist loadgroup` (`make test`) a group runs on one worker,
-#: so each of these starts once; a test that uses several joins the first group listed.
-SHARED_PROCESS_GROUPS = {
-    "local_stack": "local_stack",
-    "dbx": "dbx",
-    "standin": "standin",
-    "mlflow_server": "mlflow_server",
-    "small_heap_server": "spark",  # tests/spark: their module also uses the session's Connect server
-    "connect_server": "spark",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark, and before xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that use a PROCESS_FIXTURES fixture `integration`, put the tests of a shared process
-    fixture in its xdist group, and order the session longest work first, so that the two xdist workers end
-    together: the session stack's tests (the load test last, since it can leave that stack restarting), then
-    the Databricks module's (`dbx`), then the other slow tests, the other groups, and the rest."""
+    """Mark the tests that use a PROCESS_FIXTURES fixture `integration`, and order the session so that one
+    stack runs at a time (an idle stack still takes CPU from the tests beside it): first the tests that start no
+    stack or start their own, then the Databricks module's stack (`dbx`), then the session stack's tests, the
+    load test last, since it stresses the session stack, which is then restarted."""
     for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if PROCESS_FIXTURES.intersection(fixtures):
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-        group = next((g for f, g in SHARED_PROCESS_GROUPS.items() if f in fixtures), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=_run_order)
+    items.sort(key=_stack_phase)
 
 
-def _run_order(item: pytest.Item) -> tuple[int, int]:
+def _stack_phase(item: pytest.Item) -> int:
     fixtures = getattr(item, "fixturenames", ())
+    if item.get_closest_marker("load") is not None:
+        return 3
     if "local_stack" in fixtures:
-        return 0, item.get_closest_marker("load") is not None
-    if "dbx" in fixtures:
-        return 1, 0
-    if item.get_closest_marker("slow") is not None:
-        return 2, 0
-    return (3 if item.get_closest_marker("xdist_group") is not None else 4), 0
+        return 2
+    return 1 if "dbx" in fixtures else 0

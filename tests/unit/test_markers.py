@@ -72,11 +72,6 @@ def test_load(local_stack):
     pass
 
 
-@pytest.mark.slow
-def test_slow(tmp_path):
-    pass
-
-
 def test_stack(local_stack):
     pass
 
@@ -94,31 +89,13 @@ def test_plain(tmp_path):
 """
 
 
-def _order(pytester: pytest.Pytester, *args: str) -> list[str]:
-    pytester.makeini("[pytest]\nmarkers =\n    integration: starts a JVM or the local stack\n    load: load\n"
-                     "    slow: slow\n")
+def test_the_session_runs_one_stack_at_a_time_and_the_load_test_last(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nmarkers =\n    integration: starts a JVM or the local stack\n    load: load\n")
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_order=ORDER_FILE)
-    result = pytester.runpytest("--collect-only", "-q", *args)
-    return [line.split("::")[1] for line in result.outlines if "::" in line]
-
-
-def test_the_longest_work_runs_first_and_the_load_test_last_of_the_stacks(pytester: pytest.Pytester) -> None:
-    assert _order(pytester) == ["test_stack", "test_load", "test_databricks", "test_slow", "test_spark",
-                                "test_plain"]
-
-
-def test_the_tests_of_a_shared_process_fixture_share_one_xdist_group(pytester: pytest.Pytester) -> None:
-    """`--dist loadgroup` runs a group on one worker: one group per shared fixture, so each starts once, and
-    none for a test that starts nothing shared, which any worker may take."""
-    pytester.makeini("[pytest]\nmarkers =\n    integration: starts a JVM or the local stack\n    load: load\n"
-                     "    slow: slow\n    xdist_group: xdist\n")
-    pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_order=ORDER_FILE)
-    items, _ = pytester.inline_genitems()
-    groups = {item.name: [m.args[0] for m in item.iter_markers("xdist_group")] for item in items}
-    assert groups == {"test_stack": ["local_stack"], "test_load": ["local_stack"], "test_databricks": ["dbx"],
-                      "test_slow": [], "test_spark": ["spark"], "test_plain": []}
+    result = pytester.runpytest("--collect-only", "-q")
+    order = [line.split("::")[1] for line in result.outlines if "::" in line]
+    assert order == ["test_spark", "test_plain", "test_databricks", "test_stack", "test_load"]
 
 
 def _fixture_names(path: Path) -> set[str]:
