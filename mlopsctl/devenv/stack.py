@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from mlopsctl.settings import Settings
 
 SPARK_CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+#: C1-only JIT and the serial GC: a Spark JVM that serves small jobs then takes about 40% less CPU to start and
+#: answers them as fast, for the same memory (docs/local-stack.md)
+SPARK_JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 CONNECT_PORT_CONF = "spark.connect.grpc.binding.port"
 
 STACK_MARKER = "_MLOPSCTL_STACK"
@@ -244,12 +247,10 @@ def spark_argv(
         "spark.connect.grpc.binding.address": "127.0.0.1",
         CONNECT_PORT_CONF: str(port or settings.spark_connect_port),
         "spark.ui.enabled": "false",
-        # IPv4 sockets: the JVM's listeners show up as 127.0.0.1, not as IPv4-mapped IPv6 addresses.
-        # C1-only JIT and the serial GC: the server then takes less CPU to start (it starts next to Airflow
-        # and MLflow) and answers small jobs faster, for the same memory (figure in docs/local-stack.md).
+        # IPv4 sockets: the JVM's listeners show up as 127.0.0.1, not as IPv4-mapped IPv6 addresses. The
+        # server starts next to Airflow and MLflow: SPARK_JVM_OPTIONS.
         "spark.driver.extraJavaOptions": " ".join(
-            ["-Djava.net.preferIPv4Stack=true", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
-             *java_options]
+            ["-Djava.net.preferIPv4Stack=true", *SPARK_JVM_OPTIONS, *java_options]
         ),
         "spark.local.dir": str(layout.spark_dir / "tmp"),
         "spark.sql.warehouse.dir": str(layout.spark_dir / "warehouse"),
