@@ -293,7 +293,7 @@ def connect_server(state: Path, driver_memory: str | None, full_jit: bool = Fals
     from bench.common import free_port, wait_until
     from mlopsctl.devenv.health import grpc_serving
     from mlopsctl.devenv.layout import StackLayout
-    from mlopsctl.devenv.stack import spark_argv, spark_env
+    from mlopsctl.devenv.stack import C1_ONLY_JIT, spark_argv, spark_env
     from mlopsctl.settings import Settings
 
     port = free_port()
@@ -305,7 +305,7 @@ def connect_server(state: Path, driver_memory: str | None, full_jit: bool = Fals
     log(f"starting a Spark Connect server (local[*], heap {settings.spark_driver_memory}) on port {port}")
     argv = spark_argv(settings, layout)
     if full_jit:
-        argv = [a.replace(" -XX:TieredStopAtLevel=1", "") for a in argv]
+        argv = [a.replace(f" {C1_ONLY_JIT}", "") for a in argv]
     with open(layout.log_file("spark"), "ab") as out:
         proc = subprocess.Popen(argv, env=spark_env(settings, layout), cwd=layout.spark_dir,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
