@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlopsctl.errors import ConflictError, InputError, NotFoundError
+from mlopsctl.errors import ConflictError, InputError, NotFoundError, RejectedError
 
 if TYPE_CHECKING:
     from mlopsctl.tracking import ModelVersion, Tracking
@@ -35,6 +35,8 @@ UC_TAG_KEY_MAX = 255
 #: the longest tag value Unity Catalog takes (the gate summary is cut to it; the evaluation run holds the
 #: full numbers)
 TAG_VALUE_MAX = 1000
+#: the most tags Unity Catalog keeps on one model version
+UC_TAGS_PER_VERSION = 50
 
 _GATE_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _BEAT_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*:\s*(\d+\.?\d*|\.\d+)\s*%\s*$")
@@ -253,6 +255,7 @@ class Promoter:
         """Check the candidate and the current holder before any evaluation: both exist and take raw rows, and,
         on the candidate's own held-out rows (`default_data`), the holder needs no column the candidate lacks."""
         candidate = self.raw_version(name, version, "candidate")
+        self._check_record_fits(candidate, alias)
         holder = self.holder(name, alias)
         plan = Plan(name, version, alias, holder, candidate)
         if holder is None or holder == version:
@@ -267,6 +270,23 @@ class Promoter:
                     hint="Give rows that have both versions' input columns and the target with --eval-data PATH|TABLE.",
                 )
         return plan
+
+    def _check_record_fits(self, candidate: ModelVersion, alias: str) -> None:
+        """RejectedError when Unity Catalog would refuse the promotion's record: the version's tags and the record
+        tags it does not hold yet must stay within UC_TAGS_PER_VERSION. Other registries have no such limit."""
+        if not self.tracking.registry_uri.startswith("databricks-uc"):
+            return
+        new = [key for key in record_keys(alias).values() if key not in candidate.tags]
+        if len(candidate.tags) + len(new) <= UC_TAGS_PER_VERSION:
+            return
+        raise RejectedError(
+            f"Version {candidate.version} of {candidate.name} holds {len(candidate.tags)} tags, and recording a "
+            f"promotion to {alias!r} adds {len(new)}: Unity Catalog keeps at most {UC_TAGS_PER_VERSION} tags on a "
+            "model version. Nothing was evaluated or changed.",
+            hint="Delete the record tags of aliases this version no longer needs (mlopsctl_prev_<alias>, "
+                 "mlopsctl_gates_<alias>, mlopsctl_promoted_at_<alias>, mlopsctl_eval_run_<alias>), e.g. with "
+                 "MlflowClient().delete_model_version_tag(name, version, key), then promote again.",
+        )
 
     def _missing_columns(self, name: str, candidate: str, holder: str) -> list[str]:
         """The holder's input columns the candidate's signature lacks ([] when a signature cannot be read)."""

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlopsctl_jobs.data import DataError
-from mlopsctl_jobs.tracking import EVAL_SPLIT_ARTIFACT, EVAL_SPLIT_MAX_ROWS, TARGET_TAG, require_raw_input
+from mlopsctl_jobs.tracking import (
+    EVAL_SPLIT_ARTIFACT,
+    EVAL_SPLIT_MAX_ROWS,
+    TARGET_TAG,
+    require_raw_input,
+    target_from_tag,
+)
 
 #: MLflow's built-in regressor metrics -> the names the training runs log and the gates use
 METRICS = {"root_mean_squared_error": "rmse", "mean_absolute_error": "mae", "r2_score": "r2"}
@@ -72,7 +78,8 @@ def contender(name: str, mv: Any, role: str) -> Contender:
     """A version that takes raw rows, as a Contender; DataError for one that does not (`require_raw_input`)."""
     require_raw_input(name, mv)
     tags = dict(mv.tags or {})
-    return Contender(role, str(mv.version), f"models:/{name}/{mv.version}", mv.run_id or None, tags.get(TARGET_TAG))
+    return Contender(role, str(mv.version), f"models:/{name}/{mv.version}", mv.run_id or None,
+                     target_from_tag(tags.get(TARGET_TAG)))
 
 
 def resolve(client: Any, name: str, version: str, alias: str) -> tuple[Contender, Contender | None]:

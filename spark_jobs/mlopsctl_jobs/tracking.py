@@ -9,6 +9,7 @@ MLflow's first import.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -190,8 +191,28 @@ def model_version_tags(run_id: str, dag_run_id: str, hyperparams: dict[str, Any]
     keys are Unity Catalog tag keys (`uc_tag_key`), the same in every registry, so a version is found by the
     same tag on a local MLflow and in Unity Catalog."""
     tags = {"mlflow_run_id": run_id, "airflow_dag_run_id": dag_run_id, **hyperparams,
-            INPUT_TAG: INPUT_RAW, TARGET_TAG: target}
+            INPUT_TAG: INPUT_RAW, TARGET_TAG: target_tag_value(target)}
     return {uc_tag_key(k): str(v) for k, v in tags.items()}
+
+
+def target_tag_value(target: str) -> str:
+    """``target`` as the value of TARGET_TAG: the column name as it is, or JSON-quoted when it begins or ends with
+    a blank (Unity Catalog refuses such a tag value, and a column may be named ``"price "``) or begins with a
+    double quote (so a quoted value always means JSON). `target_from_tag` reads both forms."""
+    if target != target.strip() or target.startswith('"'):
+        return json.dumps(target, ensure_ascii=False)
+    return target
+
+
+def target_from_tag(value: str | None) -> str | None:
+    """The target column named by a TARGET_TAG value (`target_tag_value`); None without the tag."""
+    if value and value.startswith('"'):
+        try:
+            name = json.loads(value)
+        except ValueError:
+            return value
+        return name if isinstance(name, str) else value
+    return value
 
 
 def model_requirements() -> list[str]:

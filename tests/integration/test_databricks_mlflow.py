@@ -41,6 +41,7 @@ SCRIPT = textwrap.dedent("""
     from sklearn.datasets import load_diabetes
 
     experiment, model_name, server_url = sys.argv[2:5]
+    TARGET = "target "  # a header with a trailing blank, as spreadsheet exports have; UC refuses it as a tag value
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     X, y = X.head(150), y.head(150)
     exp_id = tracking.setup_mlflow("databricks", experiment, "databricks-uc")
@@ -52,7 +53,7 @@ SCRIPT = textwrap.dedent("""
 
     out = tracking.log_grid(experiment_id=exp_id, dag_id="grid_search", dag_run_id="manual_1", try_number=1,
                            engine="test", results=results, cv=2, common_params={"data": "diabetes"},
-                           refit=refit, X_sample=X, holdout_rows=(X, y), target="target",
+                           refit=refit, X_sample=X, holdout_rows=(X, y), target=TARGET,
                            register_as=model_name)
     client = mlflow.MlflowClient()
     run = client.get_run(out.parent_run_id)
@@ -219,7 +220,13 @@ def test_model_loads_back_and_is_registered_in_uc(job_report: dict, workspace) -
     assert mv.source == f"models:/{job_report['model_id']}" and mv.model_id == job_report["model_id"]
     assert mv.tags["mlflow_run_id"] == job_report["parent"] and mv.tags["max_depth"] == "3"
     assert mv.tags["airflow_dag_run_id"] == "manual_1"  # a Unity Catalog tag key (no dot), as the stand-in requires
-    assert mv.tags["mlopsctl_input"] == "raw" and mv.tags["mlopsctl_target"] == "target"
+    assert mv.tags["mlopsctl_input"] == "raw" and mv.tags["mlopsctl_target"] == '"target "'  # JSON-quoted
+    sys.path.insert(0, str(ROOT / "spark_jobs"))
+    try:
+        from mlopsctl_jobs.tracking import target_from_tag
+    finally:
+        sys.path.pop(0)
+    assert target_from_tag(mv.tags["mlopsctl_target"]) == "target "
     assert (state.model_dir(MODEL, 1) / "model.pkl").is_file()
 
 

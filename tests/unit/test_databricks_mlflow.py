@@ -199,6 +199,39 @@ def test_uc_refuses_a_tag_value_over_a_thousand_characters(app) -> None:
     assert state.models["main.default.values"].versions[1].tags == {"long": "v" * 1000}
 
 
+def test_uc_refuses_a_tag_value_with_a_blank_at_either_end(app) -> None:
+    """rules.UC_TAG_VALUES: leading and trailing blanks are refused in tag values too."""
+    state, client = app
+    version, _ = _register(client, "main.default.blanks", SIGNED_MLMODEL)
+    for value in ("price ", " price", "\tprice", "price\n"):
+        r = client.post(f"{UC}/model-versions/set-tag", json={"name": "main.default.blanks", "version": version,
+                                                             "key": "mlopsctl_target", "value": value})
+        assert r.status_code == 400 and "begins or ends with a blank" in r.json()["message"], repr(value)
+    ok = client.post(f"{UC}/model-versions/set-tag", json={"name": "main.default.blanks", "version": version,
+                                                          "key": "mlopsctl_target", "value": "unit price"})
+    assert ok.status_code == 200
+    assert state.models["main.default.blanks"].versions[1].tags == {"mlopsctl_target": "unit price"}
+
+
+def test_uc_keeps_at_most_fifty_tags_on_a_model_and_on_a_version(app) -> None:
+    """rules.UC_TAG_COUNT: the 51st tag is a 400 on a version and on a model; a tag already held is replaced."""
+    state, client = app
+    version, _ = _register(client, "main.default.many", SIGNED_MLMODEL)
+    for path, body in ((f"{UC}/model-versions/set-tag", {"version": version}), (f"{UC}/registered-models/set-tag", {})):
+        for i in range(50):
+            r = client.post(path, json={"name": "main.default.many", "key": f"k{i}", "value": "v", **body})
+            assert r.status_code == 200, (path, i)
+        r = client.post(path, json={"name": "main.default.many", "key": "k50", "value": "v", **body})
+        assert r.status_code == 400 and "at most 50 tags" in r.json()["message"], path
+        assert client.post(path, json={"name": "main.default.many", "key": "k0", "value": "w",
+                                       **body}).status_code == 200
+    assert len(state.models["main.default.many"].versions[1].tags) == 50
+    assert state.models["main.default.many"].versions[1].tags["k0"] == "w"
+    many = [{"key": f"k{i}", "value": "v"} for i in range(51)]
+    r = client.post(f"{UC}/registered-models/create", json={"name": "main.default.crowded", "tags": many})
+    assert r.status_code == 400 and "at most 50 tags" in r.json()["message"]
+
+
 def test_the_jobs_model_version_tags_are_unity_catalog_tag_keys() -> None:
     """The tags `log_model` sets on a registered version pass the stand-in's UC rule (today's
     `airflow.dag_run_id` has a dot)."""
@@ -218,3 +251,22 @@ def test_the_jobs_model_version_tags_are_unity_catalog_tag_keys() -> None:
                     "mlopsctl_target": "price (USD)"}
     assert [k for k in tags if uc_tag_key_problem(k)] == []
     assert tracking.uc_tag_key(" a.b-c=d/e:f,g ") == "a_b_c_d_e_f_g"
+
+
+@pytest.mark.parametrize("target", ["price", "price ", " price", "\u00a0price", '"quoted"', '"', "unit price (€)"])
+def test_the_target_tag_takes_any_column_name_unity_catalog_allows_and_reads_it_back(target: str) -> None:
+    """A column named with a blank at either end still makes a tag value UC takes (rules.UC_TAG_VALUES), and
+    the evaluation reads the same name back."""
+    import sys
+
+    from tests.fixtures.databricks.rules import uc_tag_value_problem
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "spark_jobs"))
+    try:
+        from mlopsctl_jobs import tracking
+    finally:
+        sys.path.pop(0)
+    value = tracking.model_version_tags("r", "manual__1", {}, target)[tracking.TARGET_TAG]
+    assert uc_tag_value_problem(tracking.TARGET_TAG, value) is None, value
+    assert tracking.target_from_tag(value) == target
+    assert (value == target) == (target == target.strip() and not target.startswith('"'))

@@ -17,9 +17,9 @@ import pytest
 
 from mlopsctl import promotion
 from mlopsctl.appcontext import Environment
-from mlopsctl.errors import ExitCode, GateFailedError
+from mlopsctl.errors import ExitCode, GateFailedError, RejectedError
 from mlopsctl.promotion import BeatChampion, Evaluation, Gate, judge, parse_beat, parse_gate, record_keys
-from mlopsctl.tracking import Tracking
+from mlopsctl.tracking import ModelVersion, Tracking
 from tests.fixtures.fakes import FakeAirflow
 from tests.fixtures.raw_model import register_raw_version
 
@@ -106,6 +106,47 @@ def test_the_cli_copies_of_the_jobs_constants_agree() -> None:
     assert sorted(METRICS.values()) == sorted(promotion.GATE_METRICS)
     for key in ("a.b-c=d/e:f,g", " x ", "mlopsctl_prev_champion-2", "y" * 300):
         assert promotion.uc_tag_key(key) == uc_tag_key(key)
+
+
+class _Registry:
+    """The registry reads `Promoter.plan` makes, for one candidate version holding `tags` and no alias yet."""
+
+    def __init__(self, registry_uri: str, tags: dict[str, str]) -> None:
+        self.registry_uri = registry_uri
+        self.tags = tags
+
+    def raw_input_version(self, ref: str, *, action: str) -> ModelVersion:
+        name, _, version = ref.rpartition("/")
+        return ModelVersion(name, version, tags=dict(self.tags))
+
+    def model_aliases(self, name: str) -> dict[str, str]:
+        return {}
+
+
+def _tags(n: int, **extra: str) -> dict[str, str]:
+    return {**{f"team_tag_{i}": "x" for i in range(n - len(extra))}, **extra}
+
+
+def test_promote_refuses_before_evaluating_when_unity_catalog_would_refuse_the_record() -> None:
+    """rules.UC_TAG_COUNT: a version holds at most 50 tags in Unity Catalog, and a promotion's record adds 4."""
+    from tests.fixtures.databricks.rules import UC_TAG_MAX_PER_OBJECT
+
+    assert promotion.UC_TAGS_PER_VERSION == UC_TAG_MAX_PER_OBJECT
+    uc = "databricks-uc"
+    with pytest.raises(RejectedError) as exc:
+        promotion.Promoter(_Registry(uc, _tags(47))).plan("main.ml.m", "3", "champion", default_data=True)
+    assert exc.value.exit_code == ExitCode.REJECTED
+    assert "holds 47 tags" in str(exc.value) and "adds 4" in str(exc.value) and "at most 50" in str(exc.value)
+    assert "mlopsctl_prev_<alias>" in (exc.value.hint or "")
+    assert promotion.Promoter(_Registry(uc, _tags(46))).plan("main.ml.m", "3", "champion", default_data=True).holder is None
+    # a record of the same alias is replaced, not added to
+    held = _tags(50, **{key: "old" for key in record_keys("champion").values()})
+    assert promotion.Promoter(_Registry(uc, held)).plan("main.ml.m", "3", "champion", default_data=True)
+    with pytest.raises(RejectedError):
+        promotion.Promoter(_Registry(uc, held)).plan("main.ml.m", "3", "challenger", default_data=True)
+    # an MLflow server's registry keeps any number of tags
+    assert promotion.Promoter(_Registry("http://127.0.0.1:5000", _tags(60))).plan(
+        "m", "3", "champion", default_data=True)
 
 
 def test_gate_failed_is_exit_13() -> None:
