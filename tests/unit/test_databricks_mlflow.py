@@ -250,15 +250,19 @@ def test_the_target_tag_takes_any_column_name_unity_catalog_allows_and_reads_it_
     """A column named with a blank at either end still makes a tag value UC takes (rules.UC_TAG_VALUES), and
     the evaluation reads the same name back."""
     import sys
+    from types import SimpleNamespace
 
     from tests.fixtures.databricks.rules import uc_tag_value_problem
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "spark_jobs"))
     try:
-        from mlopsctl_jobs import tracking
+        from mlopsctl_jobs import evaluate, tracking
     finally:
         sys.path.pop(0)
-    value = tracking.model_version_tags("r", "manual__1", {}, target)[tracking.TARGET_TAG]
+    tags = tracking.model_version_tags("r", "manual__1", {}, target)
+    value = tags[tracking.TARGET_TAG]
     assert uc_tag_value_problem(tracking.TARGET_TAG, value) is None, value
     assert tracking.target_from_tag(value) == target
+    version = SimpleNamespace(version="3", run_id="r", tags=tags)
+    assert evaluate.contender("main.ml.m", version, "candidate").target == target
     assert (value == target) == (target == target.strip() and not target.startswith('"'))
