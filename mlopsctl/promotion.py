@@ -274,7 +274,7 @@ class Promoter:
     def _check_record_fits(self, candidate: ModelVersion, alias: str) -> None:
         """RejectedError when Unity Catalog would refuse the promotion's record: the version's tags and the record
         tags it does not hold yet must stay within UC_TAGS_PER_VERSION. Other registries have no such limit."""
-        if not self.tracking.registry_uri.startswith("databricks-uc"):
+        if not self.tracking.in_unity_catalog:
             return
         new = [key for key in record_keys(alias).values() if key not in candidate.tags]
         if len(candidate.tags) + len(new) <= UC_TAGS_PER_VERSION:

@@ -340,6 +340,11 @@ class Tracking:
             return "databricks-uc" + self.tracking_uri[len("databricks"):]
         return self.tracking_uri
 
+    @property
+    def in_unity_catalog(self) -> bool:
+        """Whether the registered models are in Unity Catalog (its names, tag rules and artifact repository)."""
+        return self.registry_uri.startswith("databricks-uc")
+
     def _client_call(self, call: Callable[[], Any], missing: str | None = None,
                      missing_codes: tuple[str, ...] = ("RESOURCE_DOES_NOT_EXIST",)) -> Any:
         """An MlflowClient call; an error in `missing_codes` becomes NotFoundError(missing), others TrackingError."""
@@ -466,7 +471,7 @@ class Tracking:
         missing = f"No MLmodel file for {name} version {version}."
 
         def download(dst: str) -> str:
-            if self.registry_uri.startswith("databricks-uc"):  # Unity Catalog's own artifact repository
+            if self.in_unity_catalog:  # Unity Catalog's own artifact repository
                 from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
                 repo = ModelsArtifactRepository(f"models:/{name}/{version}", tracking_uri=self.tracking_uri,

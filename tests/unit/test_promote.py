@@ -111,8 +111,8 @@ def test_the_cli_copies_of_the_jobs_constants_agree() -> None:
 class _Registry:
     """The registry reads `Promoter.plan` makes, for one candidate version holding `tags` and no alias yet."""
 
-    def __init__(self, registry_uri: str, tags: dict[str, str]) -> None:
-        self.registry_uri = registry_uri
+    def __init__(self, in_unity_catalog: bool, tags: dict[str, str]) -> None:
+        self.in_unity_catalog = in_unity_catalog
         self.tags = tags
 
     def raw_input_version(self, ref: str, *, action: str) -> ModelVersion:
@@ -132,7 +132,7 @@ def test_promote_refuses_before_evaluating_when_unity_catalog_would_refuse_the_r
     from tests.fixtures.databricks.rules import UC_TAG_MAX_PER_OBJECT
 
     assert promotion.UC_TAGS_PER_VERSION == UC_TAG_MAX_PER_OBJECT
-    uc = "databricks-uc"
+    uc = True
     with pytest.raises(RejectedError) as exc:
         promotion.Promoter(_Registry(uc, _tags(47))).plan("main.ml.m", "3", "champion", default_data=True)
     assert exc.value.exit_code == ExitCode.REJECTED
@@ -145,7 +145,7 @@ def test_promote_refuses_before_evaluating_when_unity_catalog_would_refuse_the_r
     with pytest.raises(RejectedError):
         promotion.Promoter(_Registry(uc, held)).plan("main.ml.m", "3", "challenger", default_data=True)
     # an MLflow server's registry keeps any number of tags
-    assert promotion.Promoter(_Registry("http://127.0.0.1:5000", _tags(60))).plan(
+    assert promotion.Promoter(_Registry(False, _tags(60))).plan(
         "m", "3", "champion", default_data=True)
 
 
